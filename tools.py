@@ -1,0 +1,42 @@
+"""Project tools: benchmarks, parameter counts, checkpoint inspection.
+
+    python tools.py bench-data     # training windows/s from the DataLoader
+    python tools.py bench-model    # ASVFI forward / training-step ms, audio on vs off
+    python tools.py bench-infer    # interpolated frames/s and peak memory
+    python tools.py bench-metrics  # frames/s per metric
+    python tools.py params         # parameter counts of the default models
+    python tools.py inspect CKPT   # what a checkpoint holds
+
+Each benchmark lives in `bench/<name>.py` with a `main(argv)`; this file only dispatches.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent / "bench"
+
+
+def run_bench(name, argv):
+    path = BENCH_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("available:", ", ".join(f"bench-{c}" if c not in ("params", "inspect") else c for c in commands))
+        return 0
+    command, rest = argv[0], argv[1:]
+    name = command[len("bench-"):] if command.startswith("bench-") else command
+    if name not in commands:
+        raise SystemExit(f"unknown command {command!r}; run `python tools.py --help`")
+    return run_bench(name, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
