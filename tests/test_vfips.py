@@ -1,0 +1,212 @@
+"""VFIPS port against the reference fixture (hqqxyy/VFIPS multiscale_v33, deterministic weights)."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import vfips
+import weights
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vfips_compat.pt"
+REL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def recipe_state_dict(model, fixture):
+    """Fill every entry as the fixture's recipe says; constants and integer buffers keep their values."""
+    state = model.state_dict()
+    abs_keys = {name for _, name, _, _, mode in fixture["fill_plan"] if mode == "abs_randn_over_sqrt_fanin"}
+    filled = {}
+    for i, (name, shape) in enumerate(fixture["keys"]):
+        current = state[name]
+        if name in fixture["constants"] or not current.is_floating_point():
+            filled[name] = current.clone()
+            continue
+        g = torch.Generator().manual_seed(1000 + i)
+        shape = tuple(shape)
+        if len(shape) >= 2:
+            value = torch.randn(shape, generator=g, dtype=torch.float32) / math.sqrt(math.prod(shape[1:]))
+        else:
+            value = 0.1 * torch.randn(shape, generator=g, dtype=torch.float32)
+        filled[name] = value.abs() if name in abs_keys else value
+    return filled
+
+
+@pytest.fixture(scope="module")
+def model(fixture):
+    net = vfips.VFIPSNet()
+    net.load_state_dict(recipe_state_dict(net, fixture), strict=True)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def outputs(model, fixture):
+    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    with torch.no_grad():
+        return {
+            "score": model(ref, dis),
+            "per_scale": model.scale_scores(ref, dis),
+            "merge": model.merge_outputs(ref, dis),
+            "swapped": model(dis, ref),
+            "batch2": model(torch.cat([ref, dis.flip(1)]), torch.cat([dis, ref.flip(1)])),
+        }
+
+
+def assert_matches(actual, expected, what):
+    scale = max(expected.abs().max().item(), 1e-12)
+    diff = (actual.double() - expected.double()).abs().max().item()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert diff <= REL_TOL * scale, f"{what}: max abs diff {diff:.3g} > {REL_TOL} x {scale:.3g}"
+
+
+def test_state_dict_keys_shapes_and_order(fixture):
+    state = vfips.VFIPSNet().state_dict()
+    assert [(k, list(v.shape)) for k, v in state.items()] == [(k, list(s)) for k, s in fixture["keys"]]
+    assert len(state) == 101
+    int_keys = [k for k, v in state.items() if not v.is_floating_point()]
+    assert int_keys == list(fixture["nonfloat_buffers"]) and all(state[k].dtype == torch.int64 for k in int_keys)
+
+
+def test_constructor_constants_and_relative_position_index(fixture):
+    state = vfips.VFIPSNet().state_dict()
+    for name, value in fixture["constants"].items():
+        assert torch.equal(state[name], value), name
+    for name, value in fixture["nonfloat_buffers"].items():
+        assert torch.equal(state[name], value), name
+
+
+def test_strict_load_of_fixture_key_list(fixture):
+    model = vfips.VFIPSNet()
+    blob = {name: torch.zeros(shape, dtype=model.state_dict()[name].dtype) for name, shape in fixture["keys"]}
+    assert not model.load_state_dict(blob, strict=True).missing_keys
+    with pytest.raises(RuntimeError):
+        vfips.VFIPSNet().load_state_dict({k: v for k, v in blob.items() if "moduleSixth" not in k}, strict=True)
+
+
+def test_recipe_weights_match_checksums(model, fixture):
+    state = model.state_dict()
+    assert len(fixture["weight_checksums"]) == 101 - 2 - 5
+    for name, (total, abs_total, first) in fixture["weight_checksums"].items():
+        value = state[name].double()
+        assert value.sum().item() == pytest.approx(total, rel=1e-9, abs=1e-9), name
+        assert value.abs().sum().item() == pytest.approx(abs_total, rel=1e-9), name
+        assert value.flatten()[0].item() == first, name
+
+
+def test_score_and_per_scale(outputs, fixture):
+    expected = fixture["outputs"]
+    assert_matches(outputs["score"], expected["score"], "score")
+    assert_matches(outputs["per_scale"], expected["per_scale"], "per_scale")
+    assert outputs["score"].item() == pytest.approx(outputs["per_scale"].sum().item(), abs=1e-6)
+
+
+def test_merge_outputs(outputs, fixture):
+    for k, merged in enumerate(outputs["merge"]):
+        assert_matches(merged, fixture["outputs"][f"merge_out_{k}"], f"merge_out_{k}")
+
+
+def test_extractor_features_of_first_reference_frame(model, fixture):
+    frame0 = model.scaling_layer(fixture["inputs"]["ref"])[:, 0]
+    with torch.no_grad():
+        levels = model.net.moduleExtractor(frame0)
+    for k, level in enumerate(levels):
+        assert_matches(level, fixture["outputs"][f"ref_extractor_feat_{k}_frame0"], f"extractor level {k}")
+
+
+def test_argument_order_and_batch(outputs, fixture):
+    expected = fixture["outputs"]
+    assert_matches(outputs["swapped"], expected["score_swapped_args"], "score_swapped_args")
+    assert_matches(outputs["batch2"], expected["score_batch2"], "score_batch2")
+    assert abs(outputs["swapped"].item() - outputs["score"].item()) > 1e-3
+
+
+def test_float64_matches_float64_reference(fixture):
+    net = vfips.VFIPSNet()
+    net.load_state_dict(recipe_state_dict(net, fixture))
+    net = net.double().eval()
+    with torch.no_grad():
+        score = net(fixture["inputs"]["ref"].double(), fixture["inputs"]["dis"].double())
+    assert abs(score.item() - fixture["outputs"]["score_fp64"].item()) < 1e-9
+
+
+def test_sixth_extractor_level_is_loaded_but_unused(model, fixture):
+    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for k in state:
+        if "moduleSixth" in k:
+            state[k] = torch.full_like(state[k], 7.0)
+    other = vfips.VFIPSNet().eval()
+    other.load_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(other(ref, dis), model(ref, dis))
+
+
+def test_normalize_flag_accepts_unit_range(model, fixture):
+    ref = fixture["inputs"]["ref"]
+    with torch.no_grad():
+        from_unit_range = model((ref + 1) / 2, (fixture["inputs"]["dis"] + 1) / 2, normalize=True)
+    assert_matches(from_unit_range, fixture["outputs"]["score"], "normalize=True")
+
+
+@pytest.mark.parametrize("size", [(64, 80), (80, 64), (40, 40)])
+def test_too_small_frames_raise(model, size):
+    clip = torch.zeros(1, 12, 3, *size)
+    with pytest.raises(ValueError, match="at least 65x65"):
+        model(clip, clip)
+
+
+def test_smallest_valid_size_runs(model):
+    g = torch.Generator().manual_seed(3)
+    ref, dis = torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1, torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1
+    with torch.no_grad():
+        assert torch.isfinite(model(ref, dis)).all()
+
+
+@pytest.mark.parametrize("frames", [11, 13, 1])
+def test_window_length_other_than_12_raises(model, frames):
+    clip = torch.zeros(1, frames, 3, 72, 80)
+    with pytest.raises(ValueError, match="exactly 12 frames"):
+        model(clip, clip)
+
+
+def test_mismatched_shapes_raise(model):
+    with pytest.raises(ValueError, match="equal shape"):
+        model(torch.zeros(1, 12, 3, 72, 80), torch.zeros(1, 12, 3, 72, 88))
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub_cache"
+    monkeypatch.setattr(weights, "cache_dir", lambda: cache)
+    return cache
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict_module"])
+def test_load_vfips_from_weights_dir(model, fixture, tmp_path, isolated_cache, wrap):
+    state = model.state_dict()
+    if wrap == "state_dict_module":
+        state = {"state_dict": {f"module.{k}": v for k, v in state.items()}}
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    torch.save(state, folder / weights.REGISTRY["vfips"].filename)
+    loaded = vfips.load_vfips(weights_dir=folder, allow_download=False)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    with torch.no_grad():
+        assert torch.equal(loaded(ref, dis), model(ref, dis))
+
+
+def test_load_vfips_missing_file_names_url(tmp_path, isolated_cache):
+    with pytest.raises(weights.WeightsUnavailable, match="vfips_multiscale_v33.pytorch"):
+        vfips.load_vfips(weights_dir=tmp_path, allow_download=False)
+
+
+def test_load_vfips_rejects_foreign_checkpoint(tmp_path, isolated_cache):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / weights.REGISTRY["vfips"].filename)
+    with pytest.raises(ValueError, match="not a VFIPS multiscale_v33 checkpoint"):
+        vfips.load_vfips(weights_dir=tmp_path, allow_download=False)
