@@ -2,11 +2,29 @@
 
 Flows are (B, 2, H, W) tensors in pixels: channel 0 is the horizontal displacement, channel 1 the
 vertical one. `flow[:, :, y, x]` moves the pixel at (x, y) of the source frame to
-(x + u, y + v) of the target frame.
+(x + u, y + v) of the target frame; `backward_warp(img1, flow_0to1)` therefore approximates img0.
+
+Flow estimators (one interface, `build_flow_estimator(name)`; all take two (B, 3, H, W) RGB frames
+in [0, 1] and return the flow from the first to the second frame in pixels; all are frozen):
+- "pwc":  PWC-Net as used by FloLPIPS (sniklaus/pytorch-pwc "default", via danier97/flolpips),
+          checkpoint-compatible with `network-default.pytorch`.
+- "raft": RAFT (princeton-vl/RAFT, full model), checkpoint-compatible with `raft-things.pth`.
+- "dis":  OpenCV DIS (no weights; for machines without the pretrained files).
 """
+import math
+
+import cv2
+import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+import weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids, warping and splatting
+# ---------------------------------------------------------------------------------------------
 
 def pixel_grid(height, width, device=None, dtype=torch.float32):
     """(1, 2, H, W) pixel coordinates (x, y)."""
@@ -15,14 +33,25 @@ def pixel_grid(height, width, device=None, dtype=torch.float32):
     return torch.stack([xs, ys])[None]
 
 
+def sample_at_pixels(image, coords, padding_mode="zeros"):
+    """Bilinear samples of `image` (N, C, H, W) at pixel coordinates `coords` (N, h, w, 2) as (x, y).
+
+    Pixel centres sit at integer coordinates. The normalisation (2x + 1) / W - 1 with
+    align_corners=False is exact for any size, including the 1-pixel maps of coarse pyramids
+    where the usual 2x / (W - 1) - 1 divides by zero.
+    """
+    height, width = image.shape[-2:]
+    grid = torch.stack([(2 * coords[..., 0] + 1) / width - 1,
+                        (2 * coords[..., 1] + 1) / height - 1], dim=-1)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=False)
+
+
 def backward_warp(image, flow, padding_mode="border"):
     """Sample `image` at p + flow(p) (bilinear): the warp that pulls pixels along `flow`."""
     _, _, height, width = image.shape
     coords = pixel_grid(height, width, image.device, flow.dtype) + flow
-    grid = torch.stack([2 * coords[:, 0] / max(width - 1, 1) - 1,
-                        2 * coords[:, 1] / max(height - 1, 1) - 1], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
-                         align_corners=True)
+    return sample_at_pixels(image, coords.permute(0, 2, 3, 1), padding_mode)
 
 
 def forward_splat(values, flow):
@@ -55,7 +84,549 @@ def softmax_splat(values, flow, metric, eps=1e-7):
     per sample before the exponential, which leaves the ratio unchanged and avoids overflow.
     """
     metric = metric - metric.amax(dim=(1, 2, 3), keepdim=True).detach()
-    weights = metric.exp()
-    splatted = forward_splat(torch.cat([values * weights, weights], 1), flow)
+    importance = metric.exp()
+    splatted = forward_splat(torch.cat([values * importance, importance], 1), flow)
     numerator, mass = splatted[:, :-1], splatted[:, -1:]
     return numerator / (mass + eps), mass
+
+
+def splat_coverage(flow):
+    """(B, 1, H, W) bilinear weight that forward splatting along `flow` puts on each target pixel.
+
+    Independent of any softmax metric, so `splat_coverage(flow) < 0.5` is a hole mask (pixels no
+    source pixel substantially reached); a pure integer shift gives exactly 1 inside and 0 in the
+    uncovered border.
+    """
+    ones = flow.new_ones(flow.shape[0], 1, *flow.shape[2:])
+    return forward_splat(ones, flow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen estimators
+# ---------------------------------------------------------------------------------------------
+
+class FrozenFlowModule(nn.Module):
+    """Base of the flow estimators: once `freeze()`d, `train()` can no longer switch it to training.
+
+    PerVFI's flow estimator is frozen; as a submodule of a model that calls `.train()` every epoch,
+    its batch norms (RAFT's context encoder) would otherwise start using batch statistics.
+    """
+
+    frozen = False
+
+    def freeze(self):
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode=True):
+        return super().train(mode and not self.frozen)
+
+
+# ---------------------------------------------------------------------------------------------
+# PWC-Net (sniklaus/pytorch-pwc "default", as used by FloLPIPS)
+# ---------------------------------------------------------------------------------------------
+
+PWC_LEVEL_NAMES = ("netTwo", "netThr", "netFou", "netFiv", "netSix")  # pyramid levels 2..6
+PWC_EXTRACTOR_CHANNELS = (16, 32, 64, 96, 128, 196)  # levels 1..6
+PWC_DENSE_CHANNELS = (128, 128, 96, 64, 32)
+PWC_SEARCH_RADIUS = 4  # 9x9 = 81 correlation channels
+
+
+def local_correlation(first, second, max_displacement=PWC_SEARCH_RADIUS):
+    """Cost volume of the PWC-Net correlation layer (FlowNet-style, patch 1, stride 1).
+
+    out[:, k, y, x] = mean_c first[:, c, y, x] * second[:, c, y + dy, x + dx] with
+    dx = k % D - d, dy = k // D - d, D = 2d + 1; `second` is zero outside the image. Computed by
+    padding once and summing over D² shifted views (the fastest pure-torch form on CPU: no D²-fold
+    copy of the features as an unfold would make).
+    """
+    _, channels, height, width = first.shape
+    span = 2 * max_displacement + 1
+    padded = F.pad(second, [max_displacement] * 4)
+    volume = [(first * padded[:, :, dy:dy + height, dx:dx + width]).sum(1)
+              for dy in range(span) for dx in range(span)]
+    return torch.stack(volume, 1) / channels
+
+
+def pwc_backwarp(image, flow):
+    """PWC-Net's own backward warp, reproduced with its quirks (needed for checkpoint equality).
+
+    The flow is normalised by (W - 1) / 2 although the grid uses align_corners=False pixel centres,
+    and a sampled all-ones channel is thresholded at 0.999 to zero out samples that touched the
+    zero padding.
+    """
+    _, _, height, width = flow.shape
+    grid_x = torch.linspace(-1.0 + 1.0 / width, 1.0 - 1.0 / width, width, device=flow.device, dtype=flow.dtype)
+    grid_y = torch.linspace(-1.0 + 1.0 / height, 1.0 - 1.0 / height, height, device=flow.device, dtype=flow.dtype)
+    grid = torch.stack([grid_x.view(1, 1, width).expand(flow.shape[0], height, width)
+                        + flow[:, 0] / ((image.shape[3] - 1.0) / 2.0),
+                        grid_y.view(1, height, 1).expand(flow.shape[0], height, width)
+                        + flow[:, 1] / ((image.shape[2] - 1.0) / 2.0)], dim=-1)
+    with_ones = torch.cat([image, image.new_ones(image.shape[0], 1, *image.shape[2:])], 1)
+    sampled = F.grid_sample(with_ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mask = (sampled[:, -1:] > 0.999).to(image.dtype)
+    return sampled[:, :-1] * mask
+
+
+def _conv_lrelu(in_channels, out_channels, stride=1, dilation=1):
+    return [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation),
+            nn.LeakyReLU(0.1)]
+
+
+class PWCExtractor(nn.Module):
+    """Six-level feature pyramid, each level a stride-2 conv and two convs (LeakyReLU 0.1)."""
+
+    def __init__(self):
+        super().__init__()
+        in_channels = 3
+        for name, channels in zip(("netOne",) + PWC_LEVEL_NAMES, PWC_EXTRACTOR_CHANNELS):
+            layers = (_conv_lrelu(in_channels, channels, stride=2) + _conv_lrelu(channels, channels)
+                      + _conv_lrelu(channels, channels))
+            setattr(self, name, nn.Sequential(*layers))
+            in_channels = channels
+
+    def forward(self, image):
+        levels = []
+        for name in ("netOne",) + PWC_LEVEL_NAMES:
+            image = getattr(self, name)(image)
+            levels.append(image)
+        return levels
+
+
+def _pwc_decoder_input_channels(level):
+    """Channels entering the dense block of pyramid level `level` (2..6)."""
+    volume = (2 * PWC_SEARCH_RADIUS + 1) ** 2
+    if level == 6:
+        return volume
+    return volume + PWC_EXTRACTOR_CHANNELS[level - 1] + 2 + 2
+
+
+class PWCDecoder(nn.Module):
+    """One pyramid level: correlation with the warped second frame, a DenseNet block, a flow head.
+
+    Raw flows are in units of 1/20 pixel at the network's (padded-to-64) input resolution, so the
+    upsampled coarser flow is turned into level-`level` pixels by 20 / 2**level before warping.
+    """
+
+    def __init__(self, level):
+        super().__init__()
+        self.level = level
+        channels = _pwc_decoder_input_channels(level)
+        if level < 6:
+            previous = _pwc_decoder_input_channels(level + 1) + sum(PWC_DENSE_CHANNELS)
+            self.netUpflow = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
+            self.netUpfeat = nn.ConvTranspose2d(previous, 2, 4, stride=2, padding=1)
+            self.warp_scale = 20.0 / 2 ** level
+        for name, out_channels in zip(("netOne", "netTwo", "netThr", "netFou", "netFiv"), PWC_DENSE_CHANNELS):
+            setattr(self, name, nn.Sequential(*_conv_lrelu(channels, out_channels)))
+            channels += out_channels
+        self.netSix = nn.Sequential(nn.Conv2d(channels, 2, 3, padding=1))
+
+    def forward(self, first, second, previous=None):
+        """Returns (raw flow, dense features) of this level; `previous` is the coarser level's."""
+        if previous is None:
+            features = F.leaky_relu(local_correlation(first, second), 0.1)
+        else:
+            flow = self.netUpflow(previous[0])
+            upsampled = self.netUpfeat(previous[1])
+            volume = F.leaky_relu(local_correlation(first, pwc_backwarp(second, flow * self.warp_scale)), 0.1)
+            features = torch.cat([volume, first, flow, upsampled], 1)
+        for name in ("netOne", "netTwo", "netThr", "netFou", "netFiv"):
+            features = torch.cat([getattr(self, name)(features), features], 1)
+        return self.netSix(features), features
+
+
+class PWCRefiner(nn.Module):
+    """Context network: dilated convolutions (1, 2, 4, 8, 16, 1, 1) that add a residual flow."""
+
+    def __init__(self):
+        super().__init__()
+        channels = _pwc_decoder_input_channels(2) + sum(PWC_DENSE_CHANNELS)
+        layers = []
+        for out_channels, dilation in zip((128, 128, 128, 96, 64, 32), (1, 2, 4, 8, 16, 1)):
+            layers += _conv_lrelu(channels, out_channels, dilation=dilation)
+            channels = out_channels
+        layers.append(nn.Conv2d(channels, 2, 3, padding=1))
+        self.netMain = nn.Sequential(*layers)
+
+    def forward(self, features):
+        return self.netMain(features)
+
+
+class PWCNet(FrozenFlowModule):
+    """PWC-Net exactly as FloLPIPS runs it (state_dict keys of the original `Network`).
+
+    Call: `flow = net(first, second)`, both (B, 3, H, W) RGB in [0, 1] (no channel flip, no
+    normalisation; FloLPIPS feeds RGB even though sniklaus' demo fed BGR). Returns (B, 2, H, W),
+    the flow from `first` to `second` in pixels of the input. Any H, W: inputs are resized
+    (bilinear, align_corners=False) to multiples of 64 and the flow is resized back and rescaled.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.netExtractor = PWCExtractor()
+        for level, name in enumerate(PWC_LEVEL_NAMES, start=2):
+            setattr(self, name, PWCDecoder(level))
+        self.netRefiner = PWCRefiner()
+
+    def estimate_levels(self, first, second):
+        """Raw coarse-to-fine outputs on inputs already sized to multiples of 64.
+
+        Returns {decoder name: raw flow} for netSix ... netTwo (1/20 px at the input resolution)
+        and "refiner": the residual added to netTwo's flow.
+        """
+        pyramid = self.netExtractor(torch.cat([first, second], 0))
+        batch = first.shape[0]
+        outputs, previous = {}, None
+        for level in range(6, 1, -1):
+            name = PWC_LEVEL_NAMES[level - 2]
+            features = pyramid[level - 1]
+            previous = getattr(self, name)(features[:batch], features[batch:], previous)
+            outputs[name] = previous[0]
+        outputs["refiner"] = self.netRefiner(previous[1])
+        return outputs
+
+    def forward(self, first, second):
+        height, width = first.shape[-2:]
+        padded_height, padded_width = 64 * math.ceil(height / 64), 64 * math.ceil(width / 64)
+        first, second = (F.interpolate(image, size=(padded_height, padded_width), mode="bilinear",
+                                       align_corners=False) for image in (first, second))
+        levels = self.estimate_levels(first, second)
+        flow = 20.0 * F.interpolate(levels["netTwo"] + levels["refiner"], size=(height, width),
+                                    mode="bilinear", align_corners=False)
+        scale = flow.new_tensor([width / padded_width, height / padded_height]).view(1, 2, 1, 1)
+        return flow * scale
+
+
+def remap_pwc_keys(state_dict):
+    """Keys of a released PWC-Net file → our keys.
+
+    sniklaus' `network-*.pytorch` files spell every `net` prefix as `module`
+    (`moduleExtractor.moduleOne.0.weight` → `netExtractor.netOne.0.weight`), which the original
+    loader fixed with `key.replace('module', 'net')`; a DataParallel `module.` prefix is dropped
+    first.
+    """
+    remapped = {}
+    for key, tensor in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        remapped[key.replace("module", "net")] = tensor
+    return remapped
+
+
+def _load_frozen(network, state_dict, path, device):
+    try:
+        network.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise RuntimeError(f"{path}: not a compatible {type(network).__name__} checkpoint: {err}") from err
+    return network.to(device).freeze()
+
+
+def load_pwcnet(weights_dir=None, allow_download=True, device=None):
+    """Frozen PWC-Net with the released `network-default.pytorch` weights (weights.locate("pwcnet"))."""
+    path = weights.locate("pwcnet", weights_dir, allow_download)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _load_frozen(PWCNet(), remap_pwc_keys(state.get("state_dict", state)), path, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenCV DIS
+# ---------------------------------------------------------------------------------------------
+
+def _to_gray_uint8(image):
+    """(3, H, W) RGB in [0, 1] → (H, W) uint8 luma, ITU-R BT.601 weights (cv2.COLOR_RGB2GRAY)."""
+    rgb = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    return cv2.cvtColor(np.ascontiguousarray(rgb.cpu().numpy()), cv2.COLOR_RGB2GRAY)
+
+
+def dis_flow(img0, img1, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+    """OpenCV DIS optical flow from img0 to img1: (B, 3, H, W) RGB in [0, 1] → (B, 2, H, W) pixels.
+
+    Frames are quantised to uint8 and converted to gray with BT.601 luma (0.299 R + 0.587 G +
+    0.114 B, cv2.COLOR_RGB2GRAY), which is what DIS works on. Not differentiable; runs on the CPU
+    and returns a tensor on img0's device and dtype.
+    """
+    estimator = cv2.DISOpticalFlow_create(preset)
+    flows = [estimator.calc(_to_gray_uint8(first), _to_gray_uint8(second), None)
+             for first, second in zip(img0, img1)]
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(device=img0.device, dtype=img0.dtype)
+
+
+class DISFlow(FrozenFlowModule):
+    """`dis_flow` as a module, so that it plugs in wherever a learned estimator does."""
+
+    def __init__(self, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+        super().__init__()
+        self.preset = preset
+
+    def forward(self, img0, img1):
+        return dis_flow(img0, img1, self.preset)
+
+
+# ---------------------------------------------------------------------------------------------
+# RAFT (princeton-vl/RAFT, full model)
+# ---------------------------------------------------------------------------------------------
+
+RAFT_HIDDEN = 128
+RAFT_CONTEXT = 128
+
+
+def _norm(kind, channels):
+    """The encoders' normalisation; "instance" has no parameters (affine=False, as in RAFT)."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"flow.py: unknown RAFT norm {kind!r} (use 'instance' or 'batch')")
+
+
+class RAFTResidualBlock(nn.Module):
+    """Two 3x3 convs with norm + ReLU and a (1x1 conv + norm) shortcut when striding."""
+
+    def __init__(self, in_channels, channels, norm, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1, stride=stride)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm1 = _norm(norm, channels)
+        self.norm2 = _norm(norm, channels)
+        if stride == 1:
+            self.downsample = None
+        else:
+            # Registered twice, as in RAFT: under `norm3` and as `downsample.1` (both in the checkpoint).
+            self.norm3 = _norm(norm, channels)
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride), self.norm3)
+
+    def forward(self, x):
+        y = F.relu(self.norm1(self.conv1(x)))
+        y = F.relu(self.norm2(self.conv2(y)))
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return F.relu(x + y)
+
+
+class RAFTEncoder(nn.Module):
+    """RAFT's BasicEncoder: 7x7/2 conv, residual stages 64, 96/2, 128/2, 1x1 output conv (1/8 size)."""
+
+    def __init__(self, output_dim, norm):
+        super().__init__()
+        self.norm1 = _norm(norm, 64)  # registered before conv1, as in RAFT: the checkpoint's key order
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
+        stages, in_channels = [], 64
+        for channels, stride in ((64, 1), (96, 2), (128, 2)):
+            stages.append(nn.Sequential(RAFTResidualBlock(in_channels, channels, norm, stride),
+                                        RAFTResidualBlock(channels, channels, norm)))
+            in_channels = channels
+        self.layer1, self.layer2, self.layer3 = stages
+        self.conv2 = nn.Conv2d(128, output_dim, 1)
+
+    def forward(self, x):
+        x = F.relu(self.norm1(self.conv1(x)))
+        return self.conv2(self.layer3(self.layer2(self.layer1(x))))
+
+
+class RAFTMotionEncoder(nn.Module):
+    """Encodes the looked-up correlation and the current flow into 126 + 2 channels."""
+
+    def __init__(self, correlation_channels):
+        super().__init__()
+        self.convc1 = nn.Conv2d(correlation_channels, 256, 1)
+        self.convc2 = nn.Conv2d(256, 192, 3, padding=1)
+        self.convf1 = nn.Conv2d(2, 128, 7, padding=3)
+        self.convf2 = nn.Conv2d(128, 64, 3, padding=1)
+        self.conv = nn.Conv2d(64 + 192, 128 - 2, 3, padding=1)
+
+    def forward(self, flow, correlation):
+        cor = F.relu(self.convc2(F.relu(self.convc1(correlation))))
+        flo = F.relu(self.convf2(F.relu(self.convf1(flow))))
+        return torch.cat([F.relu(self.conv(torch.cat([cor, flo], 1))), flow], 1)
+
+
+class RAFTSepConvGRU(nn.Module):
+    """Convolutional GRU run twice: with 1x5 (horizontal) then 5x1 (vertical) kernels."""
+
+    def __init__(self, hidden_dim, input_dim):
+        super().__init__()
+        for suffix, kernel, padding in (("1", (1, 5), (0, 2)), ("2", (5, 1), (2, 0))):
+            for gate in ("z", "r", "q"):
+                setattr(self, f"conv{gate}{suffix}", nn.Conv2d(hidden_dim + input_dim, hidden_dim, kernel,
+                                                              padding=padding))
+
+    def _step(self, h, x, suffix):
+        hx = torch.cat([h, x], 1)
+        z = torch.sigmoid(getattr(self, f"convz{suffix}")(hx))
+        r = torch.sigmoid(getattr(self, f"convr{suffix}")(hx))
+        q = torch.tanh(getattr(self, f"convq{suffix}")(torch.cat([r * h, x], 1)))
+        return (1 - z) * h + z * q
+
+    def forward(self, h, x):
+        return self._step(self._step(h, x, "1"), x, "2")
+
+
+class RAFTFlowHead(nn.Module):
+    def __init__(self, input_dim=128, hidden_dim=256):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_dim, hidden_dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden_dim, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.conv1(x)))
+
+
+class RAFTUpdateBlock(nn.Module):
+    """BasicUpdateBlock: motion encoder → SepConvGRU → flow delta; `upsampling_mask` for the output.
+
+    The mask is computed only when a flow is upsampled (RAFT computes it every iteration and
+    discards all but the last at test time; the result is the same).
+    """
+
+    def __init__(self, correlation_channels, hidden_dim=RAFT_HIDDEN):
+        super().__init__()
+        self.encoder = RAFTMotionEncoder(correlation_channels)
+        self.gru = RAFTSepConvGRU(hidden_dim, 128 + hidden_dim)
+        self.flow_head = RAFTFlowHead(hidden_dim, 256)
+        self.mask = nn.Sequential(nn.Conv2d(128, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 64 * 9, 1))
+
+    def forward(self, hidden, context, correlation, flow):
+        """Returns the new hidden state and the flow update (1/8 resolution pixels)."""
+        motion = self.encoder(flow, correlation)
+        hidden = self.gru(hidden, torch.cat([context, motion], 1))
+        return hidden, self.flow_head(hidden)
+
+    def upsampling_mask(self, hidden):
+        """Convex-upsampling logits (B, 9·8·8, H, W), scaled by 0.25 as in RAFT."""
+        return 0.25 * self.mask(hidden)
+
+
+def all_pairs_correlation_pyramid(fmap1, fmap2, levels=4):
+    """RAFT's 4D cost volume: <f1(p), f2(q)> / sqrt(C) for every pair, q average-pooled `levels` times.
+
+    Each level is (B·H·W, 1, H/2^l, W/2^l), one correlation image per source pixel.
+    """
+    batch, channels, height, width = fmap1.shape
+    volume = torch.matmul(fmap1.flatten(2).transpose(1, 2), fmap2.flatten(2)) / math.sqrt(channels)
+    volume = volume.reshape(batch * height * width, 1, height, width)
+    pyramid = [volume]
+    for _ in range(levels - 1):
+        volume = F.avg_pool2d(volume, 2, stride=2)
+        pyramid.append(volume)
+    return pyramid
+
+
+def lookup_correlation(pyramid, coords, radius=4):
+    """Samples a (2r+1)² window of every pyramid level around `coords` (B, 2, H, W) → (B, L·(2r+1)², H, W).
+
+    Channel order reproduces RAFT's: window index k = i·(2r+1) + j samples the offset
+    (x + i − r, y + j − r) (its meshgrid puts the row offsets on x), which the weights were trained on.
+    """
+    batch, _, height, width = coords.shape
+    offsets = torch.arange(-radius, radius + 1, device=coords.device, dtype=coords.dtype)
+    window = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1)  # [i, j] -> (i-r, j-r)
+    centres = coords.permute(0, 2, 3, 1).reshape(batch * height * width, 1, 1, 2)
+    samples = []
+    for level, volume in enumerate(pyramid):
+        sampled = sample_at_pixels(volume, centres / 2 ** level + window[None])
+        samples.append(sampled.view(batch, height, width, -1))
+    return torch.cat(samples, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def convex_upsample(flow, mask, factor=8):
+    """Upsamples a 1/8 flow as a softmax-weighted combination of each coarse pixel's 3x3 neighbours."""
+    batch, _, height, width = flow.shape
+    mask = torch.softmax(mask.view(batch, 1, 9, factor, factor, height, width), dim=2)
+    neighbours = F.unfold(factor * flow, [3, 3], padding=1).view(batch, 2, 9, 1, 1, height, width)
+    upsampled = (mask * neighbours).sum(2).permute(0, 1, 4, 2, 5, 3)
+    return upsampled.reshape(batch, 2, factor * height, factor * width)
+
+
+class RAFT(FrozenFlowModule):
+    """RAFT (Teed & Deng, ECCV 2020), full model, state_dict keys of princeton-vl/RAFT (no `module.`).
+
+    Call: `flow = net(img0, img1, iters=None)`, (B, 3, H, W) RGB in [0, 1] → (B, 2, H, W) pixels from
+    img0 to img1. Inputs are mapped to [-1, 1] (RAFT's 2·(x/255) − 1) and replicate-padded to
+    multiples of 8 (centred, RAFT's "sintel" padder); the flow is cropped back. `iters` defaults to
+    the constructor's (12, RAFT's test setting for raft-things; 20/32 for benchmarks).
+    """
+
+    def __init__(self, iters=12, corr_levels=4, corr_radius=4):
+        super().__init__()
+        self.iters = iters
+        self.corr_levels = corr_levels
+        self.corr_radius = corr_radius
+        self.fnet = RAFTEncoder(256, "instance")
+        self.cnet = RAFTEncoder(RAFT_HIDDEN + RAFT_CONTEXT, "batch")
+        self.update_block = RAFTUpdateBlock(corr_levels * (2 * corr_radius + 1) ** 2, RAFT_HIDDEN)
+
+    @staticmethod
+    def _pad_to_8(images):
+        height, width = images.shape[-2:]
+        pad_h, pad_w = (-height) % 8, (-width) % 8
+        padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
+        return F.pad(images, padding, mode="replicate"), padding
+
+    def forward(self, img0, img1, iters=None, flow_init=None, return_all=False):
+        """Final flow (or, with `return_all`, the list of upsampled flows of every iteration).
+
+        `flow_init` (B, 2, H/8, W/8) warm-starts the iterations at the padded 1/8 resolution.
+        """
+        iters = self.iters if iters is None else iters
+        height, width = img0.shape[-2:]
+        images, padding = self._pad_to_8(torch.cat([img0, img1], 0) * 2 - 1)
+        smallest = 8 * 2 ** (self.corr_levels - 1)
+        if min(images.shape[-2:]) < smallest:
+            raise ValueError(f"flow.py RAFT: frames of {height}x{width} are too small for a "
+                             f"{self.corr_levels}-level correlation pyramid; need at least {smallest}x{smallest}")
+        batch = img0.shape[0]
+        features = self.fnet(images)
+        fmap1, fmap2 = features.to(torch.promote_types(features.dtype, torch.float32)).split(batch, 0)
+        pyramid = all_pairs_correlation_pyramid(fmap1, fmap2, self.corr_levels)
+        hidden, context = self.cnet(images[:batch]).split([RAFT_HIDDEN, RAFT_CONTEXT], 1)
+        hidden, context = torch.tanh(hidden), torch.relu(context)
+        coords0 = pixel_grid(*fmap1.shape[-2:], device=images.device, dtype=fmap1.dtype).expand(batch, -1, -1, -1)
+        coords1 = coords0 if flow_init is None else coords0 + flow_init
+        predictions = []
+        for step in range(iters):
+            coords1 = coords1.detach()
+            correlation = lookup_correlation(pyramid, coords1, self.corr_radius)
+            hidden, delta = self.update_block(hidden, context, correlation, coords1 - coords0)
+            coords1 = coords1 + delta
+            if return_all or step == iters - 1:
+                predictions.append(convex_upsample(coords1 - coords0, self.update_block.upsampling_mask(hidden)))
+        left, top = padding[0], padding[2]
+        predictions = [flow[..., top:top + height, left:left + width] for flow in predictions]
+        return predictions if return_all else predictions[-1]
+
+
+def strip_module_prefix(state_dict):
+    """Drops DataParallel's `module.` prefix (the released RAFT checkpoints carry it on every key)."""
+    return {key[len("module."):] if key.startswith("module.") else key: tensor for key, tensor in state_dict.items()}
+
+
+def load_raft(weights_dir=None, allow_download=True, device=None, iters=12):
+    """Frozen RAFT with the released raft-things weights (weights.locate("raft_things"))."""
+    path = weights.locate("raft_things", weights_dir, allow_download)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _load_frozen(RAFT(iters=iters), strip_module_prefix(state.get("state_dict", state)), path, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# One interface
+# ---------------------------------------------------------------------------------------------
+
+FLOW_ESTIMATORS = ("pwc", "raft", "dis")
+
+
+def build_flow_estimator(name, weights_dir=None, allow_download=True, device=None):
+    """Frozen flow estimator `name` ("pwc", "raft", "dis"): forward(img0, img1) → flow img0→img1.
+
+    Inputs (B, 3, H, W) RGB in [0, 1], output (B, 2, H, W) in pixels. Learned estimators load their
+    released weights through weights.py (`weights.WeightsUnavailable` names the file when absent);
+    "dis" needs none.
+    """
+    if name == "pwc":
+        return load_pwcnet(weights_dir, allow_download, device)
+    if name == "raft":
+        return load_raft(weights_dir, allow_download, device)
+    if name == "dis":
+        return DISFlow().to(device).freeze()
+    raise ValueError(f"flow.py: unknown flow estimator {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")

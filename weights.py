@@ -40,7 +40,7 @@ REGISTRY = {
         "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
         "dcbb9e9d", about="torchvision ImageNet VGG-19 (perceptual loss)"),
     "pwcnet": WeightSpec(
-        "pwc-default", "http://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch",
+        "network-default.pytorch", "http://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch",
         about="PWC-Net (sniklaus/pytorch-pwc network-default), the flow network of FloLPIPS"),
     "vfips": WeightSpec(
         "vfips_multiscale_v33.pytorch",
