@@ -1,0 +1,373 @@
+"""Windows for training and evaluation: 4 input frames, the s-1 frames between the middle two,
+and the audio around them with per-sample times relative to the target interval (DESIGN §2).
+
+For scale s a window starting at frame i has inputs i, i+s, i+2s, i+3s and targets
+i+s+1 .. i+2s-1. Its audio is a fixed-length 16 kHz segment centred on the target interval and
+covering at least [t(i), t(i+3s)]; each sample carries its time in target-interval units
+(0 = input i+s, 1 = input i+2s), computed from the video's own frame times so variable-frame-rate
+files stay aligned with their sound.
+
+Training draws a random window per item and one crop / flip / temporal reversal for the whole
+window, from an RNG seeded by (seed, epoch, index): the same item comes out whatever the number
+of workers or ranks, and a resumed run sees the same batches. Evaluation walks each video with
+stride s so that every middle interval appears once.
+
+Frames are decoded from the video files (only the frames a window spans) or read from extracted
+PNG folders, with identical results. Nothing holding a file handle is created before the
+DataLoader forks; per-worker caches only hold frame times and recently used waveforms.
+"""
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+import utils
+
+AUDIO_RATE = 16000
+AUDIO_HOP = 160  # 10 ms: the mel front-end's hop; segment lengths are a multiple of it
+SCALES = (2, 4, 8)
+WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One row of the split CSV, the fields windows need."""
+    path: str  # relative to the dataset's video folder
+    category: str
+    split: str
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of the training augmentation, applied identically to every frame of a window.
+
+    `top`/`left`/`height`/`width` select the crop (height None = full frame); flips act on the
+    cropped frames; `reverse` plays the window backwards (frames, audio and times).
+    """
+    top: int = 0
+    left: int = 0
+    height: int = None
+    width: int = None
+    hflip: bool = False
+    vflip: bool = False
+    reverse: bool = False
+
+
+# ----------------------------------------------------------------------------- window geometry
+def window_indices(start, scale):
+    """(input indices, target indices) of the window starting at frame `start`."""
+    inputs = [start + k * scale for k in range(4)]
+    targets = list(range(start + scale + 1, start + 2 * scale))
+    return inputs, targets
+
+
+def frames_needed(scale):
+    """Frames a window spans: a video needs at least this many for one window."""
+    return 3 * scale + 1
+
+
+def evaluation_starts(n_frames, scale, max_windows=None):
+    """Window starts 0, s, 2s, ... so every middle interval [ks, (k+1)s] appears once.
+
+    With `max_windows`, that many starts evenly spaced over the video (validation speed).
+    """
+    starts = np.arange(0, n_frames - frames_needed(scale) + 1, scale)
+    if max_windows is not None and len(starts) > max_windows:
+        keep = np.unique(np.round(np.linspace(0, len(starts) - 1, max_windows)).astype(int))
+        starts = starts[keep]
+    return [int(s) for s in starts]
+
+
+def audio_samples_for(min_fps, scale):
+    """Fixed segment length A: three frame intervals at the slowest frame rate plus 10 ms each
+    side, rounded up to the 10 ms hop, so every window of the data set gets the same length."""
+    span = 3 * scale / float(min_fps) * AUDIO_RATE + 2 * AUDIO_HOP
+    return int(math.ceil(span / AUDIO_HOP)) * AUDIO_HOP
+
+
+def audio_segment(waveform, t0, t1, n_samples):
+    """`n_samples` of a 16 kHz waveform centred on the interval [t0, t1] (seconds on the waveform's
+    timeline), zeros past its ends (or all zeros for None), and each sample's time in interval units
+    (t0 → 0, t1 → 1). Returns float32 (segment, times). Inference builds its segments with this too."""
+    first = int(round((t0 + t1) / 2 * AUDIO_RATE)) - n_samples // 2
+    interval = max(t1 - t0, 1e-6)
+    times = ((first + np.arange(n_samples)) / AUDIO_RATE - t0) / interval
+    segment = np.zeros(n_samples, dtype=np.float32)
+    if waveform is not None:
+        lo, hi = max(first, 0), min(first + n_samples, len(waveform))
+        if hi > lo:
+            segment[lo - first:hi - first] = waveform[lo:hi]
+    return segment, times.astype(np.float32)
+
+
+def _crop_size(crop):
+    if crop is None:
+        return None
+    if isinstance(crop, int):
+        return crop, crop
+    height, width = crop
+    return int(height), int(width)
+
+
+# ----------------------------------------------------------------------------- split CSV
+def read_split(csv_path, split=None):
+    """VideoEntry list of a split CSV (all rows when split is None)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(
+            f"{csv_path}: split CSV not found; run `python utils.py prepare --data-root ...` "
+            f"(or utils.ensure_dataset for --dataset demo) first")
+    table = pd.read_csv(csv_path)
+    missing = {"path", "category", "split", "fps", "n_frames", "width", "height", "has_audio"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{csv_path}: missing columns {sorted(missing)}")
+    if split is not None:
+        table = table[table["split"] == split]
+    return [
+        VideoEntry(path=str(row.path), category=str(row.category), split=str(row.split), fps=float(row.fps),
+                   n_frames=int(row.n_frames), width=int(row.width), height=int(row.height),
+                   has_audio=_as_bool(row.has_audio))
+        for row in table.itertuples(index=False)
+    ]
+
+
+def _as_bool(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value) and not (isinstance(value, float) and math.isnan(value))
+
+
+# ----------------------------------------------------------------------------- the dataset
+class VFIWindows(Dataset):
+    """Windows of one split of `--dataset {ucf101,demo}` under data_root (see module docstring).
+
+    crop: int or (h, w); training crops at random, evaluation crops the centre (None = full frame).
+    windows_per_video: training items per video per epoch. max_windows_per_video: evaluation
+    windows per video, evenly spaced (None = all). frames_root: folder of extracted frames
+    (`<Category>/<video>/frame_%05d.png`) read instead of decoding. audio_samples: override the
+    segment length A (default from the slowest fps of the whole CSV, so splits agree).
+    """
+
+    def __init__(self, data_root, dataset, split, scale, crop=None, train=False, windows_per_video=1,
+                 frames_root=None, seed=0, max_windows_per_video=None, hflip=True, vflip=False,
+                 reverse=True, audio_samples=None):
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale}")
+        if int(windows_per_video) < 1:
+            raise ValueError(f"windows_per_video must be >= 1, got {windows_per_video}")
+        if crop is not None and min(_crop_size(crop)) < 1:
+            raise ValueError(f"crop must be positive, got {crop}")
+        self.video_dir, self.csv_path, self.audio_dir = utils.dataset_paths(data_root, dataset)
+        self.frames_root = Path(frames_root) if frames_root is not None else None
+        self.split, self.scale, self.train = split, int(scale), bool(train)
+        self.crop = _crop_size(crop)
+        self.windows_per_video = int(windows_per_video)
+        self.seed = int(seed)
+        self.hflip, self.vflip, self.reverse = bool(hflip), bool(vflip), bool(reverse)
+        all_rows = read_split(self.csv_path)
+        if not all_rows:
+            raise ValueError(f"{self.csv_path}: no videos listed")
+        self.audio_samples = int(audio_samples or audio_samples_for(min(r.fps for r in all_rows), self.scale))
+        self.videos, self.skipped = self._usable_videos([r for r in all_rows if r.split == split])
+        self.eval_windows = [] if self.train else [
+            (v, start) for v, entry in enumerate(self.videos)
+            for start in evaluation_starts(entry.n_frames, self.scale, max_windows_per_video)]
+        # Shared with forked workers, so set_epoch reaches persistent workers too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._frame_times = {}
+        self._waveforms = OrderedDict()
+        self.target_times = torch.arange(1, self.scale, dtype=torch.float32) / self.scale
+
+    def _usable_videos(self, rows):
+        """Drop videos too short for one window (or smaller than the crop), with one warning."""
+        if not rows:
+            raise ValueError(f"{self.csv_path}: split {self.split!r} has no videos")
+        usable, skipped = [], []
+        for entry in rows:
+            if entry.n_frames < frames_needed(self.scale):
+                skipped.append((entry.path, f"{entry.n_frames} frames < {frames_needed(self.scale)} "
+                                            f"needed for one {self.scale}x window"))
+            elif self.crop and (entry.height < self.crop[0] or entry.width < self.crop[1]):
+                skipped.append((entry.path, f"{entry.width}x{entry.height} smaller than crop "
+                                            f"{self.crop[1]}x{self.crop[0]}"))
+            else:
+                usable.append(entry)
+        if skipped:
+            listing = "; ".join(f"{path} ({why})" for path, why in skipped)
+            warnings.warn(f"{self.csv_path} split {self.split!r}: skipped {len(skipped)} of {len(rows)} "
+                          f"videos: {listing}", stacklevel=3)
+        if not usable:
+            raise ValueError(f"{self.csv_path} split {self.split!r}: no video has enough frames for a "
+                             f"{self.scale}x window ({frames_needed(self.scale)} frames)")
+        return usable, skipped
+
+    # ------------------------------------------------------------------ Dataset protocol
+    def set_epoch(self, epoch):
+        """Choose the epoch whose training draws __getitem__ returns (call before iterating)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self):
+        return int(self._epoch)
+
+    def __len__(self):
+        return len(self.videos) * self.windows_per_video if self.train else len(self.eval_windows)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range ({len(self)})")
+        if self.train:
+            video_index, start, augmentation = self.training_draw(index)
+        else:
+            video_index, start = self.eval_windows[index]
+            augmentation = self.centre_crop(self.videos[video_index])
+        return self.window(video_index, start, augmentation)
+
+    # ------------------------------------------------------------------ augmentation draws
+    def rng(self, index, epoch=None):
+        """RNG of one training item: a function of (seed, epoch, index) only."""
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
+
+    def training_draw(self, index, epoch=None):
+        """(video index, window start, Augmentation) of training item `index` in `epoch`."""
+        video_index = index // self.windows_per_video
+        entry = self.videos[video_index]
+        rng = self.rng(index, epoch)
+        start = int(rng.integers(0, entry.n_frames - frames_needed(self.scale) + 1))
+        height, width = self.crop or (entry.height, entry.width)
+        top = int(rng.integers(0, entry.height - height + 1))
+        left = int(rng.integers(0, entry.width - width + 1))
+        hflip, vflip, reverse = (rng.random(3) < 0.5).tolist()
+        return video_index, start, Augmentation(
+            top=top, left=left, height=height, width=width, hflip=self.hflip and hflip,
+            vflip=self.vflip and vflip, reverse=self.reverse and reverse)
+
+    def centre_crop(self, entry):
+        if self.crop is None:
+            return Augmentation()
+        height, width = self.crop
+        return Augmentation(top=(entry.height - height) // 2, left=(entry.width - width) // 2,
+                            height=height, width=width)
+
+    # ------------------------------------------------------------------ one window
+    def window(self, video_index, start, augmentation=Augmentation()):
+        """The item dict (CONTRACTS.md) of the window at `start` in video `video_index`."""
+        entry = self.videos[video_index]
+        if not 0 <= start <= entry.n_frames - frames_needed(self.scale):
+            raise IndexError(f"{entry.path}: window start {start} out of range for {entry.n_frames} frames "
+                             f"at scale {self.scale}")
+        inputs, targets = window_indices(start, self.scale)
+        audio, audio_times, has_audio = self._audio_segment(entry, inputs[1], inputs[2])
+        if augmentation.reverse:  # frames are read in reversed order: no float copy spent on it
+            inputs, targets = inputs[::-1], targets[::-1]
+            audio, audio_times = audio.flip(0), 1.0 - audio_times.flip(0)
+        order = inputs + targets
+        frames = self._augmented_frames(entry, order, augmentation)
+        return {
+            "inputs": frames[:4],
+            "targets": frames[4:],
+            "audio": audio,
+            "audio_times": audio_times,
+            "has_audio": torch.tensor(has_audio),
+            "video": entry.path,
+            "indices": torch.tensor(order, dtype=torch.int64),
+            "ts": self.target_times.clone(),
+        }
+
+    def _augmented_frames(self, entry, indices, augmentation):
+        """Frames at `indices` cropped and flipped, as float32 (N, 3, h, w) in [0, 1].
+
+        Crops are taken before anything is copied, so only cropped pixels are converted to float.
+        """
+        frames, positions = self._read_frames(entry, indices)
+        if frames.shape[1:3] != (entry.height, entry.width):
+            raise ValueError(f"{self.video_dir / entry.path}: frames are {frames.shape[2]}x{frames.shape[1]} "
+                             f"but the split CSV says {entry.width}x{entry.height}; re-run prepare")
+        a = augmentation
+        height, width = a.height or entry.height, a.width or entry.width
+        window = frames[:, a.top:a.top + height, a.left:a.left + width][positions]
+        if a.hflip:
+            window = window[:, :, ::-1]
+        if a.vflip:
+            window = window[:, ::-1]
+        chw = np.ascontiguousarray(window.transpose(0, 3, 1, 2))
+        return torch.from_numpy(chw).to(torch.float32).div_(255)
+
+    def _read_frames(self, entry, indices):
+        """(uint8 (M, H, W, 3) frames, position of each of `indices` in them).
+
+        Video files decode only the span the indices cover; PNG folders read only the indices.
+        """
+        if self.frames_root is not None:
+            folder = self.frames_root / Path(entry.path).with_suffix("")
+            return np.stack([utils.read_png_frames(folder, j, j + 1)[0] for j in indices]), list(range(len(indices)))
+        first, last = min(indices), max(indices)
+        span = utils.read_frames(self.video_dir / entry.path, first, last + 1)
+        if len(span) != last + 1 - first:
+            raise ValueError(f"{self.video_dir / entry.path}: decoded {len(span)} frames for [{first}, {last + 1}) "
+                             f"but the split CSV says {entry.n_frames}; re-run prepare")
+        return span, [j - first for j in indices]
+
+    # ------------------------------------------------------------------ audio
+    def _audio_segment(self, entry, first_input, second_input):
+        """(audio (A,), audio_times (A,), has_audio) of the interval between two input frames."""
+        times = self._times(entry)
+        t0, t1 = self._frame_time(entry, times, first_input), self._frame_time(entry, times, second_input)
+        waveform = self._waveform(entry)
+        segment, audio_times = audio_segment(waveform, t0, t1, self.audio_samples)
+        return torch.from_numpy(segment), torch.from_numpy(audio_times), waveform is not None
+
+    def _times(self, entry):
+        """Per-frame times of a video (seconds), cached per worker."""
+        if entry.path not in self._frame_times:
+            path = self.video_dir / entry.path
+            self._frame_times[entry.path] = (np.asarray(utils.frame_times(path), dtype=np.float64)
+                                             if path.is_file() else np.arange(entry.n_frames) / entry.fps)
+        return self._frame_times[entry.path]
+
+    @staticmethod
+    def _frame_time(entry, times, index):
+        """Time of frame `index`; past the end of the measured times, extrapolated at the video's fps."""
+        if index < len(times):
+            return float(times[index])
+        return float(times[-1]) + (index - len(times) + 1) / entry.fps
+
+    def _waveform(self, entry):
+        """16 kHz mono waveform: the prepare cache (memory-mapped, never kept open) or decoded
+        from the video (kept in a small per-worker cache); None for videos without audio."""
+        if not entry.has_audio:
+            return None
+        cached = utils.audio_cache_path(self.audio_dir, entry.path)
+        if cached.is_file():
+            return np.load(cached, mmap_mode="r")
+        if entry.path not in self._waveforms:
+            self._waveforms[entry.path] = self._decode_audio(entry)
+            while len(self._waveforms) > WAVEFORM_CACHE_SIZE:
+                self._waveforms.popitem(last=False)
+        self._waveforms.move_to_end(entry.path)
+        return self._waveforms[entry.path]
+
+    def _decode_audio(self, entry):
+        path = self.video_dir / entry.path
+        try:
+            waveform = utils.read_audio(path, rate=AUDIO_RATE)
+        except (ValueError, OSError, av.error.FFmpegError) as error:  # costs the sound, not the run
+            warnings.warn(f"{path}: audio could not be decoded ({error}); using silence")
+            return None
+        if waveform is None:
+            warnings.warn(f"{path}: the split CSV says it has audio but none decodes; using silence")
+            return None
+        return np.asarray(waveform, dtype=np.float32)

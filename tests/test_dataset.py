@@ -1,0 +1,330 @@
+"""dataset.VFIWindows: window indices, augmentation consistency, audio alignment, sources, workers.
+
+Test videos are tiny (64x48, 30 frames) and their frames encode what they are: red = 8*index + 4,
+green = 4*row, blue = 4*column. Read losslessly from PNG folders, every output pixel tells which
+frame and which source pixel it came from.
+"""
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+import dataset
+import utils
+from dataset import Augmentation, VFIWindows
+
+FPS, HEIGHT, WIDTH, N_FRAMES = 25, 48, 64, 30
+RATE = 16000
+CLICK_FRAME = 13
+CODED = "Coded/v_Coded_g01_c01.avi"          # coded frames, PCM audio with a click at CLICK_FRAME
+CODED_AAC = "Coded/v_Coded_g02_c01.mp4"      # the same as H.264 + AAC (encoder priming to undo)
+SILENT = "Coded/v_Coded_g03_c01.avi"         # no audio stream
+SHORT = "Short/v_Short_g01_c01.avi"          # 12 frames: enough for 2x (7), not for 4x (13)
+
+
+def coded_frame(index, height=HEIGHT, width=WIDTH):
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([np.full((height, width), 8 * index + 4), 4 * rows, 4 * cols], axis=-1).astype(np.uint8)
+
+
+def click_track(n_frames):
+    """Silence with one 2 ms windowed 3 kHz burst whose peak sits exactly at frame CLICK_FRAME's time."""
+    wave = np.zeros(int(n_frames / FPS * RATE), np.float32)
+    burst = np.hanning(33) * np.sin(2 * np.pi * 3000 * (np.arange(33) - 16) / RATE + np.pi / 2)
+    centre = int(round(CLICK_FRAME / FPS * RATE))
+    wave[centre - 16:centre + 17] = 0.8 * burst
+    return wave
+
+
+def write_video(path, n_frames, audio):
+    with utils.VideoWriter(path, FPS, WIDTH, HEIGHT, audio=audio) as writer:
+        for j in range(n_frames):
+            writer.write(coded_frame(j))
+
+
+def write_split(root, relative_paths, has_audio_override=None):
+    """Split CSV from the files' probes, every video in 'train' (tests pick train/eval mode themselves)."""
+    rows = []
+    for relative in relative_paths:
+        info = utils.probe(root / "demo" / relative)
+        has_audio = info.has_audio if has_audio_override is None else has_audio_override.get(relative, info.has_audio)
+        rows.append(dict(path=relative, category=relative.split("/")[0], split="train", fps=info.fps,
+                         n_frames=info.n_frames, width=info.width, height=info.height, has_audio=has_audio,
+                         audio_rate=info.audio_rate, duration=info.duration))
+    pd.DataFrame(rows).to_csv(root / "demo_split.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """Data root with the tiny videos, their coded PNG frames (`coded_imgs`) and their decoded frames
+    written the way `prepare --extract-frames` does (`demo_imgs`)."""
+    root = tmp_path_factory.mktemp("tiny_windows")
+    clicks = (click_track(N_FRAMES), RATE)
+    write_video(root / "demo" / CODED, N_FRAMES, clicks)
+    write_video(root / "demo" / CODED_AAC, N_FRAMES, clicks)
+    write_video(root / "demo" / SILENT, N_FRAMES, None)
+    write_video(root / "demo" / SHORT, 12, None)
+    videos = [CODED, CODED_AAC, SILENT, SHORT]
+    write_split(root, videos)
+    for relative in videos:
+        stem = relative.rsplit(".", 1)[0]
+        n = utils.probe(root / "demo" / relative).n_frames
+        utils.write_png_frames(root / "coded_imgs" / stem, [coded_frame(j) for j in range(n)])
+        utils.write_png_frames(root / "demo_imgs" / stem, utils.iter_frames(root / "demo" / relative))
+    return root
+
+
+def windows(root, scale, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SHORT is skipped at 4x/8x; tested on its own below
+        return VFIWindows(root, "demo", "train", scale, **kwargs)
+
+
+def video_index(data, relative):
+    return [v.path for v in data.videos].index(relative)
+
+
+def decode_codes(frames):
+    """(N, 3, h, w) floats of coded frames → (frame index per frame, source rows, source cols)."""
+    pixels = torch.round(frames * 255).to(torch.int64)
+    red, green, blue = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    assert (red == red[:, :1, :1]).all(), "a frame mixes pixels of different source frames"
+    return (red[:, 0, 0] - 4) // 8, green // 4, blue // 4
+
+
+def all_frames(item):
+    return torch.cat([item["inputs"], item["targets"]])
+
+
+def assert_items_equal(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+# ----------------------------------------------------------------------------- window geometry
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_window_indices_put_targets_between_inputs_two_and_three(scale):
+    inputs, targets = dataset.window_indices(5, scale)
+    assert inputs == [5, 5 + scale, 5 + 2 * scale, 5 + 3 * scale]
+    assert targets == list(range(inputs[1] + 1, inputs[2]))
+    assert len(targets) == scale - 1
+    assert dataset.evaluation_starts(30, scale) == list(range(0, 30 - 3 * scale, scale))
+    assert dataset.evaluation_starts(3 * scale, scale) == []
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_evaluation_windows_read_exactly_their_frames_and_cover_every_middle_interval(tiny_root, scale):
+    data = windows(tiny_root, scale, frames_root=tiny_root / "coded_imgs")
+    coded = [i for i, (v, _) in enumerate(data.eval_windows) if data.videos[v].path == CODED]
+    middles = set()
+    for index in coded:
+        item = data[index]
+        assert item["inputs"].shape == (4, 3, HEIGHT, WIDTH) and item["inputs"].dtype == torch.float32
+        assert item["targets"].shape == (scale - 1, 3, HEIGHT, WIDTH)
+        codes, rows, cols = decode_codes(all_frames(item))
+        start = int(item["indices"][0])
+        assert item["indices"].tolist() == sum(dataset.window_indices(start, scale), [])
+        assert codes.tolist() == item["indices"].tolist()
+        assert (rows == torch.arange(HEIGHT)[:, None]).all() and (cols == torch.arange(WIDTH)).all()
+        assert torch.allclose(item["ts"], torch.arange(1, scale) / scale)
+        middles.add((int(item["indices"][1]), int(item["indices"][2])))
+    last = (N_FRAMES - 1) // scale - 2  # last k whose window (k-1)s .. (k+2)s fits
+    assert middles == {(k * scale, (k + 1) * scale) for k in range(1, last + 1)}
+
+
+def test_max_windows_per_video_spreads_windows_evenly(tiny_root):
+    full = windows(tiny_root, 2)
+    few = windows(tiny_root, 2, max_windows_per_video=3)
+    starts = [s for v, s in few.eval_windows if few.videos[v].path == CODED]
+    all_starts = [s for v, s in full.eval_windows if full.videos[v].path == CODED]
+    assert starts == [all_starts[0], all_starts[len(all_starts) // 2], all_starts[-1]]
+
+
+def test_too_short_video_is_skipped_with_a_warning_naming_it(tiny_root):
+    with pytest.warns(UserWarning, match=SHORT):
+        data = VFIWindows(tiny_root, "demo", "train", 4)
+    assert [path for path, _ in data.skipped] == [SHORT]
+    assert SHORT not in [v.path for v in data.videos]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SHORT in [v.path for v in VFIWindows(tiny_root, "demo", "train", 2).videos]
+
+
+# ----------------------------------------------------------------------------- training augmentation
+def test_training_augmentation_is_identical_across_the_window(tiny_root):
+    data = windows(tiny_root, 4, frames_root=tiny_root / "coded_imgs", train=True, crop=(16, 24), vflip=True,
+                   windows_per_video=12)
+    seen = {"hflip": set(), "vflip": set(), "reverse": set()}
+    for index in range(len(data)):
+        v, start, aug = data.training_draw(index)
+        item = data[index]
+        assert item["inputs"].shape == (4, 3, 16, 24) and item["targets"].shape == (3, 3, 16, 24)
+        codes, rows, cols = decode_codes(all_frames(item))
+        assert codes.tolist() == item["indices"].tolist()
+        inputs, targets = dataset.window_indices(start, 4)
+        expected = inputs[::-1] + targets[::-1] if aug.reverse else inputs + targets
+        assert item["indices"].tolist() == expected
+        assert (rows == rows[0]).all() and (cols == cols[0]).all(), "crop/flip differs between frames"
+        row_order = torch.arange(aug.top, aug.top + 16)
+        col_order = torch.arange(aug.left, aug.left + 24)
+        assert torch.equal(rows[0][:, 0], row_order.flip(0) if aug.vflip else row_order)
+        assert torch.equal(cols[0][0], col_order.flip(0) if aug.hflip else col_order)
+        plain = data.window(v, start)
+        assert torch.equal(item["audio"], plain["audio"].flip(0) if aug.reverse else plain["audio"])
+        expected_times = 1 - plain["audio_times"].flip(0) if aug.reverse else plain["audio_times"]
+        assert torch.allclose(item["audio_times"], expected_times)
+        assert (item["audio_times"].diff() > 0).all()
+        for name in seen:
+            seen[name].add(getattr(aug, name))
+    assert all(values == {False, True} for values in seen.values()), seen
+
+
+def test_training_draws_depend_only_on_seed_epoch_and_index(tiny_root):
+    def items(epoch, seed=0):
+        data = windows(tiny_root, 2, train=True, crop=16, windows_per_video=2, seed=seed)
+        data.set_epoch(epoch)
+        return [data.training_draw(i) for i in range(len(data))], data[3]
+
+    draws, item = items(epoch=1)
+    again, item_again = items(epoch=1)
+    assert draws == again
+    assert_items_equal(item, item_again)
+    assert items(epoch=2)[0] != draws
+    assert items(epoch=1, seed=1)[0] != draws
+
+
+def test_frames_from_video_equal_frames_from_extracted_pngs(tiny_root):
+    from_video = windows(tiny_root, 2, train=True, crop=(16, 24), windows_per_video=3)
+    from_pngs = windows(tiny_root, 2, train=True, crop=(16, 24), windows_per_video=3,
+                        frames_root=tiny_root / "demo_imgs")
+    for index in range(len(from_video)):
+        assert_items_equal(from_video[index], from_pngs[index])
+    full = windows(tiny_root, 8)
+    full_pngs = windows(tiny_root, 8, frames_root=tiny_root / "demo_imgs")
+    for index in (0, len(full) - 1):
+        assert_items_equal(full[index], full_pngs[index])
+
+
+def test_decoded_windows_hold_the_frames_at_their_indices(tiny_root):
+    data = windows(tiny_root, 8, train=True, windows_per_video=2, hflip=False)  # reversal stays on
+    for index in range(len(data)):
+        item = data[index]
+        decoded = utils.read_frames(tiny_root / "demo" / item["video"], 0, N_FRAMES)
+        expected = torch.from_numpy(decoded[item["indices"].numpy()]).permute(0, 3, 1, 2).float() / 255
+        assert torch.equal(all_frames(item), expected)
+        red = (all_frames(item)[:, 0].mean((1, 2)) * 255 - 4) / 8
+        assert torch.allclose(red, item["indices"].float(), atol=0.25)  # lossy, but the index still reads
+
+
+def test_workers_and_ranks_see_the_same_items_as_one_process(tiny_root):
+    data = windows(tiny_root, 2, train=True, crop=16, windows_per_video=2)
+
+    def epoch_batches(loader, epoch):
+        data.set_epoch(epoch)
+        return list(loader)
+
+    single = DataLoader(data, batch_size=3, num_workers=0)
+    expected = [epoch_batches(single, epoch) for epoch in (0, 1)]
+    workers = DataLoader(data, batch_size=3, num_workers=2, persistent_workers=True)
+    got = [epoch_batches(workers, epoch) for epoch in (0, 1)]
+    for batches, reference in zip(got, expected):
+        assert len(batches) == len(reference)
+        for batch, ref in zip(batches, reference):
+            assert_items_equal(batch, ref)
+    assert not torch.equal(expected[0][0]["inputs"], expected[1][0]["inputs"])
+    ranks = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=True, seed=0)) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == list(range(len(data)))
+    data.set_epoch(1)
+    for index in ranks[1]:
+        batch, position = expected[1][index // 3], index % 3
+        assert torch.equal(data[index]["inputs"], batch["inputs"][position])
+
+
+# ----------------------------------------------------------------------------- audio
+@pytest.mark.parametrize("relative", [CODED, CODED_AAC])
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_click_lands_at_its_frame_time(tiny_root, relative, scale, reverse):
+    data = windows(tiny_root, scale)
+    start = CLICK_FRAME - scale - 1  # the click frame is the first target
+    item = data.window(video_index(data, relative), start, Augmentation(reverse=reverse))
+    assert item["has_audio"].item() is True
+    assert item["audio"].shape == (dataset.audio_samples_for(FPS, scale),)
+    times = utils.frame_times(tiny_root / "demo" / relative)
+    interval = times[start + 2 * scale] - times[start + scale]
+    expected = (times[CLICK_FRAME] - times[start + scale]) / interval
+    assert abs(expected - 1 / scale) < 1e-6
+    if reverse:
+        expected = 1 - expected
+    peak = int(item["audio"].abs().argmax())
+    assert abs(float(item["audio_times"][peak]) - expected) * interval < 0.010
+
+
+@pytest.mark.parametrize("scale", [2, 8])
+def test_audio_segment_covers_the_window_and_is_silent_past_the_file(tiny_root, scale):
+    data = windows(tiny_root, scale)
+    item = data.window(video_index(data, CODED), 0)
+    times = item["audio_times"].double()
+    assert len(times) % dataset.AUDIO_HOP == 0
+    assert times[0] <= -1 and times[-1] >= 2  # [t(i), t(i+3s)] in target-interval units
+    step = times.diff()
+    assert torch.allclose(step, torch.full_like(step, FPS / scale / RATE), rtol=2e-3)  # float32 times
+    seconds = times * scale / FPS + (scale / FPS)  # t(i+s) = s / fps for this file
+    before_start = seconds < -0.5 / RATE
+    assert before_start.any() and (item["audio"][before_start] == 0).all()
+
+
+def test_video_without_audio_gives_silence_and_flag(tiny_root):
+    data = windows(tiny_root, 2)
+    item = data.window(video_index(data, SILENT), 4)
+    assert item["has_audio"].dtype == torch.bool and item["has_audio"].item() is False
+    assert item["audio"].shape == (dataset.audio_samples_for(FPS, 2),) and (item["audio"] == 0).all()
+    assert torch.isfinite(item["audio_times"]).all()
+
+
+def test_csv_claiming_audio_for_a_silent_file_still_gives_silence(tiny_root, tmp_path):
+    (tmp_path / "demo").symlink_to(tiny_root / "demo")
+    write_split(tmp_path, [SILENT], has_audio_override={SILENT: True})
+    data = VFIWindows(tmp_path, "demo", "train", 2)
+    with pytest.warns(UserWarning, match="none decodes"):
+        item = data[0]
+    assert item["has_audio"].item() is False and (item["audio"] == 0).all()
+
+
+def test_audio_cache_is_read_instead_of_decoding(tiny_root, tmp_path, monkeypatch):
+    (tmp_path / "demo").symlink_to(tiny_root / "demo")
+    shutil.copy(tiny_root / "demo_split.csv", tmp_path / "demo_split.csv")
+    decoded = windows(tiny_root, 4).window(0, 3)
+    waveform = utils.read_audio(tiny_root / "demo" / CODED, RATE)
+    cache = utils.audio_cache_path(utils.dataset_paths(tmp_path, "demo")[2], CODED)
+    cache.parent.mkdir(parents=True)
+    np.save(cache, waveform)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("audio decoded although the cache exists")
+    monkeypatch.setattr(utils, "read_audio", no_decoding)
+    cached = windows(tmp_path, 4).window(0, 3)
+    assert cached["video"] == CODED
+    assert_items_equal(cached, decoded)
+
+
+# ----------------------------------------------------------------------------- the demo set
+def test_demo_windows_batch_with_the_default_collate(demo_root):
+    train = VFIWindows(demo_root, "demo", "train", 2, crop=64, train=True)
+    val = VFIWindows(demo_root, "demo", "val", 2, max_windows_per_video=2)
+    assert train.audio_samples == val.audio_samples == dataset.audio_samples_for(25, 2)
+    batch = next(iter(DataLoader(train, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0))))
+    assert batch["inputs"].shape == (2, 4, 3, 64, 64) and batch["targets"].shape == (2, 1, 3, 64, 64)
+    assert batch["audio"].shape == batch["audio_times"].shape == (2, train.audio_samples)
+    assert batch["has_audio"].all() and (batch["audio"].abs().amax(1) > 0).all()
+    assert 0 <= batch["inputs"].min() and batch["inputs"].max() <= 1
+    item = val[len(val) - 1]
+    assert item["inputs"].shape == (4, 3, 240, 320) and len(val) == 2 * len(val.videos)
