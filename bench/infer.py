@@ -1,0 +1,204 @@
+"""Inference speed and peak memory (issue 4): interpolated frames/s, and memory that does not grow with video length.
+
+    python tools.py bench-infer                                  # ASVFI (width 0.25) at 256x256 and 640x480, CPU
+    python tools.py bench-infer --width 1.0 --sizes 256x256      # FLAVR size (slow on a small CPU)
+    python tools.py bench-infer --device cuda --amp --width 1.0 --sizes 1280x720   # a GPU at 720p
+    python tools.py bench-infer --lengths 50,400 --length-model blend            # memory vs length only: --sizes ""
+
+Speed: the model (random weights unless --weights: speed does not depend on them) interpolates a
+generated clip through inference.py's streaming path (window buffer, batches, audio segments);
+decoding and encoding are left out, frames/s counts generated frames only, after one warm-up batch.
+Length: the whole single-video command (decode → interpolate → encode MP4 with audio) on
+generated 320x240 videos of each length. Every measurement runs in a fresh subprocess, so each
+reports its own peak memory: the RSS high-water mark (VmHWM from /proc/self/status) and, on
+CUDA, torch.cuda.max_memory_allocated. Generated videos live under --work (default .cache/bench-infer).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import inference  # noqa: E402
+import model as model_lib  # noqa: E402
+import utils  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tools.py bench-infer", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="asvfi", choices=["asvfi", *inference.BASELINES])
+    p.add_argument("--width", type=float, default=0.25, help="ASVFI channel multiplier (1.0 = FLAVR)")
+    p.add_argument("--audio", default="mel", choices=["mel", "none"], help="ASVFI audio branch")
+    p.add_argument("--weights", default=None, help="a checkpoint instead of a random ASVFI")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--sizes", default="256x256,640x480", help="WxH list for the speed table ('' = none)")
+    p.add_argument("--windows", type=int, default=4, help="timed windows per size (after one warm-up batch)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--tile", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"],
+                   help="mixed precision on CUDA (--amp = bf16)")
+    p.add_argument("--lengths", default="50,400", help="video lengths (frames) for the memory table ('' = none)")
+    p.add_argument("--length-model", default="blend", choices=["asvfi", *inference.BASELINES],
+                   help="model of the length runs (asvfi uses --width/--weights)")
+    p.add_argument("--work", default=str(REPO / ".cache" / "bench-infer"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # set by the driver for a subprocess:
+    p.add_argument("--size", default=None, help=argparse.SUPPRESS)  # its speed-table size
+    p.add_argument("--video", default=None, help=argparse.SUPPRESS)  # or its length-table video
+    args = p.parse_args(argv)
+    args.weights = args.weights or None
+    return args
+
+
+# ----------------------------------------------------------------------------- measurements (in a subprocess)
+def peak_rss_mb():
+    """This process's RSS high-water mark (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cuda_peak_mb(device):
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+
+
+def build_network(args, device):
+    if args.model in inference.BASELINES:
+        return inference.build_baseline(args.model, args.scale).to(device).eval()
+    if args.weights:
+        return model_lib.build_model_from_checkpoint(args.weights)[0].to(device).eval()
+    config = model_lib.default_config(scale=2, width=args.width, audio=args.audio)
+    return model_lib.build_model(config).to(device).eval()
+
+
+def clip(n_frames, width, height, seed=0):
+    """(frame, time) of a generated clip: a noise texture panning right, 25 fps."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (height, width + 4 * n_frames, 3), dtype=np.uint8)
+    return [(np.ascontiguousarray(texture[:, 4 * i:4 * i + width]), i / 25) for i in range(n_frames)]
+
+
+def measure_speed(args):
+    """Generated frames/s of the streaming path at one size, and the peak memory of doing it."""
+    device = torch.device(args.device)
+    width, height = (int(v) for v in args.size.split("x"))
+    network = build_network(args, device)
+    engines = inference.build_engines(network, device, args.scale,
+                                      Namespace(amp=args.amp, tile=args.tile, tile_overlap=32))
+    wave = (0.1 * np.random.default_rng(0).standard_normal(16000 * 4)).astype(np.float32)
+    rss_ready = peak_rss_mb()
+
+    def run(n_windows):
+        frames = clip(n_windows + 1, width, height)
+        count = sum(1 for _ in inference.interpolate_video(iter(frames), engines, wave, args.batch, 25))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return count - (n_windows + 1)  # generated frames only
+
+    run(args.batch)  # warm-up: allocator, kernels, first-call overheads
+    started = time.perf_counter()
+    generated = run(args.windows)
+    seconds = time.perf_counter() - started
+    return {"size": args.size, "generated": generated, "seconds": seconds, "fps": generated / seconds,
+            "rss_ready_mb": rss_ready, "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb(device)}
+
+
+def measure_length(args):
+    """Peak memory of the whole single-video command on one generated video."""
+    output = Path(args.work) / f"out_{Path(args.video).stem}.mp4"
+    argv = ["--model", args.length_model, "--input", args.video, "--output", str(output),
+            "-s", str(args.scale), "--batch", str(args.batch), "--device", args.device]
+    if args.length_model == "asvfi":
+        argv += ["--weights", args.weights]
+    started = time.perf_counter()
+    inference.main(argv)
+    seconds = time.perf_counter() - started
+    info = utils.probe(output)
+    return {"video": Path(args.video).name, "frames_out": info.n_frames, "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb(torch.device(args.device))}
+
+
+# ----------------------------------------------------------------------------- driver
+def in_subprocess(argv, worker, **extra):
+    """Run one measurement in a fresh interpreter (separate memory high-water mark); its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", worker]
+    for key, value in extra.items():
+        command += [f"--{key}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"bench-infer worker {worker} {extra} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def generated_video(work, n_frames, width=320, height=240, fps=25):
+    """A 320x240 test video with a soundtrack, made once per length."""
+    path = Path(work) / f"pan_{n_frames}f_{width}x{height}.mp4"
+    if not path.is_file():
+        wave = (0.2 * np.sin(2 * np.pi * 330 * np.arange(int(16000 * n_frames / fps)) / 16000)).astype(np.float32)
+        with utils.VideoWriter(path, fps, width, height, audio=(wave, 16000)) as writer:
+            for frame, _ in clip(n_frames, width, height):
+                writer.write(frame)
+    return path
+
+
+def tiny_checkpoint(work, args):
+    """A random ASVFI of --width saved as a checkpoint, for length runs with --length-model asvfi."""
+    path = Path(work) / f"asvfi_w{args.width}.pth"
+    config = model_lib.default_config(scale=2, width=args.width, audio=args.audio)
+    utils.atomic_torch_save({"model": "asvfi", "config": config,
+                             "state_dict": model_lib.build_model(config).state_dict()}, path)
+    return path
+
+
+def describe(args):
+    if args.model in inference.BASELINES:
+        return args.model
+    if args.weights:
+        return f"asvfi from {args.weights}"
+    return f"asvfi width {args.width} audio {args.audio} (random weights)"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure_speed(args) if args.worker == "speed" else measure_length(args)))
+        return 0
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    print(f"bench-infer: {describe(args)}, {args.scale}x, batch {args.batch}, device {args.device}"
+          f"{' amp ' + args.amp if args.amp else ''}, torch threads {torch.get_num_threads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    sizes = [s for s in args.sizes.split(",") if s]
+    if sizes:
+        print(f"\n{'size':>9} {'windows':>7} {'frames/s':>9} {'s/frame':>8} {'RSS ready MiB':>13} "
+              f"{'peak RSS MiB':>12} {'CUDA peak MiB':>13}")
+        for size in sizes:
+            r = in_subprocess(argv, "speed", size=size)
+            cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
+            print(f"{size:>9} {r['generated']:>7} {r['fps']:>9.3f} {1 / r['fps']:>8.2f} {r['rss_ready_mb']:>13.0f} "
+                  f"{r['peak_rss_mb']:>12.0f} {cuda:>13}")
+    lengths = [int(n) for n in args.lengths.split(",") if n]
+    if lengths:
+        weights = tiny_checkpoint(args.work, args) if args.length_model == "asvfi" and not args.weights else args.weights
+        print(f"\nwhole command on 320x240 videos ({args.length_model}, {args.scale}x): peak memory vs length")
+        print(f"{'frames in':>9} {'frames out':>10} {'seconds':>8} {'peak RSS MiB':>12}")
+        for n in lengths:
+            video = generated_video(args.work, n)
+            r = in_subprocess(argv, "length", video=video, weights=weights or "")
+            print(f"{n:>9} {r['frames_out']:>10} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

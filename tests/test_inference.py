@@ -1,0 +1,399 @@
+"""inference.py: test-split generation, single-video mode, recursion, tiling, resume, failure messages."""
+import shutil
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dataset
+import inference
+import model
+import utils
+
+TINY = dict(width=0.125, audio_dim=32, audio_heads=2)
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- helpers
+def save_tiny_checkpoint(path, scale=2, steps=2):
+    """A tiny ASVFI after a couple of AdamW steps, audio gates opened, saved as a training checkpoint."""
+    torch.manual_seed(0)
+    config = model.default_config(scale=scale, **TINY)
+    network = model.build_model(config)
+    with torch.no_grad():
+        for gate in network.audio.gates():
+            gate.fill_(0.5)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    for _ in range(steps):
+        frames = torch.rand(2, 4, 3, 32, 32)
+        audio = 0.1 * torch.randn(2, 4160)
+        times = torch.linspace(-1.5, 2.5, 4160).expand(2, -1)
+        out = network(frames, audio=audio, audio_times=times, has_audio=torch.ones(2, dtype=torch.bool))
+        loss = (out["pred"] - frames[:, 1:3].mean(1, keepdim=True)).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    utils.atomic_torch_save({"model": "asvfi", "config": config, "state_dict": network.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": None, "epoch": 1,
+                             "best_psnr": 0.0, "args": {"optimizer": "adamw", "lr": "1e-3"}}, path)
+    return Path(path)
+
+
+def moving_frames(n, height, width, seed=0):
+    """A textured square moving right over a noisy background: frames that differ everywhere."""
+    rng = np.random.default_rng(seed)
+    blocks = lambda h, w, low, high: np.kron(rng.integers(low, high, (h // 4 + 1, w // 4 + 1, 3)),
+                                            np.ones((4, 4, 1)))[:h, :w].astype(np.uint8)  # codec-friendly
+    background = blocks(height, width, 0, 120)
+    texture = blocks(height // 2, width // 3, 120, 256)
+    frames = []
+    for i in range(n):
+        frame = background.copy()
+        left = 2 + 3 * i
+        visible = max(0, min(texture.shape[1], width - left))
+        frame[4:4 + texture.shape[0], left:left + visible] = texture[:, :visible]
+        frames.append(frame)
+    return frames
+
+
+def tone(seconds, rate=16000):
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
+
+
+def write_video(path, frames, fps=25, audio=True):
+    height, width = frames[0].shape[:2]
+    wave = (tone(len(frames) / fps), 16000) if audio else None
+    with utils.VideoWriter(path, fps, width, height, audio=wave) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
+
+
+def audio_seconds(path):
+    wave = utils.read_audio(path, 16000)
+    return None if wave is None else len(wave) / 16000
+
+
+def run(*argv):
+    return inference.main([str(a) for a in argv] + ["--device", "cpu"])
+
+
+def copy_demo(demo_root, target):
+    """A private copy of the demo data (the session fixture is shared with other test files)."""
+    shutil.copytree(demo_root / "demo", target / "demo")
+    shutil.copy(demo_root / "demo_split.csv", target / "demo_split.csv")
+    return target
+
+
+def split_test_rows(root):
+    table = pd.read_csv(root / "demo_split.csv")
+    return table[table["split"] == "test"]
+
+
+def engine_args(**overrides):
+    return Namespace(**{"amp": None, "tile": 0, "tile_overlap": 32, **overrides})
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pth")
+
+
+@pytest.fixture(scope="module")
+def network(checkpoint):
+    return model.build_model_from_checkpoint(checkpoint)[0].eval()
+
+
+@pytest.fixture(scope="module")
+def asvfi_split(demo_root, checkpoint, tmp_path_factory):
+    """The ASVFI test-split run (first test video) on a copy of the demo data: (data root, exit status)."""
+    root = copy_demo(demo_root, tmp_path_factory.mktemp("asvfi_split"))
+    status = run("--weights", checkpoint, "--data-root", root, "--dataset", "demo", "-s", 2, "--batch", 3,
+                 "--limit", 1)
+    return root, status
+
+
+@pytest.fixture(scope="module")
+def odd_video(tmp_path_factory):
+    """7 frames of 75x51 (odd sizes) at 25 fps with a tone."""
+    return write_video(tmp_path_factory.mktemp("odd") / "odd.mp4", moving_frames(7, 51, 75))
+
+
+# ----------------------------------------------------------------------------- test-split mode
+def test_test_split_writes_frames_mp4_and_gt_with_matching_counts(asvfi_split):
+    root, status = asvfi_split
+    assert status == 0
+    rows = split_test_rows(root)
+    assert not (root / "ASVFI" / "scale" / "2_tiny" / Path(rows["path"].iloc[1]).parent).exists()  # --limit 1
+    for row in rows.head(1).itertuples():
+        rel = Path(row.path)
+        out = root / "ASVFI" / "scale" / "2_tiny" / rel.parent / rel.stem
+        gt = root / "GT" / "scale" / "2" / rel.parent / rel.stem
+        n_out = (row.n_frames - 1) // 2 * 2 + 1
+        generated, truth = utils.read_png_frames(out), utils.read_png_frames(gt)
+        assert generated.shape == truth.shape == (n_out, row.height, row.width, 3)
+        source = utils.read_frames(root / "demo" / rel, 0, n_out)
+        np.testing.assert_array_equal(truth, source)  # GT = the native frames
+        np.testing.assert_array_equal(generated[::2], source[::2])  # inputs pass through unchanged
+        assert not (out.parent / f"{rel.stem}.partial").exists()
+        mp4 = out.parent / f"{rel.stem}.mp4"
+        info = utils.probe(mp4)
+        assert (info.n_frames, info.width, info.height, info.fps) == (n_out, row.width, row.height, row.fps)
+        assert info.has_audio
+        # the original soundtrack, whole (AAC adds at most one 1024-sample frame at its rate)
+        assert abs(audio_seconds(mp4) - audio_seconds(root / "demo" / rel)) < 1024 / info.audio_rate + 1e-3
+        decoded = utils.read_frames(mp4, 0, n_out).astype(float)
+        mse = ((decoded - generated) ** 2).mean()
+        assert 10 * np.log10(255 ** 2 / mse) > 35  # the MP4 shows the PNG frames, in order
+
+
+def test_blend_output_is_the_mean_of_its_neighbours(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    for row in split_test_rows(root).itertuples():
+        rel = Path(row.path)
+        out = utils.read_png_frames(root / "Blend" / "scale" / "2" / rel.parent / rel.stem).astype(float)
+        gt = utils.read_png_frames(root / "GT" / "scale" / "2" / rel.parent / rel.stem).astype(float)
+        np.testing.assert_array_equal(out[::2], gt[::2])
+        assert np.abs(out[1::2] - (gt[:-2:2] + gt[2::2]) / 2).max() <= 0.5  # rounding of x.5 only
+
+
+def test_resume_skips_finished_videos_and_redoes_interrupted_ones(demo_root, tmp_path, capsys):
+    root = copy_demo(demo_root, tmp_path)
+    argv = ("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run(*argv) == 0
+    first, second = [Path(p) for p in split_test_rows(root)["path"]]
+    out_root = root / "Blend" / "scale" / "2"
+    done = out_root / second.parent / second.stem / "frame_00001.png"
+    stamp = done.stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert run(*argv) == 0
+    assert "0 video(s) written" in capsys.readouterr().out and done.stat().st_mtime_ns == stamp
+
+    # an interrupted run on `first`: only its .partial folder (with a stray frame) is left
+    folder = out_root / first.parent / first.stem
+    shutil.rmtree(folder)
+    (out_root / first.parent / f"{first.stem}.mp4").unlink()
+    (out_root / first.parent / f"{first.stem}.partial").mkdir()
+    (out_root / first.parent / f"{first.stem}.partial" / "frame_00999.png").write_bytes(b"junk")
+    assert run(*argv) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:05d}.png" for i in range(47)]
+    assert not (out_root / first.parent / f"{first.stem}.partial").exists()
+    assert done.stat().st_mtime_ns == stamp
+
+    assert run(*argv, "--overwrite", "--limit", 1) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+
+
+def test_bad_videos_are_reported_and_the_run_goes_on(demo_root, tmp_path, capsys):
+    """Unreadable → reported and skipped; 1 frame → clear message; no audio → warning, MP4 without audio."""
+    root = copy_demo(demo_root, tmp_path)
+    good = split_test_rows(root)
+    extra = {"Broken/v_Broken_g01_c01.mp4": None, "Short/v_Short_g01_c01.mp4": moving_frames(1, 32, 48),
+             "Silent/v_Silent_g01_c01.mp4": moving_frames(5, 32, 48)}
+    rows = []
+    for rel, frames in extra.items():
+        path = root / "demo" / rel
+        path.parent.mkdir(parents=True)
+        if frames is None:
+            path.write_bytes(b"this is not a video file" * 100)
+        else:
+            write_video(path, frames, audio=False)
+        rows.append(dict(path=rel, category=rel.split("/")[0], split="test", fps=25.0, n_frames=len(frames or [0]),
+                         width=48, height=32, has_audio=False, audio_rate=0, duration=0.2))
+    pd.concat([good, pd.DataFrame(rows)]).to_csv(root / "demo_split.csv", index=False)
+
+    with pytest.warns(UserWarning, match="v_Silent_g01_c01.mp4: no audio stream"):
+        status = run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2)
+    assert status == 1  # something failed, and it says so
+    captured = capsys.readouterr()
+    assert "3 video(s) written" in captured.out and "2 failed" in captured.out
+    assert "Broken/v_Broken_g01_c01.mp4" in captured.err and "cannot open" in captured.err
+    assert "v_Short_g01_c01.mp4: the video has only 1 frame" in captured.err
+    out_root = root / "Blend" / "scale" / "2"
+    silent = utils.probe(out_root / "Silent" / "v_Silent_g01_c01.mp4")
+    assert (silent.n_frames, silent.has_audio) == (5, False)
+    for rel in good["path"]:
+        assert utils.probe(out_root / Path(rel).parent / f"{Path(rel).stem}.mp4").n_frames == 47
+    assert not (out_root / "Broken").exists() or not any((out_root / "Broken").glob("*.mp4"))
+
+
+# ----------------------------------------------------------------------------- single-video mode
+def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video, checkpoint, tmp_path):
+    output = tmp_path / "out" / "odd_4x.mp4"
+    assert run("--weights", checkpoint, "--input", odd_video, "--output", output, "-s", 4) == 0
+    info = utils.probe(output)
+    assert (info.n_frames, info.width, info.height, info.fps) == ((7 - 1) * 4 + 1, 75, 51, 100)
+    assert info.has_audio  # the soundtrack, whole: the duration is preserved
+    assert abs(audio_seconds(output) - audio_seconds(odd_video)) < 1024 / 16000 + 1e-3
+    frames = utils.read_frames(output, 0, info.n_frames).astype(float)
+    source = utils.read_frames(odd_video, 0, 7).astype(float)
+    distance = np.abs(frames[::4, None] - source[None]).mean(axis=(2, 3, 4))  # (output input, source)
+    assert (distance.argmin(axis=1) == np.arange(7)).all() and distance.diagonal().max() < 12  # H.264 loss only
+
+
+def test_single_video_from_a_folder_of_frames_with_fps(tmp_path):
+    frames = moving_frames(5, 40, 56)
+    folder = tmp_path / "frames"
+    for i, frame in enumerate(frames):
+        utils.write_png_frames(folder, [frame], start=i)
+    output = tmp_path / "out.mp4"
+    assert run("--model", "blend", "--input", folder, "--input-fps", 12, "--output", output, "--fps", 36) == 0
+    info = utils.probe(output)
+    assert (info.n_frames, info.width, info.height, info.fps, info.has_audio) == (13, 56, 40, 36, False)
+
+
+# ----------------------------------------------------------------------------- streaming API
+def test_4x_by_recursion_equals_2x_applied_twice(network):
+    items = [(frame, i / 25) for i, frame in enumerate(moving_frames(5, 40, 56))]
+    wave = tone(0.4)
+    engines_2x = inference.build_engines(network, CPU, 2, engine_args())
+    engines_4x = inference.build_engines(network, CPU, 4, engine_args())
+    assert [e.scale for e in engines_4x] == [2, 2]
+    four = list(inference.interpolate_video(iter(items), engines_4x, wave, batch=3, input_fps=25))
+    two = list(inference.interpolate_video(iter(items), engines_2x, wave, batch=1, input_fps=25))
+    twice = list(inference.interpolate_video(iter(two), engines_2x, wave, batch=2, input_fps=50))
+    assert len(four) == len(twice) == (5 - 1) * 4 + 1
+    np.testing.assert_allclose([t for _, t in four], np.arange(17) / 100, atol=1e-9)
+    np.testing.assert_allclose([t for _, t in twice], np.arange(17) / 100, atol=1e-9)
+    difference = np.abs(np.stack([f for f, _ in four]).astype(int) - np.stack([f for f, _ in twice]))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3  # batch size only moves rounding
+    assert np.abs(np.stack([f for f, _ in four[2::4]]).astype(int) - np.stack([f for f, _ in two[1::2]])).max() <= 1
+
+
+def test_stream_replicates_edges_and_batches_do_not_change_results(network):
+    items = [(frame, i / 25) for i, frame in enumerate(moving_frames(4, 24, 32))]
+    engines = inference.build_engines(network, CPU, 2, engine_args())
+    by_one = [f for f, _ in inference.interpolate_video(iter(items), engines, None, batch=1, input_fps=25)]
+    by_four = [f for f, _ in inference.interpolate_video(iter(items), engines, None, batch=4, input_fps=25)]
+    assert len(by_one) == 7
+    assert np.abs(np.stack(by_one).astype(int) - np.stack(by_four)).max() <= 1
+    # the first interval's window is frames (0, 0, 1, 2): the same as a call with that window
+    window = np.stack([items[0][0], items[0][0], items[1][0], items[2][0]])[None]
+    audio, times = dataset.audio_segment(None, 0.0, 0.04, 4160)
+    direct = engines[0](window, audio[None], times[None], False)[0, 0]
+    assert np.abs(direct.astype(int) - by_one[1]).max() <= 1
+
+
+class RecordingEngine:
+    """Stands in for a network pass: records what each window gets, returns black frames."""
+    scale = 2
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, windows, audio, audio_times, has_audio):
+        self.calls.append((windows, audio, audio_times, has_audio))
+        return np.zeros((len(windows), 1, *windows.shape[2:]), np.uint8)
+
+
+def test_windows_replicate_edges_and_get_the_training_audio_segments():
+    frames = moving_frames(5, 8, 12)
+    items = [(frame, 0.1 + i / 25) for i, frame in enumerate(frames)]  # a stream that starts at 0.1 s
+    wave = tone(0.4)
+    engine = RecordingEngine()
+    out = list(inference.interpolate_stream(iter(items), engine, wave, batch=3, input_fps=25))
+    assert [t for _, t in out] == pytest.approx(0.1 + np.arange(9) / 50)
+    windows = np.concatenate([c[0] for c in engine.calls])
+    expected = [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 4]]
+    np.testing.assert_array_equal(windows, np.stack(frames)[expected])
+    n_audio = dataset.audio_samples_for(25, 1)
+    assert n_audio == dataset.audio_samples_for(50, 2)  # 2x on a 50 fps video: as in training
+    audio, times = np.concatenate([c[1] for c in engine.calls]), np.concatenate([c[2] for c in engine.calls])
+    for j in range(4):
+        segment, segment_times = dataset.audio_segment(wave, items[j][1], items[j + 1][1], n_audio)
+        np.testing.assert_array_equal(audio[j], segment)
+        np.testing.assert_array_equal(times[j], segment_times)
+    assert [c[3] for c in engine.calls] == [True, True]
+    assert [len(c[0]) for c in engine.calls] == [3, 1]
+
+
+# ----------------------------------------------------------------------------- tiling
+def test_tiling_blends_the_tile_predictions_of_asvfi(network):
+    """Tiles of a frame larger than the tile get the same audio and batch, and are blended back: one
+    tile's own prediction where it alone covers a pixel, a convex mix of the covering tiles elsewhere.
+
+    (A barely trained ASVFI is not local - FLAVR subtracts the mean of the whole input and its
+    receptive field spans the tile - so here tiled and untiled differ by the model, not the blending;
+    the blending itself is checked exactly against untiled output with a local model below.)
+    """
+    frames = np.stack(moving_frames(4, 80, 112))[None]
+    audio, times = dataset.audio_segment(tone(0.3), 0.04, 0.08, 4160)
+    tiled = inference.Engine(network, CPU, 2, tile=64, tile_overlap=16)(frames, audio[None], times[None], True)
+    plain = inference.Engine(network, CPU, 2)
+    low, high = np.full(tiled.shape[2:], 255), np.zeros(tiled.shape[2:], int)
+    predictions = {}
+    for top in inference.tile_starts(80, 64, 16):
+        for left in inference.tile_starts(112, 64, 16):
+            crop = np.ascontiguousarray(frames[:, :, top:top + 64, left:left + 64])
+            predictions[top, left] = plain(crop, audio[None], times[None], True)[0, 0].astype(int)
+            region = (slice(top, top + 64), slice(left, left + 64))
+            low[region] = np.minimum(low[region], predictions[top, left])
+            high[region] = np.maximum(high[region], predictions[top, left])
+    assert sorted(predictions) == [(0, 0), (0, 48), (16, 0), (16, 48)]
+    out = tiled[0, 0].astype(int)
+    assert ((out >= low - 1) & (out <= high + 1)).all()
+    assert np.abs(out[:16, :48] - predictions[0, 0][:16, :48]).max() <= 1
+    assert np.abs(out[64:, 64:] - predictions[16, 48][48:, 16:]).max() <= 1
+
+
+def test_tiling_matches_untiled_for_a_local_model():
+    """Blend is local, so tiled output must equal untiled output: the blend weights add up exactly."""
+    blend = inference.build_baseline("blend", 2)
+    frames = np.stack(moving_frames(4, 51, 75))[None]
+    audio = np.zeros((1, 10), np.float32)
+    whole = inference.Engine(blend, CPU, 2)(frames, audio, audio, False)
+    tiled = inference.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False)
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+    assert inference.tile_starts(75, 32, 8) == [0, 24, 43] and inference.tile_starts(20, 32, 8) == [0]
+
+
+# ----------------------------------------------------------------------------- failure messages
+def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monkeypatch, odd_video):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as error:
+        run("--optimizer", "adam", "--lr", "2e-4", "--data-root", tmp_path, "--dataset", "demo")
+    message = str(error.value)
+    assert str(Path("weights") / "asvfi" / "adam_2e-4.pth") in message
+    assert "python main.py --model asvfi --optimizer adam --lr 2e-4 --scale 2" in message
+    with pytest.raises(SystemExit, match=r"adam_2e-4_epoch5.pth: no such checkpoint(.|\n)* --save-every 5"):
+        run("--optimizer", "adam", "--lr", "2e-4", "--epoch", 5, "--data-root", tmp_path, "--dataset", "demo")
+    with pytest.raises(SystemExit, match="nowhere.pth: no such checkpoint"):
+        run("--weights", tmp_path / "nowhere.pth", "--input", odd_video, "--output", tmp_path / "x.mp4")
+
+
+def test_single_video_failures_give_clear_messages(tmp_path, odd_video):
+    silent = write_video(tmp_path / "silent.mp4", moving_frames(3, 24, 32), audio=False)
+    with pytest.warns(UserWarning, match="no audio stream"):
+        assert run("--model", "repeat", "--input", silent, "--output", tmp_path / "silent_2x.mp4") == 0
+    assert utils.probe(tmp_path / "silent_2x.mp4").has_audio is False
+
+    one = write_video(tmp_path / "one.mp4", moving_frames(1, 24, 32))
+    with pytest.raises(SystemExit, match="only 1 frame; interpolation needs at least 2"):
+        run("--model", "blend", "--input", one, "--output", tmp_path / "one_2x.mp4")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4000)
+    with pytest.raises(SystemExit, match="broken.mp4: cannot be read"):
+        run("--model", "blend", "--input", broken, "--output", tmp_path / "broken_2x.mp4")
+    with pytest.raises(SystemExit, match="--fps 60: not an integer multiple .* 25 fps"):
+        run("--model", "blend", "--input", odd_video, "--output", tmp_path / "x.mp4", "--fps", 60)
+    assert not any((tmp_path / name).exists() for name in ("x.mp4", "one_2x.mp4", "broken_2x.mp4"))
+
+
+def test_impossible_scale_combinations_are_errors(tmp_path, odd_video):
+    four = save_tiny_checkpoint(tmp_path / "tiny4x.pth", scale=4, steps=0)
+    for scale in (2, 8):
+        with pytest.raises(SystemExit, match=f"trained for 4x cannot produce {scale}x"):
+            run("--weights", four, "--input", odd_video, "--output", tmp_path / "x.mp4", "-s", scale)
+    assert inference.pass_scales(2, 8, any_t=False) == [2, 2, 2]
+    assert inference.pass_scales(4, 16, any_t=False) == [4, 4]
+    assert inference.pass_scales(2, 6, any_t=True) == [6]
+    with pytest.raises(SystemExit, match="trained for 2x cannot produce 6x"):
+        inference.pass_scales(2, 6, any_t=False)
