@@ -55,9 +55,7 @@ def checkpoint_file(args):
 
 
 def run_of(args):
-    """Run name of the output folder: the checkpoint's file name (`adamw_6e-4`, `adamw_6e-4_epoch5`,
-    the stem of --weights), so frames of different checkpoints never mix or count as finished."""
-    return None if args.model in BASELINES else checkpoint_file(args).stem
+    return utils.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
 
 
 def missing_weights_message(args, path):

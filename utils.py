@@ -50,6 +50,15 @@ def checkpoint_path(model, run, epoch=0):
     return weights_dir(model) / f"{run}{suffix}.pth"
 
 
+def generated_run(model, optimizer, lr, tag=None, epoch=0, weights=None):
+    """Run part of the folder and report of a checkpoint's frames: the checkpoint file's stem
+    (`adamw_6e-4`, `adamw_6e-4_epoch5`, or the stem of `--weights`), so frames of different
+    checkpoints never mix; None for the training-free baselines."""
+    if model not in TRAINED_MODELS:
+        return None
+    return Path(weights).stem if weights else checkpoint_path(model, run_name(optimizer, lr, tag), epoch).stem
+
+
 def best_checkpoint_path(model):
     return weights_dir(model) / f"best_{model}.pth"
 
@@ -71,7 +80,7 @@ def eval_csv_path(model, run, scale):
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def _atomic_replace(path, write):
+def atomic_write(path, write):
     """Write through a temp file in the same folder and rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +97,11 @@ def _atomic_replace(path, write):
 
 
 def atomic_torch_save(obj, path):
-    return _atomic_replace(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path, text):
-    return _atomic_replace(path, lambda tmp: Path(tmp).write_text(text))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # ----------------------------------------------------------------------------- devices
@@ -816,7 +825,7 @@ def _examine_video(video, relative, audio_dir, frames_dir, extract_frames):
             if wave is None or wave.size == 0:
                 info.has_audio, info.audio_rate, info.audio_channels = False, 0, 0
             else:
-                _atomic_replace(audio_cache_path(audio_dir, relative), lambda tmp: _save_npy(tmp, wave))
+                atomic_write(audio_cache_path(audio_dir, relative), lambda tmp: _save_npy(tmp, wave))
         if extract_frames:
             _extract_frames(video, Path(frames_dir) / Path(relative).with_suffix(""), info.n_frames)
         return asdict(info), None

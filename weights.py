@@ -109,7 +109,8 @@ def locate(name, weights_dir=None, allow_download=True):
         if path.is_file():
             _check_hash(path, spec)
             return path
-    where = f"{Path(weights_dir) / spec.filename} (--weights-dir) or {cache_dir() / spec.filename}"
+    where = " or ".join(([f"{candidates[0]} (--weights-dir)"] if weights_dir else [])
+                        + [str(candidates[-1])])
     if not allow_download:
         raise WeightsUnavailable(f"{spec.about}: file {spec.filename} not found; download {spec.url} "
                                  f"and put it at {where}")

@@ -1,0 +1,252 @@
+"""evaluate.py end to end on small generated ground-truth / output folders: the CSV values against an
+independent numpy / scikit-image computation, resume after an interruption, per-video errors,
+unavailable weights, FVD through a scripted stand-in detector, and the demo data with the blend
+baseline of inference.py."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+import evaluate
+import inference
+import utils
+import weights
+
+SCALE = 2
+
+
+def write_frames(folder, frames):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"frame_{index:05d}.png")
+
+
+def moving_pattern(rng, n_frames, height, width):
+    """A textured pattern drifting by one pixel per frame plus noise, uint8."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    frames = []
+    for t in range(n_frames):
+        base = 0.5 + 0.4 * np.sin((xs + t) / 3.0)[..., None] * np.cos(ys[..., None] / 4.0 + np.arange(3))
+        frames.append(np.clip(base + rng.normal(0, 0.03, base.shape), 0, 1))
+    return np.round(np.stack(frames) * 255).astype(np.uint8)
+
+
+def blend_of_neighbours(gt, scale):
+    """Inputs 0, s, 2s, … copied; frame i = s·k + j blended from the inputs around it."""
+    out = gt.copy()
+    for i in range(len(gt)):
+        if i % scale:
+            left = i // scale * scale
+            right = min(left + scale, len(gt) - 1)
+            t = (i - left) / scale
+            out[i] = np.round((1 - t) * gt[left].astype(float) + t * gt[right].astype(float)).astype(np.uint8)
+    return out
+
+
+VIDEOS = {("Alpha", "v_Alpha_g01_c01"): 9, ("Alpha", "v_Alpha_g01_c02"): 7, ("Beta", "v_Beta_g01_c01"): 10}
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    """GT + Blend folders for three videos; cwd and torch hub cache are private to the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    frames = {}
+    for (category, video), n_frames in VIDEOS.items():
+        gt = moving_pattern(rng, n_frames, 24, 30)
+        frames[category, video] = gt
+        write_frames(utils.gt_dir(root, SCALE) / category / video, gt)
+        write_frames(utils.output_dir(root, "blend", SCALE) / category / video, blend_of_neighbours(gt, SCALE))
+    return root, frames
+
+
+def run(root, *extra, metrics="psnr,ssim", weights_dir=None):
+    weights_dir = weights_dir or Path.cwd() / "no_weights"
+    return evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", metrics,
+                          "--device", "cpu", "--offline", "--weights-dir", str(weights_dir), *map(str, extra)])
+
+
+def expected_scores(gt, scale):
+    out = blend_of_neighbours(gt, scale)
+    generated = [i for i in range(len(gt)) if i % scale]
+    psnr = [10 * np.log10(1 / np.mean((out[i] / 255.0 - gt[i] / 255.0) ** 2)) for i in generated]
+    ssim = [structural_similarity(out[i] / 255.0, gt[i] / 255.0, gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=1, channel_axis=2) for i in generated]
+    return np.mean(psnr), np.mean(ssim), len(generated)
+
+
+def csv_path():
+    return utils.eval_csv_path("blend", None, SCALE)
+
+
+def test_psnr_ssim_columns_match_independent_computation(data, capsys):
+    root, frames = data
+    assert run(root) == 0
+    table = pd.read_csv(csv_path())
+    assert list(table.columns) == ["video", "category", "frames", "generated", "psnr", "ssim", "error", "notes"]
+    assert len(table) == len(VIDEOS)
+    for row in table.itertuples():
+        psnr, ssim, generated = expected_scores(frames[row.category, row.video], SCALE)
+        assert row.frames == VIDEOS[row.category, row.video] and row.generated == generated
+        assert row.psnr == pytest.approx(psnr, abs=1e-6)
+        assert row.ssim == pytest.approx(ssim, abs=1e-6)
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert summary["videos"] == 3 and summary["metrics"]["psnr"]["n"] == 3
+    assert summary["metrics"]["psnr"]["mean"] == pytest.approx(table["psnr"].mean(), abs=1e-9)
+    assert summary["metrics"]["ssim"]["std"] == pytest.approx(table["ssim"].std(ddof=0), abs=1e-9)
+    printed = capsys.readouterr().out
+    assert "PSNR (dB)" in printed and f"{table['psnr'].mean():.4f}" in printed
+    assert Path(str(csv_path().with_suffix("")) + "_summary.txt").read_text() in printed
+
+
+def test_interrupted_run_resumes_to_the_same_csv_without_duplicates(data, monkeypatch, tmp_path):
+    root, _ = data
+    assert run(root) == 0
+    uninterrupted = csv_path().read_text()
+    csv_path().unlink()
+
+    real_score_video = evaluate.score_video
+    calls = []
+
+    def interrupted_on_second_video(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_score_video(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_video", interrupted_on_second_video)
+    with pytest.raises(KeyboardInterrupt):
+        run(root)
+    assert len(pd.read_csv(csv_path())) == 1
+    with open(csv_path(), "a") as f:  # a row cut off in the middle of writing
+        f.write("v_Beta_g01_c01,Beta,10,5,31.2")
+    monkeypatch.setattr(evaluate, "score_video", real_score_video)
+    assert run(root) == 0
+    assert csv_path().read_text() == uninterrupted
+    assert run(root) == 0  # nothing left to do: unchanged, still no duplicates
+    assert csv_path().read_text() == uninterrupted
+
+
+def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys):
+    root, frames = data
+    out_root = utils.output_dir(root, "blend", SCALE)
+    short = out_root / "Alpha" / "v_Alpha_g01_c02" / "frame_00006.png"
+    short.unlink()  # one frame short
+    resized = out_root / "Beta" / "v_Beta_g01_c01"
+    for path in resized.glob("*.png"):
+        Image.open(path).resize((32, 24)).save(path)
+    assert run(root) == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    by_video = {row.video: row for row in table.itertuples()}
+    assert "frame count mismatch: 6 generated" in by_video["v_Alpha_g01_c02"].error
+    assert "frame size mismatch: 32x24 generated vs 30x24" in by_video["v_Beta_g01_c01"].error
+    good = by_video["v_Alpha_g01_c01"]
+    expected_psnr = expected_scores(frames["Alpha", good.video], SCALE)[0]
+    assert good.error == "" and float(good.psnr) == pytest.approx(expected_psnr, abs=1e-6)
+    printed = capsys.readouterr().out
+    assert "1 video(s) scored, 2 failed" in printed and "FAILED Alpha/v_Alpha_g01_c02" in printed
+    write_frames(short.parent, blend_of_neighbours(frames["Alpha", "v_Alpha_g01_c02"], SCALE))
+    assert run(root) == 0  # failed videos are retried on the next run, finished ones are kept
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table["video"]) == [v for _, v in sorted(VIDEOS)] and list(table["error"] == "") == [True, True, False]
+    with pytest.raises(evaluate.VideoMismatch, match="no generated frames"):
+        evaluate.check_pair(utils.gt_dir(root, SCALE) / "Beta" / "v_Beta_g01_c01", out_root / "Beta" / "missing")
+
+
+def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, capsys):
+    root, _ = data
+    assert run(root, "--flow", "dis", metrics="psnr,lpips,flolpips,vfips,fvd") == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table.columns)[4:9] == ["psnr", "lpips", "flolpips_dis", "vfips", "fvd_clips"]
+    assert (table["psnr"] != "").all() and (table["lpips"] == "").all()
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    for name, filename in (("lpips", "alexnet"), ("flolpips", "alexnet"), ("vfips", "vfips"), ("fvd", "i3d")):
+        assert summary["metrics"][name]["status"] == "unavailable"
+        assert weights.REGISTRY[filename].filename in summary["metrics"][name]["reason"]
+    printed = capsys.readouterr().out
+    assert "LPIPS           unavailable (" in printed and "FVD             unavailable (" in printed
+    assert "FloLPIPS (DIS)  unavailable (" in printed
+    with pytest.raises(SystemExit, match="--restart"):  # other columns: no silent mixing on resume
+        run(root)
+    assert run(root, "--restart") == 0
+    assert list(pd.read_csv(csv_path()).columns)[4:6] == ["psnr", "ssim"]
+
+
+def test_missing_output_or_ground_truth_folders_are_clear_errors(data):
+    root, _ = data
+    shutil.rmtree(utils.output_dir(root, "blend", SCALE))
+    with pytest.raises(SystemExit, match="no generated frames; run inference.py"):
+        run(root)
+    shutil.rmtree(utils.gt_dir(root, SCALE))
+    with pytest.raises(SystemExit, match="no ground-truth frames; run inference.py"):
+        run(root)
+
+
+class StandInI3D(torch.nn.Module):
+    """Tiny detector with StyleGAN-V's I3D call signature: per-channel clip means and mean squares."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.pow(2).mean(dim=(2, 3, 4))], 1)
+
+
+def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for index, n_frames in enumerate((17, 33, 12)):
+        gt = moving_pattern(rng, n_frames, 16, 20)
+        write_frames(utils.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
+        write_frames(utils.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
+                     blend_of_neighbours(gt, SCALE))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.jit.script(StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
+    assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
+    summary_path = Path(str(csv_path().with_suffix("")) + "_summary.json")
+    first = json.loads(summary_path.read_text())["metrics"]["fvd"]
+    assert first["status"] == "ok" and first["clips"] == 1 + 2 and first["value"] > 0
+    table = pd.read_csv(csv_path())
+    assert list(table["fvd_clips"]) == [1, 2, 0] and "no FVD clip" in table.loc[2, "notes"]
+    lines = csv_path().read_text().splitlines()
+    csv_path().write_text("\n".join(lines[:2]) + "\n")  # as if interrupted after the first video
+    assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
+    assert json.loads(summary_path.read_text())["metrics"]["fvd"] == first
+    assert "3 clips of 16 frames" in capsys.readouterr().out
+
+
+def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
+    """The README path: inference.py writes GT + blend frames for the demo test split, evaluate.py
+    scores them and the PSNR column equals a numpy computation on the written frames."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root = tmp_path / "data"
+    shutil.copytree(demo_root / "demo", root / "demo")
+    shutil.copy(demo_root / "demo_split.csv", root / "demo_split.csv")
+    assert inference.main(["--model", "blend", "--data-root", str(root), "--dataset", "demo", "-s", "2",
+                           "--device", "cpu", "--limit", "1"]) == 0
+    assert run(root, "--dataset", "demo", metrics="psnr,ssim") == 0
+    table = pd.read_csv(csv_path())
+    assert len(table) == 1 and table.loc[0, "error"] != table.loc[0, "error"]  # NaN: no error
+    folder = Path(table.loc[0, "category"]) / table.loc[0, "video"]
+    gt = utils.read_png_frames(utils.gt_dir(root, 2) / folder) / 255.0
+    out = utils.read_png_frames(utils.output_dir(root, "blend", 2) / folder) / 255.0
+    psnr = np.mean([10 * np.log10(1 / np.mean((out[i] - gt[i]) ** 2)) for i in range(1, len(gt), 2)])
+    assert table.loc[0, "psnr"] == pytest.approx(psnr, abs=1e-6)
+    assert table.loc[0, "generated"] == len(gt) // 2
+
+
+def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
+    root, _ = data
+    assert evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", "psnr,lpips",
+                          "--device", "cpu", "--offline"]) == 0
+    assert "LPIPS           unavailable (" in capsys.readouterr().out

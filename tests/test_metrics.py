@@ -1,0 +1,495 @@
+"""metrics.py against its references: numpy (PSNR), scikit-image (SSIM), the lpips / flolpips /
+VFIPS fixtures (deterministic weights + reference outputs), closed-form Fréchet distances and a
+scripted stand-in for the I3D detector."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+
+import flow
+import metrics
+import vfips
+import weights
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+# ----------------------------------------------------------------------------- helpers
+def recipe_state(model, fixture):
+    """A state dict filled as the fixture's recipe says (seed 1000 + index over the FULL key list;
+    constants, aliases and integer buffers are not drawn)."""
+    state = model.state_dict()
+    plan = {name: mode for _, name, _, _, mode in fixture["fill_plan"]}
+    filled = {}
+    for index, (name, shape) in enumerate(fixture["keys"]):
+        mode = plan[name]
+        if mode == "constant_skip":
+            filled[name] = fixture["constants"][name]
+        elif mode == "keep_nonfloat":
+            filled[name] = state[name]
+        elif not mode.startswith("alias_of:"):
+            generator = torch.Generator().manual_seed(1000 + index)
+            if len(shape) >= 2:
+                value = torch.randn(shape, generator=generator, dtype=torch.float32) / math.sqrt(math.prod(shape[1:]))
+            else:
+                value = 0.1 * torch.randn(shape, generator=generator, dtype=torch.float32)
+            filled[name] = value.abs() if mode == "abs_randn_over_sqrt_fanin" else value
+    for name, mode in plan.items():
+        if mode.startswith("alias_of:"):
+            filled[name] = filled[mode.split(":", 1)[1]]
+    return filled
+
+
+def assert_close(actual, expected, atol, what):
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual - expected).abs().max().item()
+    assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}"
+
+
+@pytest.fixture(scope="module")
+def lpips_fixture():
+    return torch.load(FIXTURES / "lpips_alex_compat.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def pwc_fixture():
+    return torch.load(FIXTURES / "pwcnet_compat.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def lpips_net(lpips_fixture):
+    net = metrics.LPIPS()
+    net.load_state_dict(recipe_state(net, lpips_fixture))
+    return net
+
+
+@pytest.fixture(scope="module")
+def pwc_net(pwc_fixture):
+    net = flow.PWCNet()
+    net.load_state_dict(recipe_state(net, pwc_fixture))
+    return net.eval()
+
+
+def skimage_ssim(pred, gt):
+    """Reference SSIM per frame of (B, 3, H, W) arrays."""
+    return np.array([structural_similarity(p.transpose(1, 2, 0), g.transpose(1, 2, 0), gaussian_weights=True,
+                                           sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=2)
+                     for p, g in zip(pred, gt)])
+
+
+# ----------------------------------------------------------------------------- PSNR
+def test_psnr_matches_numpy_per_frame():
+    rng = np.random.default_rng(1)
+    gt = rng.random((3, 3, 17, 29))
+    pred = np.clip(gt + rng.normal(0, [0.01, 0.05, 0.2], (17, 29, 3, 3)).transpose(3, 2, 0, 1), 0, 1)
+    expected = [10 * np.log10(1 / np.mean((p - g) ** 2)) for p, g in zip(pred, gt)]
+    actual = metrics.psnr(torch.from_numpy(pred).float(), torch.from_numpy(gt).float())
+    assert actual.dtype == torch.float64 and actual.shape == (3,)
+    np.testing.assert_allclose(actual.numpy(), expected, rtol=0, atol=1e-4)
+    assert actual[0] > actual[1] > actual[2]
+
+
+def test_psnr_of_identical_frames_is_infinite_and_shapes_are_checked():
+    frame = torch.rand(2, 3, 8, 8)
+    assert torch.isinf(metrics.psnr(frame, frame.clone())).all()
+    with pytest.raises(ValueError, match="psnr"):
+        metrics.psnr(frame, frame[:, :, :4])
+
+
+# ----------------------------------------------------------------------------- SSIM
+def test_gaussian_window_is_scipys_11_tap_kernel():
+    taps = metrics.gaussian_window()
+    impulse = np.zeros(21)
+    impulse[10] = 1
+    expected = scipy.ndimage.gaussian_filter1d(impulse, 1.5, truncate=3.5, mode="constant")[5:16]
+    assert taps.numel() == 11
+    np.testing.assert_allclose(taps.numpy(), expected, atol=1e-15)
+
+
+@pytest.mark.parametrize("height,width", [(32, 32), (23, 41), (40, 19), (11, 16), (150, 37)])
+def test_ssim_matches_skimage_on_random_frames(height, width):
+    rng = np.random.default_rng(height * width)
+    gt = rng.random((3, 3, height, width))
+    pred = np.clip(gt + rng.normal(0, 0.15, gt.shape), 0, 1)
+    expected = skimage_ssim(pred, gt)
+    for dtype in (torch.float32, torch.float64):
+        actual = metrics.ssim(torch.from_numpy(pred).to(dtype), torch.from_numpy(gt).to(dtype))
+        assert actual.shape == (3,) and actual.dtype == torch.float64
+        np.testing.assert_allclose(actual.numpy(), expected, rtol=0, atol=1e-6, err_msg=str(dtype))
+
+
+def test_ssim_matches_skimage_on_structured_and_quantised_frames():
+    """Smooth gradients, flat areas (where float32 variances would cancel badly without centring),
+    a shifted copy, an 8-bit quantised blend, a constant frame and an exact copy."""
+    ys, xs = np.mgrid[0:36, 0:52] / 10.0
+    smooth = np.stack([0.5 + 0.45 * np.sin(xs + c) * np.cos(ys / 2) for c in range(3)])
+    flat = np.full((3, 36, 52), 0.9)
+    flat[:, 10:20, 15:40] = 0.2
+    quantised = np.round((0.5 * smooth + 0.5 * np.roll(smooth, 3, axis=2)) * 255) / 255
+    pairs = [(smooth, np.roll(smooth, 2, axis=1)), (flat, np.clip(flat + 0.003, 0, 1)), (quantised, smooth),
+             (np.full_like(smooth, 0.3), np.full_like(smooth, 0.3)), (smooth, smooth.copy())]
+    pred = np.stack([p for p, _ in pairs])
+    gt = np.stack([g for _, g in pairs])
+    expected = skimage_ssim(pred, gt)
+    actual = metrics.ssim(torch.from_numpy(pred).float(), torch.from_numpy(gt).float()).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+    assert actual[-1] == pytest.approx(1.0, abs=1e-7) and actual[-2] == pytest.approx(1.0, abs=1e-7)
+
+
+def test_ssim_rejects_frames_smaller_than_the_window():
+    with pytest.raises(ValueError, match="11x11"):
+        metrics.ssim(torch.rand(1, 3, 10, 30), torch.rand(1, 3, 10, 30))
+
+
+# ----------------------------------------------------------------------------- LPIPS
+def test_lpips_state_dict_keys_shapes_and_order(lpips_fixture):
+    state = metrics.LPIPS().state_dict()
+    assert [(k, list(v.shape)) for k, v in state.items()] == [(k, list(s)) for k, s in lpips_fixture["keys"]]
+    for name, value in lpips_fixture["constants"].items():
+        assert torch.equal(state[name], value), name
+
+
+def test_lpips_recipe_reproduces_fixture_checksums(lpips_net, lpips_fixture):
+    state = lpips_net.state_dict()
+    for name, (total, total_abs, first) in lpips_fixture["weight_checksums"].items():
+        value = state[name].double()
+        assert value.sum().item() == pytest.approx(total, abs=1e-6), name
+        assert value.abs().sum().item() == pytest.approx(total_abs, abs=1e-6), name
+        assert value.flatten()[0].item() == first, name
+    assert lpips_net.lins[2].model[1].weight is lpips_net.lin2.model[1].weight
+
+
+def test_lpips_features_and_scaled_input_match_fixture(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    assert_close(lpips_net.scaling_layer(2 * inputs["img0"] - 1), outputs["scaled_input0"], 1e-6, "scaled input")
+    with torch.no_grad():
+        for which, image in (("feat0", inputs["img0"]), ("feat1", inputs["img1"])):
+            for k, feature in enumerate(lpips_net.features(image), 1):
+                assert_close(feature, outputs[f"{which}_relu{k}"], 1e-4, f"{which}_relu{k}")
+
+
+def test_lpips_distances_layers_and_maps_match_fixture(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    img0, img1 = inputs["img0"], inputs["img1"]
+    with torch.no_grad():
+        assert_close(lpips_net(img0, img1), outputs["lpips_dist"].flatten(), 1e-5, "distance")
+        assert_close(lpips_net(img0, inputs["img_near"]), outputs["lpips_dist_near"].flatten(), 1e-5, "near")
+        assert_close(lpips_net.per_layer(img0, img1), outputs["lpips_per_layer"], 1e-5, "per layer")
+        maps = lpips_net.layer_maps(img0, img1)
+        for k, layer_map in enumerate(maps):
+            assert_close(layer_map, outputs[f"lin_map_native_{k}"], 1e-5, f"native map {k}")
+            upsampled = F.interpolate(layer_map, size=(64, 64), mode="bilinear", align_corners=False)
+            assert_close(upsampled, outputs["lpips_spatial_per_layer"][k], 1e-5, f"spatial layer {k}")
+        assert_close(lpips_net.spatial(img0, img1), outputs["lpips_spatial_map"], 1e-5, "spatial map")
+    assert_close(outputs["flolpips_copy_lpips_dist"], outputs["lpips_dist"].flatten(), 1e-6, "flolpips copy")
+
+
+def test_lpips_float64_matches_float64_reference(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    net64 = metrics.LPIPS().double()
+    net64.load_state_dict(lpips_net.state_dict())
+    img0, img1 = inputs["img0"].double(), inputs["img1"].double()
+    with torch.no_grad():
+        assert_close(net64(img0, img1), outputs["lpips_dist_fp64"].flatten(), 1e-12, "fp64 distance")
+        assert_close(net64.spatial(img0, img1), outputs["lpips_spatial_map_fp64"], 1e-12, "fp64 spatial")
+
+
+def test_lpips_is_zero_for_identical_frames_and_stays_deterministic_in_train_mode(lpips_net, lpips_fixture):
+    img0 = lpips_fixture["inputs"]["img0"]
+    with torch.no_grad():
+        assert lpips_net(img0, img0).abs().max() == 0
+        before = lpips_net(img0, lpips_fixture["inputs"]["img1"])
+        lpips_net.train()
+        after = lpips_net(img0, lpips_fixture["inputs"]["img1"])
+        lpips_net.eval()
+    assert torch.equal(before, after)
+
+
+def test_official_checkpoint_layout_maps_onto_lpips(lpips_net, lpips_fixture):
+    """torchvision's `features.J.*` + alex.pth's `linK.model.1.weight` give the same network."""
+    state = lpips_net.state_dict()
+    alexnet = {f"features.{j}.{kind}": state[f"net.slice{k}.{j}.{kind}"]
+               for k, j in metrics.ALEXNET_CONVS for kind in ("weight", "bias")}
+    alexnet.update({"classifier.1.weight": torch.zeros(4096, 9216)})  # extra torchvision keys are ignored
+    lins = {f"lin{k}.model.1.weight": state[f"lin{k}.model.1.weight"] for k in range(5)}
+    fresh = metrics.LPIPS()
+    fresh.load_state_dict(metrics.official_lpips_state(fresh, alexnet, lins))
+    inputs = lpips_fixture["inputs"]
+    with torch.no_grad():
+        assert torch.equal(fresh(inputs["img0"], inputs["img1"]), lpips_net(inputs["img0"], inputs["img1"]))
+    del lins["lin3.model.1.weight"]
+    with pytest.raises(ValueError, match="lin3.model.1.weight"):
+        metrics.official_lpips_state(fresh, alexnet, lins)
+    alexnet["features.3.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="features.3.weight"):
+        metrics.official_lpips_state(fresh, alexnet, {**lins, "lin3.model.1.weight": state["lin3.model.1.weight"]})
+
+
+# ----------------------------------------------------------------------------- FloLPIPS
+def test_flolpips_with_given_flow_matches_fixture(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    with torch.no_grad():
+        score = metrics.flolpips_from_flow(lpips_net, inputs["img0"], inputs["img1"], inputs["flow_diff"])
+        per_layer = metrics.flolpips_per_layer(lpips_net, inputs["img0"], inputs["img1"], inputs["flow_diff"])
+    assert_close(score, outputs["flolpips_given_flow"], 1e-5, "flolpips")
+    assert_close(per_layer, outputs["flolpips_given_flow_per_layer"], 1e-5, "flolpips per layer")
+
+
+def test_flolpips_float64_matches_float64_reference(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    net64 = metrics.LPIPS().double()
+    net64.load_state_dict(lpips_net.state_dict())
+    with torch.no_grad():
+        score = metrics.flolpips_from_flow(net64, inputs["img0"].double(), inputs["img1"].double(),
+                                           inputs["flow_diff"].double())
+    assert_close(score, outputs["flolpips_given_flow_fp64"], 1e-12, "fp64 flolpips")
+
+
+def test_flolpips_zero_flow_difference_nan_in_reference_uniform_fallback_ours(lpips_net, lpips_fixture):
+    inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
+    flow_diff = inputs["flow_diff"].clone()
+    flow_diff[1] = 0
+    with torch.no_grad():
+        reference = metrics.flolpips_from_flow(lpips_net, inputs["img0"], inputs["img1"], flow_diff,
+                                               reference_nan=True)
+        ours = metrics.flolpips_from_flow(lpips_net, inputs["img0"], inputs["img1"], flow_diff)
+        plain = lpips_net(inputs["img0"], inputs["img1"])
+    expected = outputs["flolpips_flow_sample1_zero"]
+    assert torch.isnan(reference[1]) and torch.isnan(expected[1])
+    assert_close(reference[:1], expected[:1], 1e-5, "reference NaN mode, sample 0")
+    assert_close(ours[0], expected[0], 1e-5, "fallback leaves sample 0 alone")
+    assert_close(ours[1], plain[1], 1e-6, "zero flow difference → uniform weights = plain LPIPS")
+
+
+def test_flow_weights_fall_back_per_layer_when_difference_misses_a_coarse_grid():
+    """A difference in the top-left 2x2 pixels of 64x64 reaches the 15x15 grid but not 7x7 or 3x3
+    (the reference gives NaN there); weights always sum to one per sample."""
+    flow_diff = torch.zeros(1, 2, 64, 64)
+    flow_diff[:, :, :2, :2] = 1.0
+    for size, spread in (((15, 15), False), ((7, 7), True), ((3, 3), True)):
+        w = metrics.flow_weights(flow_diff, size)
+        assert w.sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert torch.isfinite(w).all()
+        assert bool((w == w.flatten()[0]).all()) == spread, size
+        assert torch.isnan(metrics.flow_weights(flow_diff, size, reference_nan=True)).any() == spread
+
+
+def test_flolpips_end_to_end_with_pwcnet_matches_fixture(lpips_net, pwc_net, pwc_fixture):
+    inputs, outputs = pwc_fixture["inputs"], pwc_fixture["outputs"]
+    ref, dis = inputs["video_ref"], inputs["video_dis"]
+    with torch.no_grad():
+        assert_close(pwc_net(inputs["first"], inputs["second"]), outputs["flow"], 1e-4, "PWC-Net flow")
+        per_pair = metrics.flolpips_pairs(lpips_net, pwc_net, ref, dis)
+        video = metrics.flolpips_video(lpips_net, pwc_net, ref, dis, batch=2)
+        triplet = metrics.flolpips_triplet(lpips_net, pwc_net, inputs["triplet_I0"], inputs["triplet_I1"],
+                                           inputs["triplet_frame_dis"], inputs["triplet_frame_ref"])
+    assert_close(per_pair, outputs["flolpips_video_per_pair"], 1e-5, "per pair")
+    assert video == pytest.approx(outputs["flolpips_video_mean"].item(), abs=1e-5)
+    assert_close(triplet, outputs["flolpips_triplet"], 1e-5, "triplet")
+
+
+def test_flolpips_streaming_equals_whole_video_and_identical_videos_score_zero(lpips_net, pwc_net, pwc_fixture):
+    ref, dis = pwc_fixture["inputs"]["video_ref"], pwc_fixture["inputs"]["video_dis"]
+    scorer = metrics.FloLPIPSPairs(lpips_net, pwc_net, batch=2)
+    for start, stop in ((0, 1), (1, 3), (3, 4)):
+        scorer.update(ref[start:stop], dis[start:stop])
+    with torch.no_grad():
+        whole = metrics.flolpips_video(lpips_net, pwc_net, ref, dis)
+        assert metrics.flolpips_video(lpips_net, pwc_net, ref, ref.clone()) == 0.0
+        assert math.isnan(metrics.flolpips_video(lpips_net, pwc_net, ref, ref.clone(), reference_nan=True))
+    assert scorer.result().value == pytest.approx(whole, abs=1e-7)
+    single = metrics.FloLPIPSPairs(lpips_net, pwc_net)
+    single.update(ref[:1], dis[:1])
+    assert single.result().value is None and "2 frames" in single.result().reason
+
+
+# ----------------------------------------------------------------------------- VFIPS
+class StubVFIPS(torch.nn.Module):
+    """Records the windows it sees; scores mean(dis − ref) of the window (negative allowed)."""
+
+    def __init__(self, inf_windows=()):
+        super().__init__()
+        self.calls = []
+        self.inf_windows = set(inf_windows)
+
+    def forward(self, ref, dis):
+        assert ref.shape[:3] == (1, 12, 3) and ref.min() >= -1 and ref.max() <= 1
+        self.calls.append((ref.clone(), dis.clone()))
+        if len(self.calls) - 1 in self.inf_windows:
+            return torch.full((1, 1, 1, 1), math.inf)
+        return (dis - ref).mean().view(1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("n_frames,starts", [(11, []), (12, [0]), (23, [0]), (24, [0, 12]), (37, [0, 12, 24])])
+def test_vfips_windows_include_the_last_full_window(n_frames, starts):
+    assert metrics.vfips_window_starts(n_frames) == starts
+
+
+def test_vfips_protocol_with_stub_network():
+    torch.manual_seed(3)
+    ref = torch.rand(30, 3, 70, 66)
+    dis = (ref - 0.1 * torch.rand(30, 3, 70, 66)).clamp(0, 1)
+    net = StubVFIPS()
+    score, reason = metrics.vfips_video(net, ref, dis)
+    assert reason == "" and len(net.calls) == 2
+    assert torch.allclose(net.calls[1][0][0], 2 * ref[12:24] - 1), "window 2 = frames 12..23, in [-1, 1], ref first"
+    expected = np.mean([(2 * (dis[s:s + 12] - ref[s:s + 12])).mean().item() for s in (0, 12)])
+    assert score == pytest.approx(expected, abs=1e-6) and score < 0, "raw score, never abs()"
+    streamed = metrics.VFIPSWindows(StubVFIPS())
+    for start in range(0, 30, 7):
+        streamed.update(ref[start:start + 7], dis[start:start + 7])
+    assert streamed.result().value == pytest.approx(score, abs=1e-9)
+
+
+def test_vfips_drops_inf_windows_and_explains_missing_scores():
+    frames = torch.rand(36, 3, 65, 65)
+    score, _ = metrics.vfips_video(StubVFIPS(inf_windows={1}), frames, frames * 0.5)
+    expected = np.mean([(frames[s:s + 12] * 0.5 * 2 - (2 * frames[s:s + 12])).mean().item() for s in (0, 24)])
+    assert score == pytest.approx(expected, abs=1e-6)
+    short = metrics.vfips_video(StubVFIPS(), frames[:11], frames[:11])
+    assert short == (None, "not enough frames (VFIPS needs 12)")
+    all_inf = metrics.vfips_video(StubVFIPS(inf_windows={0}), frames[:12], frames[:12])
+    assert all_inf[0] is None and "+inf" in all_inf[1]
+    small = metrics.VFIPSWindows(StubVFIPS())
+    small.update(torch.rand(12, 3, 64, 80), torch.rand(12, 3, 64, 80))
+    assert small.result().value is None and "65x65" in small.result().reason
+
+
+def test_vfips_window_score_matches_fixture_through_the_01_mapping():
+    fixture = torch.load(FIXTURES / "vfips_compat.pt", weights_only=True)
+    net = vfips.VFIPSNet()
+    net.load_state_dict(recipe_state(net, fixture))
+    net.eval()
+    ref = (fixture["inputs"]["ref"][0] + 1) / 2
+    dis = (fixture["inputs"]["dis"][0] + 1) / 2
+    score, reason = metrics.vfips_video(net, torch.cat([ref, ref[:5]]), torch.cat([dis, dis[:5]]))
+    assert reason == ""
+    assert score == pytest.approx(fixture["outputs"]["score"].item(), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- FVD
+def test_frechet_distance_matches_closed_form_for_diagonal_and_rotated_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    var1, var2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
+    closed = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+    assert metrics.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(closed, rel=1e-9)
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # same eigenbasis: Σ1 and Σ2 commute
+    sigma1, sigma2 = rotation @ np.diag(var1) @ rotation.T, rotation @ np.diag(var2) @ rotation.T
+    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(closed, rel=1e-8)
+    assert metrics.frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9)
+
+
+def test_frechet_distance_with_singular_covariances_stays_finite_and_close():
+    var1, var2 = np.array([1.0, 2.0, 0.0, 0.0]), np.array([0.5, 0.0, 3.0, 0.0])
+    closed = np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+    value = metrics.frechet_distance(np.zeros(4), np.diag(var1), np.zeros(4), np.diag(var2))
+    assert math.isfinite(value) and value == pytest.approx(closed, abs=1e-6)
+
+
+def test_frechet_distance_falls_back_to_an_offset_when_sqrtm_fails(monkeypatch):
+    real_sqrtm = metrics.scipy.linalg.sqrtm
+    calls = []
+
+    def failing_once(matrix):
+        calls.append(matrix)
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+
+    monkeypatch.setattr(metrics.scipy.linalg, "sqrtm", failing_once)
+    var1, var2 = np.array([1.0, 4.0]), np.array([9.0, 1.0])
+    value = metrics.frechet_distance(np.zeros(2), np.diag(var1), np.ones(2), np.diag(var2), eps=1e-6)
+    assert len(calls) == 2 and np.allclose(calls[1], np.diag((var1 + 1e-6) * (var2 + 1e-6)))
+    assert value == pytest.approx(2 + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2), abs=1e-5)
+
+
+def test_feature_stats_use_population_covariance_like_stylegan_v():
+    feats = np.random.default_rng(2).normal(size=(50, 3))
+    mean, cov = metrics.feature_stats(feats)
+    np.testing.assert_allclose(mean, feats.mean(0))
+    np.testing.assert_allclose(cov, np.cov(feats, rowvar=False, bias=True), atol=1e-12)
+
+
+class StandInI3D(torch.nn.Module):
+    """Same call signature as StyleGAN-V's I3D; features = per-channel clip mean and mean square."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        if rescale or resize or not return_features:
+            raise RuntimeError("metrics must call the detector with rescale=False, resize=False, return_features=True")
+        if x.shape[1] != 3 or x.shape[2] != 16 or x.shape[3] != 224 or x.shape[4] != 224:
+            raise RuntimeError("expected (B, 3, 16, 224, 224)")
+        if bool(x.min() < -1) or bool(x.max() > 1):
+            raise RuntimeError("expected values in [-1, 1]")
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.pow(2).mean(dim=(2, 3, 4))], 1)
+
+
+def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
+    """Frames that are flat per frame survive the resize exactly, so the features are known in
+    closed form and the FVD can be computed independently with numpy."""
+    torch.jit.script(StandInI3D()).save(str(tmp_path / weights.REGISTRY["i3d"].filename))
+    detector = metrics.load_i3d(weights_dir=tmp_path, allow_download=False)
+    rng = np.random.default_rng(5)
+    levels_real = [rng.uniform(0, 1, (n, 3)) for n in (40, 33, 16)]
+    levels_fake = [np.clip(level + rng.normal(0, 0.1, level.shape), 0, 1) for level in levels_real]
+
+    def video(levels, height=20, width=28):
+        return torch.from_numpy(levels).float()[:, :, None, None].expand(-1, -1, height, width).contiguous()
+
+    value, reason, clips = metrics.fvd(detector, [video(v) for v in levels_real], [video(v) for v in levels_fake])
+
+    def features(levels_list):
+        rows = []
+        for levels in levels_list:
+            for start in range(0, len(levels) - 15, 16):
+                clip = 2 * levels[start:start + 16].astype(np.float32) - 1
+                rows.append(np.concatenate([clip.mean(0), (clip ** 2).mean(0)]))
+        return np.array(rows)
+
+    real, fake = features(levels_real), features(levels_fake)
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    cov1, cov2 = np.cov(real, rowvar=False, bias=True), np.cov(fake, rowvar=False, bias=True)
+    expected = metrics.frechet_distance(mu1, cov1, mu2, cov2)
+    assert clips == len(real) == 2 + 2 + 1 and reason == ""
+    assert value == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    same, _, _ = metrics.fvd(detector, [video(v) for v in levels_real], [video(v) for v in levels_real])
+    assert same == pytest.approx(0, abs=1e-4)
+    too_few = metrics.fvd(detector, [video(levels_real[2])], [video(levels_fake[2])])
+    assert too_few[0] is None and "at least 2 clips" in too_few[1]
+
+
+def test_i3d_clip_layout_and_range():
+    clip = metrics.i3d_clip(torch.rand(16, 3, 24, 40))
+    assert clip.shape == (3, 16, 224, 224) and clip.min() >= -1 and clip.max() <= 1
+
+
+# ----------------------------------------------------------------------------- registry
+def test_build_metrics_offline_lists_unavailable_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    built, unavailable = metrics.build_metrics(list(metrics.METRIC_NAMES), weights_dir=tmp_path / "empty",
+                                               allow_download=False, flow_name="dis")
+    assert set(built) == {"psnr", "ssim"}
+    assert set(unavailable) == {"lpips", "flolpips", "vfips", "fvd"}
+    assert weights.REGISTRY["alexnet"].filename in unavailable["lpips"]
+    assert weights.REGISTRY["vfips"].filename in unavailable["vfips"]
+    assert weights.REGISTRY["i3d"].filename in unavailable["fvd"]
+    frames = torch.rand(2, 3, 16, 16)
+    scorer = built["psnr"].scorer()
+    scorer.update(frames, frames * 0.5)
+    assert scorer.result().value == pytest.approx(metrics.psnr(frames * 0.5, frames).mean().item())
+
+
+def test_build_metrics_with_stand_in_detector_and_dis_flow_column(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.jit.script(StandInI3D()).save(str(tmp_path / weights.REGISTRY["i3d"].filename))
+    built, unavailable = metrics.build_metrics(["fvd", "psnr"], weights_dir=tmp_path, allow_download=False)
+    assert set(built) == {"fvd", "psnr"} and not unavailable and built["fvd"].scope == "set"
+    assert metrics.metric_column("flolpips", "dis") == "flolpips_dis"
+    assert metrics.metric_column("flolpips", "pwc") == "flolpips"
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.build_metrics(["psnr", "niqe"])
