@@ -13,6 +13,15 @@ DEMO_TEST_SIZE = dict(categories=["PulsingDisc", "BouncingBall"], groups=4, clip
                       width=320, height=240)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests run many small ops: on a 2-core CI machine extra intra-op threads cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same RNG state, whatever ran before it."""

@@ -1,0 +1,118 @@
+"""Does the sound help? Small ASVFI trained twice on the demo data: with audio and with `--audio none`.
+
+    python tools.py audio_ablation                      # train both arms, then the table + figure
+    python tools.py audio_ablation --epochs 10 --crop 96
+    python tools.py audio_ablation --report-only        # only re-read the two logs
+
+Both arms get the same data, windows, crops, seed, optimiser and number of steps; only the audio
+branch differs. They are ordinary main.py runs tagged `audio` / `noaudio`
+(`weights/asvfi/<opt>_<lr>_<tag>.pth`, `figs/<opt>_<lr>_<tag>.csv`), so either can be resumed,
+inspected or evaluated like any other run. The report is written to `figs/audio_ablation.md`
+(validation PSNR per epoch and best, markdown) and `figs/audio_ablation.png`.
+"""
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+import main as train_entry  # noqa: E402
+import utils  # noqa: E402
+
+ARMS = (("audio", "mel", "ASVFI (audio)"), ("noaudio", "none", "ASVFI (no audio)"))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tools.py audio_ablation", description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default="../data", help="the demo is generated under it on first use")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--windows-per-video", type=int, default=8)
+    p.add_argument("--val-windows", type=int, default=200)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"])
+    p.add_argument("--lr", default="6e-4", help="as typed: part of the run names")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out-dir", default=".", help="root of weights/ and figs/ (as main.py)")
+    p.add_argument("--report-only", action="store_true", help="skip training; report from the existing logs")
+    return p.parse_args(argv)
+
+
+def training_flags(args, tag, audio):
+    flags = ["--model", "asvfi", "--dataset", "demo", "--data-root", args.data_root, "--audio", audio,
+             "--tag", tag, "--epochs", str(args.epochs), "--width", str(args.width), "--crop", str(args.crop),
+             "--batch_size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
+             "--val-windows", str(args.val_windows), "--optimizer", args.optimizer, "--lr", args.lr,
+             "--random_seed", str(args.seed), "--workers", str(args.workers), "--out-dir", args.out_dir]
+    return flags + (["--device", args.device] if args.device else [])
+
+
+def log_path(args, tag):
+    return Path(args.out_dir) / "figs" / f"{utils.run_name(args.optimizer, args.lr, tag)}.csv"
+
+
+def read_log(path):
+    if not path.is_file():
+        raise SystemExit(f"{path}: no training log; run `python tools.py audio_ablation` without --report-only")
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def markdown_table(logs):
+    """Validation PSNR (dB) per epoch for both arms, their difference, and each arm's best."""
+    (_, _, name_a), (_, _, name_b) = ARMS
+    a, b = logs["audio"], logs["noaudio"]
+    lines = [f"| epoch | {name_a} PSNR | {name_b} PSNR | audio − no audio |", "|---:|---:|---:|---:|"]
+    for row_a, row_b in zip(a, b):
+        lines.append(f"| {int(row_a['epoch'])} | {row_a['val_psnr']:.2f} | {row_b['val_psnr']:.2f} | "
+                     f"{row_a['val_psnr'] - row_b['val_psnr']:+.2f} |")
+    best_a, best_b = max(r["val_psnr"] for r in a), max(r["val_psnr"] for r in b)
+    lines.append(f"| best | {best_a:.2f} | {best_b:.2f} | {best_a - best_b:+.2f} |")
+    return "\n".join(lines)
+
+
+def plot(logs, path):
+    figure = Figure(figsize=(6, 4), tight_layout=True)
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    for tag, _, label in ARMS:
+        axis.plot([r["epoch"] for r in logs[tag]], [r["val_psnr"] for r in logs[tag]], "o-", label=label)
+    axis.set(xlabel="epoch", ylabel="validation PSNR (dB)", title="Demo data: audio vs no audio")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    utils.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.report_only:
+        for tag, audio, label in ARMS:
+            print(f"== {label}: python main.py {' '.join(training_flags(args, tag, audio))}")
+            if train_entry.main(training_flags(args, tag, audio)) != 0:
+                raise SystemExit(f"training the {label} arm failed (see above)")
+    logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
+    command = "python tools.py audio_ablation " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k not in ("report_only", "out_dir", "device") and v is not None)
+    report = f"{markdown_table(logs)}\n\nCommand: `{command}`\n"
+    out = Path(args.out_dir) / "figs"
+    utils.atomic_write_text(out / "audio_ablation.md", report)
+    plot(logs, out / "audio_ablation.png")
+    print(report)
+    print(f"wrote {out / 'audio_ablation.md'} and {out / 'audio_ablation.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

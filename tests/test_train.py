@@ -1,0 +1,280 @@
+"""Training through main.py on the tiny demo set: checkpoints, resume, best model, curves, NaN
+stop, PerVFI through the same loop, and a 2-process gloo DDP run (CPU, no network)."""
+import csv
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib.image
+import pytest
+import torch
+
+import losses
+import main
+import model as model_lib
+import train
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = "adamw_6e-4"
+TINY = ["--dataset", "demo", "--device", "cpu", "--width", "0.125", "--crop", "32", "--batch_size", "2",
+        "--windows-per-video", "2", "--val-windows", "4", "--workers", "0"]
+PERVFI = ["--model", "pervfi", "--loss", "1*NLL+0.1*Lap"]  # the preset's VGG term needs downloaded weights
+
+
+def run_main(demo_root, out_dir, *flags):
+    return main.main([*TINY, "--data-root", str(demo_root), "--out-dir", str(out_dir), *flags])
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def without_timing(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+@pytest.fixture(autouse=True)
+def _single_process(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def straight_run(demo_root, tmp_path_factory):
+    """2 epochs in one go, keeping a snapshot every epoch."""
+    out = tmp_path_factory.mktemp("straight")
+    assert run_main(demo_root, out, "--epochs", "2", "--save-every", "1") == 0
+    return out
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """Criteria whose loss turns NaN from call number `poison.first_bad_call` on (training and
+    validation calls both count); off until a test sets it."""
+    build = losses.build_criterion
+    state = SimpleNamespace(first_bad_call=math.inf, calls=0)
+
+    def poisoned(*args, **kwargs):
+        criterion = build(*args, **kwargs)
+
+        def call(out, target):
+            state.calls += 1
+            total, terms = criterion(out, target)
+            return (total * math.nan, terms) if state.calls >= state.first_bad_call else (total, terms)
+        call.names = criterion.names
+        return call
+    monkeypatch.setattr(losses, "build_criterion", poisoned)
+    return state
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_documented_defaults_and_presets():
+    args = main.parse_args(["--dataset", "demo"])
+    assert (args.start_epoch, args.lr, args.optimizer, args.loss, args.beta1, args.beta2, args.random_seed,
+            args.batch_size, args.model, args.scale, args.scheduler) == \
+        (0, "6e-4", "adamw", "1*L1", 0.9, 0.99, 12345, 1, "asvfi", 2, "cosine")
+    pervfi = main.parse_args(["--dataset", "demo", "--model", "pervfi"])
+    assert (pervfi.optimizer, pervfi.scheduler, pervfi.grad_clip, pervfi.loss, pervfi.beta2) == \
+        ("adamw", "onecycle", 0.1, "1*NLL+0.1*Lap+0.2*VGG", 0.999)
+    given = main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL", "--optimizer", "adam"])
+    assert (given.loss, given.optimizer, given.scheduler) == ("1*NLL", "adam", "onecycle")
+    assert main.parse_args(["--dataset", "demo", "--lr", "1e-3"]).lr == "1e-3"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "pervfi", "--depth", "unet_34"], "--depth .* do not apply to --model pervfi"),
+    (["--lr", "fast"], "not a number"),
+    (["--start_epoch", "5", "--epochs", "5"], r"--start_epoch 5 must be in \[0, --epochs 5\)"),
+])
+def test_contradictory_flags_are_rejected(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        main.parse_args(["--dataset", "demo", *flags])
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_tagged_runs_keep_their_own_best_checkpoint(tmp_path):
+    plain = train.RunPaths(tmp_path, "asvfi", RUN)
+    tagged = train.RunPaths(tmp_path, "asvfi", f"{RUN}_noaudio", "noaudio")
+    assert plain.best == tmp_path / "weights/asvfi/best_asvfi.pth"
+    assert tagged.best == tmp_path / "weights/asvfi/best_asvfi_noaudio.pth"
+    assert tagged.latest == tmp_path / "weights/asvfi/adamw_6e-4_noaudio.pth"
+    assert tagged.figure == tmp_path / "figs/adamw_6e-4_noaudio.png"
+
+
+# ----------------------------------------------------------------------------- checkpoints, best, curves
+def test_checkpoint_contents(straight_run):
+    checkpoint = load(straight_run / f"weights/asvfi/{RUN}.pth")
+    assert set(checkpoint) == {"model", "config", "state_dict", "optimizer", "scheduler", "scaler", "epoch",
+                               "best_psnr", "args", "history", "rng"}
+    assert checkpoint["model"] == "asvfi" and checkpoint["epoch"] == 2
+    assert checkpoint["config"] == model_lib.default_config(width=0.125)
+    assert not any(k.startswith("module.") for k in checkpoint["state_dict"])
+    model_lib.build_model(checkpoint["config"]).load_state_dict(checkpoint["state_dict"])  # strict
+    assert checkpoint["args"]["lr"] == "6e-4" and checkpoint["args"]["crop"] == 32
+    assert all(v is None or isinstance(v, (bool, int, float, str)) for v in checkpoint["args"].values())
+    assert checkpoint["scheduler"]["last_epoch"] == 2
+    assert len(checkpoint["optimizer"]["state"]) == len(checkpoint["state_dict"])  # every parameter trained
+    assert [r["epoch"] for r in checkpoint["history"]] == [1, 2]
+    assert [r["lr"] for r in checkpoint["history"]] == pytest.approx([6e-4, 3e-4])  # cosine to 0 at --epochs
+    (rng,) = checkpoint["rng"]
+    assert rng["torch"].dtype == torch.uint8 and rng["numpy"]["keys"].shape == (624,)
+    for epoch in (1, 2):
+        snapshot = load(straight_run / f"weights/asvfi/{RUN}_epoch{epoch}.pth")
+        assert snapshot["epoch"] == epoch
+    assert_same_weights(load(straight_run / f"weights/asvfi/{RUN}_epoch2.pth")["state_dict"],
+                        checkpoint["state_dict"])
+
+
+def test_best_checkpoint_is_the_best_validation_psnr(straight_run):
+    history = load(straight_run / f"weights/asvfi/{RUN}.pth")["history"]
+    best = load(straight_run / "weights/asvfi/best_asvfi.pth")
+    best_record = max(history, key=lambda r: r["val_psnr"])
+    assert best["epoch"] == best_record["epoch"]
+    assert best["best_psnr"] == best_record["val_psnr"] > 10
+    snapshot = load(straight_run / f"weights/asvfi/{RUN}_epoch{best_record['epoch']}.pth")
+    assert_same_weights(best["state_dict"], snapshot["state_dict"])
+
+
+def test_curves_and_log(straight_run):
+    history = load(straight_run / f"weights/asvfi/{RUN}.pth")["history"]
+    with open(straight_run / f"figs/{RUN}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row, record in zip(rows, history):
+        for key in ("train_loss", "val_loss", "val_psnr", "val_ssim", "train_L1", "lr"):
+            assert float(row[key]) == pytest.approx(record[key], rel=1e-12)
+        assert 0 < record["val_ssim"] < 1 and record["train_loss"] == pytest.approx(record["train_L1"])
+    image = matplotlib.image.imread(straight_run / f"figs/{RUN}.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0
+
+
+# ----------------------------------------------------------------------------- resume
+def test_one_epoch_plus_resume_equals_two_epochs(demo_root, straight_run, tmp_path):
+    assert run_main(demo_root, tmp_path, "--epochs", "1") == 0
+    assert run_main(demo_root, tmp_path, "--epochs", "2", "--start_epoch", "1") == 0
+    straight, resumed = load(straight_run / f"weights/asvfi/{RUN}.pth"), load(tmp_path / f"weights/asvfi/{RUN}.pth")
+    assert_same_weights(straight["state_dict"], resumed["state_dict"])
+    assert without_timing(straight["history"]) == without_timing(resumed["history"])
+    assert straight["optimizer"]["param_groups"][0]["lr"] == resumed["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_resume_errors_name_the_file(demo_root, straight_run, tmp_path, capsys):
+    assert run_main(demo_root, tmp_path, "--epochs", "3", "--start_epoch", "1") == 1
+    assert f"no checkpoint {tmp_path / 'weights/asvfi' / RUN}.pth" in capsys.readouterr().err
+    assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "2", "--width", "0.25") == 1
+    assert "checkpoint config does not match (width: checkpoint 0.125 vs requested 0.25)" in capsys.readouterr().err
+    (straight_run / f"weights/asvfi/{RUN}_epoch1.pth").rename(tmp_path / "moved.pth")
+    try:
+        assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "1") == 1
+        assert "holds epoch 2 and there is no snapshot" in capsys.readouterr().err
+    finally:
+        (tmp_path / "moved.pth").rename(straight_run / f"weights/asvfi/{RUN}_epoch1.pth")
+
+
+# ----------------------------------------------------------------------------- NaN
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, poison, capsys):
+    poison.first_bad_call = 5  # epoch 1 = 2 training steps + 2 validation batches
+    assert run_main(demo_root, tmp_path, "--epochs", "3", "--limit-steps", "2", "--save-every", "1") == 1
+    err = capsys.readouterr().err
+    latest = tmp_path / f"weights/asvfi/{RUN}.pth"
+    assert "loss is nan at epoch 2, step 1" in err and f"last good checkpoint {latest} is left as it was" in err
+    checkpoint = load(latest)
+    assert checkpoint["epoch"] == 1 and len(checkpoint["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+    assert not (tmp_path / f"weights/asvfi/{RUN}_epoch2.pth").exists()
+    assert len((tmp_path / f"figs/{RUN}.csv").read_text().splitlines()) == 2
+
+
+def test_exploding_learning_rate_stops_before_any_checkpoint(demo_root, tmp_path, capsys):
+    assert run_main(demo_root, tmp_path, "--epochs", "1", "--lr", "1e30") == 1
+    assert "no checkpoint had been written yet" in capsys.readouterr().err
+    assert not (tmp_path / "weights/asvfi/adamw_1e30.pth").exists()
+
+
+def test_amp_is_a_noted_no_op_on_cpu(demo_root, tmp_path, capsys):
+    flags = ["--epochs", "1", "--limit-steps", "1", "--val-windows", "2"]
+    assert run_main(demo_root, tmp_path / "amp", *flags, "--amp") == 0
+    assert "--amp bf16 applies to CUDA only; training in float32 on cpu" in capsys.readouterr().out
+    assert run_main(demo_root, tmp_path / "fp32", *flags) == 0
+    assert_same_weights(load(tmp_path / f"amp/weights/asvfi/{RUN}.pth")["state_dict"],
+                        load(tmp_path / f"fp32/weights/asvfi/{RUN}.pth")["state_dict"])
+
+
+# ----------------------------------------------------------------------------- PerVFI through the same loop
+def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, poison):
+    """One-cycle schedule, grad clipping, NLL + Lap; the sampling RNG is part of the resumed state."""
+    flags = [*PERVFI, "--epochs", "2", "--limit-steps", "2"]
+    assert run_main(demo_root, tmp_path / "straight", *flags) == 0
+    straight = load(tmp_path / f"straight/weights/pervfi/{RUN}.pth")
+    nll = [r["val_NLL"] for r in straight["history"]]
+    assert nll[1] < nll[0] and all(2 < v < 12 for v in nll)
+    assert straight["scheduler"]["total_steps"] == 4 and straight["args"]["grad_clip"] == 0.1
+
+    poison.calls, poison.first_bad_call = 0, 5  # the run dies in epoch 2, after epoch 1's checkpoint
+    assert run_main(demo_root, tmp_path / "resumed", *flags) == 1
+    assert load(tmp_path / f"resumed/weights/pervfi/{RUN}.pth")["epoch"] == 1
+    poison.first_bad_call = math.inf
+    assert run_main(demo_root, tmp_path / "resumed", *flags, "--start_epoch", "1") == 0
+    resumed = load(tmp_path / f"resumed/weights/pervfi/{RUN}.pth")
+    assert_same_weights(straight["state_dict"], resumed["state_dict"])
+    assert without_timing(straight["history"]) == without_timing(resumed["history"])
+
+
+# ----------------------------------------------------------------------------- DDP
+def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
+    """2 processes x batch 1 == 1 process x batch 2 (same windows, averaged gradients); ranks end equal."""
+    flags = ["--epochs", "1", "--limit-steps", "3", "--batch_size", "1"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "main.py",
+               *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags,
+               "--save-rank-states", str(tmp_path / "ranks")]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = load(tmp_path / "ranks/rank0.pth"), load(tmp_path / "ranks/rank1.pth")
+    saved = load(tmp_path / f"ddp/weights/asvfi/{RUN}.pth")
+    assert_same_weights(rank0, rank1)
+    assert_same_weights(rank0, saved["state_dict"])
+    assert len(saved["rng"]) == 2
+
+    assert run_main(demo_root, tmp_path / "single", "--epochs", "1", "--limit-steps", "3", "--batch_size", "2") == 0
+    single = load(tmp_path / f"single/weights/asvfi/{RUN}.pth")
+    torch.manual_seed(12345)  # --random_seed: the initial weights of both runs
+    initial = model_lib.build_model(single["config"]).state_dict()
+    assert single["state_dict"].keys() == initial.keys() == rank0.keys()
+    moved = max((single["state_dict"][k] - initial[k]).abs().max() for k in rank0)
+    gap = max((single["state_dict"][k] - rank0[k]).abs().max() for k in rank0)
+    assert gap < 1e-5 < moved
+    for key in ("train_loss", "val_loss", "val_psnr", "val_ssim"):
+        assert saved["history"][0][key] == pytest.approx(single["history"][0][key], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- audio ablation report
+def test_audio_ablation_report_from_logs(tmp_path, capsys):
+    """`tools.py audio_ablation --report-only` turns the two runs' logs into the table and figure."""
+    import tools
+    for tag, psnrs in (("audio", [20.0, 22.5, 22.25]), ("noaudio", [20.0, 21.0, 21.5])):
+        rows = "\n".join(f"{e},0.1,0.1,{p},0.9,0.0006,1.0" for e, p in enumerate(psnrs, 1))
+        (tmp_path / "figs").mkdir(exist_ok=True)
+        (tmp_path / f"figs/{RUN}_{tag}.csv").write_text(
+            f"epoch,train_loss,val_loss,val_psnr,val_ssim,lr,seconds\n{rows}\n")
+    assert tools.main(["audio_ablation", "--report-only", "--out-dir", str(tmp_path)]) == 0
+    table = (tmp_path / "figs/audio_ablation.md").read_text()
+    assert "| 2 | 22.50 | 21.00 | +1.50 |" in table and "| best | 22.50 | 21.50 | +1.00 |" in table
+    assert matplotlib.image.imread(tmp_path / "figs/audio_ablation.png").std() > 0
+    assert "| best |" in capsys.readouterr().out
+
+
+def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
+    assert main.parse_args(["--data-root", str(tmp_path)]).dataset == "demo"
+    (tmp_path / "UCF-101_split.csv").write_text("path\n")
+    assert main.parse_args(["--data-root", str(tmp_path)]).dataset == "ucf101"
