@@ -1,17 +1,13 @@
 """flow.py: PWC-Net against the FloLPIPS reference fixture, DIS, RAFT checkpoint structure, warping and
 splatting (shifts, holes, gradients), and the one estimator interface."""
-import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from compat import load_fixture, recipe_state
 
 import flow
 import weights
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
 
 # ---------------------------------------------------------------------------------------------
 # PWC-Net (fixture: danier97/flolpips pwcnet.py run on CPU with deterministic weights)
@@ -19,20 +15,14 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 @pytest.fixture(scope="module")
 def pwc_fixture():
-    return torch.load(FIXTURES / "pwcnet_compat.pt", weights_only=True)
+    return load_fixture("pwcnet_compat.pt")
 
 
-def recipe_tensor(index, shape):
-    """The fixture's weight recipe: seed 1000 + index; randn / sqrt(fan-in) for >= 2-D, 0.1·randn else."""
-    generator = torch.Generator().manual_seed(1000 + index)
-    if len(shape) >= 2:
-        return torch.randn(shape, generator=generator, dtype=torch.float32) / math.sqrt(math.prod(shape[1:]))
-    return 0.1 * torch.randn(shape, generator=generator, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
 def pwc_state(pwc_fixture):
-    return {name: recipe_tensor(i, tuple(shape)) for i, (name, shape) in enumerate(pwc_fixture["keys"])}
+    return recipe_state(pwc_fixture)
 
 
 @pytest.fixture(scope="module")

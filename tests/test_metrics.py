@@ -2,13 +2,13 @@
 VFIPS fixtures (deterministic weights + reference outputs), closed-form Fréchet distances and a
 scripted stand-in for the I3D detector."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from compat import load_fixture, recipe_state
 from skimage.metrics import structural_similarity
 
 import flow
@@ -16,33 +16,7 @@ import metrics
 import vfips
 import weights
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
-
 # ----------------------------------------------------------------------------- helpers
-def recipe_state(model, fixture):
-    """A state dict filled as the fixture's recipe says (seed 1000 + index over the FULL key list;
-    constants, aliases and integer buffers are not drawn)."""
-    state = model.state_dict()
-    plan = {name: mode for _, name, _, _, mode in fixture["fill_plan"]}
-    filled = {}
-    for index, (name, shape) in enumerate(fixture["keys"]):
-        mode = plan[name]
-        if mode == "constant_skip":
-            filled[name] = fixture["constants"][name]
-        elif mode == "keep_nonfloat":
-            filled[name] = state[name]
-        elif not mode.startswith("alias_of:"):
-            generator = torch.Generator().manual_seed(1000 + index)
-            if len(shape) >= 2:
-                value = torch.randn(shape, generator=generator, dtype=torch.float32) / math.sqrt(math.prod(shape[1:]))
-            else:
-                value = 0.1 * torch.randn(shape, generator=generator, dtype=torch.float32)
-            filled[name] = value.abs() if mode == "abs_randn_over_sqrt_fanin" else value
-    for name, mode in plan.items():
-        if mode.startswith("alias_of:"):
-            filled[name] = filled[mode.split(":", 1)[1]]
-    return filled
 
 
 def assert_close(actual, expected, atol, what):
@@ -54,25 +28,25 @@ def assert_close(actual, expected, atol, what):
 
 @pytest.fixture(scope="module")
 def lpips_fixture():
-    return torch.load(FIXTURES / "lpips_alex_compat.pt", weights_only=True)
+    return load_fixture("lpips_alex_compat.pt")
 
 
 @pytest.fixture(scope="module")
 def pwc_fixture():
-    return torch.load(FIXTURES / "pwcnet_compat.pt", weights_only=True)
+    return load_fixture("pwcnet_compat.pt")
 
 
 @pytest.fixture(scope="module")
 def lpips_net(lpips_fixture):
     net = metrics.LPIPS()
-    net.load_state_dict(recipe_state(net, lpips_fixture))
+    net.load_state_dict(recipe_state(lpips_fixture, net))
     return net
 
 
 @pytest.fixture(scope="module")
 def pwc_net(pwc_fixture):
     net = flow.PWCNet()
-    net.load_state_dict(recipe_state(net, pwc_fixture))
+    net.load_state_dict(recipe_state(pwc_fixture, net))
     return net.eval()
 
 
@@ -362,9 +336,9 @@ def test_vfips_drops_inf_windows_and_explains_missing_scores():
 
 
 def test_vfips_window_score_matches_fixture_through_the_01_mapping():
-    fixture = torch.load(FIXTURES / "vfips_compat.pt", weights_only=True)
+    fixture = load_fixture("vfips_compat.pt")
     net = vfips.VFIPSNet()
-    net.load_state_dict(recipe_state(net, fixture))
+    net.load_state_dict(recipe_state(fixture, net))
     net.eval()
     ref = (fixture["inputs"]["ref"][0] + 1) / 2
     dis = (fixture["inputs"]["dis"][0] + 1) / 2

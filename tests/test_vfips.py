@@ -1,46 +1,26 @@
 """VFIPS port against the reference fixture (hqqxyy/VFIPS multiscale_v33, deterministic weights)."""
-import math
-from pathlib import Path
 
 import pytest
 import torch
+from compat import load_fixture, recipe_state
 
 import vfips
 import weights
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vfips_compat.pt"
 REL_TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def fixture():
-    return torch.load(FIXTURE, weights_only=True)
+    return load_fixture("vfips_compat.pt")
 
 
-def recipe_state_dict(model, fixture):
-    """Fill every entry as the fixture's recipe says; constants and integer buffers keep their values."""
-    state = model.state_dict()
-    abs_keys = {name for _, name, _, _, mode in fixture["fill_plan"] if mode == "abs_randn_over_sqrt_fanin"}
-    filled = {}
-    for i, (name, shape) in enumerate(fixture["keys"]):
-        current = state[name]
-        if name in fixture["constants"] or not current.is_floating_point():
-            filled[name] = current.clone()
-            continue
-        g = torch.Generator().manual_seed(1000 + i)
-        shape = tuple(shape)
-        if len(shape) >= 2:
-            value = torch.randn(shape, generator=g, dtype=torch.float32) / math.sqrt(math.prod(shape[1:]))
-        else:
-            value = 0.1 * torch.randn(shape, generator=g, dtype=torch.float32)
-        filled[name] = value.abs() if name in abs_keys else value
-    return filled
 
 
 @pytest.fixture(scope="module")
 def model(fixture):
     net = vfips.VFIPSNet()
-    net.load_state_dict(recipe_state_dict(net, fixture), strict=True)
+    net.load_state_dict(recipe_state(fixture, net), strict=True)
     return net.eval()
 
 
@@ -127,7 +107,7 @@ def test_argument_order_and_batch(outputs, fixture):
 
 def test_float64_matches_float64_reference(fixture):
     net = vfips.VFIPSNet()
-    net.load_state_dict(recipe_state_dict(net, fixture))
+    net.load_state_dict(recipe_state(fixture, net))
     net = net.double().eval()
     with torch.no_grad():
         score = net(fixture["inputs"]["ref"].double(), fixture["inputs"]["dis"].double())
