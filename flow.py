@@ -597,16 +597,11 @@ class RAFT(FrozenFlowModule):
         return predictions if return_all else predictions[-1]
 
 
-def strip_module_prefix(state_dict):
-    """Drops DataParallel's `module.` prefix (the released RAFT checkpoints carry it on every key)."""
-    return {key[len("module."):] if key.startswith("module.") else key: tensor for key, tensor in state_dict.items()}
-
-
 def load_raft(weights_dir=None, allow_download=True, device=None, iters=12):
     """Frozen RAFT with the released raft-things weights (weights.locate("raft_things"))."""
     path = weights.locate("raft_things", weights_dir, allow_download)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return _load_frozen(RAFT(iters=iters), strip_module_prefix(state.get("state_dict", state)), path, device)
+    return _load_frozen(RAFT(iters=iters), weights.unwrap_state_dict(state, path), path, device)
 
 
 # ---------------------------------------------------------------------------------------------

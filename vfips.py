@@ -306,19 +306,10 @@ class VFIPSNet(nn.Module):
         return score.view(-1, 1, 1, 1)
 
 
-def unwrap_state_dict(state, source):
-    """Accept a bare state_dict, a {'state_dict': ...} wrapper and DataParallel `module.` prefixes."""
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"vfips.py: {source} does not hold a state_dict (got {type(state).__name__})")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-
-
 def load_vfips(weights_dir=None, allow_download=True, device=None):
     """The released VFIPS weights in eval mode, frozen, on `device` (CPU when None)."""
     path = weights.locate("vfips", weights_dir=weights_dir, allow_download=allow_download)
-    state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = weights.unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
     model = VFIPSNet()
     try:
         model.load_state_dict(state, strict=True)
