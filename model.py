@@ -1,0 +1,470 @@
+"""ASVFI: FLAVR's 3D U-Net guided by the soundtrack through cross-attention.
+
+    config = default_config(scale=2, width=0.125)
+    model = build_model(config)
+    out = model(inputs, audio=audio, audio_times=audio_times, has_audio=has_audio)  # out["pred"]
+
+Video branch: `UNet.VideoUNet` (FLAVR `UNet_3D_3D`, checkpoint-compatible). Audio branch: log-mel
+front-end (VGGish definition, computed in torch on the model's device) -> small 1-D conv encoder
+-> audio tokens, each stamped with its time in target-interval units (0 = input frame 1, 1 = input
+frame 2, target k of scale s at k/s). Fusion: video features (queries, with space-time position
+encodings; the four input frames sit at times -1, 0, 1, 2) attend to the audio tokens once per
+target time k/s, with a per-head bias that favours audio close to that target time; the result is
+added through zero-initialised gates, so a fresh model computes exactly what FLAVR computes. A
+learned "no audio" token replaces the tokens of clips without sound.
+
+Every architecture choice lives in the config dict (plain types, stored in checkpoints).
+"""
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import weights
+from resnet_3D import ENCODER_LAYERS
+from UNet import N_INPUT_FRAMES, VideoUNet
+
+MODEL_NAMES = ("asvfi", "pervfi")
+AUDIO_MODES = ("mel", "none")
+# Times of the four input frames in target-interval units (the targets lie between 0 and 1).
+INPUT_FRAME_TIMES = (-1.0, 0.0, 1.0, 2.0)
+# Top-level modules of the FLAVR video branch; everything else belongs to the audio branch.
+VIDEO_BRANCH_MODULES = ("encoder", "decoder", "feature_fuse", "outconv")
+
+
+# ----------------------------------------------------------------------------- config
+def default_config(**overrides):
+    """The model config: FLAVR's sizes with the audio branch on; overrides replace single keys.
+
+    Keys: model, scale (2/4/8: n_out = scale - 1), depth ("unet_18"|"unet_34"), width (channel
+    multiplier, 1.0 = FLAVR), audio ("mel"|"none"), encoder_bias (None = FLAVR's rule: no bias
+    at 2x, biases at 4x/8x), fuse_decoder (also fuse at the H/2 decoder scale, not only at the
+    bottleneck), audio_dim (token and bottleneck attention width), decoder_fusion_dim
+    (attention width at the decoder scale, small because it runs on H/2 x W/2 x 4 positions),
+    audio_heads, audio_stride (mel frames per token; 1 keeps 10 ms resolution, which click
+    timing needs).
+    """
+    config = {
+        "model": "asvfi",
+        "scale": 2,
+        "depth": "unet_18",
+        "width": 1.0,
+        "audio": "mel",
+        "encoder_bias": None,
+        "fuse_decoder": True,
+        "audio_dim": 128,
+        "decoder_fusion_dim": 32,
+        "audio_heads": 4,
+        "audio_stride": 1,
+    }
+    if overrides.get("model", "asvfi") == "pervfi":
+        config.update(_pervfi_defaults())
+        config.update(overrides)
+        return config
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(config)}")
+    config.update(overrides)
+    validate_config(config)
+    return config
+
+
+def _pervfi_defaults():
+    """PerVFI's own defaults (`pervfi.default_pervfi_config`), merged over ASVFI's keys."""
+    import pervfi
+    return dict(pervfi.default_pervfi_config())
+
+
+def validate_config(config):
+    """Raise a clear error for values the ASVFI network cannot be built from."""
+    if config["model"] not in MODEL_NAMES:
+        raise ValueError(f"unknown model {config['model']!r}; choose one of {list(MODEL_NAMES)}")
+    if int(config["scale"]) != config["scale"] or config["scale"] < 2:
+        raise ValueError(f"scale must be an integer >= 2 (n_out = scale - 1), got {config['scale']!r}")
+    if config["depth"] not in ENCODER_LAYERS:
+        raise ValueError(f"unknown depth {config['depth']!r}; choose one of {sorted(ENCODER_LAYERS)}")
+    if config["audio"] not in AUDIO_MODES:
+        raise ValueError(f"unknown audio mode {config['audio']!r}; choose one of {list(AUDIO_MODES)}")
+    if not config["width"] > 0:
+        raise ValueError(f"width must be positive, got {config['width']!r}")
+    for key in ("audio_dim", "decoder_fusion_dim"):
+        if config[key] % config["audio_heads"]:
+            raise ValueError(f"{key} {config[key]} must be a multiple of audio_heads {config['audio_heads']}")
+
+
+def encoder_bias(config):
+    """FLAVR's rule unless the config says otherwise: 2x has no encoder biases, 4x/8x have them."""
+    return config["scale"] != 2 if config["encoder_bias"] is None else bool(config["encoder_bias"])
+
+
+def build_model(config):
+    """Build the network a config names ("asvfi" here, "pervfi" from pervfi.py)."""
+    name = config.get("model", "asvfi")
+    if name == "pervfi":
+        import pervfi
+        return pervfi.build_pervfi(config)
+    if name != "asvfi":
+        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+    return ASVFI(default_config(**config))
+
+
+# ----------------------------------------------------------------------------- audio front-end
+def hertz_to_mel(frequency):
+    """HTK mel scale, as VGGish uses."""
+    return 1127.0 * torch.log1p(frequency / 700.0)
+
+
+def mel_filterbank(n_fft, sample_rate, n_mels, f_min, f_max):
+    """(n_fft // 2 + 1, n_mels) triangular filters, VGGish definition.
+
+    Triangles are built in the mel domain over equally spaced band edges; each FFT bin weight
+    is min(rising slope, falling slope) clipped at 0; the DC bin gets no weight.
+    """
+    n_bins = n_fft // 2 + 1
+    bin_mel = hertz_to_mel(torch.linspace(0.0, sample_rate / 2.0, n_bins, dtype=torch.float64))
+    edges = hertz_to_mel(torch.linspace(f_min, f_max, 2, dtype=torch.float64))
+    edges = edges[0] + (edges[1] - edges[0]) * torch.linspace(0.0, 1.0, n_mels + 2, dtype=torch.float64)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bin_mel[:, None] - lower) / (centre - lower)
+    falling = (upper - bin_mel[:, None]) / (upper - centre)
+    weights = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    weights[0] = 0.0
+    return weights.float()
+
+
+class LogMel(nn.Module):
+    """VGGish-style log-mel spectrogram: 25 ms periodic-Hann frames every 10 ms (no centring),
+    |FFT| (512 points), 64 HTK mel bands over 125-7500 Hz, log(mel + 0.01).
+
+    Frame m covers samples [m * hop, m * hop + window); clips shorter than one window are
+    zero-padded to one frame. The window and filterbank are non-persistent buffers, rebuilt
+    from the arguments, so they never enter checkpoints.
+    """
+
+    def __init__(self, sample_rate=16000, window=400, hop=160, n_mels=64, f_min=125.0, f_max=7500.0,
+                 log_offset=0.01):
+        super().__init__()
+        self.window_length, self.hop, self.log_offset = window, hop, log_offset
+        self.n_fft = 2 ** math.ceil(math.log2(window))
+        periodic_hann = 0.5 - 0.5 * torch.cos(2 * math.pi * torch.arange(window, dtype=torch.float64) / window)
+        self.register_buffer("window", periodic_hann.float(), persistent=False)
+        self.register_buffer("filterbank", mel_filterbank(self.n_fft, sample_rate, n_mels, f_min, f_max),
+                             persistent=False)
+
+    def n_frames(self, n_samples):
+        return 1 + max(n_samples - self.window_length, 0) // self.hop
+
+    def frame_centres(self, n_frames):
+        """Sample index at the centre of each frame."""
+        return torch.arange(n_frames) * self.hop + self.window_length // 2
+
+    def forward(self, audio):
+        """(B, A) waveform -> (B, n_mels, n_frames) log-mel, always float32."""
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            audio = audio.float()
+            if audio.shape[-1] < self.window_length:
+                audio = F.pad(audio, (0, self.window_length - audio.shape[-1]))
+            frames = audio.unfold(-1, self.window_length, self.hop) * self.window
+            magnitude = torch.fft.rfft(frames, n=self.n_fft).abs()
+            return torch.log(magnitude @ self.filterbank + self.log_offset).transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------- audio encoder and fusion
+def sinusoids(values, n_freqs, lowest_exponent):
+    """sin/cos features of `values` at frequencies pi * 2^e, e = lowest_exponent ... (+n_freqs)."""
+    exponents = torch.arange(n_freqs, device=values.device, dtype=torch.float32) + lowest_exponent
+    angles = values.float().unsqueeze(-1) * (math.pi * 2.0 ** exponents)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def time_features(times):
+    """Encoding of times in target-interval units: periods from 8 intervals down to 1/16 interval."""
+    return sinusoids(times, n_freqs=8, lowest_exponent=-2)
+
+
+TIME_FEATURES = 16
+SPACE_FEATURES = 8  # 4 frequencies x (sin, cos), for y and for x separately
+
+
+def normalised_coordinates(size, device):
+    """Pixel centres of a feature map axis in [-1, 1], so encodings do not depend on the size."""
+    return (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2 - 1
+
+
+class AudioEncoder(nn.Module):
+    """Log-mel (B, n_mels, M) -> audio tokens (B, S, dim) with a 1-D conv stack along time.
+
+    The strided middle convolution (kernel 3, padding 1) centres token j on mel frame
+    j * stride, which `token_frames` reports so every token gets the time of its centre.
+    The log-mel is shifted so silence (log 0.01) maps to 0 and scaled to about unit range;
+    no per-clip normalisation, because loudness itself is information.
+    """
+
+    def __init__(self, n_mels, dim, stride=1, log_offset=0.01):
+        super().__init__()
+        self.stride, self.silence_level = stride, math.log(log_offset)
+        self.layers = nn.Sequential(
+            nn.Conv1d(n_mels, dim, kernel_size=3, padding=1), nn.GELU(),
+            nn.Conv1d(dim, dim, kernel_size=3, stride=stride, padding=1), nn.GELU(),
+            nn.Conv1d(dim, dim, kernel_size=3, padding=1),
+        )
+
+    def token_frames(self, n_frames):
+        return torch.arange(0, n_frames, self.stride)
+
+    def forward(self, log_mel):
+        return self.layers((log_mel - self.silence_level) / 5.0).transpose(1, 2)
+
+
+class AudioFusion(nn.Module):
+    """Cross-attention from video features to audio tokens, once per target time, zero-gated.
+
+    Query of video token (t_j, y, x) for target k: proj(LN(feature)) + proj(encodings of t_j, y,
+    x) + proj(encoding of k/s). Keys: LN(audio token + proj(encoding of its time)); values: the
+    token. Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned, initialised
+    from broad to sharp), so attention can pick the sound at the target instant. The per-target
+    results are concatenated (targets stay distinguishable for the output head), projected to the
+    feature channels and added as x + tanh(gate) * result with gate = 0 at init.
+
+    Cost: the position encodings are separable (one small projection per axis, broadcast), and
+    the target-time term of q_k = q + e_k enters as e_k . key, a per-(target, token) logit bias,
+    so no (video tokens x dim) tensor is built per target outside the attention itself.
+    """
+
+    def __init__(self, channels, token_dim, dim, heads, n_targets):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} must be a multiple of the number of heads {heads}")
+        self.heads, self.n_targets = heads, n_targets
+        self.query_norm = nn.LayerNorm(channels)
+        self.query = nn.Linear(channels, dim)
+        self.query_time = nn.Linear(TIME_FEATURES, dim, bias=False)
+        self.query_y = nn.Linear(SPACE_FEATURES, dim, bias=False)
+        self.query_x = nn.Linear(SPACE_FEATURES, dim, bias=False)
+        self.query_target_time = nn.Linear(TIME_FEATURES, dim, bias=False)
+        self.key_time = nn.Linear(TIME_FEATURES, token_dim)
+        self.key_norm = nn.LayerNorm(token_dim)
+        self.value_norm = nn.LayerNorm(token_dim)
+        self.key = nn.Linear(token_dim, dim)
+        self.value = nn.Linear(token_dim, dim)
+        self.out = nn.Linear(n_targets * dim, channels)
+        initial_slopes = torch.logspace(0, math.log10(64.0), heads) if heads > 1 else torch.tensor([8.0])
+        self.time_slope = nn.Parameter(torch.log(torch.expm1(initial_slopes)))  # softplus^-1
+        self.gate = nn.Parameter(torch.zeros(channels))
+
+    def _split_heads(self, x):
+        """(..., L, dim) -> (..., heads, L, dim / heads)."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def _queries(self, x, frame_times):
+        """(B, heads, T*h*w, d_h) queries of the video tokens, in x.permute(0, 2, 3, 4, 1) order."""
+        batch, channels, frames, height, width = x.shape
+        video = x.permute(0, 2, 3, 4, 1).reshape(batch, -1, channels)
+        position = (self.query_time(time_features(frame_times))[:, None, None]
+                    + self.query_y(sinusoids(normalised_coordinates(height, x.device), 4, 0))[None, :, None]
+                    + self.query_x(sinusoids(normalised_coordinates(width, x.device), 4, 0))[None, None, :])
+        query = self.query(self.query_norm(video)) + position.reshape(-1, position.shape[-1]).to(video.dtype)
+        return self._split_heads(query)
+
+    def _logit_bias(self, keys, token_times, target_times):
+        """(B, n, heads, S): the target-time query term e_k . key plus the time-distance penalty."""
+        target = self._split_heads(self.query_target_time(time_features(target_times)))  # (heads, n, d_h)
+        content = torch.einsum("hnd,bhsd->bnhs", target.to(keys.dtype), keys) / math.sqrt(keys.shape[-1])
+        distance = (target_times.view(1, -1, 1) - token_times.unsqueeze(1)).abs()
+        return content - F.softplus(self.time_slope).view(1, 1, -1, 1) * distance.unsqueeze(2)
+
+    def forward(self, x, tokens, token_times, target_times, frame_times):
+        batch, channels, frames, height, width = x.shape
+        n_targets = len(target_times)
+        query = self._queries(x, frame_times)
+        timed_tokens = tokens + self.key_time(time_features(token_times)).to(tokens.dtype)
+        keys = self._split_heads(self.key(self.key_norm(timed_tokens)))
+        values = self._split_heads(self.value(self.value_norm(tokens)))
+        bias = self._logit_bias(keys, token_times, target_times).to(query.dtype)
+
+        def per_target(t):  # (B, ...) -> (B * n, ...); no copy when there is a single target
+            return t.unsqueeze(1).expand(-1, n_targets, *t.shape[1:]).flatten(0, 1)
+
+        attended = F.scaled_dot_product_attention(per_target(query), per_target(keys), per_target(values),
+                                                  attn_mask=bias.flatten(0, 1).unsqueeze(2))
+        attended = attended.unflatten(0, (batch, n_targets)).permute(0, 3, 1, 2, 4).flatten(2)  # (B, L, n*dim)
+        fused = self.out(attended).view(batch, frames, height, width, channels).permute(0, 4, 1, 2, 3)
+        return x + torch.tanh(self.gate).view(1, -1, 1, 1, 1).to(fused.dtype) * fused
+
+
+class AudioBranch(nn.Module):
+    """Everything audio: front-end, encoder, the "no audio" token and the fusion blocks."""
+
+    def __init__(self, config, bottleneck_channels, decoder_channels):
+        super().__init__()
+        dim, heads, n_targets = config["audio_dim"], config["audio_heads"], config["scale"] - 1
+        self.frontend = LogMel()
+        self.encoder = AudioEncoder(n_mels=64, dim=dim, stride=config["audio_stride"])
+        self.no_audio_token = nn.Parameter(0.02 * torch.randn(dim))
+        self.bottleneck_fusion = AudioFusion(bottleneck_channels, dim, dim, heads, n_targets)
+        self.decoder_fusion = (AudioFusion(decoder_channels, dim, config["decoder_fusion_dim"], heads, n_targets)
+                               if config["fuse_decoder"] else None)
+
+    def gates(self):
+        return [fusion.gate for fusion in (self.bottleneck_fusion, self.decoder_fusion) if fusion is not None]
+
+    def tokens(self, audio, audio_times, has_audio, batch, device):
+        """(tokens (B, S, dim), token times (B, S)); the "no audio" token where there is no sound."""
+        if audio is None:
+            return self.no_audio_token.view(1, 1, -1).expand(batch, 1, -1), torch.zeros(batch, 1, device=device)
+        if audio_times is None or audio_times.shape != audio.shape:
+            raise ValueError("audio needs audio_times of the same shape (B, A): the time of every sample in "
+                             f"target-interval units; got audio {tuple(audio.shape)}, audio_times "
+                             f"{None if audio_times is None else tuple(audio_times.shape)}")
+        log_mel = self.frontend(audio)
+        tokens = self.encoder(log_mel)
+        frames = self.encoder.token_frames(log_mel.shape[-1])
+        centres = self.frontend.frame_centres(log_mel.shape[-1])[frames].clamp(max=audio.shape[-1] - 1)
+        token_times = audio_times[:, centres.to(audio_times.device)].float()
+        if has_audio is not None:
+            sounding = torch.as_tensor(has_audio, device=device).bool().view(-1, 1, 1)
+            tokens = torch.where(sounding, tokens, self.no_audio_token.to(tokens.dtype))
+        return tokens, token_times
+
+
+# ----------------------------------------------------------------------------- the model
+class ASVFI(VideoUNet):
+    """FLAVR video branch (same state_dict keys) + optional audio branch under `audio.*`."""
+
+    def __init__(self, config):
+        super().__init__(n_outputs=config["scale"] - 1, depth=config["depth"], width=config["width"],
+                         encoder_bias=encoder_bias(config))
+        self.config = dict(config)
+        self.scale = config["scale"]
+        self.uses_audio = config["audio"] != "none"
+        self.audio = (AudioBranch(config, self.bottleneck_channels, self.decoder_fusion_channels)
+                      if self.uses_audio else None)
+        self.register_buffer("target_times", torch.arange(1, self.scale, dtype=torch.float32) / self.scale,
+                             persistent=False)
+        self.register_buffer("frame_times", torch.tensor(INPUT_FRAME_TIMES), persistent=False)
+
+    def _check_inputs(self, inputs, ts):
+        if inputs.dim() != 5 or inputs.shape[1] != N_INPUT_FRAMES or inputs.shape[2] != 3:
+            raise ValueError(f"inputs must be (B, {N_INPUT_FRAMES}, 3, H, W), got {tuple(inputs.shape)}")
+        if ts is not None:
+            native = self.target_times.to(ts.device, ts.dtype).expand_as(ts)
+            if ts.shape[-1] != self.scale - 1 or not torch.allclose(ts, native, atol=1e-4):
+                raise ValueError(f"ASVFI at scale {self.scale} predicts only t = k/{self.scale}; got ts {ts.tolist()}")
+
+    def _fusion_hooks(self, audio, audio_times, has_audio, batch, device):
+        if self.audio is None:
+            return None, None
+        tokens, token_times = self.audio.tokens(audio, audio_times, has_audio, batch, device)
+
+        def hook(fusion):
+            if fusion is None:
+                return None
+            return lambda x: fusion(x, tokens.to(x.dtype), token_times, self.target_times, self.frame_times)
+
+        return hook(self.audio.bottleneck_fusion), hook(self.audio.decoder_fusion)
+
+    def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None):
+        """inputs (B, 4, 3, H, W) in [0, 1], any H, W -> {"pred": (B, scale - 1, 3, H, W)}.
+
+        audio / audio_times (B, A): waveform and per-sample times; has_audio (B,) bool. Without
+        audio (or with has_audio False) the learned "no audio" token stands in. `target` is
+        accepted for the shared model interface and unused.
+        """
+        self._check_inputs(inputs, ts)
+        fuse_bottleneck, fuse_decoder = self._fusion_hooks(audio, audio_times, has_audio, inputs.shape[0],
+                                                           inputs.device)
+        frames = inputs.transpose(1, 2)
+        return {"pred": self.predict(frames, fuse_bottleneck, fuse_decoder)}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _read_torch_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a loadable PyTorch checkpoint (weights_only=True): "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
+
+
+def _state_dict_of(obj, path):
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: not a checkpoint: expected a state_dict of tensors (or a dict with "
+                         f"'state_dict'), found {found}")
+    return weights.strip_module_prefix(state)
+
+
+def load_checkpoint_state(path, expect_config=None):
+    """Read a checkpoint dict (weights_only) with `module.` stripped from its state_dict keys.
+
+    With `expect_config`, the stored config must agree on every key both define, else a
+    ValueError names the file and the differing keys.
+    """
+    obj = _read_torch_file(path)
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: not a training checkpoint (no 'state_dict' entry; found {found})")
+    checkpoint = dict(obj)
+    checkpoint["state_dict"] = _state_dict_of(obj, path)
+    if expect_config is not None:
+        stored = checkpoint.get("config") or {}
+        differing = {k: (stored[k], expect_config[k]) for k in sorted(set(stored) & set(expect_config))
+                     if stored[k] != expect_config[k]}
+        if differing:
+            details = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in differing.items())
+            raise ValueError(f"{path}: checkpoint config does not match ({details})")
+    return checkpoint
+
+
+def load_state_strict(model, state_dict, source, keys=None):
+    """Load `state_dict` into `model` requiring exactly `keys` (default: all of the model's keys).
+
+    Errors list the missing, unexpected and wrongly shaped keys and name `source`.
+    """
+    expected = {k: v.shape for k, v in model.state_dict().items() if keys is None or k in keys}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+                   for k in expected if k in state_dict and state_dict[k].shape != expected[k]]
+    if missing or unexpected or wrong_shape:
+        def listing(name, items):
+            return f"{len(items)} {name} (e.g. {items[:4]})" if items else None
+        problems = "; ".join(p for p in (listing("missing keys", missing), listing("unexpected keys", unexpected),
+                                         listing("shape mismatches", wrong_shape)) if p)
+        config = getattr(model, "config", None) or {}
+        described = (f"scale {config['scale']}, depth {config['depth']}, width {config['width']}, encoder "
+                     f"biases {encoder_bias(config)}, audio {config['audio']}") if "depth" in config else "model"
+        raise ValueError(f"{source}: weights do not fit the model ({described}): {problems}. FLAVR 2x "
+                         "checkpoints have no encoder biases and 4x/8x ones have them; check --scale / encoder_bias.")
+    model.load_state_dict(state_dict, strict=keys is None)
+    return model
+
+
+def video_branch_keys(model):
+    return [k for k in model.state_dict() if k.split(".", 1)[0] in VIDEO_BRANCH_MODULES]
+
+
+def load_flavr_weights(model, path):
+    """Load a FLAVR checkpoint (`--pretrained`) into the video branch; the audio branch keeps its init.
+
+    Accepts a bare state_dict or a dict with 'state_dict'; `module.` prefixes are stripped. The
+    video branch must match exactly; errors name the file and the offending keys.
+    """
+    state = _state_dict_of(_read_torch_file(path), path)
+    return load_state_strict(model, state, path, keys=set(video_branch_keys(model)))
+
+
+def build_model_from_checkpoint(path, map_location="cpu"):
+    """(model, checkpoint): the network described by the checkpoint's config, with its weights."""
+    checkpoint = load_checkpoint_state(path)
+    if not isinstance(checkpoint.get("config"), dict):
+        raise ValueError(f"{path}: checkpoint has no model config; cannot rebuild the network")
+    model = build_model(checkpoint["config"])
+    load_state_strict(model, checkpoint["state_dict"], path)
+    return model.to(map_location), checkpoint

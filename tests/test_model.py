@@ -1,0 +1,321 @@
+"""ASVFI network: FLAVR compatibility (fixture), checkpoint loading, audio front-end and fusion."""
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from compat import load_fixture, recipe_state
+
+import model as asvfi
+from model import (
+    AudioFusion,
+    LogMel,
+    build_model,
+    build_model_from_checkpoint,
+    default_config,
+    load_checkpoint_state,
+    load_flavr_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def flavr():
+    return load_fixture("flavr_compat.pt")
+
+
+
+
+def weight_stats(weights):
+    return torch.stack([torch.stack([v.double().sum(), v.double().abs().sum(), v.flatten()[0].double(),
+                                     v.flatten()[-1].double()]) for v in weights.values()])
+
+
+def tiny_config(**overrides):
+    return default_config(**{"width": 0.125, "audio_dim": 32, **overrides})
+
+
+def demo_audio(batch, samples=4800, seed=0):
+    """Random audio with times spanning the 4-frame window, like dataset windows."""
+    generator = torch.Generator().manual_seed(seed)
+    audio = 0.1 * torch.randn(batch, samples, generator=generator)
+    times = torch.linspace(-1.1, 2.1, samples).expand(batch, -1).contiguous()
+    return audio, times
+
+
+def open_gates(model, value=0.5):
+    with torch.no_grad():
+        for gate in model.audio.gates():
+            gate.fill_(value)
+
+
+# ----------------------------------------------------------------------------- FLAVR fixture
+@pytest.mark.parametrize("scale", [2, 4])
+def test_matches_flavr_fixture_with_audio_off_and_with_closed_gates(flavr, scale):
+    keys = flavr[f"keys_{scale}x"]
+    weights = recipe_state(flavr, keys=keys)
+    assert torch.allclose(weight_stats(weights), flavr[f"weight_stats_{scale}x"], rtol=1e-9, atol=1e-6)
+    frames = flavr["input"].transpose(0, 1)  # fixture (4, B, 3, H, W) -> ours (B, 4, 3, H, W)
+    expected = flavr[f"output_{scale}x"].transpose(0, 1)
+    audio, times = demo_audio(1)
+
+    video_only = build_model(default_config(scale=scale, audio="none")).eval()
+    assert [(k, list(v.shape)) for k, v in video_only.state_dict().items()] == [(k, list(s)) for k, s in keys]
+    assert sum(p.numel() for p in video_only.parameters()) == flavr[f"param_count_{scale}x"]
+    video_only.load_state_dict(weights, strict=True)
+    with_audio = build_model(default_config(scale=scale, audio="mel")).eval()
+    with_audio.load_state_dict(weights, strict=False)
+    with torch.no_grad():
+        pred_video = video_only(frames)["pred"]
+        pred_audio = with_audio(frames, audio=audio, audio_times=times, has_audio=torch.tensor([True]))["pred"]
+    assert pred_video.shape == expected.shape == (1, scale - 1, 3, 64, 96)
+    assert (pred_video - expected).abs().max() <= 1e-5
+    assert (pred_audio - expected).abs().max() <= 1e-5
+
+
+def test_released_flavr_checkpoint_with_module_prefix_loads(tmp_path):
+    source = build_model(tiny_config(audio="none"))
+    path = tmp_path / "FLAVR_2x.pth"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    target = build_model(tiny_config(audio="mel"))
+    audio_before = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("audio.")}
+    load_flavr_weights(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    for key, value in audio_before.items():
+        assert torch.equal(target.state_dict()[key], value), key
+    # A bare state_dict (no wrapper dict) loads too.
+    torch.save(source.state_dict(), tmp_path / "bare.pth")
+    load_flavr_weights(build_model(tiny_config(audio="none")), tmp_path / "bare.pth")
+
+
+def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp_path):
+    path = tmp_path / "FLAVR_4x.pth"
+    torch.save({"state_dict": build_model(tiny_config(scale=4, audio="none")).state_dict()}, path)
+    with pytest.raises(ValueError) as error:
+        load_flavr_weights(build_model(tiny_config(scale=2)), path)
+    message = str(error.value)
+    assert str(path) in message and "17 unexpected keys" in message and "encoder.layer1.0.conv1.0.bias" in message
+    assert "outconv.1.weight" in message  # 9 vs 3 output channels
+
+
+def test_load_checkpoint_state_strips_prefix_and_reports_bad_files(tmp_path):
+    model = build_model(tiny_config())
+    path = tmp_path / "run.pth"
+    torch.save({"model": "asvfi", "config": model.config, "epoch": 1,
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    checkpoint = load_checkpoint_state(path, expect_config=model.config)
+    assert list(checkpoint["state_dict"]) == list(model.state_dict()) and checkpoint["epoch"] == 1
+
+    rebuilt, _ = build_model_from_checkpoint(path)
+    assert rebuilt.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values()))
+
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_checkpoint_state(tmp_path / "missing.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pth"):
+        load_checkpoint_state(tmp_path / "garbage.pth")
+    torch.save({"epoch": 1}, tmp_path / "no_weights.pth")
+    with pytest.raises(ValueError, match="no_weights.pth.*state_dict"):
+        load_checkpoint_state(tmp_path / "no_weights.pth")
+    with pytest.raises(ValueError, match=r"run.pth.*scale: checkpoint 2 vs requested 4"):
+        load_checkpoint_state(path, expect_config={**model.config, "scale": 4})
+
+
+# ----------------------------------------------------------------------------- structure and config
+def test_unet_34_extends_unet_18_with_more_blocks(flavr):
+    with torch.device("meta"):
+        deep = build_model(default_config(depth="unet_34", audio="none"))
+    shapes = {k: list(v.shape) for k, v in deep.state_dict().items()}
+    for key, shape in flavr["keys_2x"]:
+        assert shapes[key] == shape, key
+    blocks = {layer: len(getattr(deep.encoder, layer)) for layer in ("layer1", "layer2", "layer3", "layer4")}
+    assert blocks == {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}
+    assert "encoder.layer3.5.fg.attn_layer.0.weight" in shapes
+
+
+def test_audio_none_has_no_audio_parameters(flavr):
+    with torch.device("meta"):
+        video_only = build_model(default_config(audio="none"))
+        with_audio = build_model(default_config(audio="mel"))
+    assert not video_only.uses_audio and with_audio.uses_audio
+    assert list(video_only.state_dict()) == [k for k, _ in flavr["keys_2x"]]
+    extra = set(with_audio.state_dict()) - set(video_only.state_dict())
+    assert extra and all(k.startswith("audio.") for k in extra)
+
+
+def test_config_validation_and_dispatch():
+    assert default_config()["encoder_bias"] is None and default_config(scale=8)["scale"] == 8
+    assert asvfi.encoder_bias(default_config(scale=2)) is False and asvfi.encoder_bias(default_config(scale=4))
+    assert asvfi.encoder_bias(default_config(scale=4, encoder_bias=False)) is False
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        default_config(widht=0.5)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model({**tiny_config(), "model": "flavr"})
+    with pytest.raises(ValueError, match="depth"):
+        default_config(depth="unet_50")
+    model = build_model(tiny_config(scale=4))
+    with pytest.raises(ValueError, match="k/4"):
+        model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5, 0.6, 0.7]]))
+
+
+def test_pervfi_is_built_by_pervfi_py(monkeypatch):
+    """build_model dispatches "pervfi" lazily; a stand-in module checks the call, not PerVFI itself."""
+    calls = []
+    stand_in = types.SimpleNamespace(default_pervfi_config=lambda: {"model": "pervfi", "heat": 0.3},
+                                     build_pervfi=lambda config: calls.append(config) or "built")
+    monkeypatch.setitem(sys.modules, "pervfi", stand_in)
+    config = default_config(model="pervfi", scale=4, heat=0.5)
+    assert build_model(config) == "built" and calls[0]["heat"] == 0.5 and calls[0]["scale"] == 4
+
+
+def test_odd_size_input_comes_back_at_its_size():
+    model = build_model(tiny_config(scale=4)).eval()
+    audio, times = demo_audio(2)
+    with torch.no_grad():
+        pred = model(torch.rand(2, 4, 3, 37, 29), audio=audio, audio_times=times,
+                     ts=torch.tensor([[0.25, 0.5, 0.75]] * 2))["pred"]
+    assert pred.shape == (2, 3, 3, 37, 29) and torch.isfinite(pred).all()
+
+
+def test_constant_video_is_reproduced_when_the_head_outputs_zero():
+    """The per-sample mean is added back after the head: a zero head returns each clip's mean colour."""
+    model = build_model(tiny_config(audio="none")).eval()
+    with torch.no_grad():
+        model.outconv[1].weight.zero_()
+        model.outconv[1].bias.zero_()
+        colours = torch.tensor([[0.2, 0.5, 0.9], [0.7, 0.1, 0.4]])
+        inputs = colours.view(2, 1, 3, 1, 1).expand(2, 4, 3, 21, 30)
+        pred = model(inputs)["pred"]
+    assert torch.allclose(pred, colours.view(2, 1, 3, 1, 1).expand_as(pred), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- audio front-end
+def numpy_log_mel(audio, rate=16000, window=400, hop=160, n_fft=512, n_mels=64, f_lo=125.0, f_hi=7500.0):
+    """Independent reference: VGGish's definition written with numpy."""
+    n_frames = 1 + (len(audio) - window) // hop
+    frames = np.stack([audio[i * hop:i * hop + window] for i in range(n_frames)]).astype(np.float64)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)
+    spectrum = np.abs(np.fft.rfft(frames * hann, n_fft))
+    to_mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)  # noqa: E731
+    bins_mel = to_mel(np.linspace(0, rate / 2, n_fft // 2 + 1))
+    edges = np.linspace(to_mel(f_lo), to_mel(f_hi), n_mels + 2)
+    bank = np.zeros((n_fft // 2 + 1, n_mels))
+    for band in range(n_mels):
+        lo, mid, hi = edges[band:band + 3]
+        for b, m in enumerate(bins_mel):
+            bank[b, band] = max(0.0, min((m - lo) / (mid - lo), (hi - m) / (hi - mid)))
+    bank[0] = 0.0
+    return np.log(spectrum @ bank + 0.01).T
+
+
+def test_log_mel_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 440 * t) * np.linspace(0, 1, len(t)) + 0.05 * rng.standard_normal(len(t)))
+    audio[3000:3010] += 0.8  # a click
+    ours = LogMel()(torch.tensor(audio, dtype=torch.float32)[None])[0].numpy()
+    reference = numpy_log_mel(audio.astype(np.float32))
+    assert ours.shape == reference.shape == (64, 1 + (8000 - 400) // 160)
+    assert np.abs(ours - reference).max() < 2e-4
+    # Loudness is visible: the band holding 440 Hz grows with the tone's ramp.
+    band = int(np.argmax(reference[:, -1]))
+    assert reference[band, -1] > reference[band, 5] + 2
+
+
+def test_audio_tokens_carry_the_time_of_their_centre():
+    model = build_model(tiny_config(audio_stride=2))
+    audio, times = demo_audio(1, samples=3200)
+    tokens, token_times = model.audio.tokens(audio, times, None, 1, "cpu")
+    n_frames = 1 + (3200 - 400) // 160
+    centres = torch.arange(0, n_frames, 2) * 160 + 200
+    assert tokens.shape == (1, len(centres), 32)
+    assert torch.allclose(token_times[0], times[0, centres])
+
+
+def test_time_bias_lets_each_target_read_the_audio_at_its_instant():
+    """With content-blind queries and keys, the time bias alone selects the token at t = k/s."""
+    torch.manual_seed(0)
+    n_targets, dim = 3, 8
+    fusion = AudioFusion(channels=8, token_dim=dim, dim=dim, heads=2, n_targets=n_targets)
+    with torch.no_grad():
+        for layer in (fusion.query, fusion.query_time, fusion.query_y, fusion.query_x, fusion.query_target_time,
+                      fusion.key):
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+        fusion.time_slope.fill_(200.0)  # softplus(200) = 200: very sharp in time
+    token_times = torch.linspace(-1, 2, 25)[None]  # one token every 1/8 interval
+    tokens = torch.randn(1, 25, dim)
+    targets = torch.tensor([0.25, 0.5, 0.75])
+    captured = {}
+    fusion.out.register_forward_pre_hook(lambda module, inputs: captured.update(attended=inputs[0]))
+    with torch.no_grad():
+        fusion(torch.randn(1, 8, 4, 3, 2), tokens, token_times, targets, torch.tensor([-1.0, 0.0, 1.0, 2.0]))
+        values = fusion.value(fusion.value_norm(tokens))[0]
+    per_target = captured["attended"].view(1, -1, n_targets, dim)[0]
+    for k, t in enumerate(targets):
+        nearest = int(torch.argmin((token_times[0] - t).abs()))
+        assert torch.allclose(per_target[:, k], values[nearest].expand_as(per_target[:, k]), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- gates and the no-audio token
+def test_fresh_model_ignores_audio_and_open_gates_use_it():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(scale=4)).eval()
+    video_only = build_model(tiny_config(scale=4, audio="none")).eval()
+    video_only.load_state_dict(model.state_dict(), strict=False)
+    inputs = torch.rand(2, 4, 3, 24, 32)
+    audio, times = demo_audio(2)
+    with torch.no_grad():
+        baseline = video_only(inputs)["pred"]
+        closed = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
+        silent = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([False, False]))["pred"]
+        assert torch.equal(closed, baseline) and torch.equal(silent, baseline)
+        open_gates(model)
+        sounding = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
+        other_sound = model(inputs, audio=audio.flip(-1), audio_times=times,
+                            has_audio=torch.tensor([True, True]))["pred"]
+        silent = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([False, False]))["pred"]
+        silent_other = model(inputs, audio=audio.flip(-1), audio_times=times,
+                             has_audio=torch.tensor([False, False]))["pred"]
+        no_audio_given = model(inputs)["pred"]
+    assert (sounding - baseline).abs().max() > 1e-3 and (sounding - other_sound).abs().max() > 1e-4
+    assert (silent - sounding).abs().max() > 1e-4
+    assert torch.allclose(silent, silent_other, atol=1e-6) and torch.allclose(silent, no_audio_given, atol=1e-6)
+
+
+def test_mixed_batch_uses_no_audio_token_only_where_there_is_no_sound():
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    open_gates(model)
+    inputs = torch.rand(2, 4, 3, 16, 24)
+    audio, times = demo_audio(2)
+    with torch.no_grad():
+        mixed = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, False]))["pred"]
+        first = model(inputs[:1], audio=audio[:1], audio_times=times[:1])["pred"]
+        second = model(inputs[1:])["pred"]
+    assert torch.allclose(mixed[:1], first, atol=1e-5) and torch.allclose(mixed[1:], second, atol=1e-5)
+
+
+def test_gradients_reach_the_audio_branch():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(scale=4)).train()
+    inputs, target = torch.rand(1, 4, 3, 16, 16), torch.rand(1, 3, 3, 16, 16)
+    audio, times = demo_audio(1)
+
+    def gradients():
+        model.zero_grad()
+        loss = (model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True]))["pred"] - target).abs()
+        loss.mean().backward()
+        return {name: p.grad for name, p in model.audio.named_parameters()}
+
+    closed = gradients()  # at init only the gates learn; that is what opens them
+    assert all(closed[name].abs().sum() > 0 for name in closed if name.endswith("gate"))
+    assert closed["encoder.layers.0.weight"] is None or closed["encoder.layers.0.weight"].abs().sum() == 0
+    open_gates(model, 0.1)
+    opened = gradients()
+    for name in ("encoder.layers.0.weight", "bottleneck_fusion.query.weight", "decoder_fusion.key.weight",
+                 "decoder_fusion.time_slope", "bottleneck_fusion.value.weight"):
+        assert opened[name] is not None and opened[name].abs().sum() > 0, name
