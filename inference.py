@@ -83,12 +83,13 @@ def load_model(args, device):
         raise SystemExit(f"{path}: holds a {stored} checkpoint; pass --model {stored}")
     if args.model == "pervfi":
         network.config["heat"] = args.heat
+        network.set_flow_estimator(weights_dir=args.weights_dir)
     return network.to(device).eval()
 
 
 def takes_any_t(network):
     """Baselines and PerVFI interpolate at any t in one pass; ASVFI only at its native k/s."""
-    return bool(getattr(network, "arbitrary_t", False)) or network.config.get("model") == "pervfi"
+    return bool(getattr(network, "arbitrary_t", False))
 
 
 def pass_scales(native, scale, any_t):
@@ -481,6 +482,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
     p.add_argument("--tile", type=int, default=0, help="split frames into tiles of this size (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
+    p.add_argument("--weights-dir", default=None, help="pretrained files for offline machines (PerVFI's flow)")
     p.add_argument("--heat", type=float, default=0.3, help="PerVFI sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling models (PerVFI), per video")
     p.add_argument("--input", default=None, help="a video file or a folder of frames (single-video mode)")

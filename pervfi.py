@@ -606,6 +606,7 @@ class PerVFI(nn.Module):
     """PerVFI with the ASVFI model interface (see CONTRACTS.md and the module docstring)."""
 
     uses_audio = False
+    arbitrary_t = True  # any t in (0, 1) in one pass: 4x/8x need no recursion
 
     def __init__(self, config):
         super().__init__()
@@ -631,9 +632,6 @@ class PerVFI(nn.Module):
         """Use `estimator` (a module or a flow.py name; default: the config's) frozen and in eval mode."""
         if estimator is None or isinstance(estimator, str):
             name = estimator or self.config["flow_estimator"]
-            if not hasattr(flowlib, "build_flow_estimator"):
-                raise RuntimeError("pervfi.py: flow.py has no build_flow_estimator yet; pass a flow module "
-                                   "to build_pervfi(config, flow_estimator=...)")
             estimator = flowlib.build_flow_estimator(name, weights_dir=weights_dir, allow_download=allow_download,
                                                      device=self.device)
         estimator.requires_grad_(False)

@@ -210,6 +210,8 @@ def build_network(args, config, device):
     network = model_lib.build_model(config)
     if args.pretrained:
         model_lib.load_flavr_weights(network, args.pretrained)
+    if hasattr(network, "set_flow_estimator"):  # PerVFI's frozen flow may need pretrained files
+        network.set_flow_estimator(weights_dir=args.weights_dir)
     return network.to(device)
 
 
