@@ -64,7 +64,9 @@ def build_parser():
     data.add_argument("--dataset", default=None, choices=["ucf101", "demo"],
                       help="default: ucf101 when {data_root}/UCF-101 (or its split CSV) exists, else demo "
                            "(generated under {data_root} on first use)")
-    data.add_argument("--crop", type=int, default=256, help="training crop (validation: centre crop); 0 = full frames")
+    data.add_argument("--crop", type=int, default=256, help="random training crop; 0 = full frames")
+    data.add_argument("--val-crop", type=int, default=0,
+                      help="validation centre crop; 0 = full frames, as the evaluation protocol scores them")
     data.add_argument("--windows-per-video", type=int, default=1, help="random training windows per video per epoch")
     data.add_argument("--val-windows", type=int, default=200,
                       help="validation windows, evenly spaced over the val split (0 = all)")
@@ -79,6 +81,8 @@ def build_parser():
     optim.add_argument("--beta2", type=float, default=None, help="(preset: 0.99 asvfi, 0.999 pervfi)")
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step (preset)")
+    optim.add_argument("--gate-lr-mult", type=float, default=1.0,
+                       help="learning-rate factor of ASVFI's zero-initialised audio gates (they open slowly)")
     optim.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (preset)")
     optim.add_argument("--loss", default=None, help="loss string, e.g. '1*L1+0.1*Lap' (preset)")
     optim.add_argument("--epochs", type=int, default=200, help="total epochs")

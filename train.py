@@ -170,7 +170,7 @@ def build_datasets(args, procs):
     crop = args.crop or None
     train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, crop=crop, train=True,
                            windows_per_video=args.windows_per_video, seed=args.random_seed)
-    val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, crop=crop, train=False)
+    val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, crop=args.val_crop or None, train=False)
     if args.val_windows and len(val_set) > args.val_windows:
         keep = np.unique(np.round(np.linspace(0, len(val_set) - 1, args.val_windows)).astype(int))
         val_set = Subset(val_set, keep.tolist())
@@ -216,9 +216,14 @@ def build_network(args, config, device):
 
 
 def build_optimizer(args, network):
+    """The optimiser; ASVFI's audio gates get `--gate-lr-mult` × the learning rate in a group of their own."""
+    gates = {id(p) for p in (network.audio.gates() if getattr(network, "uses_audio", False) else [])}
     trainable = [p for p in network.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in gates], "lr": float(args.lr)}]
+    if gates:
+        groups.append({"params": [p for p in trainable if id(p) in gates], "lr": float(args.lr) * args.gate_lr_mult})
     kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-    return kinds[args.optimizer](trainable, lr=float(args.lr), betas=(args.beta1, args.beta2))
+    return kinds[args.optimizer](groups, betas=(args.beta1, args.beta2))
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
@@ -229,7 +234,7 @@ def build_scheduler(args, optimizer, steps_per_epoch):
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))), False
     if args.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=float(args.lr),
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                                                    total_steps=args.epochs * steps_per_epoch), True
     return None, False
 

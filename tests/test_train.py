@@ -278,3 +278,21 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
     assert main.parse_args(["--data-root", str(tmp_path)]).dataset == "demo"
     (tmp_path / "UCF-101_split.csv").write_text("path\n")
     assert main.parse_args(["--data-root", str(tmp_path)]).dataset == "ucf101"
+
+
+def test_audio_gates_get_their_own_learning_rate():
+    network = model_lib.build_model(model_lib.default_config(width=0.125, audio_dim=32))
+    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99)
+    groups = train.build_optimizer(args, network).param_groups
+    gates = {id(p) for p in network.audio.gates()}
+    assert [g["lr"] for g in groups] == [pytest.approx(2e-3), pytest.approx(2e-2)]
+    assert {id(p) for p in groups[1]["params"]} == gates and len(gates) == 2
+    assert not gates & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(network.parameters()))
+
+
+def test_validation_scores_full_frames_unless_asked(demo_root):
+    args = main.parse_args(["--dataset", "demo", "--data-root", str(demo_root), "--crop", "64"])
+    assert args.val_crop == 0
+    _, val_set = train.build_datasets(args, train.Processes.current())
+    assert tuple(val_set[0]["inputs"].shape[-2:]) == (240, 320)
