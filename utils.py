@@ -989,12 +989,15 @@ def main(argv=None):
     demo.add_argument("--groups", type=int, default=6)
     demo.add_argument("--clips", type=int, default=2, help="clips per group")
     demo.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
+    demo.add_argument("--size", default="320x240", help="frame size WxH (the demo's default is UCF-101's 320x240)")
     args = parser.parse_args(argv)
     started = time.time()
     if args.command == "prepare":
         summary = prepare(args.data_root, args.dataset, args.dataset_dir, args.require_audio, args.extract_frames)
     else:
+        width, height = (int(v) for v in args.size.lower().split("x"))
         make_demo(args.out, seed=args.seed, groups=args.groups, clips=args.clips, frames=args.frames,
+                  width=width, height=height,
                   prepare_split=False)
         summary = prepare(args.out, dataset="demo")
     print(format_summary(summary))
