@@ -40,6 +40,7 @@ import torch.nn.functional as F
 import flow
 import vfips
 import weights
+from vfips import ScalingLayer
 
 # ----------------------------------------------------------------------------- PSNR
 
@@ -152,18 +153,6 @@ def ssim(pred, gt, data_range=1.0):
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)
 # (slice, torchvision `features` index) of the five AlexNet convolutions LPIPS taps after their ReLU.
 ALEXNET_CONVS = ((1, 0), (2, 3), (3, 6), (4, 8), (5, 10))
-
-
-class ScalingLayer(nn.Module):
-    """LPIPS' fixed input normalisation, kept as buffers so the state dict matches lpips'."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
-
-    def forward(self, x):
-        return (x - self.shift) / self.scale
 
 
 def _numbered(*layers):

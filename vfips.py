@@ -30,16 +30,16 @@ MERGE_CHANNELS = 32
 
 
 class ScalingLayer(nn.Module):
-    """LPIPS input scaling; stored in the checkpoint as two constant buffers."""
+    """LPIPS' fixed input normalisation (shared by LPIPS and VFIPS), kept as two constant buffers so
+    the state dicts match the references'. Works on (B, 3, H, W) frames and (B, T, 3, H, W) clips."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
 
-    def forward(self, clip):
-        """Broadcasts over the colour dimension of a (B, T, 3, H, W) clip."""
-        return (clip - self.shift) / self.scale
+    def forward(self, x):
+        return (x - self.shift) / self.scale
 
 
 def extractor_level(in_channels, out_channels):
