@@ -389,6 +389,9 @@ def unsqueeze2d(x):
     return x.reshape(b, c // 4, h * 2, w * 2)
 
 
+PRIOR_LOG_SD_BOUND = 3.0  # sd in [0.05, 20] latent units; finer densities come from the invertible layers
+
+
 def gaussian_log_prob(z, mean, log_sd):
     """Per-sample log N(z; mean, exp(log_sd)^2) summed over all dimensions."""
     log_p = -0.5 * math.log(2 * math.pi) - log_sd - 0.5 * (z - mean) ** 2 * torch.exp(-2 * log_sd)
@@ -463,12 +466,20 @@ class ZeroConv2d(nn.Module):
         return self.conv(x) * torch.exp(3 * self.log_gain)
 
 
+def bounded_log_scale(raw, offset=2.0):
+    """log(sigmoid(raw + offset) / sigmoid(offset)): 0 at raw = 0, at most log(1 + e^-offset)."""
+    return F.logsigmoid(raw + offset) + math.log1p(math.exp(-offset))
+
+
 class ConditionalAffineCoupling(nn.Module):
     """y_a = x_a * exp(s) + b, y_b = x_b with (s, b) = NN(x_b, condition).
 
-    s = tanh(raw) * exp(log_amplitude) keeps each step's scale bounded (stable training) while the
-    gradient reaches raw from the start (the network output is zero-initialised, so the step starts
-    as the identity).
+    s = log sigmoid(raw + 2) - log sigmoid(2) (Glow's sigmoid scale, divided by its value at raw = 0
+    so the zero-initialised step starts as the identity): a step expands by at most
+    1/sigmoid(2) = 1.135 however large raw gets. A symmetric bound such as s = tanh(raw) lets every
+    step expand by e when its input is large, and large inputs saturate raw: 48 steps then amplify
+    an outlier residual by up to e^48 (demo training diverged with NLL 2e15 that way). Volume
+    growth for typical data is left to the data-independent ActNorm and 1x1 convolutions.
     """
 
     def __init__(self, channels, cond_channels, hidden):
@@ -477,11 +488,10 @@ class ConditionalAffineCoupling(nn.Module):
         self.net = nn.Sequential(nn.Conv2d(channels - self.transformed + cond_channels, hidden, 3, padding=1),
                                  nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
                                  ZeroConv2d(hidden, 2 * self.transformed))
-        self.log_amplitude = nn.Parameter(torch.zeros(1, self.transformed, 1, 1))
 
     def scale_and_shift(self, x_b, condition):
         shift, raw = self.net(torch.cat([x_b, condition], 1)).chunk(2, dim=1)
-        return torch.tanh(raw) * self.log_amplitude.exp(), shift
+        return bounded_log_scale(raw), shift
 
     def forward(self, x, condition):
         x_a, x_b = x[:, :self.transformed], x[:, self.transformed:]
@@ -532,9 +542,12 @@ class FlowLevel(nn.Module):
         self.prior = ZeroConv2d(prior_in, 2 * self.latent_channels)
 
     def prior_parameters(self, kept, condition):
+        """Mean and log-sd of the conditional prior. The log-sd is squashed smoothly into
+        ±PRIOR_LOG_SD_BOUND: unbounded, one AdamW step could collapse it while |z - mean| was still
+        large, and the NLL of that batch exploded (demo training, step 25)."""
         prior_input = condition if self.final else torch.cat([kept, condition], 1)
         mean, log_sd = self.prior(prior_input).chunk(2, dim=1)
-        return mean, log_sd
+        return mean, PRIOR_LOG_SD_BOUND * torch.tanh(log_sd / PRIOR_LOG_SD_BOUND)
 
     def forward(self, x, condition):
         """Returns (kept half or None, latent z, log p(z), log|det|)."""

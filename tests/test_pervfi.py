@@ -144,8 +144,8 @@ def test_flow_step_logdet_equals_autograd_jacobian():
 
 def test_whole_flow_logdet_equals_autograd_jacobian():
     torch.manual_seed(0)
-    # a moderate perturbation keeps the 192x192 Jacobian well conditioned (cond ~ 200) for slogdet
-    glow = perturb(pervfi.ConditionalGlow([2, 3, 4], steps=2, hidden=8), std=0.05).double()
+    # a moderate perturbation keeps the 192x192 Jacobian well conditioned for slogdet while changing volume
+    glow = perturb(pervfi.ConditionalGlow([2, 3, 4], steps=2, hidden=8), std=0.1).double()
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 2 - 1
     conditions = [torch.randn(1, c, 8 // 2 ** (i + 1), 8 // 2 ** (i + 1), dtype=torch.float64)
                   for i, c in enumerate([2, 3, 4])]
@@ -157,6 +157,29 @@ def test_whole_flow_logdet_equals_autograd_jacobian():
     expected = jacobian_logdet(all_latents, x)
     assert abs(logdet.item() - expected.item()) < 1e-8
     assert abs(expected.item()) > 1.0
+
+
+def test_saturated_couplings_cannot_blow_up_an_outlier_residual():
+    # Regression (demo training: NLL 8.4 -> 5.9, then 2e15 and NaN): with s = tanh(raw) a coupling whose
+    # input is large saturates at s = 1 and multiplies its half by e, so 48 steps amplified an outlier
+    # residual by up to e^48. Each step may now expand by at most 1/sigmoid(2) = 1 + e^-2.
+    assert pervfi.bounded_log_scale(torch.zeros(1)).abs().item() < 1e-7  # identity at initialisation
+    assert abs(pervfi.bounded_log_scale(torch.tensor([50.0])).item() - math.log1p(math.exp(-2))) < 1e-6
+    torch.manual_seed(0)
+    channels, steps = [2, 3, 4], 4
+    glow = pervfi.ConditionalGlow(channels, steps=steps, hidden=8)
+    with torch.no_grad():
+        for level in glow.levels:
+            for step in level.steps:
+                step.coupling.net[-1].conv.bias[step.coupling.transformed:] = 10.0  # raw >> 0: expand
+    x = 4 * torch.rand(2, 3, 16, 16) - 2  # a residual far off the base
+    conditions = [torch.randn(2, c, 16 // 2 ** (i + 1), 16 // 2 ** (i + 1)) for i, c in enumerate(channels)]
+    latents, _, logdet = glow.encode(x, conditions)
+    # ActNorm is the identity and the 1x1 convolutions are rotations here, so only couplings change the norm
+    gain = torch.cat([z.flatten(1) for z in latents], 1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert (gain <= (1 + math.exp(-2)) ** (len(channels) * steps) + 1e-4).all(), gain  # was ~5000 with tanh
+    assert (gain > 1.2).all() and (logdet > 0).all()  # the couplings do expand, within the bound
+    assert (glow.decode(conditions, latents) - x).abs().max() < 1e-4
 
 
 # --- NLL --------------------------------------------------------------------------------------
