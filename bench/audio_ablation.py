@@ -12,6 +12,8 @@ inspected or evaluated like any other run. The report is written to `figs/audio_
 """
 import argparse
 import csv
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,12 +36,20 @@ def parse_args(argv):
     p.add_argument("--data-root", default="../data", help="the demo is generated under it on first use")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--width", type=float, default=0.125)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=int, default=128, help="random training crop; 0 = full frames")
+    p.add_argument("--size", default=None,
+                   help="WxH: generate the demo at this frame size in --data-root first (default: 320x240)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--windows-per-video", type=int, default=8)
     p.add_argument("--val-windows", type=int, default=200)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"])
     p.add_argument("--lr", default="6e-4", help="as typed: part of the run names")
+    p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "none"])
+    p.add_argument("--gate-lr-mult", type=float, default=1.0)
+    p.add_argument("--start-epoch", type=int, default=0, help="resume both arms after this many epochs")
+    p.add_argument("--tag-prefix", default="", help="prefix of the two run tags (e.g. tiny_ -> tiny_audio)")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the two arms at the same time, one process (and one thread) each")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None)
@@ -53,12 +63,33 @@ def training_flags(args, tag, audio):
              "--tag", tag, "--epochs", str(args.epochs), "--width", str(args.width), "--crop", str(args.crop),
              "--batch_size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
              "--val-windows", str(args.val_windows), "--optimizer", args.optimizer, "--lr", args.lr,
-             "--random_seed", str(args.seed), "--workers", str(args.workers), "--out-dir", args.out_dir]
+             "--random_seed", str(args.seed), "--workers", str(args.workers), "--out-dir", args.out_dir,
+             "--scheduler", args.scheduler, "--gate-lr-mult", str(args.gate_lr_mult),
+             "--start_epoch", str(args.start_epoch)]
     return flags + (["--device", args.device] if args.device else [])
 
 
 def log_path(args, tag):
-    return Path(args.out_dir) / "figs" / f"{utils.run_name(args.optimizer, args.lr, tag)}.csv"
+    return Path(args.out_dir) / "figs" / f"{utils.run_name(args.optimizer, args.lr, args.tag_prefix + tag)}.csv"
+
+
+def train_arms(args):
+    """Both arms through main.py: one after the other, or as two one-thread processes at once."""
+    runs = [(label, training_flags(args, args.tag_prefix + tag, audio)) for tag, audio, label in ARMS]
+    for label, flags in runs:
+        print(f"== {label}: python main.py {' '.join(flags)}")
+    if not args.parallel:
+        return all(train_entry.main(flags) == 0 for _, flags in runs)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *flags], env=env) for _, flags in runs]
+    return all(proc.wait() == 0 for proc in procs)
+
+
+def make_demo_at_size(args):
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    _, split_csv, _ = utils.dataset_paths(args.data_root, "demo")
+    if not split_csv.is_file():
+        utils.make_demo(args.data_root, width=width, height=height)
 
 
 def read_log(path):
@@ -81,13 +112,13 @@ def markdown_table(logs):
     return "\n".join(lines)
 
 
-def plot(logs, path):
+def plot(logs, path, title="Demo data: audio vs no audio"):
     figure = Figure(figsize=(6, 4), tight_layout=True)
     FigureCanvasAgg(figure)
     axis = figure.subplots()
     for tag, _, label in ARMS:
         axis.plot([r["epoch"] for r in logs[tag]], [r["val_psnr"] for r in logs[tag]], "o-", label=label)
-    axis.set(xlabel="epoch", ylabel="validation PSNR (dB)", title="Demo data: audio vs no audio")
+    axis.set(xlabel="epoch", ylabel="validation PSNR (dB)", title=title)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     axis.legend()
@@ -96,21 +127,21 @@ def plot(logs, path):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.report_only:
-        for tag, audio, label in ARMS:
-            print(f"== {label}: python main.py {' '.join(training_flags(args, tag, audio))}")
-            if train_entry.main(training_flags(args, tag, audio)) != 0:
-                raise SystemExit(f"training the {label} arm failed (see above)")
+    if args.size and not args.report_only:
+        make_demo_at_size(args)
+    if not args.report_only and not train_arms(args):
+        raise SystemExit("training an arm failed (see above)")
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
     command = "python tools.py audio_ablation " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k not in ("report_only", "out_dir", "device") and v is not None)
+        if k not in ("report_only", "out_dir", "device", "start_epoch", "parallel") and v is not None and v != "")
     report = f"{markdown_table(logs)}\n\nCommand: `{command}`\n"
     out = Path(args.out_dir) / "figs"
-    utils.atomic_write_text(out / "audio_ablation.md", report)
-    plot(logs, out / "audio_ablation.png")
+    name = f"{args.tag_prefix}audio_ablation"
+    utils.atomic_write_text(out / f"{name}.md", report)
+    plot(logs, out / f"{name}.png", title=f"Demo data{f' ({args.size})' if args.size else ''}: audio vs no audio")
     print(report)
-    print(f"wrote {out / 'audio_ablation.md'} and {out / 'audio_ablation.png'}")
+    print(f"wrote {out / name}.md and {out / name}.png")
     return 0
 
 
