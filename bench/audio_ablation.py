@@ -102,7 +102,8 @@ def read_log(path):
 def markdown_table(logs):
     """Validation PSNR (dB) per epoch for both arms, their difference, and each arm's best."""
     (_, _, name_a), (_, _, name_b) = ARMS
-    a, b = logs["audio"], logs["noaudio"]
+    common = min(len(logs["audio"]), len(logs["noaudio"]))  # an arm cut short is compared on the epochs both have
+    a, b = logs["audio"][:common], logs["noaudio"][:common]
     lines = [f"| epoch | {name_a} PSNR | {name_b} PSNR | audio − no audio |", "|---:|---:|---:|---:|"]
     for row_a, row_b in zip(a, b):
         lines.append(f"| {int(row_a['epoch'])} | {row_a['val_psnr']:.2f} | {row_b['val_psnr']:.2f} | "
