@@ -91,9 +91,15 @@ class VideoUNet(nn.Module):
         self.decoder_fusion_channels = enc[0]
 
     @staticmethod
-    def subtract_mean(frames):
-        """Per-sample, per-channel mean over time and space (FLAVR's CAIN-style normalisation)."""
-        mean = frames.mean(2, keepdim=True).mean(3, keepdim=True).mean(4, keepdim=True)
+    def subtract_mean(frames, mean=None):
+        """Per-sample, per-channel mean over time and space (FLAVR's CAIN-style normalisation).
+
+        A given `mean` (B, 3) replaces the frames' own: tiles of a large frame are centred by the
+        whole frame's mean, as the untiled network would centre them."""
+        if mean is None:
+            mean = frames.mean(2, keepdim=True).mean(3, keepdim=True).mean(4, keepdim=True)
+        else:
+            mean = mean.to(frames.dtype).view(frames.shape[0], frames.shape[1], 1, 1, 1)
         return frames - mean, mean
 
     def decode(self, features, fuse_bottleneck=None, fuse_decoder=None):
@@ -121,14 +127,14 @@ class VideoUNet(nn.Module):
     def leaky_relu(x):
         return F.leaky_relu(x, 0.2)
 
-    def predict(self, frames, fuse_bottleneck=None, fuse_decoder=None):
+    def predict(self, frames, fuse_bottleneck=None, fuse_decoder=None, frame_mean=None):
         """(B, 3, T, H, W) frames, any H, W -> (B, n_outputs, 3, H, W).
 
-        The mean is taken over the real pixels; the centred frames are replicate-padded to a
-        multiple of 8 and the prediction is cropped back (a no-op at FLAVR's sizes).
+        The mean is taken over the real pixels (or is `frame_mean`); the centred frames are
+        replicate-padded to a multiple of 8 and the prediction is cropped back (a no-op at FLAVR's sizes).
         """
         height, width = frames.shape[-2:]
-        centred, mean = self.subtract_mean(frames)
+        centred, mean = self.subtract_mean(frames, frame_mean)
         padded = pad_to_multiple(centred)
         out = self.decode(self.encoder(padded), fuse_bottleneck, fuse_decoder)[..., :height, :width]
         return out.unflatten(1, (self.n_outputs, 3)) + mean.squeeze(2).unsqueeze(1)

@@ -138,6 +138,8 @@ class Engine:
     def run_tiled(self, inputs, extra):
         """Overlapping tiles, blended back with weights that ramp down across the overlaps."""
         height, width = inputs.shape[-2:]
+        if getattr(self.network, "centres_frames", False):  # centre every tile as the whole frame is
+            extra = {**extra, "frame_mean": inputs.mean(dim=(1, 3, 4))}
         out = weight_sum = None
         for top in tile_starts(height, self.tile, self.tile_overlap):
             for left in tile_starts(width, self.tile, self.tile_overlap):

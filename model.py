@@ -333,6 +333,8 @@ class AudioBranch(nn.Module):
 class ASVFI(VideoUNet):
     """FLAVR video branch (same state_dict keys) + optional audio branch under `audio.*`."""
 
+    centres_frames = True  # forward accepts frame_mean (tiles use the whole frame's mean)
+
     def __init__(self, config):
         super().__init__(n_outputs=config["scale"] - 1, depth=config["depth"], width=config["width"],
                          encoder_bias=encoder_bias(config))
@@ -365,18 +367,19 @@ class ASVFI(VideoUNet):
 
         return hook(self.audio.bottleneck_fusion), hook(self.audio.decoder_fusion)
 
-    def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None):
+    def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None, frame_mean=None):
         """inputs (B, 4, 3, H, W) in [0, 1], any H, W -> {"pred": (B, scale - 1, 3, H, W)}.
 
         audio / audio_times (B, A): waveform and per-sample times; has_audio (B,) bool. Without
         audio (or with has_audio False) the learned "no audio" token stands in. `target` is
-        accepted for the shared model interface and unused.
+        accepted for the shared model interface and unused. `frame_mean` (B, 3) centres the frames
+        instead of their own mean (inference.py passes the whole frame's mean to each tile).
         """
         self._check_inputs(inputs, ts)
         fuse_bottleneck, fuse_decoder = self._fusion_hooks(audio, audio_times, has_audio, inputs.shape[0],
                                                            inputs.device)
         frames = inputs.transpose(1, 2)
-        return {"pred": self.predict(frames, fuse_bottleneck, fuse_decoder)}
+        return {"pred": self.predict(frames, fuse_bottleneck, fuse_decoder, frame_mean)}
 
 
 # ----------------------------------------------------------------------------- checkpoints

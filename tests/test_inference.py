@@ -317,23 +317,31 @@ def test_windows_replicate_edges_and_get_the_training_audio_segments():
 
 # ----------------------------------------------------------------------------- tiling
 def test_tiling_blends_the_tile_predictions_of_asvfi(network):
-    """Tiles of a frame larger than the tile get the same audio and batch, and are blended back: one
-    tile's own prediction where it alone covers a pixel, a convex mix of the covering tiles elsewhere.
+    """Tiles of a frame larger than the tile get the same audio, batch and centring (the whole frame's
+    mean, as untiled) and are blended back: one tile's own prediction where it alone covers a pixel,
+    a convex mix of the covering tiles elsewhere.
 
-    (A barely trained ASVFI is not local - FLAVR subtracts the mean of the whole input and its
-    receptive field spans the tile - so here tiled and untiled differ by the model, not the blending;
-    the blending itself is checked exactly against untiled output with a local model below.)
+    (A barely trained ASVFI is not local - its receptive field spans the tile - so here tiled and
+    untiled differ by the model, not the blending; the blending itself is checked exactly against
+    untiled output with a local model below.)
     """
     frames = np.stack(moving_frames(4, 80, 112))[None]
     audio, times = dataset.audio_segment(tone(0.3), 0.04, 0.08, 4160)
     tiled = inference.Engine(network, CPU, 2, tile=64, tile_overlap=16)(frames, audio[None], times[None], True)
-    plain = inference.Engine(network, CPU, 2)
+    as_inputs = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
+    whole_mean = as_inputs(frames).mean(dim=(1, 3, 4))
+
+    def tile_prediction(crop):
+        with torch.no_grad():
+            pred = network(as_inputs(crop), audio=torch.from_numpy(audio[None]), audio_times=torch.from_numpy(times[None]),
+                           has_audio=torch.tensor([True]), frame_mean=whole_mean)["pred"]
+        return (pred.clamp(0, 1) * 255).round()[0, 0].permute(1, 2, 0).numpy().astype(int)
+
     low, high = np.full(tiled.shape[2:], 255), np.zeros(tiled.shape[2:], int)
     predictions = {}
     for top in inference.tile_starts(80, 64, 16):
         for left in inference.tile_starts(112, 64, 16):
-            crop = np.ascontiguousarray(frames[:, :, top:top + 64, left:left + 64])
-            predictions[top, left] = plain(crop, audio[None], times[None], True)[0, 0].astype(int)
+            predictions[top, left] = tile_prediction(frames[:, :, top:top + 64, left:left + 64])
             region = (slice(top, top + 64), slice(left, left + 64))
             low[region] = np.minimum(low[region], predictions[top, left])
             high[region] = np.maximum(high[region], predictions[top, left])

@@ -319,3 +319,15 @@ def test_gradients_reach_the_audio_branch():
     for name in ("encoder.layers.0.weight", "bottleneck_fusion.query.weight", "decoder_fusion.key.weight",
                  "decoder_fusion.time_slope", "bottleneck_fusion.value.weight"):
         assert opened[name] is not None and opened[name].abs().sum() > 0, name
+
+
+def test_frame_mean_replaces_the_frames_own_mean():
+    """Tiled inference centres every tile by the whole frame's mean through `frame_mean`."""
+    net = build_model(tiny_config()).eval()
+    inputs = torch.rand(2, 4, 3, 32, 40)
+    own = inputs.mean(dim=(1, 3, 4))
+    with torch.no_grad():
+        plain = net(inputs)["pred"]
+        assert torch.allclose(net(inputs, frame_mean=own)["pred"], plain, atol=1e-6)
+        shifted = net(inputs, frame_mean=own + 0.1)["pred"]
+    assert (shifted - plain).abs().max() > 1e-3
