@@ -264,7 +264,8 @@ class VFIWindows(Dataset):
 
     # ------------------------------------------------------------------ one window
     def window(self, video_index, start, augmentation=Augmentation()):
-        """The item dict (CONTRACTS.md) of the window at `start` in video `video_index`."""
+        """The item dict of the window at `start` in video `video_index`: inputs (4,3,H,W), targets (s-1,3,H,W),
+        audio and audio_times (A,), has_audio, video, indices (4+s-1,), ts (s-1,)."""
         entry = self.videos[video_index]
         if not 0 <= start <= entry.n_frames - frames_needed(self.scale):
             raise IndexError(f"{entry.path}: window start {start} out of range for {entry.n_frames} frames "

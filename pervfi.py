@@ -616,7 +616,8 @@ class ConditionalGlow(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 class PerVFI(nn.Module):
-    """PerVFI with the ASVFI model interface (see CONTRACTS.md and the module docstring)."""
+    """PerVFI with the shared model interface of model.py: forward(inputs, audio, audio_times, has_audio,
+    ts, target) -> {"pred", and "nll" with a target} (see the module docstring)."""
 
     uses_audio = False
     arbitrary_t = True  # any t in (0, 1) in one pass: 4x/8x need no recursion

@@ -6,6 +6,7 @@
     python tools.py bench-metrics  # frames/s per metric
     python tools.py params         # parameter counts of the default models
     python tools.py inspect CKPT   # what a checkpoint holds
+    python tools.py audio_ablation # ASVFI with audio vs --audio none on the demo data (see README)
 
 Each benchmark lives in `bench/<name>.py` with a `main(argv)`; this file only dispatches.
 """
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
+NOT_BENCHMARKS = ("params", "inspect", "audio_ablation")
 
 
 def run_bench(name, argv):
@@ -29,7 +31,7 @@ def main(argv=None):
     commands = sorted(p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_"))
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("available:", ", ".join(f"bench-{c}" if c not in ("params", "inspect") else c for c in commands))
+        print("available:", ", ".join(c if c in NOT_BENCHMARKS else f"bench-{c}" for c in commands))
         return 0
     command, rest = argv[0], argv[1:]
     name = command[len("bench-"):] if command.startswith("bench-") else command

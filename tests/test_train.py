@@ -296,3 +296,15 @@ def test_validation_scores_full_frames_unless_asked(demo_root):
     assert args.val_crop == 0
     _, val_set = train.build_datasets(args, train.Processes.current())
     assert tuple(val_set[0]["inputs"].shape[-2:]) == (240, 320)
+
+
+def test_tools_inspect_describes_a_checkpoint(straight_run, capsys):
+    import tools
+    path = straight_run / f"weights/asvfi/{RUN}.pth"
+    assert tools.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    params = sum(t.numel() for t in load(path)["state_dict"].values() if t.is_floating_point())
+    assert "model      asvfi" in out and "epoch      2" in out and f"{params:,} floating-point values" in out
+    assert "width = 0.125" in out
+    with pytest.raises(SystemExit, match="checkpoint file not found"):
+        tools.main(["inspect", str(straight_run / "missing.pth")])
