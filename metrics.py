@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import flow
 import vfips
 import weights
-from vfips import ScalingLayer
+from vfips import ScalingLayer, unit_normalize
 
 # ----------------------------------------------------------------------------- PSNR
 
@@ -192,11 +192,6 @@ class NetLinLayer(nn.Module):
 
     def forward(self, x):
         return self.model(x)
-
-
-def unit_normalize(features, eps=1e-10):
-    """Divide each feature vector by its channel norm (+eps outside the sqrt, as lpips does)."""
-    return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
 class LPIPS(nn.Module):

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import flow as flowlib
+from resnet_3D import scaled_channels
 
 
 def default_pervfi_config(**overrides):
@@ -71,10 +72,6 @@ def build_pervfi(config, flow_estimator=None):
     if flow_estimator is not None:
         model.set_flow_estimator(flow_estimator)
     return model
-
-
-def scaled_channels(base, width, minimum=4):
-    return max(minimum, int(round(base * width)))
 
 
 def pyramid_channels(levels, width):

@@ -13,9 +13,9 @@ ENCODER_LAYERS = {"unet_18": (2, 2, 2, 2), "unet_34": (3, 4, 6, 3)}
 ENCODER_CHANNELS = (64, 128, 256, 512)
 
 
-def scaled_channels(channels, width):
-    """Channel count under the width multiplier (never below 4, so tiny test models still work)."""
-    return max(4, int(round(channels * width)))
+def scaled_channels(channels, width, minimum=4):
+    """Channel count under the width multiplier (never below `minimum`, so tiny test models still work)."""
+    return max(minimum, int(round(channels * width)))
 
 
 class SEGating(nn.Module):
