@@ -128,9 +128,7 @@ class Engine:
                      "has_audio": torch.full((len(windows),), has_audio, dtype=torch.bool, device=self.device)}
         if takes_any_t(self.network):
             extra["ts"] = (torch.arange(1, self.scale, device=self.device) / self.scale).expand(len(windows), -1)
-        dtype = torch.float16 if self.amp == "fp16" else torch.bfloat16
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype,
-                                             enabled=bool(self.amp) and self.device.type == "cuda"):
+        with torch.no_grad(), utils.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
         pred = pred.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         return pred.permute(0, 1, 3, 4, 2).cpu().numpy()

@@ -38,7 +38,6 @@ import model as model_lib
 import utils
 from dataset import VFIWindows
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BATCH_TENSORS = ("inputs", "targets", "audio", "audio_times", "has_audio", "ts")
 
 
@@ -248,14 +247,9 @@ def follow_schedule(scheduler, optimizer):
             group["lr"] = base * factor(scheduler.last_epoch)
 
 
-def autocast(args, device):
-    enabled = args.amp is not None and device.type == "cuda"
-    return torch.autocast(device.type, dtype=AMP_DTYPES.get(args.amp, torch.bfloat16), enabled=enabled)
-
-
 def predict(network, batch, args, device, target=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
-    with autocast(args, device):
+    with utils.autocast(device, args.amp):
         out = network(batch["inputs"], audio=batch["audio"], audio_times=batch["audio_times"],
                       has_audio=batch["has_audio"], ts=batch["ts"], target=target)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}

@@ -105,6 +105,15 @@ def atomic_write_text(path, text):
 
 
 # ----------------------------------------------------------------------------- devices
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device, amp):
+    """Mixed precision for `--amp bf16|fp16` on CUDA; a no-op without --amp or on another device."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16),
+                          enabled=bool(amp) and device.type == "cuda")
+
+
 def pick_device(name=None):
     """`--device` value → torch.device; default CUDA when present."""
     if name in (None, "", "auto"):
