@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 import utils
 
-AUDIO_RATE = 16000
+AUDIO_RATE = utils.AUDIO_RATE
 AUDIO_HOP = 160  # 10 ms: the mel front-end's hop; segment lengths are a multiple of it
 SCALES = (2, 4, 8)
 WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file

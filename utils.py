@@ -104,6 +104,9 @@ def atomic_write_text(path, text):
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+AUDIO_RATE = 16000  # every waveform the models see (and the prepare cache) is 16 kHz mono
+
+
 # ----------------------------------------------------------------------------- devices
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -380,7 +383,7 @@ def _chain_flush(frames):
     yield None
 
 
-def read_audio(path, rate=16000):
+def read_audio(path, rate=AUDIO_RATE):
     """Mono float32 waveform at `rate`, sample n at time n/rate on the container's timeline.
 
     Returns None when the file has no audio stream (or none of its audio decodes); callers treat that
@@ -723,7 +726,6 @@ def _progress(items, desc, show):
 # ----------------------------------------------------------------------------- data preparation
 SPLIT_COLUMNS = ["path", "category", "split", "fps", "n_frames", "width", "height", "has_audio", "audio_rate",
                  "duration"]
-AUDIO_CACHE_RATE = 16000
 _GROUP_PATTERN = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
@@ -845,7 +847,7 @@ def _examine_video(video, relative, audio_dir, frames_dir, extract_frames):
 def _read_audio_or_none(video):
     """A broken audio track makes a video audio-less, not unusable."""
     try:
-        return read_audio(video, AUDIO_CACHE_RATE)
+        return read_audio(video, AUDIO_RATE)
     except (ValueError, av.error.FFmpegError):
         return None
 
