@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import flow
 import vfips
 import weights
-from vfips import ScalingLayer, unit_normalize
+from vfips import LinLayer, ScalingLayer, unit_normalize
 
 # ----------------------------------------------------------------------------- PSNR
 
@@ -179,21 +179,6 @@ class AlexNetTaps(nn.Module):
         return taps
 
 
-class NetLinLayer(nn.Module):
-    """The learned non-negative 1x1 channel weighting of one layer.
-
-    Index 0 is lpips' Dropout, an identity at test time; it is an explicit identity here so the
-    metric stays deterministic even if a parent module is switched to training mode.
-    """
-
-    def __init__(self, channels):
-        super().__init__()
-        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
-
-    def forward(self, x):
-        return self.model(x)
-
-
 class LPIPS(nn.Module):
     """LPIPS v0.1 with the AlexNet trunk; state dict identical to `lpips.LPIPS(net='alex')`.
 
@@ -207,7 +192,7 @@ class LPIPS(nn.Module):
         self.scaling_layer = ScalingLayer()
         self.net = AlexNetTaps()
         for k, channels in enumerate(LPIPS_CHANNELS):
-            setattr(self, f"lin{k}", NetLinLayer(channels))
+            setattr(self, f"lin{k}", LinLayer(channels))
         self.lins = nn.ModuleList([getattr(self, f"lin{k}") for k in range(len(LPIPS_CHANNELS))])
         self.requires_grad_(False)
         self.eval()

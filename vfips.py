@@ -248,9 +248,10 @@ class MultiScaleV33(nn.Module):
 
 
 class LinLayer(nn.Module):
-    """1x1 conv to one channel, no bias. Position 0 holds the original's Dropout(0.5) (active only
-    in training); an identity there keeps the checkpoint key `model.1.weight` and makes the score
-    deterministic even if the caller forgets `eval()`."""
+    """LPIPS' learned non-negative 1x1 weighting of one layer to one channel, no bias (shared by
+    LPIPS and VFIPS). Position 0 holds the originals' Dropout (active only in training); an identity
+    there keeps the checkpoint key `model.1.weight` and makes the score deterministic even if the
+    caller forgets `eval()`."""
 
     def __init__(self, channels):
         super().__init__()
