@@ -1,4 +1,4 @@
-"""Shared helpers for the compatibility fixtures in ../shared/fixtures (see its README).
+"""Helpers for the compatibility fixtures in tests/fixtures (see its README).
 
 Every fixture fills its network's state_dict by one recipe: entry i of the FULL key list gets
 seed 1000 + i; >= 2-D tensors are randn / sqrt(fan-in), others 0.1 * randn. Fixtures with a
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def load_fixture(name):
