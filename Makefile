@@ -1,11 +1,14 @@
 # Two commands for a new user:
 #   make demo   install everything, then run the main job on the embedded demo data
 #   make test   install everything, then run the test suite
-# torch is pinned to 2.13.0 (a CPU-capable build); an unpinned torch would pull GBs of CUDA packages.
+# TORCH / TORCH_INDEX choose the torch build (see README, "Install"); the default pin keeps pip
+# from resolving an unpinned torch, which on Linux means several GB of CUDA packages.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 DATA_ROOT ?= ../data
 # The demo: a small ASVFI (width 0.125) on the synthetic audio-visual set, ~5 min of training on 2 CPU cores.
 DEMO_DATA := --dataset demo --data-root $(DATA_ROOT)
@@ -13,15 +16,19 @@ DEMO_RUN := --optimizer adamw --lr 2e-3
 DEMO_TRAIN ?= $(DEMO_RUN) --width 0.125 --crop 96 --batch_size 8 --windows-per-video 24 --val-windows 64 \
 	--gate-lr-mult 10 --epochs 6 --workers 1
 
+# One stamp per torch choice, so `make test TORCH=...` reinstalls instead of reusing another build.
+TORCH_STAMP := $(VENV)/.installed-$(shell printf '%s %s' '$(TORCH)' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
+
 .PHONY: install demo test clean
 
-install: $(VENV)/.installed
+install: $(TORCH_STAMP)
 
-$(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+$(TORCH_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed*
 	touch $@
 
 demo: install
