@@ -1,0 +1,208 @@
+"""Readers for the standard VFI test sets in their published folder layouts.
+
+| name              | layout (under root)                                          | inputs → target        |
+|-------------------|--------------------------------------------------------------|------------------------|
+| `flavr-ucf101`    | <sample>/frame0.png … frame3.png, framet.png (FLAVR           | 4 → 1, centre 224 crop |
+|                   | dataset/ucf101_test.py; samples in sorted order)              |                        |
+| `ucf101-triplets` | <sample>/frame_00.png, frame_01_gt.png, frame_02.png (DVF     | 2 → 1, whole 256x256   |
+|                   | "ucf101_interp_ours", 379 folders; RIFE/EMA-VFI UCF101.py)    |                        |
+| `vimeo-septuplet` | sep_testlist.txt / sep_trainlist.txt, sequences/<xxxxx>/<yyyy>/ | im1 im3 im5 im7 → im4  |
+|                   | im1.png … im7.png (FLAVR dataset/vimeo90k_septuplet.py)       | (FLAVR's "1357")       |
+
+A sample holds float32 (3, H, W) RGB frames in [0, 1] (PNG / 255, as torchvision's ToTensor),
+their times and an id. Times are in units of the interval between the two central inputs, 0
+being the input just before the target: FLAVR's four inputs are at −1, 0, 1, 2, the target at 0.5. RIFE's script reads
+frames with OpenCV (BGR); these readers return RGB, and the "rife" protocol records the order.
+
+A reader checks its whole layout when it is built and names the first missing file.
+`check_model_fits` refuses a model whose number of inputs differs from the set's (never padded).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import protocols
+
+
+class LayoutError(ValueError):
+    """A test-set folder does not have the published layout (the message names what is missing)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    inputs: tuple
+    targets: tuple
+    input_times: tuple
+    target_times: tuple
+
+
+def read_frame(path, crop=None):
+    """(3, H, W) float32 RGB in [0, 1] of an image file, after an optional protocol crop."""
+    with Image.open(path) as image:
+        pixels = np.array(image.convert("RGB"))
+    pixels = protocols.apply_frame_crop(pixels, crop)
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div(255)
+
+
+class FrameFolderSet:
+    """A test set whose samples are lists of frame files; subclasses say which files and times."""
+
+    name = ""
+    layout = ""
+    input_times = ()
+    target_times = ()
+    crop = None
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise LayoutError(f"{self.name}: {self.root} is not a folder; expected {self.layout}")
+        self.sample_ids = self.list_samples()
+        if not self.sample_ids:
+            raise LayoutError(f"{self.name}: no samples under {self.root}; expected {self.layout}")
+        for sample_id in self.sample_ids:
+            for path in self.input_files(sample_id) + self.target_files(sample_id):
+                if not path.is_file():
+                    raise LayoutError(f"{self.name}: missing {path}; expected {self.layout}")
+
+    @property
+    def n_inputs(self):
+        return len(self.input_times)
+
+    def __len__(self):
+        return len(self.sample_ids)
+
+    def __getitem__(self, index):
+        sample_id = self.sample_ids[index]
+        return Sample(id=sample_id,
+                      inputs=tuple(read_frame(p, self.crop) for p in self.input_files(sample_id)),
+                      targets=tuple(read_frame(p, self.crop) for p in self.target_files(sample_id)),
+                      input_times=self.input_times, target_times=self.target_times)
+
+    def list_samples(self):
+        raise NotImplementedError
+
+    def input_files(self, sample_id):
+        raise NotImplementedError
+
+    def target_files(self, sample_id):
+        raise NotImplementedError
+
+
+class SampleFolders(FrameFolderSet):
+    """One sub-folder per sample, in sorted order, each holding the same file names."""
+
+    input_names = ()
+    target_names = ()
+
+    def list_samples(self):
+        return sorted(entry.name for entry in self.root.iterdir() if entry.is_dir())
+
+    def input_files(self, sample_id):
+        return [self.root / sample_id / name for name in self.input_names]
+
+    def target_files(self, sample_id):
+        return [self.root / sample_id / name for name in self.target_names]
+
+
+class FlavrUCF101(SampleFolders):
+    """FLAVR's UCF101 test set: frame0..frame3 in, framet (between frame1 and frame2) out."""
+
+    name = "flavr-ucf101"
+    layout = "<root>/<sample>/frame0.png, frame1.png, frame2.png, frame3.png, framet.png"
+    input_names = ("frame0.png", "frame1.png", "frame2.png", "frame3.png")
+    target_names = ("framet.png",)
+    input_times = (-1.0, 0.0, 1.0, 2.0)
+    target_times = (0.5,)
+
+    def __init__(self, root, crop=protocols.get_protocol("flavr").frame_crop):
+        self.crop = crop
+        super().__init__(root)
+
+
+class UCF101Triplets(SampleFolders):
+    """The DVF UCF101 triplets RIFE and EMA-VFI report: frame_00, frame_02 in, frame_01_gt out."""
+
+    name = "ucf101-triplets"
+    layout = "<root>/<sample>/frame_00.png, frame_01_gt.png, frame_02.png (DVF ucf101_interp_ours)"
+    input_names = ("frame_00.png", "frame_02.png")
+    target_names = ("frame_01_gt.png",)
+    input_times = (0.0, 1.0)
+    target_times = (0.5,)
+
+
+class VimeoSeptuplet(FrameFolderSet):
+    """Vimeo-90K septuplets as FLAVR reads them: the sequences named in the split's list file.
+
+    input_frames: FLAVR's digits of the input frames ("1357": im1, im3, im5, im7; "35": im3, im5);
+    the target is always im4. Blank lines of the list file are skipped.
+    """
+
+    name = "vimeo-septuplet"
+    list_files = {"test": "sep_testlist.txt", "train": "sep_trainlist.txt"}
+    target_frame = 4
+
+    def __init__(self, root, split="test", input_frames="1357"):
+        if split not in self.list_files:
+            raise ValueError(f"{self.name}: unknown split {split!r}; known: {', '.join(self.list_files)}")
+        self.split = split
+        self.frame_numbers = self.parse_input_frames(input_frames)
+        half = len(self.frame_numbers) // 2
+        self.input_times = tuple(float(n - self.frame_numbers[half - 1]) / 2 for n in self.frame_numbers)
+        self.target_times = (float(self.target_frame - self.frame_numbers[half - 1]) / 2,)
+        self.layout = (f"<root>/{self.list_files[split]} (one <xxxxx>/<yyyy> per line) and "
+                       f"<root>/sequences/<xxxxx>/<yyyy>/im1.png … im7.png")
+        super().__init__(root)
+
+    @classmethod
+    def parse_input_frames(cls, digits):
+        """Frame numbers of FLAVR's input_frames string: 2 or 4 of 1..7, half before im4, half after."""
+        numbers = [int(c) for c in str(digits) if c.isdigit()]
+        half = len(numbers) // 2
+        valid = (len(numbers) == len(str(digits)) and len(numbers) in (2, 4) and numbers == sorted(set(numbers))
+                 and all(1 <= n < cls.target_frame for n in numbers[:half])
+                 and all(cls.target_frame < n <= 7 for n in numbers[half:]))
+        if not valid:
+            raise ValueError(f"vimeo-septuplet: input_frames {digits!r} must be 2 or 4 increasing frame "
+                             f"numbers of 1..7, half before {cls.target_frame} and half after (e.g. '1357', '35')")
+        return tuple(numbers)
+
+    def list_samples(self):
+        list_file = self.root / self.list_files[self.split]
+        if not list_file.is_file():
+            raise LayoutError(f"{self.name}: missing {list_file}; expected {self.layout}")
+        return [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+
+    def input_files(self, sample_id):
+        return [self.root / "sequences" / sample_id / f"im{n}.png" for n in self.frame_numbers]
+
+    def target_files(self, sample_id):
+        return [self.root / "sequences" / sample_id / f"im{self.target_frame}.png"]
+
+
+TESTSETS = {reader.name: reader for reader in (FlavrUCF101, UCF101Triplets, VimeoSeptuplet)}
+
+
+def open_testset(name, root, **options):
+    """The reader of a registered test set on `root`; a clear error listing the known names."""
+    try:
+        reader = TESTSETS[name]
+    except KeyError:
+        raise ValueError(f"unknown test set {name!r}; known: {', '.join(TESTSETS)}") from None
+    return reader(root, **options)
+
+
+def check_model_fits(n_model_inputs, testset):
+    """Refuse a model whose number of input frames differs from the test set's.
+
+    Published numbers on a 2-frame set come from 2-input models; padding a 4-input model with
+    repeated frames (as VFIBenchmark does for STMFNet) or dropping inputs changes the task.
+    """
+    if n_model_inputs != testset.n_inputs:
+        raise ValueError(f"a model taking {n_model_inputs} input frames cannot be scored on {testset.name}, "
+                         f"whose samples give {testset.n_inputs}; inputs are never padded or dropped "
+                         f"(use a set with {n_model_inputs}-frame samples)")
