@@ -28,10 +28,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-import utils
+import runs
+import video_io
+from utils import AUDIO_RATE, MEL_HOP
 
-AUDIO_RATE = utils.AUDIO_RATE
-AUDIO_HOP = 160  # 10 ms: the mel front-end's hop; segment lengths are a multiple of it
 SCALES = (2, 4, 8)
 WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file
 
@@ -93,8 +93,8 @@ def evaluation_starts(n_frames, scale, max_windows=None):
 def audio_samples_for(min_fps, scale):
     """Fixed segment length A: three frame intervals at the slowest frame rate plus 10 ms each
     side, rounded up to the 10 ms hop, so every window of the data set gets the same length."""
-    span = 3 * scale / float(min_fps) * AUDIO_RATE + 2 * AUDIO_HOP
-    return int(math.ceil(span / AUDIO_HOP)) * AUDIO_HOP
+    span = 3 * scale / float(min_fps) * AUDIO_RATE + 2 * MEL_HOP
+    return int(math.ceil(span / MEL_HOP)) * MEL_HOP
 
 
 def audio_segment(waveform, t0, t1, n_samples):
@@ -128,7 +128,7 @@ def read_split(csv_path, split=None):
     if not csv_path.is_file():
         raise FileNotFoundError(
             f"{csv_path}: split CSV not found; run `python utils.py prepare --data-root ...` "
-            f"(or utils.ensure_dataset for --dataset demo) first")
+            f"(or prepare.ensure_dataset for --dataset demo) first")
     table = pd.read_csv(csv_path)
     missing = {"path", "category", "split", "fps", "n_frames", "width", "height", "has_audio"} - set(table.columns)
     if missing:
@@ -169,7 +169,8 @@ class VFIWindows(Dataset):
             raise ValueError(f"windows_per_video must be >= 1, got {windows_per_video}")
         if crop is not None and min(_crop_size(crop)) < 1:
             raise ValueError(f"crop must be positive, got {crop}")
-        self.video_dir, self.csv_path, self.audio_dir = utils.dataset_paths(data_root, dataset)
+        paths = runs.dataset_paths(data_root, dataset)
+        self.video_dir, self.csv_path, self.audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
         self.frames_root = Path(frames_root) if frames_root is not None else None
         self.split, self.scale, self.train = split, int(scale), bool(train)
         self.crop = _crop_size(crop)
@@ -314,9 +315,9 @@ class VFIWindows(Dataset):
         """
         if self.frames_root is not None:
             folder = self.frames_root / Path(entry.path).with_suffix("")
-            return np.stack([utils.read_png_frames(folder, j, j + 1)[0] for j in indices]), list(range(len(indices)))
+            return np.stack([video_io.read_png_frames(folder, j, j + 1)[0] for j in indices]), list(range(len(indices)))
         first, last = min(indices), max(indices)
-        span = utils.read_frames(self.video_dir / entry.path, first, last + 1)
+        span = video_io.read_frames(self.video_dir / entry.path, first, last + 1)
         if len(span) != last + 1 - first:
             raise ValueError(f"{self.video_dir / entry.path}: decoded {len(span)} frames for [{first}, {last + 1}) "
                              f"but the split CSV says {entry.n_frames}; re-run prepare")
@@ -335,7 +336,7 @@ class VFIWindows(Dataset):
         """Per-frame times of a video (seconds), cached per worker."""
         if entry.path not in self._frame_times:
             path = self.video_dir / entry.path
-            self._frame_times[entry.path] = (np.asarray(utils.frame_times(path), dtype=np.float64)
+            self._frame_times[entry.path] = (np.asarray(video_io.frame_times(path), dtype=np.float64)
                                              if path.is_file() else np.arange(entry.n_frames) / entry.fps)
         return self._frame_times[entry.path]
 
@@ -351,7 +352,7 @@ class VFIWindows(Dataset):
         from the video (kept in a small per-worker cache); None for videos without audio."""
         if not entry.has_audio:
             return None
-        cached = utils.audio_cache_path(self.audio_dir, entry.path)
+        cached = runs.audio_cache_path(self.audio_dir, entry.path)
         if cached.is_file():
             return np.load(cached, mmap_mode="r")
         if entry.path not in self._waveforms:
@@ -364,8 +365,8 @@ class VFIWindows(Dataset):
     def _decode_audio(self, entry):
         path = self.video_dir / entry.path
         try:
-            waveform = utils.read_audio(path, rate=AUDIO_RATE)
-        except (ValueError, OSError, av.error.FFmpegError) as error:  # costs the sound, not the run
+            waveform = video_io.read_audio(path, rate=AUDIO_RATE)
+        except (video_io.MediaError, OSError, av.error.FFmpegError) as error:  # costs the sound, not the run
             warnings.warn(f"{path}: audio could not be decoded ({error}); using silence")
             return None
         if waveform is None:

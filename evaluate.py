@@ -37,8 +37,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+import checkpoints
 import metrics
+import runs
+import runtime
 import utils
+import video_io
 
 FRAME_CHUNK = 48  # frames read at a time: a multiple of the 12-frame VFIPS and 16-frame FVD windows
 DISPLAY = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "flolpips": "FloLPIPS", "vfips": "VFIPS",
@@ -71,7 +75,7 @@ def list_videos(gt_root, data_root=None, dataset=None):
     videos = [(folder.parent.name, folder.name) for folder in sorted(gt_root.glob("*/*"))
               if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "frame_00000.png").is_file()]
     if dataset:
-        split_csv = utils.dataset_paths(data_root, dataset)[1]
+        split_csv = runs.dataset_paths(data_root, dataset)["split_csv"]
         if not split_csv.is_file():
             raise SystemExit(f"--dataset {dataset}: {split_csv} not found")
         table = pd.read_csv(split_csv)
@@ -104,7 +108,7 @@ def check_pair(gt_folder, out_folder):
 
 def load_chunk(folder, start, stop, device):
     """Frames [start, stop) as contiguous (N, 3, H, W) float32 in [0, 1] on `device`."""
-    frames = torch.from_numpy(utils.read_png_frames(folder, start, stop)).to(device)
+    frames = torch.from_numpy(video_io.read_png_frames(folder, start, stop)).to(device)
     return frames.permute(0, 3, 1, 2).contiguous().float().div_(255)
 
 
@@ -211,7 +215,7 @@ class FeatureCache:
 
     def save(self, category, video, features):
         real, fake = features
-        utils.atomic_torch_save({"real": torch.from_numpy(real), "fake": torch.from_numpy(fake)},
+        checkpoints.save({"real": torch.from_numpy(real), "fake": torch.from_numpy(fake)},
                                 self.path(category, video))
 
     def load(self, category, video):
@@ -252,7 +256,7 @@ def set_level_fvd(rows, cache):
 
 def summarize(rows, built, unavailable, names, args, csv_path, cache):
     scored = [r for r in rows if not r["error"]]
-    summary = {"model": utils.DISPLAY_NAMES[args.model], "run": args.run, "scale": args.scale,
+    summary = {"model": runs.DISPLAY_NAMES[args.model], "run": args.run, "scale": args.scale,
                "epoch": args.epoch, "csv": str(csv_path), "videos": len(scored),
                "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in rows if r["error"]],
                "metrics": {}}
@@ -313,7 +317,7 @@ def write_summary(summary, csv_path):
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="asvfi", choices=list(utils.DISPLAY_NAMES))
+    p.add_argument("--model", default="asvfi", choices=list(runs.DISPLAY_NAMES))
     p.add_argument("-s", "--scale", type=int, default=2)
     p.add_argument("--optimizer", default="adamw", help="run name part (trained models); as in main.py")
     p.add_argument("--lr", default="6e-4", help="run name part, as typed (trained models)")
@@ -339,15 +343,15 @@ def parse_args(argv=None):
     if unknown or not args.metric_names:
         p.error(f"--metrics: unknown {unknown}; choose from {','.join(metrics.METRIC_NAMES)}")
     args.metric_names = list(dict.fromkeys(args.metric_names))
-    args.run = utils.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
+    args.run = runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = utils.pick_device(args.device)
-    out_root = utils.output_dir(args.data_root, args.model, args.scale, args.run)
-    gt_root = utils.gt_dir(args.data_root, args.scale)
+    device = runtime.pick_device(args.device)
+    out_root = runs.output_dir(args.data_root, args.model, args.scale, args.run)
+    gt_root = runs.gt_dir(args.data_root, args.scale)
     videos = list_videos(gt_root, args.data_root, args.dataset)
     videos = videos[:args.limit] if args.limit else videos
     if not out_root.is_dir():
@@ -357,7 +361,7 @@ def main(argv=None):
                                                allow_download=not args.offline, flow_name=args.flow)
     for name, reason in unavailable.items():
         print(f"{name}: unavailable ({reason})", file=sys.stderr)
-    csv_path = utils.eval_csv_path(args.model, args.run, args.scale)
+    csv_path = runs.eval_csv_path(args.model, args.run, args.scale)
     results = ResultsCSV(csv_path, csv_columns(args.metric_names, args.flow), restart=args.restart)
     cache = FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), restart=args.restart)
     todo = [v for v in videos if v not in results.done]

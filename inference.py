@@ -33,14 +33,17 @@ from PIL import Image
 from tqdm import tqdm
 
 import dataset
+import prepare
+import runs
+import runtime
+import video_io
 import model as model_lib
-import utils
 from baselines import BASELINES, build_baseline
+from utils import AUDIO_RATE
 
-AUDIO_RATE = dataset.AUDIO_RATE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # What a broken or unsupported input file raises; anything else is a bug and stops the run.
-UNREADABLE_ERRORS = (OSError, ValueError, av.error.FFmpegError)
+UNREADABLE_ERRORS = (OSError, ValueError, video_io.MediaError, av.error.FFmpegError)
 
 
 class InputError(ValueError):
@@ -51,11 +54,11 @@ class InputError(ValueError):
 def checkpoint_file(args):
     if args.weights:
         return Path(args.weights)
-    return utils.checkpoint_path(args.model, utils.run_name(args.optimizer, args.lr, args.tag), args.epoch)
+    return runs.checkpoint_path(args.model, runs.run_name(args.optimizer, args.lr, args.tag), args.epoch)
 
 
 def run_of(args):
-    return utils.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
+    return runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
 
 
 def missing_weights_message(args, path):
@@ -128,7 +131,7 @@ class Engine:
                      "has_audio": torch.full((len(windows),), has_audio, dtype=torch.bool, device=self.device)}
         if takes_any_t(self.network):
             extra["ts"] = (torch.arange(1, self.scale, device=self.device) / self.scale).expand(len(windows), -1)
-        with torch.no_grad(), utils.autocast(self.device, self.amp):
+        with torch.no_grad(), runtime.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
         pred = pred.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         return pred.permute(0, 1, 3, 4, 2).cpu().numpy()
@@ -256,7 +259,7 @@ def open_source(path, folder_fps=25.0):
             raise InputError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         width, height = Image.open(images[0]).size
         return Source(path, folder_fps, len(images), width, height, False, images)
-    info = utils.probe(path)
+    info = video_io.probe(path)
     if info.n_frames < 1:
         raise InputError(f"{path}: no decodable video frames")
     return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio)
@@ -272,8 +275,8 @@ def source_frames(source):
                                  f"{source.width}x{source.height}")
             yield frame, index / source.fps
         return
-    times = utils.frame_times(source.path)
-    for index, frame in enumerate(utils.iter_frames(source.path)):
+    times = video_io.frame_times(source.path)
+    for index, frame in enumerate(video_io.iter_frames(source.path)):
         yield frame, float(times[index]) if index < len(times) else index / source.fps
 
 
@@ -285,7 +288,7 @@ def load_wave(source):
         warnings.warn(f"{source.path}: no audio stream; the output video is written without audio", stacklevel=2)
         return None
     try:
-        wave = utils.read_audio(source.path, AUDIO_RATE)
+        wave = video_io.read_audio(source.path, AUDIO_RATE)
     except UNREADABLE_ERRORS as error:  # a broken soundtrack costs the sound, not the video
         wave, why = None, f"audio could not be decoded ({error})"
     else:
@@ -360,15 +363,15 @@ def write_test_video(source, dest, engines, scale, batch, write_gt):
             if index == n_out:
                 break
             if tmp_gt is not None:
-                utils.write_png_frames(tmp_gt, [frame], start=index)
+                video_io.write_png_frames(tmp_gt, [frame], start=index)
             if index % scale == 0:
                 yield frame, time
 
     written = 0
     audio = None if wave is None else source.path
-    with utils.VideoWriter(tmp_mp4, source.fps, source.width, source.height, audio_from=audio) as writer:
+    with video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height, audio_from=audio) as writer:
         for frame, _ in interpolate_video(inputs(), engines, wave, batch, source.fps / scale):
-            utils.write_png_frames(tmp_frames, [frame], start=written)
+            video_io.write_png_frames(tmp_frames, [frame], start=written)
             writer.write(frame)
             written += 1
     if written != n_out:
@@ -390,14 +393,15 @@ def shard(items):
 def run_test_split(args, device):
     network = load_model(args, device)
     engines = build_engines(network, device, args.scale, args)
-    name = args.dataset or utils.default_dataset(args.data_root)
-    video_dir, split_csv, _ = utils.ensure_dataset(args.data_root, name)
+    name = args.dataset or runs.default_dataset(args.data_root)
+    paths = prepare.ensure_dataset(args.data_root, name)
+    video_dir, split_csv = paths["videos"], paths["split_csv"]
     entries = dataset.read_split(split_csv, "test")
     entries = shard(entries[:args.limit] if args.limit else entries)
-    out_root = utils.output_dir(args.data_root, args.model, args.scale, run_of(args))
-    gt_root = utils.gt_dir(args.data_root, args.scale)
+    out_root = runs.output_dir(args.data_root, args.model, args.scale, run_of(args))
+    gt_root = runs.gt_dir(args.data_root, args.scale)
     written, skipped, failures = 0, 0, []
-    for entry in tqdm(entries, desc=f"{utils.DISPLAY_NAMES[args.model]} {args.scale}x", unit="video"):
+    for entry in tqdm(entries, desc=f"{runs.DISPLAY_NAMES[args.model]} {args.scale}x", unit="video"):
         dest = Destination.of(out_root, gt_root, entry.path)
         if dest.finished() and not args.overwrite:
             skipped += 1
@@ -450,7 +454,7 @@ def run_single(args, device):
     written = 0
     audio = None if wave is None else source.path
     # VideoWriter writes to a temporary file and renames it on success: no half-written output.
-    with utils.VideoWriter(output, source.fps * args.scale, source.width, source.height, audio_from=audio) as writer:
+    with video_io.VideoWriter(output, source.fps * args.scale, source.width, source.height, audio_from=audio) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)
         for frame, _ in tqdm(stream, total=expected, desc=f"{args.scale}x", unit="frame"):
             writer.write(frame)
@@ -510,7 +514,7 @@ def torchrun_device(device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torchrun_device(utils.pick_device(args.device))
+    device = torchrun_device(runtime.pick_device(args.device))
     torch.manual_seed(args.seed)
     if args.input:
         return run_single(args, device)

@@ -25,8 +25,9 @@ import sys
 import torch
 import torch.distributed as dist
 
+import runs
+import runtime
 import train
-import utils
 import weights
 
 PRESETS = {
@@ -112,7 +113,7 @@ def resolve_defaults(args, parser):
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.dataset is None:
-        args.dataset = utils.default_dataset(args.data_root)
+        args.dataset = runs.default_dataset(args.data_root)
     if args.model == "pervfi":
         given = [flag for flag, key in (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"))
                  if getattr(args, key) is not None]
@@ -136,7 +137,7 @@ def parse_args(argv=None):
 
 def setup_distributed(device_name):
     """(device, distributed?) — torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; one process otherwise."""
-    device = utils.pick_device(device_name)
+    device = runtime.pick_device(device_name)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device, False
     local_rank = int(os.environ["LOCAL_RANK"])

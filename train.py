@@ -32,10 +32,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+import checkpoints
 import losses
 import metrics
-import model as model_lib
+import prepare
+import runs
+import runtime
 import utils
+import model as model_lib
 from dataset import VFIWindows
 
 BATCH_TENSORS = ("inputs", "targets", "audio", "audio_times", "has_audio", "ts")
@@ -100,17 +104,17 @@ class RunPaths:
 
     @property
     def latest(self):
-        return self.root / utils.checkpoint_path(self.model, self.run)
+        return self.root / runs.checkpoint_path(self.model, self.run)
 
     @property
     def best(self):
         """`best_<model>.pth` (DESIGN §3); a tagged run (an ablation arm) gets `best_<model>_<tag>.pth`
         so that it never replaces the main run's best model."""
-        path = self.root / utils.best_checkpoint_path(self.model)
+        path = self.root / runs.best_checkpoint_path(self.model)
         return path.with_name(f"{path.stem}_{self.tag}{path.suffix}") if self.tag else path
 
     def snapshot(self, epoch):
-        return self.root / utils.checkpoint_path(self.model, self.run, epoch)
+        return self.root / runs.checkpoint_path(self.model, self.run, epoch)
 
     @property
     def figure(self):
@@ -122,7 +126,7 @@ class RunPaths:
 
 
 def run_paths(args):
-    return RunPaths(Path(args.out_dir), args.model, utils.run_name(args.optimizer, args.lr, args.tag), args.tag)
+    return RunPaths(Path(args.out_dir), args.model, runs.run_name(args.optimizer, args.lr, args.tag), args.tag)
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -164,7 +168,7 @@ def build_datasets(args, procs):
     Process 0 generates the demo data on first use while the others wait.
     """
     if procs.is_main:
-        utils.ensure_dataset(args.data_root, args.dataset)
+        prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
     crop = args.crop or None
     train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, crop=crop, train=True,
@@ -249,7 +253,7 @@ def follow_schedule(scheduler, optimizer):
 
 def predict(network, batch, args, device, target=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
-    with utils.autocast(device, args.amp):
+    with runtime.autocast(device, args.amp):
         out = network(batch["inputs"], audio=batch["audio"], audio_times=batch["audio_times"],
                       has_audio=batch["has_audio"], ts=batch["ts"], target=target)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
@@ -355,11 +359,11 @@ def checkpoint_dict(args, config, network, optimizer, scheduler, scaler, epoch, 
 
 def save_epoch(checkpoint, paths, args, is_best):
     """Latest (always), best (when val PSNR improved), epoch snapshot (with --save-every)."""
-    utils.atomic_torch_save(checkpoint, paths.latest)
+    checkpoints.save(checkpoint, paths.latest)
     if is_best:
-        utils.atomic_torch_save(checkpoint, paths.best)
+        checkpoints.save(checkpoint, paths.best)
     if args.save_every and checkpoint["epoch"] % args.save_every == 0:
-        utils.atomic_torch_save(checkpoint, paths.snapshot(checkpoint["epoch"]))
+        checkpoints.save(checkpoint, paths.snapshot(checkpoint["epoch"]))
 
 
 def resume_checkpoint(args, paths, config):
@@ -508,7 +512,7 @@ def train(args):
         procs.barrier()
 
     if args.save_rank_states:
-        utils.atomic_torch_save(network.state_dict(), Path(args.save_rank_states) / f"rank{procs.rank}.pth")
+        checkpoints.save(network.state_dict(), Path(args.save_rank_states) / f"rank{procs.rank}.pth")
     if procs.is_main:
         print(f"done: {paths.latest} (best {best_psnr:.2f} dB: {paths.best}); curves {paths.figure}")
     return history

@@ -26,6 +26,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import main as train_entry  # noqa: E402
+import prepare  # noqa: E402
+import runs  # noqa: E402
 import utils  # noqa: E402
 
 ARMS = (("audio", "mel", "ASVFI (audio)"), ("noaudio", "none", "ASVFI (no audio)"))
@@ -70,26 +72,24 @@ def training_flags(args, tag, audio):
 
 
 def log_path(args, tag):
-    return Path(args.out_dir) / "figs" / f"{utils.run_name(args.optimizer, args.lr, args.tag_prefix + tag)}.csv"
+    return Path(args.out_dir) / "figs" / f"{runs.run_name(args.optimizer, args.lr, args.tag_prefix + tag)}.csv"
 
 
 def train_arms(args):
     """Both arms through main.py: one after the other, or as two one-thread processes at once."""
-    runs = [(label, training_flags(args, args.tag_prefix + tag, audio)) for tag, audio, label in ARMS]
-    for label, flags in runs:
+    arms = [(label, training_flags(args, args.tag_prefix + tag, audio)) for tag, audio, label in ARMS]
+    for label, flags in arms:
         print(f"== {label}: python main.py {' '.join(flags)}")
     if not args.parallel:
-        return all(train_entry.main(flags) == 0 for _, flags in runs)
+        return all(train_entry.main(flags) == 0 for _, flags in arms)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *flags], env=env) for _, flags in runs]
+    procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *flags], env=env) for _, flags in arms]
     return all(proc.wait() == 0 for proc in procs)
 
 
 def make_demo_at_size(args):
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    _, split_csv, _ = utils.dataset_paths(args.data_root, "demo")
-    if not split_csv.is_file():
-        utils.make_demo(args.data_root, width=width, height=height)
+    if not runs.dataset_paths(args.data_root, "demo")["split_csv"].is_file():
+        prepare.build_demo(args.data_root, size=prepare.parse_size(args.size))
 
 
 def read_log(path):

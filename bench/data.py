@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import dataset as windows  # noqa: E402
-import utils  # noqa: E402
+import prepare  # noqa: E402
 
 
 def parse_args(argv):
@@ -44,7 +44,7 @@ def parse_args(argv):
 
 def build_dataset(args):
     if args.dataset == "demo":
-        utils.ensure_dataset(args.data_root, args.dataset)
+        prepare.ensure_dataset(args.data_root, args.dataset)
     return windows.VFIWindows(args.data_root, args.dataset, args.split, args.scale, crop=args.crop, train=True,
                               windows_per_video=args.windows_per_video, frames_root=args.frames_root, seed=0)
 

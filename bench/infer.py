@@ -29,9 +29,10 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import checkpoints  # noqa: E402
 import inference  # noqa: E402
+import video_io  # noqa: E402
 import model as model_lib  # noqa: E402
-import utils  # noqa: E402
 
 
 def parse_args(argv):
@@ -124,7 +125,7 @@ def measure_length(args):
     started = time.perf_counter()
     inference.main(argv)
     seconds = time.perf_counter() - started
-    info = utils.probe(output)
+    info = video_io.probe(output)
     return {"video": Path(args.video).name, "frames_out": info.n_frames, "seconds": seconds,
             "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb(torch.device(args.device))}
 
@@ -146,7 +147,7 @@ def generated_video(work, n_frames, width=320, height=240, fps=25):
     path = Path(work) / f"pan_{n_frames}f_{width}x{height}.mp4"
     if not path.is_file():
         wave = (0.2 * np.sin(2 * np.pi * 330 * np.arange(int(16000 * n_frames / fps)) / 16000)).astype(np.float32)
-        with utils.VideoWriter(path, fps, width, height, audio=(wave, 16000)) as writer:
+        with video_io.VideoWriter(path, fps, width, height, audio=(wave, 16000)) as writer:
             for frame, _ in clip(n_frames, width, height):
                 writer.write(frame)
     return path
@@ -156,7 +157,7 @@ def tiny_checkpoint(work, args):
     """A random ASVFI of --width saved as a checkpoint, for length runs with --length-model asvfi."""
     path = Path(work) / f"asvfi_w{args.width}.pth"
     config = model_lib.default_config(scale=2, width=args.width, audio=args.audio)
-    utils.atomic_torch_save({"model": "asvfi", "config": config,
+    checkpoints.save({"model": "asvfi", "config": config,
                              "state_dict": model_lib.build_model(config).state_dict()}, path)
     return path
 

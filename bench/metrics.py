@@ -26,7 +26,7 @@ from skimage.metrics import structural_similarity  # noqa: E402
 
 import flow  # noqa: E402
 import metrics  # noqa: E402
-import utils  # noqa: E402
+import runtime  # noqa: E402
 import vfips  # noqa: E402
 import weights  # noqa: E402
 
@@ -145,7 +145,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = utils.pick_device(args.device)
+    device = runtime.pick_device(args.device)
     print(f"before: {load_line()}")
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), "
           f"{args.width}x{args.height}, {args.frames} frames per pass, fastest of {args.repeats}")

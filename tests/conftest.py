@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import utils
+import prepare
 
 # Small but complete: 2 categories x 4 groups x 1 clip, 48 frames at the real 320x240 / 25 fps.
-# Groups g01 → test, g04 → val, g02-g03 → train (utils.assign_splits), so every split has videos.
-DEMO_TEST_SIZE = dict(categories=["PulsingDisc", "BouncingBall"], groups=4, clips=1, frames=48,
-                      width=320, height=240)
+# Groups g01 → test, g04 → val, g02-g03 → train (prepare.assign_splits), so every split has videos.
+DEMO_TEST_SIZE = dict(categories=["PulsingDisc", "BouncingBall"], groups=4, clips=1, frames=48, size=(320, 240))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,5 +33,5 @@ def _seed_everything():
 def demo_root(tmp_path_factory):
     """Data root holding a small demo set: `--dataset demo --data-root <demo_root>` works on it."""
     root = tmp_path_factory.mktemp("demo_data")
-    utils.make_demo(root, seed=0, show_progress=False, **DEMO_TEST_SIZE)
+    prepare.build_demo(root, seed=0, show_progress=False, **DEMO_TEST_SIZE)
     return root

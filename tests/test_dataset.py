@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 import dataset
+import runs
 import utils
+import video_io
 from dataset import Augmentation, VFIWindows
 
 FPS, HEIGHT, WIDTH, N_FRAMES = 25, 48, 64, 30
@@ -41,7 +43,7 @@ def click_track(n_frames):
 
 
 def write_video(path, n_frames, audio):
-    with utils.VideoWriter(path, FPS, WIDTH, HEIGHT, audio=audio) as writer:
+    with video_io.VideoWriter(path, FPS, WIDTH, HEIGHT, audio=audio) as writer:
         for j in range(n_frames):
             writer.write(coded_frame(j))
 
@@ -50,7 +52,7 @@ def write_split(root, relative_paths, has_audio_override=None):
     """Split CSV from the files' probes, every video in 'train' (tests pick train/eval mode themselves)."""
     rows = []
     for relative in relative_paths:
-        info = utils.probe(root / "demo" / relative)
+        info = video_io.probe(root / "demo" / relative)
         has_audio = info.has_audio if has_audio_override is None else has_audio_override.get(relative, info.has_audio)
         rows.append(dict(path=relative, category=relative.split("/")[0], split="train", fps=info.fps,
                          n_frames=info.n_frames, width=info.width, height=info.height, has_audio=has_audio,
@@ -72,9 +74,9 @@ def tiny_root(tmp_path_factory):
     write_split(root, videos)
     for relative in videos:
         stem = relative.rsplit(".", 1)[0]
-        n = utils.probe(root / "demo" / relative).n_frames
-        utils.write_png_frames(root / "coded_imgs" / stem, [coded_frame(j) for j in range(n)])
-        utils.write_png_frames(root / "demo_imgs" / stem, utils.iter_frames(root / "demo" / relative))
+        n = video_io.probe(root / "demo" / relative).n_frames
+        video_io.write_png_frames(root / "coded_imgs" / stem, [coded_frame(j) for j in range(n)])
+        video_io.write_png_frames(root / "demo_imgs" / stem, video_io.iter_frames(root / "demo" / relative))
     return root
 
 
@@ -217,7 +219,7 @@ def test_decoded_windows_hold_the_frames_at_their_indices(tiny_root):
     data = windows(tiny_root, 8, train=True, windows_per_video=2, hflip=False)  # reversal stays on
     for index in range(len(data)):
         item = data[index]
-        decoded = utils.read_frames(tiny_root / "demo" / item["video"], 0, N_FRAMES)
+        decoded = video_io.read_frames(tiny_root / "demo" / item["video"], 0, N_FRAMES)
         expected = torch.from_numpy(decoded[item["indices"].numpy()]).permute(0, 3, 1, 2).float() / 255
         assert torch.equal(all_frames(item), expected)
         red = (all_frames(item)[:, 0].mean((1, 2)) * 255 - 4) / 8
@@ -258,7 +260,7 @@ def test_click_lands_at_its_frame_time(tiny_root, relative, scale, reverse):
     item = data.window(video_index(data, relative), start, Augmentation(reverse=reverse))
     assert item["has_audio"].item() is True
     assert item["audio"].shape == (dataset.audio_samples_for(FPS, scale),)
-    times = utils.frame_times(tiny_root / "demo" / relative)
+    times = video_io.frame_times(tiny_root / "demo" / relative)
     interval = times[start + 2 * scale] - times[start + scale]
     expected = (times[CLICK_FRAME] - times[start + scale]) / interval
     assert abs(expected - 1 / scale) < 1e-6
@@ -273,7 +275,7 @@ def test_audio_segment_covers_the_window_and_is_silent_past_the_file(tiny_root, 
     data = windows(tiny_root, scale)
     item = data.window(video_index(data, CODED), 0)
     times = item["audio_times"].double()
-    assert len(times) % dataset.AUDIO_HOP == 0
+    assert len(times) % utils.MEL_HOP == 0
     assert times[0] <= -1 and times[-1] >= 2  # [t(i), t(i+3s)] in target-interval units
     step = times.diff()
     assert torch.allclose(step, torch.full_like(step, FPS / scale / RATE), rtol=2e-3)  # float32 times
@@ -303,14 +305,14 @@ def test_audio_cache_is_read_instead_of_decoding(tiny_root, tmp_path, monkeypatc
     (tmp_path / "demo").symlink_to(tiny_root / "demo")
     shutil.copy(tiny_root / "demo_split.csv", tmp_path / "demo_split.csv")
     decoded = windows(tiny_root, 4).window(0, 3)
-    waveform = utils.read_audio(tiny_root / "demo" / CODED, RATE)
-    cache = utils.audio_cache_path(utils.dataset_paths(tmp_path, "demo")[2], CODED)
+    waveform = video_io.read_audio(tiny_root / "demo" / CODED, RATE)
+    cache = runs.audio_cache_path(runs.dataset_paths(tmp_path, "demo")["audio"], CODED)
     cache.parent.mkdir(parents=True)
     np.save(cache, waveform)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("audio decoded although the cache exists")
-    monkeypatch.setattr(utils, "read_audio", no_decoding)
+    monkeypatch.setattr(video_io, "read_audio", no_decoding)
     cached = windows(tmp_path, 4).window(0, 3)
     assert cached["video"] == CODED
     assert_items_equal(cached, decoded)

@@ -15,7 +15,8 @@ from skimage.metrics import structural_similarity
 
 import evaluate
 import inference
-import utils
+import runs
+import video_io
 import weights
 
 SCALE = 2
@@ -63,8 +64,8 @@ def data(tmp_path, monkeypatch):
     for (category, video), n_frames in VIDEOS.items():
         gt = moving_pattern(rng, n_frames, 24, 30)
         frames[category, video] = gt
-        write_frames(utils.gt_dir(root, SCALE) / category / video, gt)
-        write_frames(utils.output_dir(root, "blend", SCALE) / category / video, blend_of_neighbours(gt, SCALE))
+        write_frames(runs.gt_dir(root, SCALE) / category / video, gt)
+        write_frames(runs.output_dir(root, "blend", SCALE) / category / video, blend_of_neighbours(gt, SCALE))
     return root, frames
 
 
@@ -84,7 +85,7 @@ def expected_scores(gt, scale):
 
 
 def csv_path():
-    return utils.eval_csv_path("blend", None, SCALE)
+    return runs.eval_csv_path("blend", None, SCALE)
 
 
 def test_psnr_ssim_columns_match_independent_computation(data, capsys):
@@ -137,7 +138,7 @@ def test_interrupted_run_resumes_to_the_same_csv_without_duplicates(data, monkey
 
 def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys):
     root, frames = data
-    out_root = utils.output_dir(root, "blend", SCALE)
+    out_root = runs.output_dir(root, "blend", SCALE)
     short = out_root / "Alpha" / "v_Alpha_g01_c02" / "frame_00006.png"
     short.unlink()  # one frame short
     resized = out_root / "Beta" / "v_Beta_g01_c01"
@@ -158,7 +159,7 @@ def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys
     table = pd.read_csv(csv_path(), keep_default_na=False)
     assert list(table["video"]) == [v for _, v in sorted(VIDEOS)] and list(table["error"] == "") == [True, True, False]
     with pytest.raises(evaluate.VideoMismatch, match="no generated frames"):
-        evaluate.check_pair(utils.gt_dir(root, SCALE) / "Beta" / "v_Beta_g01_c01", out_root / "Beta" / "missing")
+        evaluate.check_pair(runs.gt_dir(root, SCALE) / "Beta" / "v_Beta_g01_c01", out_root / "Beta" / "missing")
 
 
 def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, capsys):
@@ -182,10 +183,10 @@ def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, ca
 
 def test_missing_output_or_ground_truth_folders_are_clear_errors(data):
     root, _ = data
-    shutil.rmtree(utils.output_dir(root, "blend", SCALE))
+    shutil.rmtree(runs.output_dir(root, "blend", SCALE))
     with pytest.raises(SystemExit, match="no generated frames; run inference.py"):
         run(root)
-    shutil.rmtree(utils.gt_dir(root, SCALE))
+    shutil.rmtree(runs.gt_dir(root, SCALE))
     with pytest.raises(SystemExit, match="no ground-truth frames; run inference.py"):
         run(root)
 
@@ -205,8 +206,8 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
     rng = np.random.default_rng(1)
     for index, n_frames in enumerate((17, 33, 12)):
         gt = moving_pattern(rng, n_frames, 16, 20)
-        write_frames(utils.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
-        write_frames(utils.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
+        write_frames(runs.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
+        write_frames(runs.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
                      blend_of_neighbours(gt, SCALE))
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
@@ -238,8 +239,8 @@ def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatc
     table = pd.read_csv(csv_path())
     assert len(table) == 1 and table.loc[0, "error"] != table.loc[0, "error"]  # NaN: no error
     folder = Path(table.loc[0, "category"]) / table.loc[0, "video"]
-    gt = utils.read_png_frames(utils.gt_dir(root, 2) / folder) / 255.0
-    out = utils.read_png_frames(utils.output_dir(root, "blend", 2) / folder) / 255.0
+    gt = video_io.read_png_frames(runs.gt_dir(root, 2) / folder) / 255.0
+    out = video_io.read_png_frames(runs.output_dir(root, "blend", 2) / folder) / 255.0
     psnr = np.mean([10 * np.log10(1 / np.mean((out[i] - gt[i]) ** 2)) for i in range(1, len(gt), 2)])
     assert table.loc[0, "psnr"] == pytest.approx(psnr, abs=1e-6)
     assert table.loc[0, "generated"] == len(gt) // 2

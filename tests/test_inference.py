@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+import checkpoints
 import dataset
 import inference
 import model
-import utils
+import video_io
 
 TINY = dict(width=0.125, audio_dim=32, audio_heads=2)
 CPU = torch.device("cpu")
@@ -36,7 +37,7 @@ def save_tiny_checkpoint(path, scale=2, steps=2):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    utils.atomic_torch_save({"model": "asvfi", "config": config, "state_dict": network.state_dict(),
+    checkpoints.save({"model": "asvfi", "config": config, "state_dict": network.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": None, "epoch": 1,
                              "best_psnr": 0.0, "args": {"optimizer": "adamw", "lr": "1e-3"}}, path)
     return Path(path)
@@ -67,14 +68,14 @@ def tone(seconds, rate=16000):
 def write_video(path, frames, fps=25, audio=True):
     height, width = frames[0].shape[:2]
     wave = (tone(len(frames) / fps), 16000) if audio else None
-    with utils.VideoWriter(path, fps, width, height, audio=wave) as writer:
+    with video_io.VideoWriter(path, fps, width, height, audio=wave) as writer:
         for frame in frames:
             writer.write(frame)
     return Path(path)
 
 
 def audio_seconds(path):
-    wave = utils.read_audio(path, 16000)
+    wave = video_io.read_audio(path, 16000)
     return None if wave is None else len(wave) / 16000
 
 
@@ -135,19 +136,19 @@ def test_test_split_writes_frames_mp4_and_gt_with_matching_counts(asvfi_split):
         out = root / "ASVFI" / "scale" / "2_tiny" / rel.parent / rel.stem
         gt = root / "GT" / "scale" / "2" / rel.parent / rel.stem
         n_out = (row.n_frames - 1) // 2 * 2 + 1
-        generated, truth = utils.read_png_frames(out), utils.read_png_frames(gt)
+        generated, truth = video_io.read_png_frames(out), video_io.read_png_frames(gt)
         assert generated.shape == truth.shape == (n_out, row.height, row.width, 3)
-        source = utils.read_frames(root / "demo" / rel, 0, n_out)
+        source = video_io.read_frames(root / "demo" / rel, 0, n_out)
         np.testing.assert_array_equal(truth, source)  # GT = the native frames
         np.testing.assert_array_equal(generated[::2], source[::2])  # inputs pass through unchanged
         assert not (out.parent / f"{rel.stem}.partial").exists()
         mp4 = out.parent / f"{rel.stem}.mp4"
-        info = utils.probe(mp4)
+        info = video_io.probe(mp4)
         assert (info.n_frames, info.width, info.height, info.fps) == (n_out, row.width, row.height, row.fps)
         assert info.has_audio
         # the original soundtrack, whole (AAC adds at most one 1024-sample frame at its rate)
         assert abs(audio_seconds(mp4) - audio_seconds(root / "demo" / rel)) < 1024 / info.audio_rate + 1e-3
-        decoded = utils.read_frames(mp4, 0, n_out).astype(float)
+        decoded = video_io.read_frames(mp4, 0, n_out).astype(float)
         mse = ((decoded - generated) ** 2).mean()
         assert 10 * np.log10(255 ** 2 / mse) > 35  # the MP4 shows the PNG frames, in order
 
@@ -157,8 +158,8 @@ def test_blend_output_is_the_mean_of_its_neighbours(demo_root, tmp_path):
     assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
     for row in split_test_rows(root).itertuples():
         rel = Path(row.path)
-        out = utils.read_png_frames(root / "Blend" / "scale" / "2" / rel.parent / rel.stem).astype(float)
-        gt = utils.read_png_frames(root / "GT" / "scale" / "2" / rel.parent / rel.stem).astype(float)
+        out = video_io.read_png_frames(root / "Blend" / "scale" / "2" / rel.parent / rel.stem).astype(float)
+        gt = video_io.read_png_frames(root / "GT" / "scale" / "2" / rel.parent / rel.stem).astype(float)
         np.testing.assert_array_equal(out[::2], gt[::2])
         assert np.abs(out[1::2] - (gt[:-2:2] + gt[2::2]) / 2).max() <= 0.5  # rounding of x.5 only
 
@@ -218,10 +219,10 @@ def test_bad_videos_are_reported_and_the_run_goes_on(demo_root, tmp_path, capsys
     assert "Broken/v_Broken_g01_c01.mp4" in captured.err and "cannot open" in captured.err
     assert "v_Short_g01_c01.mp4: the video has only 1 frame" in captured.err
     out_root = root / "Blend" / "scale" / "2"
-    silent = utils.probe(out_root / "Silent" / "v_Silent_g01_c01.mp4")
+    silent = video_io.probe(out_root / "Silent" / "v_Silent_g01_c01.mp4")
     assert (silent.n_frames, silent.has_audio) == (5, False)
     for rel in good["path"]:
-        assert utils.probe(out_root / Path(rel).parent / f"{Path(rel).stem}.mp4").n_frames == 47
+        assert video_io.probe(out_root / Path(rel).parent / f"{Path(rel).stem}.mp4").n_frames == 47
     assert not (out_root / "Broken").exists() or not any((out_root / "Broken").glob("*.mp4"))
 
 
@@ -229,12 +230,12 @@ def test_bad_videos_are_reported_and_the_run_goes_on(demo_root, tmp_path, capsys
 def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video, checkpoint, tmp_path):
     output = tmp_path / "out" / "odd_4x.mp4"
     assert run("--weights", checkpoint, "--input", odd_video, "--output", output, "-s", 4) == 0
-    info = utils.probe(output)
+    info = video_io.probe(output)
     assert (info.n_frames, info.width, info.height, info.fps) == ((7 - 1) * 4 + 1, 75, 51, 100)
     assert info.has_audio  # the soundtrack, whole: the duration is preserved
     assert abs(audio_seconds(output) - audio_seconds(odd_video)) < 1024 / 16000 + 1e-3
-    frames = utils.read_frames(output, 0, info.n_frames).astype(float)
-    source = utils.read_frames(odd_video, 0, 7).astype(float)
+    frames = video_io.read_frames(output, 0, info.n_frames).astype(float)
+    source = video_io.read_frames(odd_video, 0, 7).astype(float)
     distance = np.abs(frames[::4, None] - source[None]).mean(axis=(2, 3, 4))  # (output input, source)
     assert (distance.argmin(axis=1) == np.arange(7)).all() and distance.diagonal().max() < 12  # H.264 loss only
 
@@ -243,10 +244,10 @@ def test_single_video_from_a_folder_of_frames_with_fps(tmp_path):
     frames = moving_frames(5, 40, 56)
     folder = tmp_path / "frames"
     for i, frame in enumerate(frames):
-        utils.write_png_frames(folder, [frame], start=i)
+        video_io.write_png_frames(folder, [frame], start=i)
     output = tmp_path / "out.mp4"
     assert run("--model", "blend", "--input", folder, "--input-fps", 12, "--output", output, "--fps", 36) == 0
-    info = utils.probe(output)
+    info = video_io.probe(output)
     assert (info.n_frames, info.width, info.height, info.fps, info.has_audio) == (13, 56, 40, 36, False)
 
 
@@ -381,7 +382,7 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video):
     silent = write_video(tmp_path / "silent.mp4", moving_frames(3, 24, 32), audio=False)
     with pytest.warns(UserWarning, match="no audio stream"):
         assert run("--model", "repeat", "--input", silent, "--output", tmp_path / "silent_2x.mp4") == 0
-    assert utils.probe(tmp_path / "silent_2x.mp4").has_audio is False
+    assert video_io.probe(tmp_path / "silent_2x.mp4").has_audio is False
 
     one = write_video(tmp_path / "one.mp4", moving_frames(1, 24, 32))
     with pytest.raises(SystemExit, match="only 1 frame; interpolation needs at least 2"):

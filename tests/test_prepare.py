@@ -1,4 +1,4 @@
-"""`python utils.py prepare`, split rules, the demo set and ensure_dataset."""
+"""`python utils.py prepare` (prepare.py), split rules, the demo set and ensure_dataset."""
 import os
 import shutil
 
@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import demo_data
+import prepare
+import runs
 import utils
+import video_io
 
 
 def copy_demo(demo_root, tmp_path):
@@ -22,7 +26,7 @@ def add_broken_videos(root):
     (folder / "v_PulsingDisc_g02_c08.mp4").write_bytes(b"")
     good = (folder / "v_PulsingDisc_g02_c01.avi").read_bytes()
     (folder / "v_PulsingDisc_g02_c09.avi").write_bytes(good[:2000])
-    with utils.VideoWriter(folder / "v_PulsingDisc_g03_c05.mp4", 25, 64, 48) as writer:
+    with video_io.VideoWriter(folder / "v_PulsingDisc_g03_c05.mp4", 25, 64, 48) as writer:
         for i in range(10):
             writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
     return {"corrupt": "PulsingDisc/v_PulsingDisc_g02_c07.avi", "empty": "PulsingDisc/v_PulsingDisc_g02_c08.mp4",
@@ -30,24 +34,25 @@ def add_broken_videos(root):
 
 
 def test_demo_root_split_csv_has_contract_columns_and_all_splits(demo_root):
-    video_dir, split_csv, audio_dir = utils.dataset_paths(demo_root, "demo")
+    paths = runs.dataset_paths(demo_root, "demo")
+    video_dir, split_csv, audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
     table = pd.read_csv(split_csv)
-    assert list(table.columns) == utils.SPLIT_COLUMNS
+    assert list(table.columns) == prepare.SPLIT_COLUMNS
     assert set(table["split"]) == {"train", "val", "test"}
     assert len(table) == 8 and set(table["category"]) == {"PulsingDisc", "BouncingBall"}
     assert (table["n_frames"] == 48).all() and (table["fps"] == 25).all() and table["has_audio"].all()
-    assert (table["audio_rate"] == utils.DEMO_AUDIO_RATE).all() and np.allclose(table["duration"], 48 / 25)
+    assert (table["audio_rate"] == demo_data.DEMO_AUDIO_RATE).all() and np.allclose(table["duration"], 48 / 25)
     for relative in table["path"]:
         assert (video_dir / relative).is_file()
-        audio = np.load(utils.audio_cache_path(audio_dir, relative))
+        audio = np.load(runs.audio_cache_path(audio_dir, relative))
         assert audio.dtype == np.float32 and abs(len(audio) / 16000 - 48 / 25) < 1 / 25
-        np.testing.assert_array_equal(audio, utils.read_audio(video_dir / relative))
+        np.testing.assert_array_equal(audio, video_io.read_audio(video_dir / relative))
 
 
 def test_prepare_reports_and_excludes_broken_and_audio_less_videos(demo_root, tmp_path, capsys):
     root = copy_demo(demo_root, tmp_path)
     broken = add_broken_videos(root)
-    utils.main(["prepare", "--data-root", str(root), "--dataset", "demo"])
+    prepare.main(["prepare", "--data-root", str(root), "--dataset", "demo"])
     printed = capsys.readouterr().out
     table = pd.read_csv(root / "demo_split.csv")
     assert len(table) == 8 and not set(broken.values()) & set(table["path"])
@@ -55,7 +60,7 @@ def test_prepare_reports_and_excludes_broken_and_audio_less_videos(demo_root, tm
         assert name in printed
     assert "no audio track" in printed and "empty" in printed and "unreadable" in printed
 
-    summary = utils.prepare(root, "demo", require_audio=False, show_progress=False)
+    summary = prepare.prepare(root, "demo", require_audio=False, show_progress=False)
     table = pd.read_csv(root / "demo_split.csv")
     kept = table.set_index("path")
     assert kept.loc[broken["silent"], "has_audio"] == False  # noqa: E712 (numpy bool)
@@ -67,7 +72,7 @@ def test_prepare_reports_and_excludes_broken_and_audio_less_videos(demo_root, tm
 
 def test_no_group_is_in_two_splits(demo_root):
     table = pd.read_csv(demo_root / "demo_split.csv")
-    groups = {split: set(table[table["split"] == split]["path"].map(utils.video_group))
+    groups = {split: set(table[table["split"] == split]["path"].map(runs.video_group))
               for split in ("train", "val", "test")}
     assert groups["train"].isdisjoint(groups["val"]) and groups["train"].isdisjoint(groups["test"])
     assert groups["val"].isdisjoint(groups["test"])
@@ -77,19 +82,19 @@ def test_group_split_of_ucf_names_mirrors_the_official_layout():
     """25 groups: the first 5 group numbers are test, the last 2 of the remaining 20 are val."""
     names = [f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi" for c in ("Drumming", "PlayingCello") for g in range(1, 26)
              for k in range(1, 4)]
-    splits = utils.assign_splits(names)
+    splits = prepare.assign_splits(names)
     by_group = {}
     for name, split in splits.items():
-        by_group.setdefault(utils.video_group(name), set()).add(split)
+        by_group.setdefault(runs.video_group(name), set()).add(split)
     assert all(len(s) == 1 for s in by_group.values())
     assert {g for g, s in by_group.items() if s == {"test"}} == set(range(1, 6))
     assert {g for g, s in by_group.items() if s == {"val"}} == {24, 25}
-    assert utils.assign_splits(list(reversed(names))) == splits  # order of discovery does not matter
+    assert prepare.assign_splits(list(reversed(names))) == splits  # order of discovery does not matter
 
 
 def test_names_without_groups_are_their_own_groups():
     names = [f"clips/video_{i}.mp4" for i in range(20)]
-    splits = utils.assign_splits(names)
+    splits = prepare.assign_splits(names)
     counts = pd.Series(splits).value_counts()
     assert counts["test"] == 4 and counts["val"] == 2 and counts["train"] == 14
 
@@ -105,12 +110,12 @@ def test_official_split_lists_are_honoured(demo_root, tmp_path):
     (lists / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")
     (lists / "testlist01.txt").write_text("\n".join(test) + "\n")
     (lists / "classInd.txt").write_text("1 PulsingDisc\n2 BouncingBall\n")
-    summary = utils.prepare(root, "demo", show_progress=False)
+    summary = prepare.prepare(root, "demo", show_progress=False)
     table = pd.read_csv(root / "demo_split.csv").set_index("path")
     assert summary["official_split"]
     assert sorted(table.index[table["split"] == "test"]) == sorted(test)
-    assert set(table[table["split"] == "val"].index.map(utils.video_group)) == {3}
-    assert set(table[table["split"] == "train"].index.map(utils.video_group)) == {1, 2}
+    assert set(table[table["split"] == "val"].index.map(runs.video_group)) == {3}
+    assert set(table[table["split"] == "train"].index.map(runs.video_group)) == {1, 2}
     assert len(table) == 8
 
 
@@ -121,7 +126,7 @@ def test_videos_missing_from_official_lists_are_reported(demo_root, tmp_path):
     train = ["PulsingDisc/v_PulsingDisc_g02_c01.avi 1", "PulsingDisc/v_PulsingDisc_g03_c01.avi 1"]
     (lists / "trainlist01.txt").write_text("\n".join(train) + "\n")
     (lists / "testlist01.txt").write_text("PulsingDisc/v_PulsingDisc_g01_c01.avi\n")
-    summary = utils.prepare(root, "demo", show_progress=False)
+    summary = prepare.prepare(root, "demo", show_progress=False)
     assert summary["kept"] == 3
     reasons = dict(summary["excluded"])
     assert reasons["BouncingBall/v_BouncingBall_g01_c01.avi"] == "not in the official split 1 lists"
@@ -130,24 +135,24 @@ def test_videos_missing_from_official_lists_are_reported(demo_root, tmp_path):
 def test_prepare_is_incremental(demo_root, tmp_path):
     root = copy_demo(demo_root, tmp_path)
     broken = add_broken_videos(root)
-    first = utils.prepare(root, "demo", show_progress=False)
+    first = prepare.prepare(root, "demo", show_progress=False)
     assert first["reused"] == 0
     csv_before = (root / "demo_split.csv").read_text()
-    second = utils.prepare(root, "demo", show_progress=False)
+    second = prepare.prepare(root, "demo", show_progress=False)
     assert second["reused"] == second["videos"] == 12
     assert (root / "demo_split.csv").read_text() == csv_before
     assert second["excluded"] == first["excluded"]
 
     changed = root / "demo" / "BouncingBall" / "v_BouncingBall_g02_c01.avi"
-    utils.make_demo_clip(changed, seed=99, kinds=("impacts",), frames=30)
+    demo_data.make_demo_clip(changed, seed=99, kinds=("impacts",), frames=30)
     os.utime(changed, ns=(1, 1))  # a different mtime even on coarse-clock file systems
-    os.remove(utils.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi"))
+    os.remove(runs.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi"))
     (root / "demo" / broken["corrupt"]).unlink()
-    third = utils.prepare(root, "demo", show_progress=False)
+    third = prepare.prepare(root, "demo", show_progress=False)
     assert third["reused"] == 11 - 2 and third["videos"] == 11
     table = pd.read_csv(root / "demo_split.csv").set_index("path")
     assert table.loc["BouncingBall/v_BouncingBall_g02_c01.avi", "n_frames"] == 30
-    assert utils.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi").is_file()
+    assert runs.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi").is_file()
 
 
 def test_extract_frames_matches_decoded_frames(demo_root, tmp_path):
@@ -155,44 +160,45 @@ def test_extract_frames_matches_decoded_frames(demo_root, tmp_path):
     for path in (root / "demo").glob("*/*.avi"):
         if "g01" not in path.name:
             path.unlink()
-    utils.main(["prepare", "--data-root", str(root), "--dataset", "demo", "--extract-frames"])
+    prepare.main(["prepare", "--data-root", str(root), "--dataset", "demo", "--extract-frames"])
     relative = "BouncingBall/v_BouncingBall_g01_c01"
-    frames = utils.read_png_frames(utils.dataset_frames_dir(root, "demo") / relative)
-    np.testing.assert_array_equal(frames, utils.read_frames(root / "demo" / f"{relative}.avi", 0, 48))
+    frames = video_io.read_png_frames(runs.dataset_paths(root, "demo")["frames"] / relative)
+    np.testing.assert_array_equal(frames, video_io.read_frames(root / "demo" / f"{relative}.avi", 0, 48))
 
 
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
-    summary = utils.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
+    summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
     assert summary["kept"] == 8 and (tmp_path / "MyVideos_split.csv").is_file()
     assert (tmp_path / "MyVideos_audio16k" / "PulsingDisc" / "v_PulsingDisc_g01_c01.npy").is_file()
 
 
 def test_prepare_without_the_video_folder_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="UCF-101"):
-        utils.prepare(tmp_path, "ucf101", show_progress=False)
+    with pytest.raises(utils.ASVFIError, match="UCF-101"):
+        prepare.prepare(tmp_path, "ucf101", show_progress=False)
 
 
 def test_ensure_dataset_demo_reuses_an_existing_set(demo_root, monkeypatch):
-    monkeypatch.setattr(utils, "make_demo", lambda *a, **k: pytest.fail("the demo exists already"))
-    assert utils.ensure_dataset(demo_root, "demo") == utils.dataset_paths(demo_root, "demo")
+    monkeypatch.setattr(prepare, "build_demo", lambda *a, **k: pytest.fail("the demo exists already"))
+    assert prepare.ensure_dataset(demo_root, "demo") == runs.dataset_paths(demo_root, "demo")
 
 
 def test_ensure_dataset_demo_generates_on_first_use(tmp_path, monkeypatch):
-    real_make_demo = utils.make_demo
-    tiny = dict(categories=["PulsingDisc"], groups=3, clips=1, frames=12, width=64, height=48, show_progress=False)
-    monkeypatch.setattr(utils, "make_demo", lambda root: real_make_demo(root, **tiny))
-    video_dir, split_csv, audio_dir = utils.ensure_dataset(tmp_path / "data", "demo")
+    real_build_demo = prepare.build_demo
+    tiny = dict(categories=["PulsingDisc"], groups=3, clips=1, frames=12, size=(64, 48), show_progress=False)
+    monkeypatch.setattr(prepare, "build_demo", lambda root: real_build_demo(root, **tiny))
+    paths = prepare.ensure_dataset(tmp_path / "data", "demo")
+    video_dir, split_csv, audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
     assert video_dir == tmp_path / "data" / "demo" and len(pd.read_csv(split_csv)) == 3
     assert len(list(audio_dir.rglob("*.npy"))) == 3
 
 
 def test_ensure_dataset_ucf101_missing_tells_the_user_to_prepare(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python utils.py prepare"):
-        utils.ensure_dataset(tmp_path, "ucf101")
+    with pytest.raises(utils.ASVFIError, match="python utils.py prepare"):
+        prepare.ensure_dataset(tmp_path, "ucf101")
 
 
 def test_default_dataset_is_ucf101_only_when_it_is_there(tmp_path):
-    assert utils.default_dataset(tmp_path) == "demo"
+    assert runs.default_dataset(tmp_path) == "demo"
     (tmp_path / "UCF-101").mkdir()
-    assert utils.default_dataset(tmp_path) == "ucf101"
+    assert runs.default_dataset(tmp_path) == "ucf101"

@@ -3,7 +3,8 @@ import av
 import numpy as np
 import pytest
 
-import utils
+import demo_data
+import video_io
 
 FPS = 25
 
@@ -28,7 +29,7 @@ def tone(seconds, rate, hz=1000.0, amplitude=0.5):
 
 def write_video(path, frames, audio=None, gop=12, fps=FPS):
     height, width = frames[0].shape[:2]
-    with utils.VideoWriter(path, fps, width, height, audio=audio, gop=gop) as writer:
+    with video_io.VideoWriter(path, fps, width, height, audio=audio, gop=gop) as writer:
         for frame in frames:
             writer.write(frame)
     return path
@@ -38,23 +39,23 @@ def write_video(path, frames, audio=None, gop=12, fps=FPS):
 def test_encode_probe_decode_round_trip(tmp_path, ext, audio_rate):
     frames = moving_frames(30)
     path = write_video(tmp_path / f"clip.{ext}", frames, audio=(tone(30 / FPS, audio_rate), audio_rate))
-    info = utils.probe(path)
+    info = video_io.probe(path)
     assert (info.n_frames, info.width, info.height, info.fps) == (30, 64, 48, FPS)
     assert info.has_audio and info.audio_rate == audio_rate and info.audio_channels == 1
     assert info.duration == pytest.approx(30 / FPS)
-    decoded = utils.read_frames(path, 0, 30)
+    decoded = video_io.read_frames(path, 0, 30)
     assert decoded.shape == (30, 48, 64, 3) and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(int) - np.stack(frames)).mean() < 3.0
-    audio = utils.read_audio(path, 16000)
+    audio = video_io.read_audio(path, 16000)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert abs(len(audio) / 16000 - 30 / FPS) < 1 / FPS
-    np.testing.assert_allclose(utils.frame_times(path), np.arange(30) / FPS, atol=1e-6)
+    np.testing.assert_allclose(video_io.frame_times(path), np.arange(30) / FPS, atol=1e-6)
 
 
 @pytest.mark.parametrize("source_rate", [48000, 44100, 8000])
 def test_resampling_keeps_a_1khz_tone_at_1khz(tmp_path, source_rate):
     path = write_video(tmp_path / "tone.mp4", moving_frames(25), audio=(tone(1.0, source_rate), source_rate))
-    audio = utils.read_audio(path, 16000)
+    audio = video_io.read_audio(path, 16000)
     segment = audio[1600:1600 + 8000]  # 0.5 s away from the edges → 2 Hz bins
     spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment))))
     peak_hz = np.argmax(spectrum) * 16000 / len(segment)
@@ -70,65 +71,65 @@ def test_audio_sample_times_match_frame_times(tmp_path, ext):
     click_at = 17 / FPS
     wave[int(click_at * rate):int(click_at * rate) + 24] = 0.9
     path = write_video(tmp_path / f"click.{ext}", moving_frames(40), audio=(wave, rate))
-    audio = utils.read_audio(path, 16000)
+    audio = video_io.read_audio(path, 16000)
     click_time = np.argmax(np.abs(audio)) / 16000
-    assert click_time == pytest.approx(utils.frame_times(path)[17], abs=0.002)
+    assert click_time == pytest.approx(video_io.frame_times(path)[17], abs=0.002)
 
 
 def test_stereo_audio_is_mixed_to_mono_and_audio_from_copies_a_track(tmp_path):
     rate = 44100
     stereo = np.stack([tone(1.0, rate, 1000.0, 0.4), tone(1.0, rate, 1000.0, 0.4)])
     source = write_video(tmp_path / "stereo.mp4", moving_frames(25), audio=(stereo, rate))
-    assert utils.probe(source).audio_channels == 2
+    assert video_io.probe(source).audio_channels == 2
     copy = tmp_path / "copy.mp4"
-    with utils.VideoWriter(copy, FPS, 64, 48, audio_from=source) as writer:
+    with video_io.VideoWriter(copy, FPS, 64, 48, audio_from=source) as writer:
         for frame in moving_frames(25):
             writer.write(frame)
-    original, copied = utils.read_audio(source), utils.read_audio(copy)
-    assert utils.probe(copy).audio_rate == rate
+    original, copied = video_io.read_audio(source), video_io.read_audio(copy)
+    assert video_io.probe(copy).audio_rate == rate
     middle = slice(2000, 14000)
     assert np.corrcoef(original[middle], copied[middle])[0, 1] > 0.99
 
 
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
-    assert not utils.probe(path).has_audio
-    assert utils.read_audio(path) is None
+    assert not video_io.probe(path).has_audio
+    assert video_io.read_audio(path) is None
 
 
 @pytest.mark.parametrize("ext", ["mp4", "avi"])
 def test_read_frames_range_equals_full_decode(tmp_path, ext):
     """Seeking to the key frame before `start` gives the same frames as decoding everything (H.264 has B-frames)."""
     path = write_video(tmp_path / f"range.{ext}", moving_frames(50), gop=12)
-    full = utils.read_frames(path, 0, 50)
-    np.testing.assert_array_equal(np.stack(list(utils.iter_frames(path))), full)
+    full = video_io.read_frames(path, 0, 50)
+    np.testing.assert_array_equal(np.stack(list(video_io.iter_frames(path))), full)
     for start, stop in [(1, 4), (11, 13), (12, 20), (23, 37), (47, 50), (49, 50)]:
-        np.testing.assert_array_equal(utils.read_frames(path, start, stop), full[start:stop])
+        np.testing.assert_array_equal(video_io.read_frames(path, start, stop), full[start:stop])
 
 
 def test_read_frames_decodes_from_the_start_when_pts_are_not_monotonic(tmp_path, monkeypatch):
     """Out-of-order pts (some AVIs): frames are counted in decode order and times come from index/fps."""
     path = write_video(tmp_path / "pts.avi", moving_frames(30))
-    full = utils.read_frames(path, 0, 30)
-    index = utils._frame_index(path)
+    full = video_io.read_frames(path, 0, 30)
+    index = video_io._frame_index(path)
     shuffled = index.pts[:5] + index.pts[5:10][::-1] + index.pts[10:]
-    broken = utils._FrameIndex(shuffled, index.keyframe, index.time_base, index.fps, 0.0, index.width, index.height)
-    monkeypatch.setattr(utils, "_frame_index", lambda p: broken)
-    np.testing.assert_array_equal(utils.read_frames(path, 14, 21), full[14:21])
-    np.testing.assert_allclose(utils.frame_times(path), np.arange(30) / FPS)
+    broken = video_io._FrameIndex(shuffled, index.keyframe, index.time_base, index.fps, 0.0, index.width, index.height)
+    monkeypatch.setattr(video_io, "_frame_index", lambda p: broken)
+    np.testing.assert_array_equal(video_io.read_frames(path, 14, 21), full[14:21])
+    np.testing.assert_allclose(video_io.frame_times(path), np.arange(30) / FPS)
 
 
 def test_read_frames_rejects_ranges_beyond_the_video_naming_the_file(tmp_path):
     path = write_video(tmp_path / "short.avi", moving_frames(8))
-    with pytest.raises(ValueError, match="short.avi"):
-        utils.read_frames(path, 5, 9)
+    with pytest.raises(video_io.MediaError, match="short.avi"):
+        video_io.read_frames(path, 5, 9)
 
 
 def test_unreadable_file_error_names_it(tmp_path):
     path = tmp_path / "garbage.avi"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(ValueError, match="garbage.avi"):
-        utils.probe(path)
+    with pytest.raises(video_io.MediaError, match="garbage.avi"):
+        video_io.probe(path)
 
 
 def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
@@ -141,20 +142,20 @@ def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
     data[position + 8:position + size] = np.random.default_rng(1).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
     broken = tmp_path / "broken.avi"
     broken.write_bytes(bytes(data))
-    info = utils.probe(broken)
+    info = video_io.probe(broken)
     assert info.n_frames == 19
-    good, damaged = utils.read_frames(path, 0, 20), utils.read_frames(broken, 0, 19)
+    good, damaged = video_io.read_frames(path, 0, 20), video_io.read_frames(broken, 0, 19)
     np.testing.assert_array_equal(damaged, np.concatenate([good[:10], good[11:]]))
-    times = utils.frame_times(broken)  # times stay tied to the stream, so audio stays aligned
+    times = video_io.frame_times(broken)  # times stay tied to the stream, so audio stays aligned
     np.testing.assert_allclose(times, np.delete(np.arange(20) / FPS, 10), atol=1e-6)
 
 
 def test_png_frames_are_identical_to_decoded_frames(tmp_path):
-    decoded = utils.read_frames(write_video(tmp_path / "p.mp4", moving_frames(12)), 0, 12)
-    paths = utils.write_png_frames(tmp_path / "frames", decoded, start=3)
+    decoded = video_io.read_frames(write_video(tmp_path / "p.mp4", moving_frames(12)), 0, 12)
+    paths = video_io.write_png_frames(tmp_path / "frames", decoded, start=3)
     assert [p.name for p in paths[:2]] == ["frame_00003.png", "frame_00004.png"]
-    np.testing.assert_array_equal(utils.read_png_frames(tmp_path / "frames", 3, 15), decoded)
-    np.testing.assert_array_equal(utils.read_png_frames(tmp_path / "frames", 5), decoded[2:])
+    np.testing.assert_array_equal(video_io.read_png_frames(tmp_path / "frames", 3, 15), decoded)
+    np.testing.assert_array_equal(video_io.read_png_frames(tmp_path / "frames", 5), decoded[2:])
 
 
 @pytest.mark.parametrize("ext", ["mp4", "avi"])
@@ -162,18 +163,18 @@ def test_odd_sizes_read_back_at_the_size_written(tmp_path, ext):
     """4:2:0 needs even sizes: the file holds a padded frame, our readers return the 33x25 written."""
     frames = [frame[:25, :33].copy() for frame in moving_frames(10)]
     path = write_video(tmp_path / f"odd.{ext}", frames)
-    info = utils.probe(path)
+    info = video_io.probe(path)
     assert (info.width, info.height) == (33, 25)
-    decoded = utils.read_frames(path, 2, 6)
+    decoded = video_io.read_frames(path, 2, 6)
     assert decoded.shape == (4, 25, 33, 3)
     assert np.abs(decoded.astype(int) - np.stack(frames[2:6])).mean() < 4.0
-    assert next(utils.iter_frames(path)).shape == (25, 33, 3)
+    assert next(video_io.iter_frames(path)).shape == (25, 33, 3)
 
 
 def test_writer_rejects_frames_of_the_wrong_size_and_leaves_no_file(tmp_path):
     path = tmp_path / "bad.mp4"
     with pytest.raises(ValueError, match="bad.mp4"):
-        with utils.VideoWriter(path, FPS, 64, 48) as writer:
+        with video_io.VideoWriter(path, FPS, 64, 48) as writer:
             writer.write(np.zeros((48, 63, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
 
@@ -181,32 +182,32 @@ def test_writer_rejects_frames_of_the_wrong_size_and_leaves_no_file(tmp_path):
 # ----------------------------------------------------------------------------- demo data
 def test_demo_loudness_is_readable_from_audio_but_not_from_neighbouring_frames(tmp_path):
     path = tmp_path / "v_PulsingDisc_g01_c01.avi"
-    truth = utils.make_demo_clip(path, seed=5, kinds=("loudness",), frames=100)
-    audio = utils.read_audio(path)
+    truth = demo_data.make_demo_clip(path, seed=5, kinds=("loudness",), frames=100)
+    audio = video_io.read_audio(path)
     centres = (np.arange(1, 99) / FPS * 16000).astype(int)
     level_db = np.array([10 * np.log10(np.mean(audio[c - 240:c + 240] ** 2)) for c in centres])
     loudness = truth["loudness"][1:99]
     assert np.corrcoef(loudness, level_db)[0, 1] > 0.99
     slope = np.polyfit(loudness, level_db, 1)[0]
-    assert slope == pytest.approx(utils.DEMO_LOUDNESS_DB, rel=0.05)
+    assert slope == pytest.approx(demo_data.DEMO_LOUDNESS_DB, rel=0.05)
     neighbours = (truth["loudness"][:98] + truth["loudness"][2:]) / 2
     assert abs(np.corrcoef(loudness, neighbours)[0, 1]) < 0.3
 
 
 def test_demo_shape_size_follows_loudness_in_the_decoded_frames(tmp_path):
     path = tmp_path / "v_PulsingDisc_g01_c01.avi"
-    truth = utils.make_demo_clip(path, seed=6, kinds=("loudness",), frames=30)
-    frames = utils.read_frames(path, 0, 30).astype(int)
+    truth = demo_data.make_demo_clip(path, seed=6, kinds=("loudness",), frames=30)
+    frames = video_io.read_frames(path, 0, 30).astype(int)
     shape_pixels = (np.abs(frames - np.array(truth["shape_color"])).sum(-1) < 40).sum(axis=(1, 2))
-    radius = utils.demo_loudness_to_size(truth["loudness"], 320)
+    radius = demo_data.demo_loudness_to_size(truth["loudness"], 320)
     assert np.corrcoef(shape_pixels, np.pi * radius ** 2)[0, 1] > 0.99
     assert radius.max() / radius.min() > 2.5
 
 
 def test_demo_impacts_click_at_their_time(tmp_path):
     path = tmp_path / "v_BouncingBall_g01_c01.avi"
-    truth = utils.make_demo_clip(path, seed=7, kinds=("impacts",), frames=50)
-    audio = utils.read_audio(path)
+    truth = demo_data.make_demo_clip(path, seed=7, kinds=("impacts",), frames=50)
+    audio = video_io.read_audio(path)
     gaps = np.diff(truth["impacts"])
     isolated = np.concatenate([[True], gaps > 0.01]) & np.concatenate([gaps > 0.01, [True]])
     isolated &= (truth["impacts"] > 0.01) & (truth["impacts"] < 1.99)
@@ -220,18 +221,18 @@ def test_demo_impacts_click_at_their_time(tmp_path):
 
 
 def test_make_demo_is_deterministic(tmp_path):
-    size = dict(categories=["BallAndDisc"], groups=1, clips=1, frames=10, prepare_split=False, show_progress=False)
-    utils.make_demo(tmp_path / "a", seed=3, **size)
-    utils.make_demo(tmp_path / "b", seed=3, **size)
-    utils.make_demo(tmp_path / "c", seed=4, **size)
+    size = dict(categories=["BallAndDisc"], groups=1, clips=1, frames=10, show_progress=False)
+    demo_data.make_demo(tmp_path / "a", seed=3, **size)
+    demo_data.make_demo(tmp_path / "b", seed=3, **size)
+    demo_data.make_demo(tmp_path / "c", seed=4, **size)
     name = "demo/BallAndDisc/v_BallAndDisc_g01_c01.avi"
-    a, b, c = (utils.read_frames(tmp_path / d / name, 0, 10) for d in "abc")
+    a, b, c = (video_io.read_frames(tmp_path / d / name, 0, 10) for d in "abc")
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(utils.read_audio(tmp_path / "a" / name), utils.read_audio(tmp_path / "b" / name))
+    np.testing.assert_array_equal(video_io.read_audio(tmp_path / "a" / name), video_io.read_audio(tmp_path / "b" / name))
     assert not np.array_equal(a, c)
 
 
 def test_demo_root_fixture_is_real_320x240_video_with_audio(demo_root):
-    info = utils.probe(demo_root / "demo" / "PulsingDisc" / "v_PulsingDisc_g01_c01.avi")
+    info = video_io.probe(demo_root / "demo" / "PulsingDisc" / "v_PulsingDisc_g01_c01.avi")
     assert (info.width, info.height, info.fps, info.n_frames) == (320, 240, 25.0, 48)
-    assert info.has_audio and info.audio_rate == utils.DEMO_AUDIO_RATE
+    assert info.has_audio and info.audio_rate == demo_data.DEMO_AUDIO_RATE

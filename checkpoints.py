@@ -1,0 +1,100 @@
+"""Checkpoints and weight files: saving, loading (weights_only), unwrapping, `module.` prefixes.
+
+    checkpoints.save(checkpoint, path)                  # atomic: a crash never leaves half a file
+    checkpoint = checkpoints.load_checkpoint(path)      # a training checkpoint dict, prefixes stripped
+    state = checkpoints.unwrap_state_dict(torch_object, path)   # bare or {'state_dict': ...}, any prefix
+
+A training checkpoint is a dict of plain types and tensors: model, config, state_dict, optimizer,
+scheduler, scaler, epoch, best_psnr, args, history, rng. Every file is read with
+`torch.load(weights_only=True)`, so loading never runs pickled code. Problems raise
+CheckpointError with the file name. (registry.load_model rebuilds the network a checkpoint describes.)
+"""
+from pathlib import Path
+
+import torch
+
+from utils import ASVFIError, atomic_write
+
+MODULE_PREFIX = "module."  # DataParallel/DDP wrappers; released FLAVR and RAFT checkpoints carry it
+
+
+class CheckpointError(ASVFIError):
+    """A checkpoint or weight file that is missing, unreadable or does not fit."""
+
+
+def save(obj, path):
+    """torch.save through a temp file and a rename."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_file(path):
+    """Any torch file, weights_only; CheckpointError names the file when it is missing or not loadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint (weights_only=True): "
+                              f"{type(error).__name__}: {first_line}") from error
+
+
+def strip_module_prefix(state_dict):
+    return {key[len(MODULE_PREFIX):] if key.startswith(MODULE_PREFIX) else key: value
+            for key, value in state_dict.items()}
+
+
+def unwrap_state_dict(obj, source):
+    """The tensors of a bare state_dict or a {'state_dict': ...} wrapper, `module.` prefixes stripped."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{source}: not a checkpoint: expected a state_dict of tensors (or a dict with "
+                              f"'state_dict'), found {found}")
+    return strip_module_prefix(state)
+
+
+def load_state_dict(path):
+    """Tensors of a weight file (bare or wrapped), prefixes stripped."""
+    return unwrap_state_dict(load_file(path), path)
+
+
+def load_checkpoint(path, expect_config=None):
+    """A training checkpoint dict with its state_dict unwrapped.
+
+    With `expect_config`, the stored config must agree on every key both define, else a
+    CheckpointError names the file and the differing keys.
+    """
+    obj = load_file(path)
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a training checkpoint (no 'state_dict' entry; found {found})")
+    checkpoint = {**obj, "state_dict": unwrap_state_dict(obj, path)}
+    if expect_config is not None:
+        stored = checkpoint.get("config") or {}
+        differing = [f"{k}: checkpoint {stored[k]!r} vs requested {expect_config[k]!r}"
+                     for k in sorted(set(stored) & set(expect_config)) if stored[k] != expect_config[k]]
+        if differing:
+            raise CheckpointError(f"{path}: checkpoint config does not match ({', '.join(differing)})")
+    return checkpoint
+
+
+def load_strict(model, state_dict, source, keys=None, hint=""):
+    """Load `state_dict` into `model` requiring exactly `keys` (default: all of the model's keys).
+
+    Errors list the missing, unexpected and wrongly shaped keys, name `source` and add `hint`.
+    """
+    expected = {k: v.shape for k, v in model.state_dict().items() if keys is None or k in keys}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+                   for k in expected if k in state_dict and state_dict[k].shape != expected[k]]
+    problems = [f"{len(items)} {name} (e.g. {items[:4]})" for name, items in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong_shape))
+                if items]
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(problems)}. {hint}".rstrip())
+    model.load_state_dict(state_dict, strict=keys is None)
+    return model
+

@@ -1,0 +1,301 @@
+"""Data preparation: the split CSV, the 16 kHz audio cache and (optionally) PNG frames of a video folder.
+
+    python prepare.py prepare --data-root ../data                   # (also: python utils.py prepare ...)
+    python prepare.py prepare --data-root ../data --extract-frames
+    python prepare.py make-demo --out ../data --seed 0              # the synthetic demo set + its split
+
+`prepare` writes one row per video (path, category, split, fps, frame count, size, audio,
+duration). It uses UCF-101's official split 1 when `{data_root}/ucfTrainTestlist` is there,
+otherwise a deterministic split by group (a `gXX` group never spans two splits), with val carved
+from train by group. Corrupt, empty and (with require_audio) silent videos are excluded and
+reported; re-running only looks at new or changed files. `ensure_dataset` is what the scripts
+call: it returns a ready data set's paths and generates the demo on first use.
+"""
+import argparse
+import json
+import sys
+import time
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+
+import av
+import numpy as np
+
+import demo_data
+from runs import audio_cache_path, dataset_paths, video_group
+from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
+from video_io import VIDEO_EXTENSIONS, MediaError, iter_frames, probe, read_audio, write_png_frames
+
+SPLIT_COLUMNS = ["path", "category", "split", "fps", "n_frames", "width", "height", "has_audio", "audio_rate",
+                 "duration"]
+
+
+def _group_sort_key(group):
+    """Group numbers in order (as the official split, whose test set is g01-g07); names by a stable hash."""
+    return (0, group, "") if isinstance(group, int) else (1, zlib.crc32(group.encode()), group)
+
+
+def _carve_groups(groups, fraction, minimum):
+    """The last `fraction` of the ordered groups (at least `minimum` when enough groups exist)."""
+    ordered = sorted(set(groups), key=_group_sort_key)
+    count = max(minimum, int(round(fraction * len(ordered)))) if len(ordered) > minimum else 0
+    return set(ordered[len(ordered) - count:]) if count else set()
+
+
+def assign_splits(paths, official=None, test_fraction=0.2, val_fraction=0.1):
+    """{relative path: train/val/test}; videos of one group never land in two splits.
+
+    official: (train names, test names) of UCF-101 split 1, lower-cased relative paths; videos in
+    neither list are left out. Without it the first groups in order are test (as UCF's g01-g07).
+    Val is always carved from train by group (the last groups in order).
+    """
+    if official is not None:
+        train_names, test_names = official
+        split = {p: "test" if p.lower() in test_names else "train" for p in paths
+                 if p.lower() in test_names or p.lower() in train_names}
+    else:
+        ordered = sorted({video_group(p) for p in paths}, key=_group_sort_key)
+        n_test = max(1, int(round(test_fraction * len(ordered)))) if len(ordered) > 1 else 0
+        test_groups = set(ordered[:n_test])
+        split = {p: "test" if video_group(p) in test_groups else "train" for p in paths}
+    train = [p for p, s in split.items() if s == "train"]
+    val_groups = _carve_groups([video_group(p) for p in train], val_fraction, minimum=1)
+    return {p: "val" if s == "train" and video_group(p) in val_groups else s for p, s in split.items()}
+
+
+def read_official_split(list_dir):
+    """(train, test) sets of lower-cased relative paths from `trainlist01.txt`/`testlist01.txt`, or None.
+
+    Lines look like `ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1` (train, with class index) and
+    `ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi` (test). Compared case-insensitively because the lists
+    spell some folders differently from the archive (HandStandPushups vs HandstandPushups).
+    """
+    train_file, test_file = Path(list_dir) / "trainlist01.txt", Path(list_dir) / "testlist01.txt"
+    if not (train_file.is_file() and test_file.is_file()):
+        return None
+
+    def names(file):
+        lines = file.read_text().splitlines()
+        return {line.split()[0].strip().replace("\\", "/").lower() for line in lines if line.strip()}
+    return names(train_file), names(test_file)
+
+
+def _list_videos(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+
+
+def _load_prepare_cache(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _examine_video(video, relative, audio_dir, frames_dir, extract_frames):
+    """Probe one video, cache its 16 kHz audio (and frames); returns (info dict or None, problem or None)."""
+    if video.stat().st_size == 0:
+        return None, "empty file (0 bytes)"
+    try:
+        info = probe(video)
+        if info.n_frames == 0:
+            return None, "empty: no frame decodes"
+        if info.has_audio:
+            wave = _read_audio_or_none(video)
+            if wave is None or wave.size == 0:
+                info.has_audio, info.audio_rate, info.audio_channels = False, 0, 0
+            else:
+                atomic_write(audio_cache_path(audio_dir, relative), lambda tmp: _save_npy(tmp, wave))
+        if extract_frames:
+            _extract_frames(video, Path(frames_dir) / Path(relative).with_suffix(""), info.n_frames)
+        return asdict(info), None
+    except (MediaError, OSError, av.error.FFmpegError) as err:
+        return None, f"unreadable: {str(err).replace(f'{video}: ', '')}"
+
+
+def _read_audio_or_none(video):
+    """A broken audio track makes a video audio-less, not unusable."""
+    try:
+        return read_audio(video, AUDIO_RATE)
+    except (MediaError, av.error.FFmpegError):
+        return None
+
+
+def _save_npy(tmp, array):
+    with open(tmp, "wb") as handle:
+        np.save(handle, array.astype(np.float32))
+
+
+def _extract_frames(video, folder, n_frames):
+    if (folder / f"frame_{n_frames - 1:05d}.png").is_file():
+        return
+    write_png_frames(folder, iter_frames(video))
+
+
+def _cache_complete(entry, relative, audio_dir, frames_dir, extract_frames):
+    """A cached entry is reusable when its audio cache (and frames, if asked for) are still on disk."""
+    info = entry.get("info")
+    if info is None:
+        return True
+    if info["has_audio"] and not audio_cache_path(audio_dir, relative).is_file():
+        return False
+    last_frame = Path(frames_dir) / Path(relative).with_suffix("") / f"frame_{info['n_frames'] - 1:05d}.png"
+    return not extract_frames or last_frame.is_file()
+
+
+def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_audio=True, extract_frames=False,
+            show_progress=True):
+    """Write the split CSV (+ 16 kHz audio cache, optional PNG frames) of a folder of videos.
+
+    Incremental: files whose size and mtime are unchanged reuse their earlier result. Corrupt, empty and
+    unreadable videos (and, with require_audio, videos without audio) are excluded and reported; no
+    single file stops the run. Returns a summary dict.
+    """
+    paths = dataset_paths(data_root, dataset, dataset_dir)
+    folder = paths["videos"]
+    if not folder.is_dir():
+        raise ASVFIError(f"{folder}: video folder not found (expected <Category>/<video>.avi inside; "
+                         f"set --data-root/--dataset-dir)")
+    cache = _load_prepare_cache(paths["cache"])
+    new_cache, rows, excluded, silent, reused = {}, {}, [], [], 0
+    for relative in progress(_list_videos(folder), "prepare", show_progress):
+        stat = (folder / relative).stat()
+        key = [stat.st_size, stat.st_mtime_ns]
+        entry = cache.get(relative)
+        if entry and entry["key"] == key and _cache_complete(entry, relative, paths["audio"], paths["frames"],
+                                                             extract_frames):
+            reused += 1
+        else:
+            info, problem = _examine_video(folder / relative, relative, paths["audio"], paths["frames"],
+                                           extract_frames)
+            entry = {"key": key, "info": info, "problem": problem}
+        new_cache[relative] = entry
+        info = entry["info"]
+        if info is None:
+            excluded.append((relative, entry["problem"]))
+        elif not info["has_audio"] and require_audio:
+            excluded.append((relative, "no audio track (use --no-require-audio to keep it)"))
+        else:
+            if not info["has_audio"]:
+                silent.append(relative)
+            rows[relative] = info
+    official = read_official_split(Path(data_root) / "ucfTrainTestlist")
+    splits = assign_splits(list(rows), official)
+    for relative in rows:
+        if relative not in splits:
+            excluded.append((relative, "not in the official split 1 lists"))
+    table = [_split_row(relative, rows[relative], splits[relative]) for relative in rows if relative in splits]
+    _write_split_csv(paths["split_csv"], table)
+    atomic_write_text(paths["cache"], json.dumps(new_cache, indent=0, sort_keys=True))
+    summary = {"csv": str(paths["split_csv"]), "videos": len(new_cache), "kept": len(table), "reused": reused,
+               "excluded": sorted(excluded), "without_audio": silent, "official_split": official is not None,
+               "splits": {name: sum(row["split"] == name for row in table) for name in ("train", "val", "test")}}
+    return summary
+
+
+def _split_row(relative, info, split):
+    return {"path": relative, "category": Path(relative).parts[0] if len(Path(relative).parts) > 1 else "",
+            "split": split, "fps": info["fps"], "n_frames": info["n_frames"], "width": info["width"],
+            "height": info["height"], "has_audio": bool(info["has_audio"]), "audio_rate": info["audio_rate"],
+            "duration": info["duration"]}
+
+
+def _write_split_csv(path, rows):
+    import pandas as pd
+    table = pd.DataFrame(rows, columns=SPLIT_COLUMNS)
+    atomic_write_text(path, table.to_csv(index=False))
+
+
+def format_summary(summary):
+    """A few lines for the console: counts per split, then every excluded file and why."""
+    splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())
+    lines = [f"{summary['csv']}: {summary['kept']} of {summary['videos']} videos ({splits}); "
+             f"{summary['reused']} reused from the last run; "
+             f"split: {'official split 1' if summary['official_split'] else 'by group'}"]
+    if summary["without_audio"]:
+        lines.append(f"kept without audio (has_audio=False): {len(summary['without_audio'])}")
+        lines += [f"  {path}" for path in summary["without_audio"]]
+    if summary["excluded"]:
+        lines.append(f"excluded: {len(summary['excluded'])}")
+        lines += [f"  {path}: {reason}" for path, reason in summary["excluded"]]
+    return "\n".join(lines)
+
+
+def ensure_dataset(data_root, dataset):
+    """dataset_paths(...) of a ready dataset; the demo is generated under `{data_root}/demo` on first use."""
+    paths = dataset_paths(data_root, dataset)
+    if dataset == "demo":
+        if not paths["split_csv"].is_file():
+            _build_demo_once(data_root)
+    elif not paths["videos"].is_dir() or not paths["split_csv"].is_file():
+        missing = paths["videos"] if not paths["videos"].is_dir() else paths["split_csv"]
+        raise ASVFIError(f"{missing} not found: put UCF-101 videos in {paths['videos']}/<Category>/*.avi and run "
+                         f"`python utils.py prepare --data-root {data_root}` (or use --dataset demo)")
+    return paths
+
+
+def build_demo(out_root, show_progress=True, **demo_options):
+    """Render the demo set (demo_data.make_demo options) and prepare its split CSV and audio cache."""
+    demo_data.make_demo(out_root, show_progress=show_progress, **demo_options)
+    return prepare(out_root, "demo", show_progress=show_progress)
+
+
+def _build_demo_once(data_root):
+    """Generate the demo under a file lock so parallel ranks/workers do not generate it twice."""
+    import fcntl
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_root) / ".demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not dataset_paths(data_root, "demo")["split_csv"].is_file():
+            build_demo(data_root)
+
+
+# ----------------------------------------------------------------------------- command line
+def build_parser():
+    parser = argparse.ArgumentParser(description="ASVFI data tools: prepare a video folder, make the demo set.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="split CSV + 16 kHz audio cache (+ PNG frames) of a video folder")
+    prep.add_argument("--data-root", default="../data")
+    prep.add_argument("--dataset", choices=["ucf101", "demo"], default="ucf101",
+                      help="folder preset: ucf101 → UCF-101, demo → demo")
+    prep.add_argument("--dataset-dir", default=None, help="video folder name under --data-root (overrides --dataset)")
+    prep.add_argument("--require-audio", action=argparse.BooleanOptionalAction, default=True,
+                      help="exclude videos without an audio track (default); otherwise keep them with has_audio=False")
+    prep.add_argument("--extract-frames", action="store_true",
+                      help="also write <dir>_imgs/<Category>/<video>/frame_%%05d.png")
+    demo = commands.add_parser("make-demo", help="generate the synthetic audio-visual demo set")
+    demo.add_argument("--out", default="../data", help="data root: writes <out>/demo and <out>/demo_split.csv")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--groups", type=int, default=6)
+    demo.add_argument("--clips", type=int, default=2, help="clips per group")
+    demo.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
+    demo.add_argument("--size", default="320x240", help="frame size WxH (the demo's default is UCF-101's 320x240)")
+    return parser
+
+
+def parse_size(text):
+    """`WxH` → (width, height)."""
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    try:
+        if args.command == "prepare":
+            summary = prepare(args.data_root, args.dataset, args.dataset_dir, args.require_audio, args.extract_frames)
+        else:
+            summary = build_demo(args.out, seed=args.seed, groups=args.groups, clips=args.clips, frames=args.frames,
+                                 size=parse_size(args.size))
+    except ASVFIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    print(f"done in {time.time() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

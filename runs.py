@@ -1,0 +1,108 @@
+"""Every path convention in one place: run names, checkpoint files, data-set folders, outputs.
+
+    run_name("adamw", "6e-4", "noaudio")       -> "adamw_6e-4_noaudio"
+    checkpoint_path("asvfi", "adamw_6e-4")     -> weights/asvfi/adamw_6e-4.pth
+    output_dir("../data", "asvfi", 2, run)     -> ../data/ASVFI/scale/2_<run>
+    gt_dir("../data", 2)                       -> ../data/GT/scale/2
+    eval_csv_path("asvfi", run, 2)             -> evals/ASVFI_<run>_s2.csv
+
+Checkpoint, figure and report paths are relative to `--out-dir` (the repository root by default);
+frames and data live under `--data-root`.
+"""
+import re
+from pathlib import Path
+
+# Model names as they appear in output folders and report names.
+DISPLAY_NAMES = {"asvfi": "ASVFI", "pervfi": "PerVFI", "repeat": "Repeat", "blend": "Blend", "dis": "DIS"}
+TRAINED_MODELS = ("asvfi", "pervfi")
+DATASET_FOLDERS = {"ucf101": "UCF-101", "demo": "demo"}
+_GROUP_PATTERN = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------- runs and checkpoints
+def run_name(optimizer, lr, tag=None):
+    """`<optimizer>_<lr>` with the learning rate exactly as typed (`6e-4` stays `6e-4`)."""
+    name = f"{optimizer}_{lr}"
+    return f"{name}_{tag}" if tag else name
+
+
+def checkpoint_dir(model, out_dir="."):
+    """`weights/<model>/`: the checkpoints training writes (not the pretrained files of weights.py)."""
+    return Path(out_dir) / "weights" / model
+
+
+def checkpoint_path(model, run, epoch=0, out_dir="."):
+    """Latest checkpoint of a run (epoch 0) or its epoch-N snapshot."""
+    suffix = f"_epoch{epoch}" if epoch else ""
+    return checkpoint_dir(model, out_dir) / f"{run}{suffix}.pth"
+
+
+def best_checkpoint_path(model, tag=None, out_dir="."):
+    """`best_<model>.pth`; a tagged run (an ablation arm) gets `best_<model>_<tag>.pth` so that it
+    never replaces the main run's best model."""
+    suffix = f"_{tag}" if tag else ""
+    return checkpoint_dir(model, out_dir) / f"best_{model}{suffix}.pth"
+
+
+def figure_path(run, out_dir="."):
+    return Path(out_dir) / "figs" / f"{run}.png"
+
+
+def log_path(run, out_dir="."):
+    return Path(out_dir) / "figs" / f"{run}.csv"
+
+
+def generated_run(model, optimizer, lr, tag=None, epoch=0, checkpoint=None):
+    """Run part of the folder and report of a checkpoint's frames: the checkpoint file's stem
+    (`adamw_6e-4`, `adamw_6e-4_epoch5`, or the stem of `--checkpoint`), so frames of different
+    checkpoints never mix; None for the training-free baselines."""
+    if model not in TRAINED_MODELS:
+        return None
+    return Path(checkpoint).stem if checkpoint else checkpoint_path(model, run_name(optimizer, lr, tag), epoch).stem
+
+
+# ----------------------------------------------------------------------------- generated frames and reports
+def output_dir(data_root, model, scale, run=None):
+    """Generated frames of a model: `{data_root}/<Model>/scale/<s>_<run>`; baselines have no run."""
+    tail = f"{scale}_{run}" if run else f"{scale}"
+    return Path(data_root) / DISPLAY_NAMES[model] / "scale" / tail
+
+
+def gt_dir(data_root, scale):
+    return Path(data_root) / "GT" / "scale" / str(scale)
+
+
+def eval_csv_path(model, run, scale, out_dir="."):
+    """`evals/<Model>_<run>_s<s>.csv` (the scale is in the name so 2x and 4x reports do not mix)."""
+    name = f"{DISPLAY_NAMES[model]}_{run}" if run else DISPLAY_NAMES[model]
+    return Path(out_dir) / "evals" / f"{name}_s{scale}.csv"
+
+
+# ----------------------------------------------------------------------------- data sets
+def dataset_paths(data_root, dataset=None, folder=None):
+    """Video folder, split CSV, 16 kHz audio cache, extracted frames and prepare cache of a data set.
+
+    `dataset` is a preset (`ucf101` → `UCF-101`, `demo` → `demo`); `folder` names any other video
+    folder under data_root and gives `{root}/{folder}_split.csv` etc. in the same way.
+    """
+    root = Path(data_root)
+    name = folder or DATASET_FOLDERS[dataset]
+    return {"videos": root / name, "split_csv": root / f"{name}_split.csv", "audio": root / f"{name}_audio16k",
+            "frames": root / f"{name}_imgs", "cache": root / f".{name}_prepare.json"}
+
+
+def default_dataset(data_root):
+    """`--dataset` when none is given: UCF-101 when its folder or split CSV is under data_root, else the demo."""
+    paths = dataset_paths(data_root, "ucf101")
+    return "ucf101" if paths["videos"].is_dir() or paths["split_csv"].is_file() else "demo"
+
+
+def audio_cache_path(audio_dir, relative_video_path):
+    """`<audio_dir>/<Category>/<video>.npy` for a video path relative to its dataset folder."""
+    return Path(audio_dir) / Path(relative_video_path).with_suffix(".npy")
+
+
+def video_group(relative_path):
+    """UCF-style group number (`_gXX_`) of a video, or its stem when it has none (a group of its own)."""
+    match = _GROUP_PATTERN.search(Path(relative_path).stem)
+    return int(match.group(1)) if match else Path(relative_path).stem

@@ -1,0 +1,88 @@
+"""Where a script runs: the device, mixed precision, and this process's place in a torchrun job.
+
+    with runtime.processes("cuda") as procs:     # one process, or a DDP group under torchrun
+        ... procs.device, procs.rank, procs.world, procs.is_main, procs.sum([...]), procs.barrier()
+
+torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; each process takes the GPU of its LOCAL_RANK.
+Training joins a process group (NCCL on GPUs, gloo on CPU); inference only shards its videos.
+"""
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from utils import ASVFIError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(name=None):
+    """`--device` value → torch.device; default CUDA when present; under torchrun, the LOCAL_RANK GPU."""
+    if name in (None, "", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ASVFIError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def autocast(device, amp):
+    """Mixed precision for `--amp bf16|fp16` on CUDA; a no-op without --amp or on another device."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16),
+                          enabled=bool(amp) and device.type == "cuda")
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's device and place in a job (rank 0 of 1 without torchrun)."""
+    device: torch.device = torch.device("cpu")
+    rank: int = 0
+    world: int = 1
+    grouped: bool = False  # joined a torch.distributed process group (collectives work)
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def shard(self, items):
+        """This process's share of a list (every world-th item from its rank)."""
+        return items[self.rank::self.world]
+
+    def barrier(self):
+        if self.grouped:
+            dist.barrier()
+
+    def sum(self, values):
+        """Element-wise sum of a list of floats over all processes."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.grouped:
+            dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def gather(self, obj):
+        if not self.grouped:
+            return [obj]
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+@contextlib.contextmanager
+def processes(device_name=None, join_group=True):
+    """Processes of this run; under torchrun with join_group, a process group for the block's duration."""
+    device = pick_device(device_name)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    grouped = join_group and world > 1
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    if grouped:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield Processes(device, rank, world, grouped)
+    finally:
+        if grouped:
+            dist.destroy_process_group()

@@ -1,0 +1,445 @@
+"""Video and audio I/O with PyAV, and the lossless PNG frame folders.
+
+    info = probe(path)                       # VideoInfo: fps, frames (decoded), size, audio
+    frames = read_frames(path, 10, 20)       # (10, H, W, 3) uint8, seeking to the key frame before 10
+    wave = read_audio(path)                  # 16 kHz mono float32, sample n at time n / 16000
+    with VideoWriter("out.mp4", 50, W, H, audio_from=path) as writer: writer.write(frame)
+
+Frames are identified by their index in the decoder's output order (never re-sorted by pts);
+frame times come from the stream when its pts are monotonic and from index / fps otherwise;
+frame counts come from decoding (headers lie); a corrupt packet costs at most its own frame.
+Unreadable files raise MediaError, which names the file.
+"""
+import fractions
+import functools
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from utils import AUDIO_RATE, ASVFIError
+
+
+class MediaError(ASVFIError):
+    """A file that cannot be read as a video (or a frame that cannot be written); the message names it."""
+
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+_DISPLAY_SIZE_TAG = "asvfi-display-size="
+
+
+@dataclass
+class VideoInfo:
+    """What `prepare` and the datasets need to know about a video file."""
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    duration: float
+    has_audio: bool
+    audio_rate: int
+    audio_channels: int
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    """One decode pass over a video without pixel conversion: per-frame pts, key frames, size."""
+    pts: tuple
+    keyframe: tuple
+    time_base: fractions.Fraction
+    fps: float
+    start_time: float
+    width: int
+    height: int
+
+    @functools.cached_property
+    def pts_monotonic(self):
+        """Frame pts usable as timestamps and seek targets (present and strictly increasing)."""
+        return all(p is not None for p in self.pts) and all(a < b for a, b in zip(self.pts, self.pts[1:]))
+
+    @functools.cached_property
+    def position(self):
+        """pts → frame index (meaningful when pts_monotonic)."""
+        return {pts: i for i, pts in enumerate(self.pts)}
+
+
+def _open(path):
+    """Open a media file; errors name the file (PyAV's own messages often do not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as err:
+        reason = getattr(err, "strerror", None) or err
+        raise MediaError(f"{path}: cannot open as a video/audio file ({reason})") from err
+
+
+def _video_stream(container, path):
+    if not container.streams.video:
+        raise MediaError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1
+    return stream
+
+
+def _stream_fps(stream):
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 25.0
+
+
+def _display_size(container, stream):
+    """(width, height) to show: odd sizes written by VideoWriter are stored padded to even plus a tag."""
+    tag = container.metadata.get("comment", "")
+    if tag.startswith(_DISPLAY_SIZE_TAG):
+        width, height = tag[len(_DISPLAY_SIZE_TAG):].split("x")
+        return int(width), int(height)
+    return stream.codec_context.width, stream.codec_context.height
+
+
+def _decode_packets(container, stream):
+    """Decoded frames of one stream; a corrupt packet costs its own frame(s), not the rest of the file."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            return  # the demuxer cannot go on (truncated or garbled file): keep what decoded so far
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:  # InvalidDataError and kin: drop this packet only
+            continue
+        yield from frames
+
+
+def _to_rgb(frame, size):
+    rgb = frame.to_ndarray(format="rgb24")
+    width, height = size
+    return rgb[:height, :width] if rgb.shape[:2] != (height, width) else rgb
+
+
+def _file_key(path):
+    """Identifies one version of a file; the inode changes when a file is replaced by a rename."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _frame_index(path):
+    """Cached per file version: the decode pass is done once per process, not once per read."""
+    return _scan_video(*_file_key(path))
+
+
+@functools.lru_cache(maxsize=512)
+def _scan_video(path, size, mtime_ns, inode):
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        width, height = _display_size(container, stream)
+        pts, keyframe = [], []
+        for frame in _decode_packets(container, stream):
+            pts.append(frame.pts)
+            keyframe.append(bool(frame.key_frame))
+        start = stream.start_time * stream.time_base if stream.start_time is not None else 0.0
+        return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, _stream_fps(stream),
+                           float(start), width, height)
+
+
+def probe(path):
+    """VideoInfo of a file. n_frames counts what actually decodes (header counts can be wrong)."""
+    index = _frame_index(path)
+    audio_rate = audio_channels = 0
+    with _open(path) as container:
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            audio_rate = audio.codec_context.sample_rate or audio.rate or 0
+            audio_channels = audio.codec_context.channels or 0
+    n_frames = len(index.pts)
+    return VideoInfo(fps=index.fps, n_frames=n_frames, width=index.width, height=index.height,
+                     duration=n_frames / index.fps, has_audio=audio_rate > 0, audio_rate=int(audio_rate),
+                     audio_channels=int(audio_channels))
+
+
+def frame_times(path):
+    """Time (s, container timeline) of each frame: stream pts where monotonic, else start + index/fps."""
+    index = _frame_index(path)
+    if index.pts and index.pts_monotonic:
+        return np.array(index.pts, dtype=np.float64) * float(index.time_base)
+    return index.start_time + np.arange(len(index.pts), dtype=np.float64) / index.fps
+
+
+def iter_frames(path):
+    """Stream (H, W, 3) uint8 RGB frames in decode order without holding the video in memory."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        size = _display_size(container, stream)
+        for frame in _decode_packets(container, stream):
+            yield _to_rgb(frame, size)
+
+
+def read_frames(path, start, stop):
+    """Frames [start, stop) as (N, H, W, 3) uint8, decoding from the key frame before `start` only.
+
+    Frames after a seek are placed by their pts in the file's frame index; files whose pts are missing
+    or non-monotonic (some AVIs) are decoded from the beginning, counting frames, instead.
+    """
+    index = _frame_index(path)
+    if not 0 <= start < stop <= len(index.pts):
+        raise MediaError(f"{path}: frames [{start}, {stop}) requested but the video has {len(index.pts)} frames")
+    frames = _read_by_seeking(path, index, start, stop) if start > 0 and index.pts_monotonic else None
+    if frames is None:
+        frames = _read_sequentially(path, index, start, stop)
+    return np.stack(frames)
+
+
+def _read_by_seeking(path, index, start, stop):
+    """Seek to the last key frame at or before `start`; None when the decoder lands elsewhere."""
+    keyframes = [i for i in range(start + 1) if index.keyframe[i]]
+    seek_pts = index.pts[keyframes[-1]] if keyframes else index.pts[0]
+    wanted = {}
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        for frame in _decode_packets(container, stream):
+            i = index.position.get(frame.pts)
+            if i is None:
+                continue
+            if i > start and not wanted:
+                return None  # landed after the first wanted frame
+            if start <= i < stop:
+                wanted[i] = _to_rgb(frame, (index.width, index.height))
+            if i >= stop - 1:
+                break
+    if len(wanted) != stop - start:
+        return None
+    return [wanted[i] for i in range(start, stop)]
+
+
+def _read_sequentially(path, index, start, stop):
+    frames = []
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        for i, frame in enumerate(_decode_packets(container, stream)):
+            if i >= start:
+                frames.append(_to_rgb(frame, (index.width, index.height)))
+            if i >= stop - 1:
+                break
+    if len(frames) != stop - start:
+        raise MediaError(f"{path}: only {start + len(frames)} frames decode, [{start}, {stop}) requested")
+    return frames
+
+
+def _decode_audio(path, rate=None, layout=None):
+    """(channels, T) float32 resampled waveform and its rate, sample n at container time n/rate.
+
+    Audio that starts before 0 (encoder priming) is trimmed, audio that starts later is zero-padded,
+    gaps left by corrupt packets are zero-filled. None when the file has no (decodable) audio.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        rate = rate or stream.codec_context.sample_rate
+        channels = stream.codec_context.channels or 1
+        layout = layout or ("mono" if channels == 1 else "stereo")
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        chunks, cursor = [], None
+        for frame in _chain_flush(_decode_packets(container, stream)):
+            for out in resampler.resample(frame):
+                samples = out.to_ndarray().astype(np.float32, copy=False)
+                if cursor is None:
+                    t0 = float(out.pts * out.time_base) if out.pts is not None else 0.0
+                    cursor = int(round(t0 * rate))
+                elif out.pts is not None:
+                    expected = int(round(float(out.pts * out.time_base) * rate))
+                    if expected - cursor > 1:  # a hole left by a dropped packet
+                        chunks.append(np.zeros((samples.shape[0], expected - cursor), np.float32))
+                        cursor = expected
+                chunks.append(samples)
+                cursor += samples.shape[1]
+    if not chunks:
+        return None
+    wave = np.concatenate(chunks, axis=1)
+    first = cursor - wave.shape[1]
+    if first > 0:
+        wave = np.concatenate([np.zeros((wave.shape[0], first), np.float32), wave], axis=1)
+    elif first < 0:
+        wave = wave[:, -first:]
+    return np.ascontiguousarray(wave), rate
+
+
+def _chain_flush(frames):
+    """Decoded audio frames followed by None, which flushes the resampler's buffered tail."""
+    yield from frames
+    yield None
+
+
+def read_audio(path, rate=AUDIO_RATE):
+    """Mono float32 waveform at `rate`, sample n at time n/rate on the container's timeline.
+
+    Returns None when the file has no audio stream (or none of its audio decodes); callers treat that
+    as silence with has_audio=False.
+    """
+    decoded = _decode_audio(path, rate=rate, layout="mono")
+    return None if decoded is None else decoded[0][0]
+
+
+def _as_channels_first(wave):
+    """(T,), (C, T) or (T, C) with C <= 2 → float32 (C, T)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 1:
+        return wave[None]
+    if wave.ndim == 2 and wave.shape[0] > 2 and wave.shape[1] <= 2:
+        return np.ascontiguousarray(wave.T)
+    if wave.ndim == 2 and wave.shape[0] <= 2:
+        return wave
+    raise ValueError(f"audio waveform must be (T,), (C, T) or (T, C) with C <= 2, got shape {wave.shape}")
+
+
+class VideoWriter:
+    """Write RGB uint8 frames (and an audio track) to a video file, atomically on close.
+
+    Codecs follow the extension: .mp4/.mov/.mkv → H.264 (libx264, yuv420p) + AAC; .avi → MPEG-4 part 2
+    (as UCF-101's xvid files) + 16-bit PCM. 4:2:0 video cannot hold odd sizes: odd frames are padded
+    by one replicated edge row/column and the real size is stored in the container's comment tag,
+    which `probe`/`read_frames`/`iter_frames` honour (other players show the extra edge line).
+    Audio: `audio=(waveform, rate)` with waveform (T,) or (C, T), or `audio_from=path` to re-encode
+    another file's audio (nothing is added when that file has none). Sample n plays at n/rate, frame k
+    at k/fps.
+    """
+
+    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, quality=18):
+        if audio is not None and audio_from is not None:
+            raise ValueError(f"{path}: give either audio=(waveform, rate) or audio_from=path, not both")
+        self.path = Path(path)
+        self.fps = fractions.Fraction(fps).limit_denominator(1001)
+        self.size = (int(width), int(height))
+        self.gop, self.quality = gop, quality
+        if audio_from is not None:
+            decoded = _decode_audio(audio_from)
+            audio = None if decoded is None else decoded
+        self.audio = None if audio is None else (_as_channels_first(audio[0]), int(audio[1]))
+        self.container = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+        os.close(fd)
+        fmt = {".mkv": "matroska", ".mov": "mov", ".avi": "avi"}.get(self.path.suffix.lower(), "mp4")
+        self.container = av.open(self._tmp, "w", format=fmt)
+        avi = fmt == "avi"
+        width, height = self.size
+        if width % 2 or height % 2:
+            self.container.metadata["comment"] = f"{_DISPLAY_SIZE_TAG}{width}x{height}"
+        self.video = self.container.add_stream("mpeg4" if avi else "libx264", rate=self.fps)
+        self.video.width, self.video.height = width + width % 2, height + height % 2
+        self.video.pix_fmt = "yuv420p"
+        self.video.gop_size = self.gop
+        self.video.codec_context.time_base = 1 / self.fps
+        if avi:  # quantiser 2..31 (2 best); single thread keeps the bytes deterministic
+            self.video.options = {"flags": "+qscale", "global_quality": str(max(2, self.quality // 6) * 118)}
+            self.video.codec_context.thread_count = 1
+        else:
+            self.video.options = {"crf": str(self.quality), "preset": "fast"}
+        self.frames_written = 0
+        self.audio_written = 0
+        if self.audio is not None:
+            wave, rate = self.audio
+            self.audio_stream = self.container.add_stream("pcm_s16le" if avi else "aac", rate=rate)
+            self.audio_stream.layout = "mono" if wave.shape[0] == 1 else "stereo"
+        return self
+
+    def write(self, frame):
+        """Append one (H, W, 3) uint8 RGB frame of the size given at construction."""
+        frame = np.asarray(frame)
+        width, height = self.size
+        if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"{self.path}: frame must be uint8 ({height}, {width}, 3), "
+                             f"got {frame.dtype} {frame.shape}")
+        if width % 2 or height % 2:
+            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame.pts = self.frames_written
+        self.container.mux(self.video.encode(video_frame))
+        self.frames_written += 1
+        self._write_audio_until(self.frames_written / self.fps)
+
+    def _write_audio_until(self, seconds):
+        """Encode audio up to the current video time so the file interleaves both streams."""
+        if self.audio is None:
+            return
+        wave, rate = self.audio
+        end = wave.shape[1] if seconds is None else min(wave.shape[1], int(seconds * rate))
+        chunk = self.audio_stream.codec_context.frame_size or 1024
+        is_pcm = self.audio_stream.codec_context.name.startswith("pcm")
+        while self.audio_written + (1 if seconds is None else chunk) <= end:
+            piece = wave[:, self.audio_written:self.audio_written + chunk]
+            if is_pcm:
+                samples = (np.clip(piece, -1, 1) * 32767).round().astype(np.int16)
+                packed = samples.T.reshape(1, -1)
+                audio_frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=self.audio_stream.layout.name)
+            else:
+                audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp",
+                                                         layout=self.audio_stream.layout.name)
+            audio_frame.sample_rate = rate
+            audio_frame.pts = self.audio_written
+            self.container.mux(self.audio_stream.encode(audio_frame))
+            self.audio_written += piece.shape[1]
+
+    def close(self):
+        self._write_audio_until(None)
+        self.container.mux(self.video.encode())
+        if self.audio is not None:
+            self.container.mux(self.audio_stream.encode())
+        self.container.close()
+        os.replace(self._tmp, self.path)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.container.close()
+        finally:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+
+
+def write_png_frames(folder, frames, start=0):
+    """Lossless `frame_%05d.png` files numbered from `start`; returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, frame in enumerate(frames, start=start):
+        path = folder / f"frame_{i:05d}.png"
+        bgr = cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+        if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+            raise OSError(f"{path}: could not write PNG")
+        paths.append(path)
+    return paths
+
+
+def read_png_frames(folder, start=0, stop=None):
+    """Frames [start, stop) of a `frame_%05d.png` folder as (N, H, W, 3) uint8 RGB (stop=None: to the end)."""
+    folder = Path(folder)
+    if stop is None:
+        stop = start
+        while (folder / f"frame_{stop:05d}.png").is_file():
+            stop += 1
+    frames = []
+    for i in range(start, stop):
+        path = folder / f"frame_{i:05d}.png"
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{path}: missing or unreadable frame")
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if not frames:
+        raise FileNotFoundError(f"{folder}: no frames [{start}, {stop})")
+    return np.stack(frames)
