@@ -1,30 +1,40 @@
 """PerVFI (Wu et al., CVPR 2024): perception-oriented frame interpolation with asymmetric blending.
 
-Pipeline for two frames I0, I1 and a time t in (0, 1):
+This is the authors' released generator (mulns/PerVFI, `PFlowVFI_V0.Network(dilate_size=9)`, the
+network of their v00 checkpoint): the same module tree, parameter names, shapes and arithmetic,
+so their checkpoint loads with `strict=True` (`load_official_state_dict`) and the outputs match.
+`width` scales every channel count for small CPU experiments; width 1.0 is the official network.
 
-1. A frozen optical-flow estimator gives F0->1 and F1->0 (pixels; see flow.py).
-2. A feature pyramid of both frames (level 0 at full resolution carries the image itself).
-3. Frame 0 is the primary side: its features are forward softmax-splatted to time t with flow
-   t*F0->1 and a metric Z (derived photometric consistency + learned refinement); a hole mask marks
-   pixels no frame-0 pixel reached.
-4. Frame 1 is the complementary side: its features are aligned to time t by modulated deformable
-   convolution (DCNv2, pure torch) whose offsets start at the splatted flow F_t->1 and are refined
-   from the splatted features, the hole mask and that flow, coarse to fine.
-5. Asymmetric soft-binary blending f0*(1 - m) + f1*m with m = tanh(|x|): x is computed from the
-   dilated hole mask gated by channel attention, so m is near 0 (use frame 0) outside holes.
-6. A multiscale (HRNet-style) fusion turns the blended pyramid into conditions at 1/2, 1/4, 1/8.
-7. A conditional Glow maps the target frame to latents given those conditions (training: NLL in
-   bits/dim); sampling draws latents with a temperature `heat` from the learned priors and inverts.
-   With config["residual"] (default) the flow models the target relative to a base estimate, the
-   level-0 asymmetric blend of the splatted frame 0 and the flow-warped frame 1 (a conditional
-   shift: log-det 0). This departs from the paper, whose flow models the frame itself; it makes
-   an untrained model start from a sensible interpolation, so short training runs converge
-   (residual=False is the paper's formulation).
+Pipeline for frames I0, I1 in [0, 1] (mapped to [-1, 1] inside), flows F0->1, F1->0 in pixels and a
+time t in (0, 1):
+
+1. Feature pyramid (softmax splatting's encoder): level 0 = [image, 32 ch] at full size, 64 ch at
+   1/2, 96 ch at 1/4. A GridNet-style metric network scores every frame-0 pixel by brightness
+   constancy along the flow; the metric is scaled by 2t (2(1-t) for frame 1) and NEGATED before
+   softmax splatting (the authors' convention: a low score wins).
+2. Frame 0 (the primary side) is softmax-splatted to t at every level (flows and metrics are
+   bilinearly resized level to level); a hole mask marks pixels no frame-0 pixel reached. Frame 1
+   is not splatted: the flow t->1 is obtained by splatting (1-t)F1->0 and negating it.
+3. Frame 1's features are aligned to t, coarse to fine, by modulated deformable convolutions whose
+   offsets are learned from [splatted f0, f1, hole mask, flow t->1] (the flow is an input, not the
+   offset's starting point), and merged with the splatted frame-0 features.
+4. Asymmetric soft-binary blending per level, f0 (1 - m) + f1' m with m = tanh(|x|); x comes from
+   the hole mask (9x9 conv) gated by channel attention, so m ~ 0 (frame 0) away from holes.
+5. An HRNet-style fusion turns the blended pyramid into conditions at 1/2, 1/4, 1/8.
+6. A conditional Glow (3 blocks x K = 16 steps: ActNorm with data-dependent initialisation, dense
+   invertible 1x1 conv, affine coupling log-scale = scale*tanh(.) + scale_shift conditioned on the
+   level's condition) maps the target frame itself to latents. The priors do not see the
+   condition; the last block's prior is a learned constant. Sampling treats the given latents as
+   standard-normal noise: z = mean + sd * eps, eps ~ heat * N(0, 1).
 
 The flow estimator is not a registered submodule: it is frozen, kept out of `state_dict()` and of
 `parameters()` (so the optimizer never sees it), and still follows `.to(device)`.
+
+Official training recipe (src/train): loss = NLL (`official_nll`) + 0.1 * `lap_loss` + 0.2 * VGG
+on a sample drawn at heat = std of the encoded latents (`training_heat`).
 """
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -33,20 +43,28 @@ import torch.nn.functional as F
 import flow as flowlib
 from resnet_3D import scaled_channels
 
+GLOW_BLOCKS = 3        # pyramid levels = Glow blocks = squeezes, so frames are padded to 2**3
+BLEND_DILATION = 9     # SoftBinary's hole-mask kernel (Network(dilate_size=9))
+METRIC_CLIP = 20.0     # splatting metrics are clipped to +-20 before exp()
+SPLAT_EPS = 1e-7       # normaliser epsilon of softmax / average splatting
+HOLE_LEVEL = 0.5       # average-splatted ones <= 0.5: no frame-0 pixel arrived
+MASK_JITTER = 100.0    # training noise on the soft masks: (U(0, 1) - 0.5) / 100
+DEQUANT_LEVELS = 255.0  # dequantisation noise and constant of the official NLL
+
 
 def default_pervfi_config(**overrides):
     """The default PerVFI configuration (plain types only, stored in checkpoints).
 
-    width scales every channel count (1.0 = the published size, ~8.7M parameters without the flow
-    estimator); levels is the number of pyramid scales = normalizing-flow levels; steps_per_level
-    is K, the flow steps per level; heat is the sampling temperature at inference; train_heat is
-    the temperature of the sample returned during training for the Lap/perceptual terms
-    ("latent_std" = the std of the encoded latents, as in the official training code, or a float);
-    residual: model the target relative to the blended base estimate (see the module docstring).
+    width scales every channel count (1.0 = the official network, 8,667,545 parameters without the
+    flow estimator); steps_per_level is K, the flow steps per Glow block (16 official); heat is
+    the sampling temperature at inference (0.3 in the released inference code); train_heat is the
+    temperature of the sample returned during training for the Lap/perceptual terms
+    ("latent_std" = the std of the encoded latents, as in the official training code, or a float).
+    flow_estimator names a flow.py estimator; the authors ran RAFT with its Sintel weights (their
+    training used flows precomputed by RAFT or GMFlow); "dis" needs no downloaded weights.
     """
-    config = dict(model="pervfi", scale=2, width=1.0, flow_estimator="dis", levels=3,
-                  steps_per_level=16, fusion_units=5, heat=0.3, train_heat="latent_std",
-                  mask_jitter=0.01, dcn_groups=8, residual=True)
+    config = dict(model="pervfi", scale=2, width=1.0, flow_estimator="dis", steps_per_level=16,
+                  heat=0.3, train_heat="latent_std")
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise ValueError(f"pervfi.py: unknown PerVFI config keys {unknown}; known: {sorted(config)}")
@@ -74,431 +92,682 @@ def build_pervfi(config, flow_estimator=None):
     return model
 
 
-def pyramid_channels(levels, width):
-    """Feature channels per pyramid level (32, 64, 96, ... at width 1, as in softmax splatting)."""
-    return [scaled_channels(32 * (level + 1), width) for level in range(levels)]
+# ----------------------------------------------------------------------------------------------
+# The authors' checkpoint
+# ----------------------------------------------------------------------------------------------
+
+def official_state_dict(checkpoint):
+    """The generator's state dict from what `torch.load` returns for the authors' v00 file.
+
+    Their file is the generator's plain state_dict, possibly with DDP's `module.` (their loader
+    strips it: `k.replace("module.", "")`); a dict wrapping it under "state_dict" / "model" /
+    "netG" is accepted too.
+    """
+    state = checkpoint
+    while isinstance(state, dict) and not any(torch.is_tensor(v) for v in state.values()):
+        wrapped = [state[k] for k in ("state_dict", "model", "netG", "generator") if isinstance(state.get(k), dict)]
+        if len(wrapped) != 1:
+            raise ValueError(f"pervfi.py: no PerVFI state dict in this checkpoint (keys {sorted(state)[:8]})")
+        state = wrapped[0]
+    if not isinstance(state, dict):
+        raise ValueError(f"pervfi.py: expected a state dict, got {type(state).__name__}")
+    return {".".join(part for part in key.split(".") if part != "module"): value for key, value in state.items()}
+
+
+def load_official_state_dict(model, checkpoint, strict=True):
+    """Load the authors' weights (a path or a loaded object, see `official_state_dict`) into
+    `model` (a width-1.0 PerVFI) with strict key checking; returns the model."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(official_state_dict(checkpoint), strict=strict)
+    return model
+
+
+def build_official_pervfi(checkpoint, flow_estimator=None, **overrides):
+    """A width-1.0 PerVFI carrying the authors' weights (`checkpoint`: path or loaded object)."""
+    config = default_pervfi_config(**overrides)
+    if config["width"] != 1.0 or config["steps_per_level"] != 16:
+        raise ValueError("pervfi.py: the official checkpoint needs width=1.0 and steps_per_level=16")
+    return load_official_state_dict(build_pervfi(config, flow_estimator), checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
-# Modulated deformable convolution (DCNv2), pure torch
+# Splatting and warping (pure torch)
 # ----------------------------------------------------------------------------------------------
 
-def kernel_offsets(kernel_size, device, dtype):
-    """(K*K, 2) (x, y) displacement of every kernel tap from the centre (stride 1, dilation 1)."""
-    taps = torch.arange(kernel_size, device=device, dtype=dtype) - kernel_size // 2
-    ys, xs = torch.meshgrid(taps, taps, indexing="ij")
-    return torch.stack([xs.flatten(), ys.flatten()], dim=1)
+def splat_sum(values, flow):
+    """Summation (forward) splatting: every source pixel adds its value bilinearly at p + flow(p).
+
+    Corners outside the image are dropped (no renormalisation); pixels with a non-finite target
+    are skipped. Differentiable w.r.t. values and flow.
+    """
+    batch, channels, height, width = values.shape
+    xs = torch.arange(width, device=flow.device, dtype=flow.dtype).view(1, 1, width)
+    ys = torch.arange(height, device=flow.device, dtype=flow.dtype).view(1, height, 1)
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    finite = torch.isfinite(x) & torch.isfinite(y)
+    x, y = torch.where(finite, x, 0.0), torch.where(finite, y, 0.0)
+    x0, y0 = x.floor(), y.floor()
+    x1, y1 = x0 + 1, y0 + 1
+    corners = ((x0, y0, (x1 - x) * (y1 - y)), (x1, y0, (x - x0) * (y1 - y)),
+               (x0, y1, (x1 - x) * (y - y0)), (x1, y1, (x - x0) * (y - y0)))
+    source = values.reshape(batch, channels, -1)
+    out = values.new_zeros(batch, channels, height * width)
+    for corner_x, corner_y, weight in corners:
+        inside = finite & (corner_x >= 0) & (corner_x < width) & (corner_y >= 0) & (corner_y < height)
+        weight = torch.where(inside, weight, 0.0).to(values.dtype).view(batch, 1, -1)
+        index = torch.where(inside, corner_y * width + corner_x, 0.0).long().view(batch, 1, -1)
+        out = out.scatter_add(2, index.expand(-1, channels, -1), source * weight)
+    return out.view(batch, channels, height, width)
 
 
-def deform_conv2d(x, offset, mask, weight, bias=None):
-    """Modulated deformable convolution (stride 1, 'same' padding, zeros outside the image).
+def softsplat(values, flow, metric=None, mode="soft"):
+    """Splatting of Niklaus & Liu (CVPR 2020), modes "sum", "avg" (normalised by the splatted ones)
+    and "soft" (weights exp(metric), metric (B, 1, H, W)); normalisers get + 1e-7.
 
-    x (B, C, H, W); weight (Cout, C, k, k); offset (B, G*k*k*2, H, W) laid out as
-    [group, tap, (dx, dy)] in pixels; mask (B, G*k*k, H, W) laid out as [group, tap]; G (offset
-    groups) divides C. Every tap is sampled bilinearly at p + tap + offset, scaled by its mask,
-    and the taps are contracted with the weights as one 1x1 convolution.
+    Runs in float32 (or wider) whatever autocast does: exp(20) overflows float16.
+    """
+    work = torch.promote_types(values.dtype, torch.float32)
+    values, flow = values.to(work), flow.to(work)
+    if mode == "sum":
+        return splat_sum(values, flow)
+    if mode == "avg":
+        weighted = torch.cat([values, values.new_ones(values.shape[0], 1, *values.shape[2:])], 1)
+    elif mode == "soft":
+        importance = metric.to(work).exp()
+        weighted = torch.cat([values * importance, importance], 1)
+    else:
+        raise ValueError(f"pervfi.py: softsplat mode must be 'sum', 'avg' or 'soft', got {mode!r}")
+    out = splat_sum(weighted, flow)
+    return out[:, :-1] / (out[:, -1:] + SPLAT_EPS)
+
+
+def binary_hole(flow):
+    """1 where average splatting of ones along `flow` gives <= 0.5, i.e. (because of the 1e-7 in
+    the normaliser) where practically no source pixel arrived; else 0."""
+    ones = torch.ones(flow.shape[0], 1, *flow.shape[2:], device=flow.device, dtype=flow.dtype)
+    coverage = softsplat(ones, flow, mode="avg")
+    return (coverage <= HOLE_LEVEL).to(coverage.dtype)
+
+
+def backwarp(image, flow):
+    """Backward warp of the softmax-splatting code: grid_sample at p + flow(p) with
+    align_corners=True and zeros outside (used by the metric network)."""
+    _, _, height, width = flow.shape
+    horizontal = torch.linspace(-1.0, 1.0, width, dtype=flow.dtype, device=flow.device).view(1, 1, 1, -1)
+    vertical = torch.linspace(-1.0, 1.0, height, dtype=flow.dtype, device=flow.device).view(1, 1, -1, 1)
+    grid = torch.cat([horizontal.expand(-1, -1, height, -1), vertical.expand(-1, -1, -1, width)], 1)
+    normalised = torch.cat([flow[:, 0:1] / ((image.shape[3] - 1.0) / 2.0),
+                            flow[:, 1:2] / ((image.shape[2] - 1.0) / 2.0)], 1)
+    return F.grid_sample(image, (grid + normalised).permute(0, 2, 3, 1), mode="bilinear",
+                         padding_mode="zeros", align_corners=True)
+
+
+def resize(x, size, rescale):
+    """Bilinear resize (align_corners=False); `rescale` multiplies by the height ratio (flows)."""
+    out = F.interpolate(x, size, mode="bilinear", align_corners=False)
+    return out * (size[0] / x.shape[-2]) if rescale else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Modulated deformable convolution (torchvision.ops.deform_conv2d semantics), pure torch
+# ----------------------------------------------------------------------------------------------
+
+def deform_conv2d(x, offset, mask, weight, bias=None, padding=1, stride=1, dilation=1):
+    """Modulated deformable convolution with torchvision's layout and sampling.
+
+    x (B, C, H, W); weight (Cout, C, kh, kw); offset (B, 2*G*kh*kw, Ho, Wo) where channel
+    2*(g*kh*kw + k) is the vertical (dy) and the next one the horizontal (dx) displacement of tap
+    k = ky*kw + kx of offset group g (input channels split into G contiguous groups); mask
+    (B, G*kh*kw, Ho, Wo). Tap k of output pixel (oy, ox) samples bilinearly at
+    (oy*stride - padding + ky*dilation + dy, ...), a point at or beyond one pixel outside the
+    image reads 0 and so do out-of-image corners; the sample is multiplied by the mask.
     """
     batch, channels, height, width = x.shape
-    out_channels, in_channels, kernel_size, _ = weight.shape
-    if in_channels != channels:
-        raise ValueError(f"pervfi.py: deform_conv2d weight expects {in_channels} channels, got {channels}")
-    taps = kernel_size * kernel_size
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    taps = kernel_h * kernel_w
     groups = offset.shape[1] // (2 * taps)
-    if groups * 2 * taps != offset.shape[1] or mask.shape[1] != groups * taps or channels % groups:
-        raise ValueError(f"pervfi.py: deform_conv2d offset/mask channels {offset.shape[1]}/{mask.shape[1]} "
-                         f"do not match {taps} taps and {channels} input channels")
-    base = flowlib.pixel_grid(height, width, x.device, offset.dtype).view(1, 1, 1, 2, height, width)
-    tap_xy = kernel_offsets(kernel_size, x.device, offset.dtype).view(1, 1, taps, 2, 1, 1)
-    position = base + tap_xy + offset.view(batch, groups, taps, 2, height, width)
-    grid_x = (2 * position[:, :, :, 0] + 1) / width - 1
-    grid_y = (2 * position[:, :, :, 1] + 1) / height - 1
-    grid = torch.stack([grid_x, grid_y], dim=-1).view(batch * groups, taps * height, width, 2)
-    sampled = F.grid_sample(x.reshape(batch * groups, channels // groups, height, width), grid.to(x.dtype),
-                            mode="bilinear", padding_mode="zeros", align_corners=False)
-    sampled = sampled.view(batch, groups, channels // groups, taps, height, width)
-    sampled = sampled * mask.view(batch, groups, 1, taps, height, width).to(x.dtype)
-    columns = sampled.reshape(batch, channels * taps, height, width)
-    return F.conv2d(columns, weight.reshape(out_channels, channels * taps, 1, 1), bias)
+    if (in_channels != channels or groups < 1 or groups * 2 * taps != offset.shape[1]
+            or mask.shape[1] != groups * taps or channels % groups):
+        raise ValueError(f"pervfi.py: deform_conv2d got {channels} input channels, weight {tuple(weight.shape)}, "
+                         f"offset {offset.shape[1]} and mask {mask.shape[1]} channels")
+    out_h = (height + 2 * padding - dilation * (kernel_h - 1) - 1) // stride + 1
+    out_w = (width + 2 * padding - dilation * (kernel_w - 1) - 1) // stride + 1
+    offset = offset.to(torch.promote_types(offset.dtype, torch.float32))  # exact pixel positions under autocast
+    grid = dict(device=x.device, dtype=offset.dtype)
+    tap_y, tap_x = torch.meshgrid(torch.arange(kernel_h, **grid) * dilation,
+                                  torch.arange(kernel_w, **grid) * dilation, indexing="ij")
+    rows = (torch.arange(out_h, **grid) * stride - padding).view(1, 1, 1, out_h, 1)
+    cols = (torch.arange(out_w, **grid) * stride - padding).view(1, 1, 1, 1, out_w)
+    offset = offset.view(batch, groups, taps, 2, out_h, out_w)
+    y = rows + tap_y.reshape(1, 1, taps, 1, 1) + offset[:, :, :, 0]
+    x_pos = cols + tap_x.reshape(1, 1, taps, 1, 1) + offset[:, :, :, 1]
+    reachable = (y > -1) & (y < height) & (x_pos > -1) & (x_pos < width)
+    y0, x0 = y.floor(), x_pos.floor()
+    low_y, low_x = y - y0, x_pos - x0
+    high_y, high_x = 1 - low_y, 1 - low_x
+    per_group = channels // groups
+    source = x.reshape(batch, groups, per_group, height * width)
+    sampled = 0
+    for corner_y, corner_x, corner_weight in ((y0, x0, high_y * high_x), (y0, x0 + 1, high_y * low_x),
+                                              (y0 + 1, x0, low_y * high_x), (y0 + 1, x0 + 1, low_y * low_x)):
+        valid = reachable & (corner_y >= 0) & (corner_y < height) & (corner_x >= 0) & (corner_x < width)
+        index = torch.where(valid, corner_y * width + corner_x, 0.0).long().view(batch, groups, 1, -1)
+        corner_weight = torch.where(valid, corner_weight, 0.0).to(x.dtype).view(batch, groups, 1, -1)
+        sampled = sampled + corner_weight * source.gather(3, index.expand(-1, -1, per_group, -1))
+    sampled = sampled.view(batch, groups, per_group, taps, out_h, out_w)
+    sampled = sampled * mask.view(batch, groups, 1, taps, out_h, out_w).to(x.dtype)
+    columns = sampled.reshape(batch, channels * taps, out_h * out_w)
+    out = torch.matmul(weight.reshape(out_channels, channels * taps), columns)
+    if bias is not None:
+        out = out + bias.view(1, -1, 1)
+    return out.view(batch, out_channels, out_h, out_w)
 
 
-class FlowGuidedDeformConv(nn.Module):
-    """DCNv2 whose offsets are a given flow plus a learned residual (zero at initialisation).
+class DeformConv2d(nn.Module):
+    """Parameters (`weight`, `bias`) and initialisation of torchvision.ops.DeformConv2d(c, c, k)."""
 
-    Starting from the flow makes the alignment exact for correct flow and lets the network learn
-    only the corrections, which a purely learned offset field struggles with for large motions.
-    """
-
-    def __init__(self, channels, guide_channels, groups, kernel_size=3):
+    def __init__(self, channels, kernel_size=3, padding=1):
         super().__init__()
-        self.kernel_size = kernel_size
-        self.groups = groups
-        taps = kernel_size * kernel_size
+        self.padding = padding
         self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(channels))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.offset_and_mask = nn.Conv2d(guide_channels, groups * taps * 3, 3, padding=1)
-        nn.init.zeros_(self.offset_and_mask.weight)
-        nn.init.zeros_(self.offset_and_mask.bias)
 
-    def forward(self, x, flow, guide):
-        batch, _, height, width = x.shape
-        taps = self.kernel_size * self.kernel_size
-        residual, mask_logits = self.offset_and_mask(guide).split(
-            [self.groups * taps * 2, self.groups * taps], dim=1)
-        offset = residual.view(batch, self.groups, taps, 2, height, width) + flow.view(batch, 1, 1, 2, height, width)
-        return deform_conv2d(x, offset.reshape(batch, -1, height, width), torch.sigmoid(mask_logits),
-                             self.weight, self.bias)
+    def forward(self, x, offset, mask):
+        return deform_conv2d(x, offset, mask, self.weight, self.bias, padding=self.padding)
 
 
-def offset_groups(channels, wanted):
-    """The largest number of offset groups <= wanted that divides the channels."""
+class DCNPack(nn.Module):
+    """Offsets and modulation masks predicted from `feat` (zero at initialisation), then DCNv2."""
+
+    def __init__(self, channels, groups, kernel_size=3):
+        super().__init__()
+        self.conv_offset = nn.Conv2d(channels, groups * 3 * kernel_size ** 2, 3, 1, 1)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+        self.dconv = DeformConv2d(channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x, feat, trace=None):
+        raw = self.conv_offset(feat)
+        if trace is not None:
+            trace["conv_offset"] = raw
+        first, second, mask_logits = raw.chunk(3, dim=1)
+        return self.dconv(x, torch.cat([first, second], 1), torch.sigmoid(mask_logits))
+
+
+def offset_groups(channels, wanted=8):
+    """The largest number of offset groups <= wanted that divides the channels (8, 8, 7 officially)."""
     return max(g for g in range(1, wanted + 1) if channels % g == 0)
 
 
 # ----------------------------------------------------------------------------------------------
-# Splatting helpers
+# Feature pyramid and splatting metric (softmax splatting's encoder and "Softmetric")
 # ----------------------------------------------------------------------------------------------
 
-def downsample_flow(flow, factor):
-    """Average-pool a flow by an integer factor and rescale it to the coarser pixel units."""
-    return flow if factor == 1 else F.avg_pool2d(flow, factor) / factor
+def conv3x3(in_channels, out_channels, stride=1, bias=False):
+    return nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=bias)
 
 
-def hole_mask(flow):
-    """1 where no source pixel lands when splatting along `flow` (splatted count < 0.5), else 0."""
-    return (flowlib.splat_coverage(flow) < 0.5).to(flow.dtype)
+def encoder_stage(in_channels, out_channels, stride):
+    return nn.Sequential(conv3x3(in_channels, out_channels, stride), nn.PReLU(out_channels, 0.25),
+                         conv3x3(out_channels, out_channels), nn.PReLU(out_channels, 0.25))
 
 
-def splat_pyramid(features, flow, metric):
-    """Softmax-splat every pyramid level along `flow` (full resolution) with metric Z.
+class PyramidEncoder(nn.Module):
+    """Three conv-PReLU stages (stride 2 between them); level 0 also carries the image."""
 
-    Returns the splatted features and the hole masks, one per level.
+    def __init__(self, channels):
+        super().__init__()
+        self.netOne = encoder_stage(3, channels[0], 1)
+        self.netTwo = encoder_stage(channels[0], channels[1], 2)
+        self.netThr = encoder_stage(channels[1], channels[2], 2)
+
+    def forward(self, image):
+        one = self.netOne(image)
+        two = self.netTwo(one)
+        return [torch.cat([image, one], 1), two, self.netThr(two)]
+
+
+class GridBlock(nn.Module):
+    """One edge of the metric's GridNet (`netMain`, plus `netShortcut` where the channels change).
+
+    kind: "lateral" (PReLU-conv-PReLU-conv + skip), "down" (stride 2), "up" (bilinear x2 first),
+    "output" (conv-PReLU-conv + 1x1 skip).
     """
-    splatted, holes = [], []
+
+    def __init__(self, channels, kind):
+        super().__init__()
+        c_in, c_mid, c_out = channels
+        self.residual = kind in ("lateral", "output")
+        layers = [nn.PReLU(c_in, 0.25), conv3x3(c_in, c_mid, 2 if kind == "down" else 1),
+                  nn.PReLU(c_mid, 0.25), conv3x3(c_mid, c_out)]
+        if kind == "up":
+            layers.insert(0, nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        if kind == "output":
+            layers.pop(0)
+        self.netMain = nn.Sequential(*layers)
+        if self.residual and c_in != c_out:
+            self.netShortcut = nn.Conv2d(c_in, c_out, 1, bias=False)
+        else:
+            self.netShortcut = None
+
+    def forward(self, x):
+        out = self.netMain(x)
+        if not self.residual:
+            return out
+        return out + (x if self.netShortcut is None else self.netShortcut(x))
+
+
+class SplatMetric(nn.Module):
+    """Softmax-splatting metric: a 4-row GridNet over [conv(image), conv(photometric error)].
+
+    The error is the channel mean of |f0 - backwarp(f1, F0->1)| over the level-0 features (image
+    included); the output is one channel at full resolution. Module names are the official ones
+    ("0x0 - 0x1" = row 0, column 0 -> 1, ...).
+    """
+
+    def __init__(self, rows):
+        super().__init__()
+        error_channels = max(1, int(round(rows[0] / 4)))
+        self.netInput = conv3x3(3, rows[0] - error_channels)
+        self.netError = conv3x3(1, error_channels)
+        self.rows = len(rows)
+        for row, c in enumerate(rows):
+            self.add_module(f"{row}x0 - {row}x1", GridBlock([c, c, c], "lateral"))
+        for row in range(self.rows - 1):
+            self.add_module(f"{row}x0 - {row + 1}x0", GridBlock([rows[row], rows[row + 1], rows[row + 1]], "down"))
+        for row in range(self.rows - 1, 0, -1):
+            self.add_module(f"{row}x1 - {row - 1}x1", GridBlock([rows[row], rows[row - 1], rows[row - 1]], "up"))
+        self.netOutput = GridBlock([rows[0], rows[0], 1], "output")
+
+    def forward(self, features, other_features, flow):
+        error = (features[0] - backwarp(other_features[0], flow)).abs().mean(1, keepdim=True)
+        columns = [torch.cat([self.netInput(features[0][:, :3]), self.netError(error)], 1)]
+        for row in range(1, self.rows):
+            columns.append(self._modules[f"{row - 1}x0 - {row}x0"](columns[-1]))
+        for row in range(self.rows - 1, -1, -1):
+            columns[row] = self._modules[f"{row}x0 - {row}x1"](columns[row])
+            if row < self.rows - 1:
+                up = self._modules[f"{row + 1}x1 - {row}x1"](columns[row + 1])
+                columns[row] = columns[row] + up[..., :columns[row].shape[2], :columns[row].shape[3]]
+        return self.netOutput(columns[0])
+
+
+class FeaturePyramid(nn.Module):
+    """Encoder and splatting metric (the official `featurePyramid`; the splatting itself is done
+    by `PerVFI.conditions`, which runs the per-frame parts once for all times)."""
+
+    def __init__(self, channels, metric_rows):
+        super().__init__()
+        self.netEncode = PyramidEncoder(channels)
+        self.netSoftmetric = SplatMetric(metric_rows)
+
+
+def splat_pyramid(features, metric, flow, trace=None):
+    """Softmax-splat every level of `features` along `flow` with the NEGATED metric.
+
+    Level 0 uses (metric, flow) as given; each coarser level bilinearly resizes the previous
+    level's metric and flow (the flow also rescaled). Returns splatted features and hole masks.
+    """
+    splatted, holes, flows = [], [], []
     for level, feature in enumerate(features):
-        factor = 2 ** level
-        level_flow = downsample_flow(flow, factor)
-        level_metric = metric if factor == 1 else F.avg_pool2d(metric, factor)
-        splatted.append(flowlib.softmax_splat(feature, level_flow, level_metric)[0])
-        holes.append(hole_mask(level_flow))
+        if level:
+            size = feature.shape[-2:]
+            metric, flow = resize(metric, size, False), resize(flow, size, True)
+        splatted.append(softsplat(feature, flow, metric.neg().clip(-METRIC_CLIP, METRIC_CLIP), "soft"))
+        holes.append(binary_hole(flow))
+        flows.append(flow)
+    if trace is not None:
+        trace["splat_flow"] = flows
     return splatted, holes
 
 
 # ----------------------------------------------------------------------------------------------
-# Conditioning network: pyramid, splatting metric, deformable alignment, blending, fusion
+# Deformable alignment and soft-binary blending
 # ----------------------------------------------------------------------------------------------
 
-def conv_prelu(cin, cout, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout))
+class DeformableAlign(nn.Module):
+    """Aligns frame-1 features to t, coarse (l2) to fine (l0), and merges them with splatted f0.
 
-
-class FeaturePyramid(nn.Module):
-    """Two conv+PReLU per level, stride 2 between levels; level 0 also carries the image."""
+    Per level: offset features from [splatted f0, f1, hole, flow t->1] (plus the upsampled coarser
+    offset features), DCNv2 of f1, refinement with the upsampled coarser aligned features, and a
+    merge with [splatted f0, hole] (plus the upsampled coarser merge). Output per level = merge.
+    """
 
     def __init__(self, channels):
         super().__init__()
-        cins = [3] + channels[:-1]
-        self.levels = nn.ModuleList(
-            nn.Sequential(conv_prelu(cin, cout, 1 if level == 0 else 2), conv_prelu(cout, cout))
-            for level, (cin, cout) in enumerate(zip(cins, channels)))
+        top = len(channels) - 1
+        self.top = top
+        for name in ("offset_conv1", "offset_conv2", "offset_conv3", "deform_conv", "feat_conv",
+                     "merge_conv1", "merge_conv2"):
+            setattr(self, name, nn.ModuleDict())
+        for i in range(top, -1, -1):
+            level, c = f"l{i}", channels[i]
+            coarser = channels[i + 1] if i < top else 0
+            self.offset_conv1[level] = nn.Conv2d(2 * c + 3, c, 3, 1, 1)
+            self.offset_conv2[level] = nn.Conv2d(c + coarser, c, 3, 1, 1)
+            if i < top:
+                self.offset_conv3[level] = nn.Conv2d(c, c, 3, 1, 1)
+            self.deform_conv[level] = DCNPack(c, offset_groups(c))
+            self.merge_conv1[level] = nn.Conv2d(2 * c + 1, c, 3, 1, 1)
+            if i < top:
+                self.feat_conv[level] = nn.Conv2d(c + coarser, c, 3, 1, 1)
+                self.merge_conv2[level] = nn.Conv2d(c + coarser, c, 3, 1, 1)
 
-    def forward(self, image):
-        features, x = [], image
-        for level in self.levels:
-            x = level(x)
-            features.append(x)
-        features[0] = torch.cat([image, features[0]], dim=1)
-        return features
+    @staticmethod
+    def lrelu(x):
+        return F.leaky_relu(x, 0.1)
+
+    @staticmethod
+    def upsample(x):
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, splatted, features1, holes, flow_t1, trace=None):
+        merged_levels, dcn_out = [None] * len(holes), [None] * len(holes)
+        for i in range(self.top, -1, -1):
+            level = f"l{i}"
+            flow = resize(flow_t1, holes[i].shape[2:], True)
+            offset = self.lrelu(self.offset_conv1[level](torch.cat([splatted[i], features1[i], holes[i], flow], 1)))
+            if i == self.top:
+                offset = self.lrelu(self.offset_conv2[level](offset))
+            else:
+                offset = self.lrelu(self.offset_conv2[level](torch.cat([offset, up_offset], 1)))
+                offset = self.lrelu(self.offset_conv3[level](offset))
+            dcn_trace = {} if trace is not None and i == self.top else None
+            aligned = self.deform_conv[level](features1[i], offset, dcn_trace)
+            dcn_out[i] = aligned
+            if dcn_trace is not None:
+                trace[f"dcn_feat_l{i}"], trace[f"dcn_conv_offset_l{i}"] = offset, dcn_trace["conv_offset"]
+            if i < self.top:
+                aligned = self.feat_conv[level](torch.cat([aligned, up_aligned], 1))
+            merged = self.merge_conv1[level](torch.cat([splatted[i], aligned, holes[i]], 1))
+            if i < self.top:
+                merged = self.merge_conv2[level](torch.cat([merged, up_merged], 1))
+            merged_levels[i] = merged
+            if i > 0:
+                up_offset = self.upsample(offset) * 2
+                up_aligned = self.upsample(self.lrelu(aligned))
+                up_merged = self.upsample(merged)
+        if trace is not None:
+            trace["dcn_out"], trace["align_out"] = dcn_out, merged_levels
+        return merged_levels
 
 
-class SplatMetric(nn.Module):
-    """Softmax-splatting metric Z = -alpha * photometric error + learned refinement (Niklaus 2020).
+class SoftBinary(nn.Module):
+    """Soft-binary mask m = tanh(|x|) of the asymmetric blend: x = conv1x1(hole features * channel
+    attention of [f0, f1']), hole features = 9x9 -> 3x3 -> 1x1 convs of the hole mask."""
 
-    The derived term ranks pixels by brightness constancy along the flow (an occluded pixel does not
-    match its target); the refinement (zero at initialisation) learns from image and features.
-    """
-
-    def __init__(self, feature_channels, hidden):
+    def __init__(self, feature_channels, channels=64, reduction=8, dilate_size=BLEND_DILATION):
         super().__init__()
-        self.log_alpha = nn.Parameter(torch.zeros(1))
-        self.refine = nn.Sequential(conv_prelu(3 + 1 + feature_channels, hidden), nn.Conv2d(hidden, 1, 3, padding=1))
-        nn.init.zeros_(self.refine[-1].weight)
-        nn.init.zeros_(self.refine[-1].bias)
+        self.conv1 = nn.Sequential(nn.Conv2d(1, channels, dilate_size, 1, padding="same", bias=False), nn.ReLU(),
+                                   nn.Conv2d(channels, channels, 3, 1, padding="same", bias=False), nn.ReLU(),
+                                   nn.Conv2d(channels, channels, 1, 1, padding="same", bias=False))
+        self.att = nn.Conv2d(2 * feature_channels, channels, 3, 1, padding="same")
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
+                                nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+        self.conv2 = nn.Conv2d(channels, 1, 1, 1, padding="same", bias=False)
 
-    def forward(self, image, other_image, flow, feature):
-        error = (image - flowlib.backward_warp(other_image, flow)).abs().mean(dim=1, keepdim=True)
-        metric = -self.log_alpha.exp() * error + self.refine(torch.cat([image, error, feature], dim=1))
-        return metric.clamp(-20.0, 20.0)
+    def logit(self, hole, primary, complementary):
+        gate = self.fc(self.att(torch.cat([primary, complementary], 1)).mean(dim=(2, 3)))
+        return self.conv2(self.conv1(hole) * gate[:, :, None, None])
+
+    def forward(self, hole, primary, complementary, noise=None):
+        """`noise` U(0, 1) shaped like the mask: added as (noise - 0.5) / 100 (training only)."""
+        mask = torch.tanh(self.logit(hole, primary, complementary).abs())
+        return mask if noise is None else mask + (noise.to(mask.dtype) - 0.5) / MASK_JITTER
 
 
-class DeformableAlignment(nn.Module):
-    """Aligns frame-1 features to time t, coarse to fine, and merges them with splatted frame 0.
+class AttentionMerge(nn.Module):
+    """Per level, blended = f0 (1 - m) + f1' m with the level's soft-binary mask m."""
 
-    Per level the offset features come from [splatted f0, flow-warped f1, hole mask, F_t->1] (plus
-    the upsampled coarser offset features); the DCN output is merged with the splatted frame-0
-    features and the hole mask into the complementary feature of the asymmetric blend.
-    """
-
-    def __init__(self, channels, groups):
+    def __init__(self, channels, hidden):
         super().__init__()
-        self.channels = channels
-        levels = len(channels)
-        self.offset_in = nn.ModuleList(nn.Conv2d(2 * c + 3, c, 3, padding=1) for c in channels)
-        self.offset_mix = nn.ModuleList(nn.Conv2d(c + channels[i + 1], c, 3, padding=1) if i + 1 < levels else
-                                        nn.Conv2d(c, c, 3, padding=1) for i, c in enumerate(channels))
-        self.dcn = nn.ModuleList(FlowGuidedDeformConv(c, c, offset_groups(c, groups)) for c in channels)
-        self.aligned_mix = nn.ModuleList(nn.Conv2d(c + channels[i + 1], c, 3, padding=1)
-                                         for i, c in enumerate(channels[:-1]))
-        self.merge = nn.ModuleList(nn.Conv2d(2 * c + 1, c, 3, padding=1) for c in channels)
-        self.merge_mix = nn.ModuleList(nn.Conv2d(c + channels[i + 1], c, 3, padding=1)
-                                       for i, c in enumerate(channels[:-1]))
+        self.softbinary = nn.ModuleDict()
+        for i in range(len(channels) - 1, -1, -1):
+            self.softbinary[str(i)] = SoftBinary(channels[i], hidden)
 
-    def forward(self, splatted0, features1, holes, flow_t1):
-        levels = len(self.channels)
-        outputs = [None] * levels
-        coarser = None
-        for level in reversed(range(levels)):
-            flow = downsample_flow(flow_t1, 2 ** level)
-            f0, f1, hole = splatted0[level], features1[level], holes[level]
-            warped = flowlib.backward_warp(f1, flow, padding_mode="zeros")
-            guide = F.leaky_relu(self.offset_in[level](torch.cat([f0, warped, hole, flow], 1)), 0.1)
-            if coarser is not None:
-                guide = torch.cat([guide, upsample(coarser["guide"])], 1)
-            guide = F.leaky_relu(self.offset_mix[level](guide), 0.1)
-            aligned = self.dcn[level](f1, flow, guide)
-            if coarser is not None:
-                aligned = F.leaky_relu(self.aligned_mix[level](torch.cat([aligned, upsample(coarser["aligned"])], 1)), 0.1)
-            merged = self.merge[level](torch.cat([f0, aligned, hole], 1))
-            if coarser is not None:
-                merged = self.merge_mix[level](torch.cat([merged, upsample(coarser["merged"])], 1))
-            outputs[level] = merged
-            coarser = dict(guide=guide, aligned=aligned, merged=merged)
-        return outputs
+    def forward(self, primary, complementary, holes, noise=None, trace=None):
+        blended, masks, logits = [], [], []
+        for i, (f0, f1, hole) in enumerate(zip(primary, complementary, holes)):
+            blend = self.softbinary[str(i)]
+            if trace is not None:
+                logits.append(blend.logit(hole, f0, f1))
+            mask = blend(hole, f0, f1, None if noise is None else noise[i])
+            blended.append(f0 * (1 - mask) + f1 * mask)
+            masks.append(mask)
+        if trace is not None:
+            trace["blend_logit"], trace["soft_mask"], trace["blended"] = logits, masks, blended
+        return blended, masks
 
 
-def upsample(x):
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-class SoftBinaryBlend(nn.Module):
-    """Asymmetric synergistic blending: out = f0*(1 - m) + f1*m with a quasi-binary m = tanh(|x|).
-
-    x comes from the hole mask through bias-free convolutions (a wide first kernel dilates the
-    holes) gated per channel by attention over both features; without holes x = 0, so m = 0 and
-    the primary frame 0 is used as is. `jitter` perturbs m in training as the official code does.
-    """
-
-    def __init__(self, channels, hidden, dilate_size=7, reduction=8):
-        super().__init__()
-        self.spatial = nn.Sequential(
-            nn.Conv2d(1, hidden, dilate_size, padding=dilate_size // 2, bias=False), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1, bias=False))
-        self.attention_in = nn.Conv2d(2 * channels, hidden, 3, padding=1)
-        squeezed = max(hidden // reduction, 1)
-        self.attention = nn.Sequential(nn.Linear(hidden, squeezed, bias=False), nn.ReLU(),
-                                       nn.Linear(squeezed, hidden, bias=False), nn.Sigmoid())
-        self.to_mask = nn.Conv2d(hidden, 1, 1, bias=False)
-
-    def soft_mask(self, hole, f0, f1):
-        gate = self.attention(self.attention_in(torch.cat([f0, f1], 1)).mean(dim=(2, 3)))
-        x = self.to_mask(self.spatial(hole) * gate[:, :, None, None])
-        return torch.tanh(x.abs())
-
-    def forward(self, hole, f0, f1, jitter=0.0):
-        mask = self.soft_mask(hole, f0, f1)
-        if self.training and jitter > 0:
-            mask = mask + (torch.rand_like(mask) - 0.5) * jitter
-        return f0 * (1 - mask) + f1 * mask, mask
-
+# ----------------------------------------------------------------------------------------------
+# Multiscale fusion (HRNet-style, without batch norm)
+# ----------------------------------------------------------------------------------------------
 
 class BasicBlock(nn.Module):
     def __init__(self, channels):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv1 = conv3x3(channels, channels)
+        self.conv2 = conv3x3(channels, channels)
 
     def forward(self, x):
-        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + x)
 
 
-class ExchangeUnit(nn.Module):
-    """One HRNet unit: residual blocks per branch, then every branch receives every other branch
-    (1x1 conv + nearest upsampling from coarser ones, strided 3x3 convs from finer ones)."""
+class Bottleneck(nn.Module):
+    expansion = 4
 
-    def __init__(self, widths, blocks=2):
+    def __init__(self, in_channels, planes):
         super().__init__()
-        self.branches = nn.ModuleList(nn.Sequential(*[BasicBlock(w) for _ in range(blocks)]) for w in widths)
-        self.transfer = nn.ModuleList(
-            nn.ModuleList(self.transfer_layer(widths, source, target) for source in range(len(widths)))
-            for target in range(len(widths)))
+        out_channels = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
+        self.conv2 = conv3x3(planes, planes)
+        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
+        self.downsample = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else None
 
-    @staticmethod
-    def transfer_layer(widths, source, target):
-        if source == target:
-            return nn.Identity()
-        if source > target:
-            return nn.Sequential(nn.Conv2d(widths[source], widths[target], 1, bias=False),
-                                 nn.Upsample(scale_factor=2 ** (source - target), mode="nearest"))
-        steps = []
-        for step in range(target - source):
-            last = step == target - source - 1
-            steps.append(nn.Conv2d(widths[source], widths[target] if last else widths[source], 3, 2, 1, bias=False))
-            if not last:
-                steps.append(nn.ReLU())
-        return nn.Sequential(*steps)
+    def forward(self, x):
+        out = self.conv3(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+def conv_relu(in_channels, out_channels, stride=1):
+    return nn.Sequential(conv3x3(in_channels, out_channels, stride), nn.ReLU())
+
+
+def exchange(in_channels, out_channels, steps_down):
+    """HRNet's path from one branch to another: 1x1 conv + nearest upsampling (steps_down < 0) or
+    stride-2 3x3 convs (ReLU between them, none after the last)."""
+    if steps_down < 0:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
+                             nn.Upsample(scale_factor=2 ** -steps_down, mode="nearest"))
+    layers = [conv_relu(in_channels, in_channels, 2) for _ in range(steps_down - 1)]
+    return nn.Sequential(*layers, conv3x3(in_channels, out_channels, 2))
+
+
+class HighResolutionModule(nn.Module):
+    """Parallel branches of two BasicBlocks each, then every branch sums all branches (resampled)."""
+
+    def __init__(self, channels, blocks=2):
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Sequential(*[BasicBlock(c) for _ in range(blocks)]) for c in channels)
+        self.fuse_layers = nn.ModuleList(
+            nn.ModuleList(None if j == i else exchange(channels[j], channels[i], i - j) for j in range(len(channels)))
+            for i in range(len(channels)))
 
     def forward(self, xs):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
-        return [F.relu(sum(layer(x) for layer, x in zip(layers, xs))) for layers in self.transfer]
+        fused = []
+        for i, paths in enumerate(self.fuse_layers):
+            y = xs[0] if i == 0 else paths[0](xs[0])
+            for j in range(1, len(xs)):
+                y = y + (xs[j] if i == j else paths[j](xs[j]))
+            fused.append(F.relu(y))
+        return fused
 
 
-class MultiscaleFusion(nn.Module):
-    """HRNet-style fusion of the blended pyramid; outputs one condition per flow level at half the
-    resolution of its pyramid level (1/2, 1/4, 1/8 of the frame), matching the squeezed flow."""
+def transition(previous, current):
+    """New branches for the next HRNet stage: 3x3 convs where the channels change, a stride-2 path
+    from the last branch for each added branch (None where nothing changes)."""
+    layers = []
+    for i, channels in enumerate(current):
+        if i < len(previous):
+            layers.append(conv_relu(previous[i], channels) if previous[i] != channels else None)
+        else:
+            steps = [conv_relu(previous[-1], channels if k == i - len(previous) else previous[-1], 2)
+                     for k in range(i + 1 - len(previous))]
+            layers.append(nn.Sequential(*steps))
+    return nn.ModuleList(layers)
 
-    def __init__(self, channels, units):
+
+class MultiscaleFuse(nn.Module):
+    """Blended pyramid [level 0, 1, 2] -> Glow conditions at 1/2, 1/4, 1/8 of the frame size.
+
+    Stems (one per level), a Bottleneck stage on level 0, then stage 2 (2 branches) and stage 3
+    (3 branches) of two HR modules each; the stem of level l is concatenated into the new branch
+    of the stage that adds it (`extra1`, `extra2`); stride-2 `final_layers` give the conditions.
+    """
+
+    def __init__(self, level_channels, stem=64, branches=(32, 64, 96), modules=2):
         super().__init__()
-        self.stems = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.ReLU())
-                                   for c in channels)
-        self.units = nn.Sequential(*[ExchangeUnit(channels) for _ in range(units)])
-        self.heads = nn.ModuleList(nn.Conv2d(c, c, 3, stride=2, padding=1) for c in channels)
+        self.stems = nn.ModuleList(conv_relu(c, stem) for c in level_channels)
+        planes = stem
+        self.layer1 = nn.Sequential(Bottleneck(stem, planes),
+                                    *[Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(3)])
+        stage2, stage3 = list(branches[:2]), list(branches)
+        self.transition1 = transition([planes * Bottleneck.expansion], stage2)
+        self.extra1 = conv_relu(stem + stage2[-1], stage2[-1])
+        self.stage2 = nn.Sequential(*[HighResolutionModule(stage2) for _ in range(modules)])
+        self.transition2 = transition(stage2, stage3)
+        self.extra2 = conv_relu(stem + stage3[-1], stage3[-1])
+        self.stage3 = nn.Sequential(*[HighResolutionModule(stage3) for _ in range(modules)])
+        self.final_layers = nn.ModuleList(nn.Conv2d(stage3[i], level_channels[i], 3, 2, 1)
+                                          for i in range(len(level_channels)))
 
-    def forward(self, features):
-        xs = self.units([stem(x) for stem, x in zip(self.stems, features)])
-        return [head(x) for head, x in zip(self.heads, xs)]
+    def forward(self, levels):
+        stems = [stem(x) for stem, x in zip(self.stems, levels)]
+        x = self.layer1(stems[0])
+        branches = [x if layer is None else layer(x) for layer in self.transition1]
+        branches[-1] = self.extra1(torch.cat([stems[1], branches[-1]], 1))
+        branches = self.stage2(branches)
+        branches = [branches[i] if layer is None else layer(branches[-1]) for i, layer in enumerate(self.transition2)]
+        branches[-1] = self.extra2(torch.cat([stems[2], branches[-1]], 1))
+        branches = self.stage3(branches)
+        return [final(x) for final, x in zip(self.final_layers, branches)]
 
 
 # ----------------------------------------------------------------------------------------------
-# Conditional normalizing flow (Glow-style)
+# Conditional Glow
 # ----------------------------------------------------------------------------------------------
 
 def squeeze2d(x):
-    """(B, C, H, W) -> (B, 4C, H/2, W/2): every 2x2 patch becomes channels (invertible)."""
-    b, c, h, w = x.shape
-    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, c * 4, h // 2, w // 2)
+    """Space-to-depth 2x2: channel c*4 + dy*2 + dx."""
+    batch, channels, height, width = x.shape
+    x = x.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(batch, channels * 4, height // 2, width // 2)
 
 
 def unsqueeze2d(x):
-    b, c, h, w = x.shape
-    x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, c // 4, h * 2, w * 2)
+    batch, channels, height, width = x.shape
+    x = x.view(batch, channels // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(batch, channels // 4, height * 2, width * 2)
 
 
-PRIOR_LOG_SD_BOUND = 3.0  # sd in [0.05, 20] latent units; finer densities come from the invertible layers
-
-
-def gaussian_log_prob(z, mean, log_sd):
-    """Per-sample log N(z; mean, exp(log_sd)^2) summed over all dimensions."""
-    log_p = -0.5 * math.log(2 * math.pi) - log_sd - 0.5 * (z - mean) ** 2 * torch.exp(-2 * log_sd)
-    return log_p.flatten(1).sum(1)
+def gaussian_log_p(x, mean, log_sd):
+    return -0.5 * math.log(2 * math.pi) - log_sd - 0.5 * (x - mean) ** 2 * torch.exp(-2 * log_sd)
 
 
 class ActNorm(nn.Module):
-    """Per-channel affine y = (x + loc) * exp(log_scale), identity at initialisation.
+    """y = (exp(logs) + 1e-8) (x + loc); log|det| = H W sum(logs) (one value for the batch).
 
-    Glow's data-dependent initialisation is left out: it makes the first batch special, which
-    breaks determinism under DDP and resume; the identity start is stable with zero-initialised
-    couplings.
+    While `initialized` is 0, the first call (in either direction) sets loc = -mean and
+    logs = log(1 / (std + 1e-6) + 1e-6) per channel from its input. The inverse is
+    x = y exp(-logs) - loc (it ignores the 1e-8, as the official code does).
     """
 
     def __init__(self, channels):
         super().__init__()
         self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.logs = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
 
-    def forward(self, x):
-        logdet = self.log_scale.sum() * x.shape[2] * x.shape[3]
-        return (x + self.loc) * self.log_scale.exp(), logdet.expand(x.shape[0])
+    @torch.no_grad()
+    def initialize(self, x):
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+        self.loc.copy_(-flat.mean(1).view(1, -1, 1, 1))
+        self.logs.copy_(torch.log(1 / (flat.std(1) + 1e-6) + 1e-6).view(1, -1, 1, 1))
+        self.initialized.fill_(1)
 
-    def inverse(self, y):
-        return y * torch.exp(-self.log_scale) - self.loc
+    def forward(self, x, reverse=False):
+        if self.initialized.item() == 0:
+            self.initialize(x)
+        if reverse:
+            return x * torch.exp(-self.logs) - self.loc
+        return (torch.exp(self.logs) + 1e-8) * (x + self.loc), x.shape[2] * x.shape[3] * self.logs.sum()
 
 
-class InvertibleConv1x1(nn.Module):
-    """Invertible 1x1 convolution, LU-parametrised (W = P L (U + diag(sign*exp(s)))).
-
-    The log-determinant is H*W*sum(s) (no slogdet on the hot path); initialised as a random rotation.
-    """
+class InvConv2d(nn.Module):
+    """Dense invertible 1x1 convolution; log|det| from a float64 slogdet, returned as float32."""
 
     def __init__(self, channels):
         super().__init__()
-        rotation = torch.linalg.qr(torch.randn(channels, channels))[0]
-        permutation, lower, upper = torch.linalg.lu(rotation)
-        diagonal = torch.diagonal(upper)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("sign", torch.sign(diagonal))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1))
-        self.lower = nn.Parameter(lower * self.lower_mask)
-        self.upper = nn.Parameter(torch.triu(upper, 1))
-        self.log_diagonal = nn.Parameter(diagonal.abs().log())
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        self.weight = nn.Parameter(q[:, :, None, None])
 
-    def weight(self):
-        eye = torch.eye(self.lower.shape[0], device=self.lower.device, dtype=self.lower.dtype)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_diagonal.exp())
-        return self.permutation @ lower @ upper
-
-    def forward(self, x):
-        logdet = self.log_diagonal.sum() * x.shape[2] * x.shape[3]
-        return F.conv2d(x, self.weight()[:, :, None, None]), logdet.expand(x.shape[0])
-
-    def inverse(self, y):
-        inverse = torch.linalg.inv(self.weight().double()).to(y.dtype)
-        return F.conv2d(y, inverse[:, :, None, None])
+    def forward(self, x, reverse=False):
+        channels = self.weight.shape[0]
+        if reverse:
+            return F.conv2d(x, self.weight.view(channels, channels).inverse()[:, :, None, None])
+        logdet = x.shape[2] * x.shape[3] * torch.linalg.slogdet(self.weight.view(channels, channels).double())[1].float()
+        return F.conv2d(x, self.weight), logdet
 
 
 class ZeroConv2d(nn.Module):
-    """3x3 convolution initialised to zero with a per-channel output gain exp(3*s) (Glow)."""
+    """3x3 conv (zero padding) zero at initialisation, output scaled by exp(3 * scale)."""
 
-    def __init__(self, cin, cout):
+    def __init__(self, in_channels, out_channels):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
-        self.log_gain = nn.Parameter(torch.zeros(1, cout, 1, 1))
+        self.scale = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
     def forward(self, x):
-        return self.conv(x) * torch.exp(3 * self.log_gain)
+        return self.conv(x) * torch.exp(self.scale * 3)
 
 
-def bounded_log_scale(raw, offset=2.0):
-    """log(sigmoid(raw + offset) / sigmoid(offset)): 0 at raw = 0, at most log(1 + e^-offset)."""
-    return F.logsigmoid(raw + offset) + math.log1p(math.exp(-offset))
+class CouplingNet(nn.Module):
+    """Shift and raw log-scale from [untouched half, condition]."""
+
+    def __init__(self, in_channels, cond_channels, out_channels, hidden):
+        super().__init__()
+        self.tail = nn.Sequential(nn.Conv2d(in_channels + cond_channels, hidden, 3, 1, 1), nn.ReLU(),
+                                  nn.Conv2d(hidden, hidden, 1, 1, 0), nn.ReLU(), ZeroConv2d(hidden, out_channels))
+
+    def forward(self, x, condition):
+        return self.tail(torch.cat([x, condition], 1))
 
 
-class ConditionalAffineCoupling(nn.Module):
-    """y_a = x_a * exp(s) + b, y_b = x_b with (s, b) = NN(x_b, condition).
-
-    s = log sigmoid(raw + 2) - log sigmoid(2) (Glow's sigmoid scale, divided by its value at raw = 0
-    so the zero-initialised step starts as the identity): a step expands by at most
-    1/sigmoid(2) = 1.135 however large raw gets. A symmetric bound such as s = tanh(raw) lets every
-    step expand by e when its input is large, and large inputs saturate raw: 48 steps then amplify
-    an outlier residual by up to e^48 (demo training diverged with NLL 2e15 that way). Volume
-    growth for typical data is left to the data-independent ActNorm and 1x1 convolutions.
-    """
+class AffineCoupling(nn.Module):
+    """on' = on exp(s) + shift with s = scale tanh(raw) + scale_shift; (shift, raw) from off."""
 
     def __init__(self, channels, cond_channels, hidden):
         super().__init__()
-        self.transformed = channels // 2
-        self.net = nn.Sequential(nn.Conv2d(channels - self.transformed + cond_channels, hidden, 3, padding=1),
-                                 nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-                                 ZeroConv2d(hidden, 2 * self.transformed))
+        self.affine = CouplingNet(channels // 2, cond_channels, channels, hidden)
+        self.scale = nn.Parameter(torch.zeros(1))
+        self.scale_shift = nn.Parameter(torch.zeros(1))
 
-    def scale_and_shift(self, x_b, condition):
-        shift, raw = self.net(torch.cat([x_b, condition], 1)).chunk(2, dim=1)
-        return bounded_log_scale(raw), shift
+    def shift_and_log_scale(self, off, condition):
+        shift, raw = self.affine(off, condition).chunk(2, 1)
+        return shift, self.scale * torch.tanh(raw) + self.scale_shift
 
-    def forward(self, x, condition):
-        x_a, x_b = x[:, :self.transformed], x[:, self.transformed:]
-        log_scale, shift = self.scale_and_shift(x_b, condition)
-        return torch.cat([x_a * log_scale.exp() + shift, x_b], 1), log_scale.flatten(1).sum(1)
-
-    def inverse(self, y, condition):
-        y_a, y_b = y[:, :self.transformed], y[:, self.transformed:]
-        log_scale, shift = self.scale_and_shift(y_b, condition)
-        return torch.cat([(y_a - shift) * torch.exp(-log_scale), y_b], 1)
+    def forward(self, x, condition, reverse=False):
+        on, off = x.chunk(2, 1)
+        shift, log_scale = self.shift_and_log_scale(off, condition)
+        if reverse:
+            return torch.cat([(on - shift) * torch.exp(-log_scale), off], 1)
+        return torch.cat([on * torch.exp(log_scale) + shift, off], 1), log_scale.sum(dim=(1, 2, 3))
 
 
 class FlowStep(nn.Module):
@@ -507,110 +776,176 @@ class FlowStep(nn.Module):
     def __init__(self, channels, cond_channels, hidden):
         super().__init__()
         self.actnorm = ActNorm(channels)
-        self.invconv = InvertibleConv1x1(channels)
-        self.coupling = ConditionalAffineCoupling(channels, cond_channels, hidden)
+        self.invconv = InvConv2d(channels)
+        self.coupling = AffineCoupling(channels, cond_channels, hidden)
 
-    def forward(self, x, condition):
-        x, logdet_norm = self.actnorm(x)
+    def forward(self, x, condition, reverse=False):
+        if reverse:
+            return self.actnorm(self.invconv(self.coupling(x, condition, reverse=True), reverse=True), reverse=True)
+        x, logdet = self.actnorm(x)
         x, logdet_conv = self.invconv(x)
         x, logdet_coupling = self.coupling(x, condition)
-        return x, logdet_norm + logdet_conv + logdet_coupling
-
-    def inverse(self, y, condition):
-        return self.actnorm.inverse(self.invconv.inverse(self.coupling.inverse(y, condition)))
+        return x, logdet + logdet_conv + logdet_coupling
 
 
-class FlowLevel(nn.Module):
-    """squeeze -> ActNorm -> 1x1 conv -> K flow steps -> split (or the final latent).
+class FlowBlock(nn.Module):
+    """squeeze -> ActNorm -> 1x1 conv -> K flow steps -> split half off as latent (or, last block,
+    keep everything). The split-off half has the prior N(mean, exp(log_sd)) = prior(kept half);
+    the last block's prior is prior(zeros), a learned constant. Neither sees the condition."""
 
-    The factored-out half has a learned conditional prior N(mean, sd) = ZeroConv([kept, condition]);
-    the last level's latent has a learned prior from the condition alone.
-    """
-
-    def __init__(self, in_channels, cond_channels, steps, hidden, final):
+    def __init__(self, in_channels, cond_channels, steps, hidden, split):
         super().__init__()
         channels = in_channels * 4
-        self.final = final
+        self.split = split
         self.actnorm = ActNorm(channels)
-        self.invconv = InvertibleConv1x1(channels)
-        self.steps = nn.ModuleList(FlowStep(channels, cond_channels, hidden) for _ in range(steps))
-        self.latent_channels = channels if final else channels // 2
-        prior_in = cond_channels if final else channels - self.latent_channels + cond_channels
-        self.prior = ZeroConv2d(prior_in, 2 * self.latent_channels)
+        self.invconv = InvConv2d(channels)
+        self.flows = nn.ModuleList(FlowStep(channels, cond_channels, hidden) for _ in range(steps))
+        self.prior = ZeroConv2d(in_channels * 2, in_channels * 4) if split else ZeroConv2d(channels, channels * 2)
 
-    def prior_parameters(self, kept, condition):
-        """Mean and log-sd of the conditional prior. The log-sd is squashed smoothly into
-        ±PRIOR_LOG_SD_BOUND: unbounded, one AdamW step could collapse it while |z - mean| was still
-        large, and the NLL of that batch exploded (demo training, step 25)."""
-        prior_input = condition if self.final else torch.cat([kept, condition], 1)
-        mean, log_sd = self.prior(prior_input).chunk(2, dim=1)
-        return mean, PRIOR_LOG_SD_BOUND * torch.tanh(log_sd / PRIOR_LOG_SD_BOUND)
-
-    def forward(self, x, condition):
-        """Returns (kept half or None, latent z, log p(z), log|det|)."""
+    def encode(self, x, condition):
+        """Returns (kept half or the whole output, latent z, log p(z) (B,), log|det| (B,))."""
         x, logdet = self.actnorm(squeeze2d(x))
         x, logdet_conv = self.invconv(x)
         logdet = logdet + logdet_conv
-        for step in self.steps:
+        for step in self.flows:
             x, logdet_step = step(x, condition)
             logdet = logdet + logdet_step
-        kept, z = (None, x) if self.final else (x[:, :-self.latent_channels], x[:, -self.latent_channels:])
-        mean, log_sd = self.prior_parameters(kept, condition)
-        return kept, z, gaussian_log_prob(z, mean, log_sd), logdet
+        if self.split:
+            kept, z = x.chunk(2, 1)
+            mean, log_sd = self.prior(kept).chunk(2, 1)
+        else:
+            kept, z = x, x
+            mean, log_sd = self.prior(torch.zeros_like(x)).chunk(2, 1)
+        log_p = gaussian_log_p(z, mean, log_sd).view(x.shape[0], -1).sum(1)
+        return kept, z, log_p, logdet
 
-    def inverse(self, kept, condition, z=None, heat=0.0, generator=None):
-        """Inverts the level; z is given (reconstruction) or drawn as mean + heat*sd*eps."""
+    def decode(self, kept, condition, eps=None, z=None):
+        """Inverse; the latent is mean + exp(log_sd) * eps (sampling) or the given z (exact inverse)."""
+        template = kept if self.split else (eps if z is None else z)
         if z is None:
-            mean, log_sd = self.prior_parameters(kept, condition)
-            z = mean if heat == 0 else mean + heat * log_sd.exp() * standard_normal(mean, generator)
-        x = z if self.final else torch.cat([kept, z], 1)
-        for step in reversed(self.steps):
-            x = step.inverse(x, condition)
-        return unsqueeze2d(self.actnorm.inverse(self.invconv.inverse(x)))
+            mean, log_sd = self.prior(template if self.split else torch.zeros_like(template)).chunk(2, 1)
+            z = mean + torch.exp(log_sd) * eps
+        x = torch.cat([kept, z], 1) if self.split else z
+        for step in reversed(self.flows):
+            x = step(x, condition, reverse=True)
+        return unsqueeze2d(self.actnorm(self.invconv(x, reverse=True), reverse=True))
 
 
-def standard_normal(like, generator=None):
-    """N(0, 1) noise shaped like `like`, drawn on the generator's device (reproducible across devices)."""
-    device = like.device if generator is None else generator.device
-    noise = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
-    return noise.to(device=like.device, dtype=like.dtype)
-
-
-class ConditionalGlow(nn.Module):
-    """Multi-level conditional Glow: x (B, 3, H, W) <-> latents [z_0, ..., z_{L-1}] given conditions
-    at 1/2, 1/4, ..., 1/2^L resolution. encode returns the latents, log p(z) and log|det dz/dx|."""
+class CondFlowNet(nn.Module):
+    """Three-block conditional Glow: x (B, 3, H, W) <-> latents [(6, H/2), (12, H/4), (48, H/8)]
+    given conditions at 1/2, 1/4, 1/8 (block b couples with condition b)."""
 
     def __init__(self, cond_channels, steps, hidden, in_channels=3):
         super().__init__()
-        levels = []
-        channels = in_channels
-        for level, cond in enumerate(cond_channels):
-            final = level == len(cond_channels) - 1
-            levels.append(FlowLevel(channels, cond, steps, hidden, final))
-            channels = channels * 2
-        self.levels = nn.ModuleList(levels)
+        self.blocks = nn.ModuleList(
+            FlowBlock(in_channels * 2 ** b, c, steps, hidden, split=b < len(cond_channels) - 1)
+            for b, c in enumerate(cond_channels))
 
     def encode(self, x, conditions):
-        latents, log_p, logdet = [], 0.0, 0.0
-        for level, condition in zip(self.levels, conditions):
-            x, z, level_log_p, level_logdet = level(x, condition)
+        """(log p (B,), log|det| (B,), latents z level 0 first): the raw sums, not normalised."""
+        log_p, logdet, latents = 0, 0, []
+        for block, condition in zip(self.blocks, conditions):
+            x, z, block_log_p, block_logdet = block.encode(x, condition)
             latents.append(z)
-            log_p = log_p + level_log_p
-            logdet = logdet + level_logdet
-        return latents, log_p, logdet
+            logdet = logdet + block_logdet
+            log_p = log_p + block_log_p
+        return log_p, logdet, latents
 
-    def decode(self, conditions, latents=None, heat=0.0, generator=None):
-        """Inverse pass: from the given latents, or sampling every level (deepest first) at `heat`."""
-        x = None
-        for index in reversed(range(len(self.levels))):
-            z = None if latents is None else latents[index]
-            x = self.levels[index].inverse(x, conditions[index], z, heat, generator)
+    def decode(self, conditions, eps=None, latents=None, trace=None):
+        """Deepest block first, from noise `eps` (z = mean + sd * eps, the official decode) or from
+        raw `latents` (the exact inverse of `encode`); both lists level 0 first."""
+        x, outputs = None, []
+        for b in reversed(range(len(self.blocks))):
+            x = self.blocks[b].decode(x, conditions[b], None if eps is None else eps[b],
+                                      None if latents is None else latents[b])
+            outputs.append(x)
+        if trace is not None:
+            trace["decode_block_out"] = outputs
         return x
+
+
+def latent_shapes(height, width, in_channels=3, blocks=GLOW_BLOCKS):
+    """(C, h, w) of the latents of an H x W frame, level 0 first: (6, H/2, W/2), (12, H/4, W/4),
+    (48, H/8, W/8)."""
+    shapes, channels = [], in_channels
+    for _ in range(blocks - 1):
+        height, width, channels = height // 2, width // 2, channels * 2
+        shapes.append((channels, height, width))
+    shapes.append((channels * 4, height // 2, width // 2))
+    return shapes
+
+
+# ----------------------------------------------------------------------------------------------
+# Official losses
+# ----------------------------------------------------------------------------------------------
+
+def official_nll(log_p, log_det, pixels, dequantized):
+    """PerVFI's NLL normalisation (Network.encode): nll = -(c + log_det + log_p) / (H W log 2) with
+    c = -log(255) H W when the target was dequantised (training), else 0.
+
+    These are bits per PIXEL summed over the 3 channels (3x bits/dim), with a per-pixel (not
+    per-dimension) dequantisation constant. Returns (nll, log_p, log_det), all normalised.
+    """
+    scale = float(math.log(2) * pixels)
+    constant = (-math.log(DEQUANT_LEVELS) * pixels if dequantized else 0.0) / scale
+    log_p, log_det = log_p / scale, log_det / scale
+    return -(constant + log_det + log_p), log_p, log_det
+
+
+def _binomial_blur(images, kernel):
+    return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
+
+
+def lap_loss(pred, target, levels=5):
+    """The official Laplacian loss (src/train/loss.py LapLoss, max_levels=5): mean over the 5 band
+    levels of mean |band(pred) - band(target)|; no low-pass residual. Bands: 5x5 binomial blur
+    (/256, reflect padding), keep [::2, ::2], upsample by zero insertion + blur with 4x the
+    kernel, band = current - upsampled. Accepts (B, 3, H, W) or (B, n, 3, H, W). On images too
+    small for five levels (under 48 pixels a side, where the official reflect padding fails) the
+    bands stop early and odd sizes crop the upsampled level; the sum is still divided by `levels`."""
+    pred = pred.reshape(-1, *pred.shape[-3:])
+    target = target.reshape(-1, *target.shape[-3:])
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=pred.device, dtype=pred.dtype)
+    kernel = (taps[:, None] * taps[None, :] / 256.0).repeat(pred.shape[1], 1, 1, 1)
+
+    def bands(image):
+        out, current = [], image
+        for _ in range(levels):
+            if min(current.shape[-2:]) < 3:
+                break
+            down = _binomial_blur(current, kernel)[:, :, ::2, ::2]
+            up = down.new_zeros(*down.shape[:2], down.shape[2] * 2, down.shape[3] * 2)
+            up[:, :, ::2, ::2] = down
+            height, width = current.shape[-2:]  # odd sizes (where the official code fails): crop
+            out.append(current - _binomial_blur(up, 4 * kernel)[..., :height, :width])
+            current = down
+        return out
+
+    return sum(F.l1_loss(a, b) for a, b in zip(bands(pred), bands(target))) / levels
+
+
+def bits_per_dim(nll, channels=3):
+    """The official NLL (bits per pixel over all channels) in bits per dimension."""
+    return nll / channels
 
 
 # ----------------------------------------------------------------------------------------------
 # The network
 # ----------------------------------------------------------------------------------------------
+
+def standard_normal(shape, like, generator=None):
+    """N(0, 1) noise drawn on the generator's device (reproducible across devices)."""
+    device = like.device if generator is None else generator.device
+    noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
+
+
+def standard_uniform(like, generator=None):
+    """U(0, 1) noise shaped like `like`, drawn on the generator's device."""
+    device = like.device if generator is None else generator.device
+    noise = torch.rand(like.shape, generator=generator, device=device, dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
+
 
 class PerVFI(nn.Module):
     """PerVFI with the shared model interface of model.py: forward(inputs, audio, audio_times, has_audio,
@@ -622,19 +957,17 @@ class PerVFI(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = dict(config)
-        width, levels = config["width"], config["levels"]
-        if levels < 1:
-            raise ValueError(f"pervfi.py: levels must be >= 1, got {levels}")
-        features = pyramid_channels(levels, width)
-        channels = [features[0] + 3] + features[1:]
+        width = config["width"]
+        features = [scaled_channels(c, width) for c in (32, 64, 96)]
+        levels = [features[0] + 3] + features[1:]
         hidden = scaled_channels(64, width, minimum=8)
-        self.multiple = 2 ** levels
-        self.pyramid = FeaturePyramid(features)
-        self.metric = SplatMetric(channels[0], scaled_channels(16, width))
-        self.align = DeformableAlignment(channels, config["dcn_groups"])
-        self.blend = nn.ModuleList(SoftBinaryBlend(c, hidden) for c in channels)
-        self.fusion = MultiscaleFusion(channels, config["fusion_units"])
-        self.glow = ConditionalGlow(channels, config["steps_per_level"], hidden)
+        self.multiple = 2 ** GLOW_BLOCKS
+        self.featurePyramid = FeaturePyramid(features, [scaled_channels(c, width) for c in (16, 32, 64, 96)])
+        self.deformableAlign = DeformableAlign(levels)
+        self.attentionMerge = AttentionMerge(levels, hidden)
+        self.multiscaleFuse = MultiscaleFuse(levels, stem=hidden,
+                                             branches=[scaled_channels(c, width) for c in (32, 64, 96)])
+        self.condFLownet = CondFlowNet(levels, config["steps_per_level"], hidden)
         object.__setattr__(self, "flow_estimator", None)
 
     # --- flow estimator (frozen, outside state_dict / parameters) ---------------------------
@@ -661,6 +994,11 @@ class PerVFI(nn.Module):
     def device(self):
         return next(self.parameters()).device
 
+    @property
+    def glow_dtype(self):
+        """The Glow runs in its parameters' dtype (float32 under autocast, float64 after .double())."""
+        return self.condFLownet.blocks[0].prior.scale.dtype
+
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -669,65 +1007,85 @@ class PerVFI(nn.Module):
         """(F0->1, F1->0) from one batched call of the frozen estimator."""
         if self.flow_estimator is None:
             self.set_flow_estimator()
-        flows = self.flow_estimator(torch.cat([frame0, frame1]), torch.cat([frame1, frame0])).float()
-        return flows.chunk(2, dim=0)
+        flows = self.flow_estimator(torch.cat([frame0, frame1]), torch.cat([frame1, frame0]))
+        return flows.to(frame0.dtype).chunk(2, dim=0)
 
     # --- conditions ---------------------------------------------------------------------------
 
-    def conditions(self, frame0, frame1, times, flows=None):
-        """Conditions for frames (B, 3, H, W) (H, W multiples of 2^levels) and times (B, n).
+    def conditions(self, frame0, frame1, times, flows=None, mask_noise=None, generator=None, trace=None):
+        """Glow conditions for frames (B, 3, H, W) in [0, 1] (H, W multiples of 8) and times (B, n).
 
-        Returns the flow-level conditions (one per level, float32) and the base image in [-1, 1]
-        the flow models the target relative to (zeros unless config["residual"]). Per-frame work
-        (flow, pyramid, metric) is done once; splatting onwards runs on B*n items.
+        Returns the conditions (level 0 first, in `glow_dtype`) and the soft-binary masks (level 0 first)
+        of the B*n items (sample-major). Per-frame work (flow, pyramid, metric) runs once. In
+        training mode the masks get (U - 0.5) / 100 with U = `mask_noise` (list, level 0 first)
+        or drawn from `generator`. `trace` (a dict) collects the intermediates.
         """
         flow01, flow10 = self.estimate_flows(frame0, frame1) if flows is None else flows
         n = times.shape[1]
         image0, image1 = frame0 * 2 - 1, frame1 * 2 - 1
-        features0, features1 = self.pyramid(image0), self.pyramid(image1)
-        metric0 = self.metric(image0, image1, flow01, features0[0])
-        metric1 = self.metric(image1, image0, flow10, features1[0])
+        encode, metric = self.featurePyramid.netEncode, self.featurePyramid.netSoftmetric
+        features0, features1 = encode(image0), encode(image1)
+        metric0, metric1 = metric(features0, features1, flow01), metric(features1, features0, flow10)
+        if trace is not None:
+            trace["enc_frame0"], trace["softmetric_raw"] = features0, [metric0, metric1]
         repeat = lambda x: x.repeat_interleave(n, dim=0)
-        t = times.reshape(-1, 1, 1, 1).to(frame0.dtype)
         flow01, flow10, metric0, metric1 = map(repeat, (flow01, flow10, metric0, metric1))
         features0, features1 = [repeat(f) for f in features0], [repeat(f) for f in features1]
-        splatted0, holes = splat_pyramid(features0, t * flow01, metric0)
-        flow_t1 = -flowlib.softmax_splat((1 - t) * flow10, (1 - t) * flow10, metric1)[0]
-        complementary = self.align(splatted0, features1, holes, flow_t1)
-        jitter = self.config["mask_jitter"]
-        blended, masks = zip(*[blend(hole, f0, f1, jitter)
-                               for blend, hole, f0, f1 in zip(self.blend, holes, splatted0, complementary)])
-        conditions = [c.float() for c in self.fusion(list(blended))]
-        base = torch.zeros_like(splatted0[0][:, :3])
-        if self.config["residual"]:
-            warped1 = flowlib.backward_warp(features1[0][:, :3], flow_t1)
-            base = splatted0[0][:, :3] * (1 - masks[0]) + warped1 * masks[0]
-        return conditions, base.float()
+        # t and 1 - t as the official Python floats would give them (1 - t in double, then cast)
+        t64 = times.reshape(-1, 1, 1, 1).double()
+        t, rest = t64.to(flow01.dtype), (1 - t64).to(flow01.dtype)
+        metric0t, flow0t = metric0 * 2 * t, t * flow01
+        metric1t, flow1t = metric1 * 2 * rest, rest * flow10
+        flow_t1 = -1 * softsplat(flow1t, flow1t, metric1t.neg().clip(-METRIC_CLIP, METRIC_CLIP), "soft")
+        splatted0, holes = splat_pyramid(features0, metric0t, flow0t, trace)
+        if trace is not None:
+            trace["splat_feat0"], trace["holes"], trace["Ft2"] = splatted0, holes, flow_t1
+        complementary = self.deformableAlign(splatted0, features1, holes, flow_t1, trace)
+        if self.training and mask_noise is None:
+            mask_noise = [standard_uniform(h, generator) for h in holes]
+        blended, masks = self.attentionMerge(splatted0, complementary, holes,
+                                             mask_noise if self.training else None, trace)
+        conditions = [c.to(self.glow_dtype) for c in self.multiscaleFuse(blended)]
+        if trace is not None:
+            trace["conds"] = conditions
+        return conditions, masks
 
     # --- likelihood and sampling --------------------------------------------------------------
 
-    def nll_bits_per_dim(self, target, conditions, base, generator=None):
-        """-log2 p(target) per dimension for images in [0, 1] quantised to 256 levels.
+    def likelihood(self, target, conditions, gt_noise=None, generator=None):
+        """Official NLL terms of target frames (N, 3, H, W) in [0, 1] given their conditions.
 
-        Dequantisation: y = target + u, u ~ U(-1/512, 1/512) (bin width 1/256); the flow sees
-        x = 2y - 1 - base, whose Jacobian adds D*log 2 (the shift by the base adds nothing).
-        bits/dim = (-log p_z - log|det| - D log 2 + D log 256) / (D log 2)
-                 = -(log p_z + log|det|) / (D log 2) + 7.
+        In training mode the target in [-1, 1] gets (U - 0.5) / 255 with U = `gt_noise` or drawn
+        from `generator`, and the per-pixel dequantisation constant enters (`official_nll`).
+        Returns a dict: nll, log_p, log_det (normalised, (N,)), log_p_raw, log_det_raw (sums) and
+        latents (raw z, level 0 first).
         """
-        noise = standard_uniform(target, generator) - 0.5
-        y = target.float() + noise / 256
-        latents, log_p, logdet = self.glow.encode(2 * y - 1 - base, conditions)
-        dims = target[0].numel()
-        return -(log_p + logdet) / (dims * math.log(2)) + 7.0, latents
+        x = target.to(self.glow_dtype) * 2 - 1
+        if self.training:
+            noise = standard_uniform(x, generator) if gt_noise is None else gt_noise.to(x)
+            x = x + (noise - 0.5) / DEQUANT_LEVELS
+        log_p_raw, log_det_raw, latents = self.condFLownet.encode(x, conditions)
+        nll, log_p, log_det = official_nll(log_p_raw, log_det_raw, x.shape[2] * x.shape[3], self.training)
+        return dict(nll=nll, log_p=log_p, log_det=log_det, log_p_raw=log_p_raw, log_det_raw=log_det_raw,
+                    latents=latents)
 
-    def decode(self, conditions, base, heat, generator=None, latents=None):
-        """Image in [0, 1]-ish from latents, or sampled from the conditional priors at `heat`."""
-        return (self.glow.decode(conditions, latents, heat, generator) + base + 1) / 2
+    def draw_eps(self, conditions, heat, generator=None):
+        """Sampling noise heat * N(0, 1) for every latent (level 0 first; zeros at heat 0)."""
+        shapes = latent_shapes(conditions[0].shape[2] * 2, conditions[0].shape[3] * 2)
+        batch, like = conditions[0].shape[0], conditions[0]
+        if not torch.is_tensor(heat) and heat == 0:
+            return [like.new_zeros(batch, *shape) for shape in shapes]
+        return [standard_normal((batch, *shape), like, generator) * heat for shape in shapes]
+
+    def decode(self, conditions, eps=None, latents=None, trace=None):
+        """Frames (N, 3, H, W), [0, 1]-ish and not clamped, from noise `eps` (z = mean + sd * eps)
+        or from raw `latents` (exact inverse of `likelihood`'s encoding)."""
+        return (self.condFLownet.decode(conditions, eps, latents, trace) + 1) / 2
 
     def training_heat(self, latents):
         heat = self.config["train_heat"]
-        if heat == "latent_std":
-            return torch.cat([z.detach().flatten() for z in latents]).std().item()
+        if heat == "latent_std":  # the official sqrt(var(all latents)), a tensor (not detached)
+            return torch.sqrt(torch.var(torch.cat([z.flatten() for z in latents])))
         return float(heat)
 
     # --- public API ---------------------------------------------------------------------------
@@ -735,12 +1093,14 @@ class PerVFI(nn.Module):
     def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None,
                 heat=None, generator=None, flows=None):
         """inputs (B, 4, 3, H, W) in [0, 1] (uses frames 1 and 2); ts (B, n) in (0, 1) or None
-        (k/scale); target (B, n, 3, H, W) adds "nll" (B,) bits/dim. Audio arguments are ignored.
+        (k/scale); target (B, n, 3, H, W) adds "nll" (B,): the official NLL (`official_nll`).
+        Audio arguments are ignored.
 
-        "pred" (B, n, 3, H, W): with a target in training mode, a sample at the training heat
-        (the official training code's choice for the Lap/perceptual terms); otherwise a sample at
-        `heat` (default config["heat"]) drawn with `generator`. `flows` = (F0->1, F1->0) skips the
-        estimator (cached flows, at the input size).
+        "pred" (B, n, 3, H, W), not clamped: with a target in training mode, a sample at the
+        training heat (the official training code's choice for the Lap/perceptual terms);
+        otherwise a sample at `heat` (default config["heat"]) drawn with `generator`. `flows` =
+        (F0->1, F1->0) skips the estimator (cached flows, at the input size). Frames are
+        zero-padded to multiples of 8 (as the official inference does) and cropped back.
         """
         if inputs.dim() != 5 or inputs.shape[1] < 3 or inputs.shape[2] != 3:
             raise ValueError(f"pervfi.py: inputs must be (B, 4, 3, H, W), got {tuple(inputs.shape)}")
@@ -749,18 +1109,18 @@ class PerVFI(nn.Module):
         n = times.shape[1]
         frame0, frame1 = self.pad(inputs[:, 1]), self.pad(inputs[:, 2])
         if flows is not None:
-            flows = tuple(self.pad(f) for f in flows)
-        conditions, base = self.conditions(frame0, frame1, times, flows)
+            flows = tuple(self.pad(f).to(frame0.dtype) for f in flows)
+        conditions, _ = self.conditions(frame0, frame1, times, flows, generator=generator)
         with torch.autocast(device_type=inputs.device.type, enabled=False):
             out = {}
             decode_heat = self.config["heat"] if heat is None else heat
             if target is not None:
                 target_frames = self.pad(target.reshape(batch * n, *target.shape[2:]))
-                nll, latents = self.nll_bits_per_dim(target_frames, conditions, base, generator)
-                out["nll"] = nll.view(batch, n).mean(dim=1)
+                encoded = self.likelihood(target_frames, conditions, generator=generator)
+                out["nll"] = encoded["nll"].view(batch, n).mean(dim=1)
                 if self.training:
-                    decode_heat = self.training_heat(latents)
-            pred = self.decode(conditions, base, decode_heat, generator)
+                    decode_heat = self.training_heat(encoded["latents"])
+            pred = self.decode(conditions, self.draw_eps(conditions, decode_heat, generator))
         out["pred"] = pred[..., :height, :width].reshape(batch, n, 3, height, width)
         return out
 
@@ -793,15 +1153,9 @@ class PerVFI(nn.Module):
         return ts
 
     def pad(self, x):
-        """Replicate-pad (.., H, W) to multiples of 2^levels (the output is cropped back)."""
+        """Zero-pad (.., H, W) on the right/bottom to multiples of 8 (the output is cropped back)."""
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
         if pad_h == 0 and pad_w == 0:
             return x
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-
-
-def standard_uniform(like, generator=None):
-    """U(0, 1) noise shaped like `like`, drawn on the generator's device."""
-    device = like.device if generator is None else generator.device
-    return torch.rand(like.shape, generator=generator, device=device).to(device=like.device, dtype=torch.float32)
+        return F.pad(x, (0, pad_w, 0, pad_h))
