@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from resnet_3D import ENCODER_CHANNELS, ResNet3DEncoder, SEGating, scaled_channels
+from utils import pad_to_multiple
 
 N_INPUT_FRAMES = 4
 # Spatial down-sampling of the encoder: inputs are padded to a multiple of this.
@@ -51,17 +52,6 @@ class FrameFuse2d(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
-
-
-def pad_to_multiple(x, multiple=SIZE_MULTIPLE):
-    """Replicate-pad the last two dims (bottom, right) up to a multiple of `multiple`."""
-    height, width = x.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    flat = x.reshape(-1, *x.shape[-3:])
-    padded = F.pad(flat, (0, pad_w, 0, pad_h), mode="replicate")
-    return padded.reshape(*x.shape[:-2], height + pad_h, width + pad_w)
 
 
 class VideoUNet(nn.Module):
@@ -135,7 +125,7 @@ class VideoUNet(nn.Module):
         """
         height, width = frames.shape[-2:]
         centred, mean = self.subtract_mean(frames, frame_mean)
-        padded = pad_to_multiple(centred)
+        padded = pad_to_multiple(centred, SIZE_MULTIPLE)
         out = self.decode(self.encoder(padded), fuse_bottleneck, fuse_decoder)[..., :height, :width]
         return out.unflatten(1, (self.n_outputs, 3)) + mean.squeeze(2).unsqueeze(1)
 

@@ -2,22 +2,20 @@
 
 They follow the model contract (forward(inputs (B,4,3,H,W), ..., ts) -> {"pred": (B,n,3,H,W)}),
 so inference.py and evaluate.py treat them exactly like a trained network. They use only the
-two frames around the target interval (inputs[:, 1] and inputs[:, 2]) and work at any t
-(`arbitrary_t`), so one pass reaches any scale.
+two frames around the target interval (inputs[:, 1] and inputs[:, 2]), no audio, and work at any
+t, so one pass reaches any scale (registry.py declares this).
 """
 import torch
 from torch import nn
 
 import flow
+from utils import ASVFIError
 
 
 class _TwoFrameInterpolator(nn.Module):
-    uses_audio = False
-    arbitrary_t = True
-
-    def __init__(self, name, scale):
+    def __init__(self, config):
         super().__init__()
-        self.config = {"model": name, "scale": scale}
+        self.config = dict(config)
 
     def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None):
         if ts is None:  # the native times k/s of the configured scale
@@ -65,5 +63,17 @@ class DISWarp(_TwoFrameInterpolator):
 BASELINES = {"repeat": Repeat, "blend": Blend, "dis": DISWarp}
 
 
-def build_baseline(name, scale=2):
-    return BASELINES[name](name, scale)
+def default_config(name, **overrides):
+    """{"model": name, "scale": 2} with overrides; a baseline has nothing else to configure."""
+    config = {"model": name, "scale": 2, **overrides}
+    unknown = sorted(set(config) - {"model", "scale"})
+    if unknown or name not in BASELINES:
+        raise ASVFIError(f"baseline {name!r} (one of {list(BASELINES)}) takes only 'scale', got {unknown}")
+    if int(config["scale"]) != config["scale"] or config["scale"] < 2:
+        raise ASVFIError(f"scale must be an integer >= 2, got {config['scale']!r}")
+    return config
+
+
+def build_baseline(config):
+    options = {key: value for key, value in config.items() if key != "model"}
+    return BASELINES[config["model"]](default_config(config["model"], **options))

@@ -120,16 +120,16 @@ def score_video(gt_folder, out_folder, scale, built, device):
     with torch.no_grad():
         for start in range(0, n_frames, FRAME_CHUNK):
             stop = min(start + FRAME_CHUNK, n_frames)
-            ref, dis = load_chunk(gt_folder, start, stop, device), load_chunk(out_folder, start, stop, device)
-            if ref.shape != dis.shape:
+            ref, pred = load_chunk(gt_folder, start, stop, device), load_chunk(out_folder, start, stop, device)
+            if ref.shape != pred.shape:
                 raise VideoMismatch(f"frame size mismatch in frames {start}-{stop - 1}: generated "
-                                    f"{tuple(dis.shape[-2:])} vs ground truth {tuple(ref.shape[-2:])}")
+                                    f"{tuple(pred.shape[-2:])} vs ground truth {tuple(ref.shape[-2:])}")
             generated = torch.arange(start, stop, device=device) % scale != 0
             for name, scorer in scorers.items():
                 if built[name].scope == "generated":
-                    scorer.update(ref[generated], dis[generated])
+                    scorer.update(ref[generated], pred[generated])
                 else:
-                    scorer.update(ref, dis)
+                    scorer.update(ref, pred)
     values = {"frames": n_frames, "generated": sum(1 for i in range(n_frames) if i % scale)}
     notes = []
     for name, scorer in scorers.items():

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoints
 import weights
 
 
@@ -307,27 +308,18 @@ def remap_pwc_keys(state_dict):
     loader fixed with `key.replace('module', 'net')`; a DataParallel `module.` prefix is dropped
     first.
     """
-    remapped = {}
-    for key, tensor in state_dict.items():
-        if key.startswith("module."):
-            key = key[len("module."):]
-        remapped[key.replace("module", "net")] = tensor
-    return remapped
+    return {key.replace("module", "net"): tensor for key, tensor in checkpoints.strip_module_prefix(state_dict).items()}
 
 
 def _load_frozen(network, state_dict, path, device):
-    try:
-        network.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise RuntimeError(f"{path}: not a compatible {type(network).__name__} checkpoint: {err}") from err
+    checkpoints.load_strict(network, state_dict, path, hint=f"Expected the released {type(network).__name__} weights.")
     return network.to(device).freeze()
 
 
 def load_pwcnet(weights_dir=None, allow_download=True, device=None):
     """Frozen PWC-Net with the released `network-default.pytorch` weights (weights.locate("pwcnet"))."""
     path = weights.locate("pwcnet", weights_dir, allow_download)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return _load_frozen(PWCNet(), remap_pwc_keys(state.get("state_dict", state)), path, device)
+    return _load_frozen(PWCNet(), remap_pwc_keys(checkpoints.load_state_dict(path)), path, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,8 +592,7 @@ class RAFT(FrozenFlowModule):
 def load_raft(weights_dir=None, allow_download=True, device=None, iters=12):
     """Frozen RAFT with the released raft-things weights (weights.locate("raft_things"))."""
     path = weights.locate("raft_things", weights_dir, allow_download)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return _load_frozen(RAFT(iters=iters), weights.unwrap_state_dict(state, path), path, device)
+    return _load_frozen(RAFT(iters=iters), checkpoints.load_state_dict(path), path, device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,12 +34,11 @@ from tqdm import tqdm
 
 import dataset
 import prepare
+import registry
 import runs
 import runtime
 import video_io
-import model as model_lib
-from baselines import BASELINES, build_baseline
-from utils import AUDIO_RATE
+from utils import AUDIO_RATE, ASVFIError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # What a broken or unsupported input file raises; anything else is a bug and stops the run.
@@ -72,27 +71,20 @@ def missing_weights_message(args, path):
 
 def load_model(args, device):
     """The network (or baseline) named by --model, with its weights from --weights or the run's checkpoint."""
-    if args.model in BASELINES:
-        return build_baseline(args.model, args.scale).to(device).eval()
+    if args.model in registry.BASELINES:
+        return registry.build_model(registry.default_config(args.model, scale=args.scale)).to(device).eval()
     path = checkpoint_file(args)
     if not path.is_file():
         raise SystemExit(missing_weights_message(args, path))
+    overrides = {"heat": args.heat} if args.model == "pervfi" else {}
     try:
-        network, checkpoint = model_lib.build_model_from_checkpoint(path)
-    except ValueError as error:  # names the file and what is wrong with it
+        network, checkpoint = registry.load_model(path, overrides, weights_dir=args.weights_dir)
+    except ASVFIError as error:  # names the file and what is wrong with it
         raise SystemExit(str(error))
-    stored = checkpoint["config"].get("model", "asvfi")
-    if stored != args.model:
-        raise SystemExit(f"{path}: holds a {stored} checkpoint; pass --model {stored}")
-    if args.model == "pervfi":
-        network.config["heat"] = args.heat
-        network.set_flow_estimator(weights_dir=args.weights_dir)
+    if checkpoint["config"]["model"] != args.model:
+        raise SystemExit(f"{path}: holds a {checkpoint['config']['model']} checkpoint; pass --model "
+                         f"{checkpoint['config']['model']}")
     return network.to(device).eval()
-
-
-def takes_any_t(network):
-    """Baselines and PerVFI interpolate at any t in one pass; ASVFI only at its native k/s."""
-    return bool(getattr(network, "arbitrary_t", False))
 
 
 def pass_scales(native, scale, any_t):
@@ -121,15 +113,18 @@ class Engine:
     tile: int = 0
     tile_overlap: int = 32
 
+    def __post_init__(self):
+        self.consumes = registry.consumes(self.network.config)
+
     def __call__(self, windows, audio, audio_times, has_audio):
         """windows (B, 4, H, W, 3) uint8, audio/audio_times (B, A) → (B, s-1, H, W, 3) uint8."""
         inputs = torch.from_numpy(windows).to(self.device).permute(0, 1, 4, 2, 3).float().div_(255)
         extra = {}
-        if getattr(self.network, "uses_audio", False):
+        if self.consumes.audio:
             extra = {"audio": torch.from_numpy(audio).to(self.device),
                      "audio_times": torch.from_numpy(audio_times).to(self.device),
                      "has_audio": torch.full((len(windows),), has_audio, dtype=torch.bool, device=self.device)}
-        if takes_any_t(self.network):
+        if self.consumes.any_t:
             extra["ts"] = (torch.arange(1, self.scale, device=self.device) / self.scale).expand(len(windows), -1)
         with torch.no_grad(), runtime.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
@@ -139,7 +134,7 @@ class Engine:
     def run_tiled(self, inputs, extra):
         """Overlapping tiles, blended back with weights that ramp down across the overlaps."""
         height, width = inputs.shape[-2:]
-        if getattr(self.network, "centres_frames", False):  # centre every tile as the whole frame is
+        if self.consumes.frame_mean:  # centre every tile as the whole frame is
             extra = {**extra, "frame_mean": inputs.mean(dim=(1, 3, 4))}
         out = weight_sum = None
         for top in tile_starts(height, self.tile, self.tile_overlap):
@@ -234,7 +229,7 @@ def interpolate_video(frames, engines, wave, batch, input_fps):
 def build_engines(network, device, scale, args):
     native = network.config.get("scale", scale)
     return [Engine(network, device, step, args.amp, args.tile, args.tile_overlap)
-            for step in pass_scales(native, scale, takes_any_t(network))]
+            for step in pass_scales(native, scale, registry.consumes(network.config).any_t)]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -467,7 +462,7 @@ def run_single(args, device):
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="asvfi", choices=["asvfi", "pervfi", *BASELINES])
+    p.add_argument("--model", default="asvfi", choices=list(registry.MODELS))
     p.add_argument("-s", "--scale", type=int, default=None, help="2, 4, 8, ... (default 2)")
     p.add_argument("--optimizer", default="adamw", help="run name part; same default as main.py")
     p.add_argument("--lr", default="6e-4", help="run name part, as typed; same default as main.py")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import checkpoints
 import metrics
 import weights
 
@@ -152,13 +153,13 @@ class VGG19Features(nn.Module):
 
 def load_vgg19_features(weights_dir=None, allow_download=True):
     """Frozen ImageNet VGG-19 features; weights.WeightsUnavailable names the file when offline."""
-    path = weights.locate("vgg19", weights_dir, allow_download)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state, path = weights.load_state_dict("vgg19", weights_dir, allow_download)
     net = VGG19Features()
     wanted = net.state_dict().keys()
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise ValueError(f"{path}: not a torchvision VGG-19 checkpoint (missing {', '.join(missing[:4])} ...)")
+        raise checkpoints.CheckpointError(f"{path}: not a torchvision VGG-19 checkpoint "
+                                          f"(missing {', '.join(missing[:4])} ...)")
     net.load_state_dict({k: state[k] for k in wanted})
     return net.eval().requires_grad_(False)
 

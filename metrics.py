@@ -28,7 +28,6 @@ metrics it could build and a reason for each one it could not (e.g. weights miss
 """
 import math
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,15 +39,10 @@ import torch.nn.functional as F
 import flow
 import vfips
 import weights
-from vfips import LinLayer, ScalingLayer, unit_normalize
+from lpips_parts import load_lpips, unit_normalize
+from utils import check_frame_pair
 
 # ----------------------------------------------------------------------------- PSNR
-
-
-def _check_pair(pred, gt, name):
-    if pred.shape != gt.shape or pred.dim() != 4 or pred.shape[1] != 3:
-        raise ValueError(f"metrics.{name}: expected two (B, 3, H, W) tensors of equal shape, "
-                         f"got {tuple(pred.shape)} and {tuple(gt.shape)}")
 
 
 def psnr(pred, gt):
@@ -57,7 +51,7 @@ def psnr(pred, gt):
     Differences and squares in the input precision, their mean accumulated in float64: equal to a
     float64 numpy reference within ~1e-6 dB for float32 frames.
     """
-    _check_pair(pred, gt, "psnr")
+    check_frame_pair(pred, gt, "psnr")
     diff = pred - gt
     mse = (diff * diff).flatten(1).sum(dim=1, dtype=torch.float64) / diff[0].numel()
     return 10 * torch.log10(1 / mse)
@@ -131,7 +125,7 @@ def ssim(pred, gt, data_range=1.0):
     are filtered in float64). Frames must be at least 11x11 (skimage raises too). Each channel is
     centred on its frame mean before filtering (SSIM is unchanged; float32 keeps its precision).
     """
-    _check_pair(pred, gt, "ssim")
+    check_frame_pair(pred, gt, "ssim")
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     taps = gaussian_window().to(device=pred.device, dtype=dtype)
     size = taps.numel()
@@ -147,112 +141,6 @@ def ssim(pred, gt, data_range=1.0):
         offset_x, offset_y = x.mean(dim=(2, 3), keepdim=True), y.mean(dim=(2, 3), keepdim=True)
         sums.append(_ssim_map_sum(x - offset_x, y - offset_y, offset_x, offset_y, kernels, data_range))
     return torch.cat(sums) / (pred.shape[1] * (height - size + 1) * (width - size + 1))
-
-
-# ----------------------------------------------------------------------------- LPIPS (v0.1, AlexNet)
-LPIPS_CHANNELS = (64, 192, 384, 256, 256)
-# (slice, torchvision `features` index) of the five AlexNet convolutions LPIPS taps after their ReLU.
-ALEXNET_CONVS = ((1, 0), (2, 3), (3, 6), (4, 8), (5, 10))
-
-
-def _numbered(*layers):
-    """nn.Sequential whose children keep torchvision's `features` indices as names."""
-    return nn.Sequential(OrderedDict((str(index), layer) for index, layer in layers))
-
-
-class AlexNetTaps(nn.Module):
-    """torchvision AlexNet `features` cut into lpips' five slices (relu1 … relu5 outputs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.slice1 = _numbered((0, nn.Conv2d(3, 64, 11, stride=4, padding=2)), (1, nn.ReLU()))
-        self.slice2 = _numbered((2, nn.MaxPool2d(3, 2)), (3, nn.Conv2d(64, 192, 5, padding=2)), (4, nn.ReLU()))
-        self.slice3 = _numbered((5, nn.MaxPool2d(3, 2)), (6, nn.Conv2d(192, 384, 3, padding=1)), (7, nn.ReLU()))
-        self.slice4 = _numbered((8, nn.Conv2d(384, 256, 3, padding=1)), (9, nn.ReLU()))
-        self.slice5 = _numbered((10, nn.Conv2d(256, 256, 3, padding=1)), (11, nn.ReLU()))
-
-    def forward(self, x):
-        taps = []
-        for block in (self.slice1, self.slice2, self.slice3, self.slice4, self.slice5):
-            x = block(x)
-            taps.append(x)
-        return taps
-
-
-class LPIPS(nn.Module):
-    """LPIPS v0.1 with the AlexNet trunk; state dict identical to `lpips.LPIPS(net='alex')`.
-
-    Its 22 entries: the two ScalingLayer constants, `net.sliceK.J.*` (torchvision `features.J`),
-    `linK.model.1.weight` and the same five Parameters again as `lins.K.model.1.weight` (lpips
-    registers the lin layers twice). Inputs are [0, 1] frames (lpips' `normalize=True`).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.scaling_layer = ScalingLayer()
-        self.net = AlexNetTaps()
-        for k, channels in enumerate(LPIPS_CHANNELS):
-            setattr(self, f"lin{k}", LinLayer(channels))
-        self.lins = nn.ModuleList([getattr(self, f"lin{k}") for k in range(len(LPIPS_CHANNELS))])
-        self.requires_grad_(False)
-        self.eval()
-
-    def features(self, frames):
-        return self.net(self.scaling_layer(2 * frames - 1))
-
-    def layer_maps(self, ref, dis):
-        """Per-layer distance maps (B, 1, h_k, w_k) at each layer's native resolution."""
-        _check_pair(ref, dis, "LPIPS")
-        pairs = zip(self.features(ref), self.features(dis), self.lins)
-        return [lin((unit_normalize(a) - unit_normalize(b)) ** 2) for a, b, lin in pairs]
-
-    def per_layer(self, ref, dis):
-        """Spatial mean of each layer map, (B, 5)."""
-        return torch.cat([m.mean(dim=(2, 3)) for m in self.layer_maps(ref, dis)], 1)
-
-    def spatial(self, ref, dis):
-        """(B, 1, H, W) map: each layer map upsampled bilinearly to the frame size, then summed."""
-        size = ref.shape[-2:]
-        maps = [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                for m in self.layer_maps(ref, dis)]
-        return sum(maps[1:], maps[0])
-
-    def forward(self, ref, dis):
-        """LPIPS distance per frame pair, (B,): Σ_k mean_{y,x} map_k (lower is better)."""
-        means = [m.mean(dim=(2, 3)) for m in self.layer_maps(ref, dis)]
-        return sum(means[1:], means[0])[:, 0]
-
-
-def official_lpips_state(model, alexnet_state, lin_state):
-    """Map torchvision's AlexNet (`features.J.*`) and lpips' `alex.pth` (`linK.model.1.weight`)
-    onto an LPIPS state dict; a missing or misshaped tensor is a clear error."""
-    state = model.state_dict()
-    sources = {}
-    for slice_index, feature_index in ALEXNET_CONVS:
-        for kind in ("weight", "bias"):
-            sources[f"net.slice{slice_index}.{feature_index}.{kind}"] = ("AlexNet", alexnet_state,
-                                                                         f"features.{feature_index}.{kind}")
-    for k in range(len(LPIPS_CHANNELS)):
-        for prefix in (f"lin{k}", f"lins.{k}"):
-            sources[f"{prefix}.model.1.weight"] = ("LPIPS alex.pth", lin_state, f"lin{k}.model.1.weight")
-    for key, (what, source, source_key) in sources.items():
-        if source_key not in source:
-            raise ValueError(f"{what} weights: key {source_key!r} missing (has {len(source)} keys, "
-                             f"e.g. {list(source)[:3]})")
-        if tuple(source[source_key].shape) != tuple(state[key].shape):
-            raise ValueError(f"{what} weights: {source_key!r} has shape {tuple(source[source_key].shape)}, "
-                             f"expected {tuple(state[key].shape)}")
-        state[key] = source[source_key]
-    return state
-
-
-def load_lpips(weights_dir=None, allow_download=True, device=None):
-    """LPIPS with the official weights (raises weights.WeightsUnavailable when they cannot be had)."""
-    model = LPIPS()
-    alexnet = weights.load_state_dict("alexnet", weights_dir, allow_download)
-    lins = weights.load_state_dict("lpips_alex", weights_dir, allow_download)
-    model.load_state_dict(official_lpips_state(model, alexnet, lins))
-    return model.to(device)
 
 
 # ----------------------------------------------------------------------------- FloLPIPS
@@ -275,46 +163,46 @@ def flow_weights(flow_diff, size, reference_nan=False):
     return torch.where(total > 0, magnitude / torch.where(total > 0, total, torch.ones_like(total)), uniform)
 
 
-def flolpips_per_layer(lpips_net, ref, dis, flow_diff, reference_nan=False):
-    """Flow-weighted sum of each LPIPS layer map of (ref, dis), (B, 5)."""
-    maps = lpips_net.layer_maps(ref, dis)
+def flolpips_per_layer(lpips_net, ref, pred, flow_diff, reference_nan=False):
+    """Flow-weighted sum of each LPIPS layer map of (ref, pred), (B, 5)."""
+    maps = lpips_net.layer_maps(ref, pred)
     return torch.cat([(m * flow_weights(flow_diff.to(m.dtype), m.shape[-2:], reference_nan)).sum(dim=(2, 3))
                       for m in maps], 1)
 
 
-def flolpips_from_flow(lpips_net, ref, dis, flow_diff, reference_nan=False):
+def flolpips_from_flow(lpips_net, ref, pred, flow_diff, reference_nan=False):
     """FloLPIPS of frame pairs given the flow difference Δ (B, 2, H, W), (B,) (flolpips notes §1)."""
-    return flolpips_per_layer(lpips_net, ref, dis, flow_diff, reference_nan).sum(dim=1)
+    return flolpips_per_layer(lpips_net, ref, pred, flow_diff, reference_nan).sum(dim=1)
 
 
-def flolpips_pairs(lpips_net, flow_fn, ref, dis, reference_nan=False):
+def flolpips_pairs(lpips_net, flow_fn, ref, pred, reference_nan=False):
     """Scores of the pairs (t, t+1) of two frame stacks (N, 3, H, W) → (N−1,):
     Δ_t = flow(R_t → R_t+1) − flow(D_t → D_t+1), maps of (R_t, D_t)."""
-    diff = flow_fn(ref[:-1], ref[1:]) - flow_fn(dis[:-1], dis[1:])
-    return flolpips_from_flow(lpips_net, ref[:-1], dis[:-1], diff, reference_nan)
+    diff = flow_fn(ref[:-1], ref[1:]) - flow_fn(pred[:-1], pred[1:])
+    return flolpips_from_flow(lpips_net, ref[:-1], pred[:-1], diff, reference_nan)
 
 
-def flolpips_video(lpips_net, flow_fn, ref, dis, batch=8, reference_nan=False):
+def flolpips_video(lpips_net, flow_fn, ref, pred, batch=8, reference_nan=False):
     """Video FloLPIPS: float64 mean over t of the per-pair float32 scores; None below 2 frames."""
     if len(ref) < 2:
         return None
-    scores = [flolpips_pairs(lpips_net, flow_fn, ref[i:i + batch + 1], dis[i:i + batch + 1], reference_nan)
+    scores = [flolpips_pairs(lpips_net, flow_fn, ref[i:i + batch + 1], pred[i:i + batch + 1], reference_nan)
               for i in range(0, len(ref) - 1, batch)]
     return float(torch.cat(scores).double().mean())
 
 
-def flolpips_triplet(lpips_net, flow_fn, frame0, frame1, frame_dis, frame_ref, reference_nan=False):
+def flolpips_triplet(lpips_net, flow_fn, frame0, frame1, frame_pred, frame_ref, reference_nan=False):
     """The reference's frame-interpolation API: flows from the middle frame to each true neighbour,
     reference minus prediction, scored with each and averaged, (B,)."""
-    scores = [flolpips_from_flow(lpips_net, frame_ref, frame_dis,
-                                 flow_fn(frame_ref, neighbour) - flow_fn(frame_dis, neighbour), reference_nan)
+    scores = [flolpips_from_flow(lpips_net, frame_ref, frame_pred,
+                                 flow_fn(frame_ref, neighbour) - flow_fn(frame_pred, neighbour), reference_nan)
               for neighbour in (frame0, frame1)]
     return (scores[0] + scores[1]) / 2
 
 
 # ----------------------------------------------------------------------------- VFIPS
-VFIPS_WINDOW = 12
-VFIPS_MIN_SIZE = 65  # smaller frames make the reference's reflect padding fail at the 5th scale
+VFIPS_WINDOW = vfips.WINDOW_FRAMES
+VFIPS_MIN_SIZE = vfips.MIN_SIZE  # smaller frames make the reference's reflect padding fail at the 5th scale
 VFIPS_TOO_SMALL = f"frames smaller than {VFIPS_MIN_SIZE}x{VFIPS_MIN_SIZE} px (VFIPS cannot score them)"
 
 
@@ -327,10 +215,10 @@ def vfips_window_starts(n_frames, window=VFIPS_WINDOW):
     return list(range(0, n_frames - window + 1, window))
 
 
-def vfips_window_score(net, ref, dis):
+def vfips_window_score(net, ref, pred):
     """Score of one 12-frame window ([0, 1] frames (12, 3, H, W)); the reference clip comes first."""
     with torch.no_grad():
-        return float(net((2 * ref - 1)[None].contiguous(), (2 * dis - 1)[None].contiguous()).flatten()[0])
+        return float(net((2 * ref - 1)[None].contiguous(), (2 * pred - 1)[None].contiguous()).flatten()[0])
 
 
 def vfips_pool(window_scores):
@@ -346,11 +234,11 @@ def vfips_pool(window_scores):
     return float(np.mean(np.asarray(kept, dtype=np.float64))), ""
 
 
-def vfips_video(net, ref, dis):
+def vfips_video(net, ref, pred):
     """VFIPS of two videos (N, 3, H, W) in [0, 1]: (score or None, reason)."""
     if min(ref.shape[-2:]) < VFIPS_MIN_SIZE:
         return None, VFIPS_TOO_SMALL
-    scores = [vfips_window_score(net, ref[s:s + VFIPS_WINDOW], dis[s:s + VFIPS_WINDOW])
+    scores = [vfips_window_score(net, ref[s:s + VFIPS_WINDOW], pred[s:s + VFIPS_WINDOW])
               for s in vfips_window_starts(len(ref))]
     return vfips_pool(scores)
 
@@ -439,9 +327,9 @@ def fvd(detector, real_videos, fake_videos, batch=4):
     Returns (value or None, reason, N clips). FVD from few clips is strongly biased: report N.
     """
     real, fake = [], []
-    for ref, dis in zip(real_videos, fake_videos):
+    for ref, pred in zip(real_videos, fake_videos):
         scorer = FVDClips(detector, batch)
-        scorer.update(ref, dis)
+        scorer.update(ref, pred)
         scorer.flush()
         real.extend(scorer.real)
         fake.extend(scorer.fake)
@@ -457,18 +345,18 @@ class Result:
 
 
 class FrameMean:
-    """Mean over frames of a per-frame metric fn(ref, dis) -> (B,) (PSNR, SSIM, LPIPS), evaluated
+    """Mean over frames of a per-frame metric fn(ref, pred) -> (B,) (PSNR, SSIM, LPIPS), evaluated
     `batch` frames at a time so that large frames do not blow up network activations."""
 
     def __init__(self, fn, batch=8):
         self.fn, self.batch = fn, batch
         self.values = []
 
-    def update(self, ref, dis):
+    def update(self, ref, pred):
         with torch.no_grad():
             for start in range(0, len(ref), self.batch):
                 stop = start + self.batch
-                self.values.append(self.fn(ref[start:stop], dis[start:stop]).double().cpu())
+                self.values.append(self.fn(ref[start:stop], pred[start:stop]).double().cpu())
 
     def result(self):
         if not self.values:
@@ -484,14 +372,14 @@ class FloLPIPSPairs:
         self.previous = None
         self.scores = []
 
-    def update(self, ref, dis):
+    def update(self, ref, pred):
         if self.previous is not None:
-            ref, dis = torch.cat([self.previous[0], ref]), torch.cat([self.previous[1], dis])
+            ref, pred = torch.cat([self.previous[0], ref]), torch.cat([self.previous[1], pred])
         with torch.no_grad():
             for i in range(0, len(ref) - 1, self.batch):
                 self.scores.append(flolpips_pairs(self.lpips_net, self.flow_fn,
-                                                  ref[i:i + self.batch + 1], dis[i:i + self.batch + 1]).cpu())
-        self.previous = (ref[-1:], dis[-1:])
+                                                  ref[i:i + self.batch + 1], pred[i:i + self.batch + 1]).cpu())
+        self.previous = (ref[-1:], pred[-1:])
 
     def result(self):
         if not self.scores:
@@ -504,22 +392,22 @@ class VFIPSWindows:
 
     def __init__(self, net):
         self.net = net
-        self.buffer_ref, self.buffer_dis = [], []
+        self.buffer_ref, self.buffer_pred = [], []
         self.scores = []
         self.too_small = False
 
-    def update(self, ref, dis):
+    def update(self, ref, pred):
         if min(ref.shape[-2:]) < VFIPS_MIN_SIZE:
             self.too_small = True
             return
         self.buffer_ref.append(ref)
-        self.buffer_dis.append(dis)
-        ref, dis = torch.cat(self.buffer_ref), torch.cat(self.buffer_dis)
+        self.buffer_pred.append(pred)
+        ref, pred = torch.cat(self.buffer_ref), torch.cat(self.buffer_pred)
         full = len(ref) // VFIPS_WINDOW * VFIPS_WINDOW
         for start in range(0, full, VFIPS_WINDOW):
             self.scores.append(vfips_window_score(self.net, ref[start:start + VFIPS_WINDOW],
-                                                  dis[start:start + VFIPS_WINDOW]))
-        self.buffer_ref, self.buffer_dis = [ref[full:]], [dis[full:]]
+                                                  pred[start:start + VFIPS_WINDOW]))
+        self.buffer_ref, self.buffer_pred = [ref[full:]], [pred[full:]]
 
     def result(self):
         if self.too_small:
@@ -532,27 +420,27 @@ class FVDClips:
 
     def __init__(self, detector, batch=4):
         self.detector, self.batch = detector, batch
-        self.buffer_ref, self.buffer_dis = [], []
-        self.pending_ref, self.pending_dis = [], []
+        self.buffer_ref, self.buffer_pred = [], []
+        self.pending_ref, self.pending_pred = [], []
         self.real, self.fake = [], []
 
-    def update(self, ref, dis):
+    def update(self, ref, pred):
         self.buffer_ref.append(ref)
-        self.buffer_dis.append(dis)
-        ref, dis = torch.cat(self.buffer_ref), torch.cat(self.buffer_dis)
+        self.buffer_pred.append(pred)
+        ref, pred = torch.cat(self.buffer_ref), torch.cat(self.buffer_pred)
         full = len(ref) // FVD_CLIP_FRAMES * FVD_CLIP_FRAMES
         for start in range(0, full, FVD_CLIP_FRAMES):
             self.pending_ref.append(i3d_clip(ref[start:start + FVD_CLIP_FRAMES]))
-            self.pending_dis.append(i3d_clip(dis[start:start + FVD_CLIP_FRAMES]))
+            self.pending_pred.append(i3d_clip(pred[start:start + FVD_CLIP_FRAMES]))
             if len(self.pending_ref) == self.batch:
                 self.flush()
-        self.buffer_ref, self.buffer_dis = [ref[full:]], [dis[full:]]
+        self.buffer_ref, self.buffer_pred = [ref[full:]], [pred[full:]]
 
     def flush(self):
         if self.pending_ref:
             self.real.extend(i3d_features(self.detector, torch.stack(self.pending_ref)))
-            self.fake.extend(i3d_features(self.detector, torch.stack(self.pending_dis)))
-            self.pending_ref, self.pending_dis = [], []
+            self.fake.extend(i3d_features(self.detector, torch.stack(self.pending_pred)))
+            self.pending_ref, self.pending_pred = [], []
 
     def result(self):
         self.flush()
@@ -601,10 +489,10 @@ def _build_one(name, device, weights_dir, allow_download, flow_name, shared):
 
     column = metric_column(name, flow_name)
     if name == "psnr":
-        return Metric(name, "generated", lambda: FrameMean(lambda ref, dis: psnr(dis, ref)), column,
+        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: psnr(pred, ref)), column,
                       "dB, higher is better")
     if name == "ssim":
-        return Metric(name, "generated", lambda: FrameMean(lambda ref, dis: ssim(dis, ref)), column,
+        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: ssim(pred, ref)), column,
                       "Gaussian σ=1.5, higher is better")
     if name == "lpips":
         net = lpips_net()

@@ -1,7 +1,7 @@
 """ASVFI: FLAVR's 3D U-Net guided by the soundtrack through cross-attention.
 
     config = default_config(scale=2, width=0.125)
-    model = build_model(config)
+    model = ASVFI(config)            # or registry.build_model(config), as the scripts do
     out = model(inputs, audio=audio, audio_times=audio_times, has_audio=has_audio)  # out["pred"]
 
 Video branch: `UNet.VideoUNet` (FLAVR `UNet_3D_3D`, checkpoint-compatible). Audio branch: log-mel
@@ -16,17 +16,16 @@ learned "no audio" token replaces the tokens of clips without sound.
 Every architecture choice lives in the config dict (plain types, stored in checkpoints).
 """
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import weights
+import checkpoints
 from resnet_3D import ENCODER_LAYERS
 from UNet import N_INPUT_FRAMES, VideoUNet
+from utils import AUDIO_RATE, MEL_BANDS, MEL_HOP, ASVFIError
 
-MODEL_NAMES = ("asvfi", "pervfi")
 AUDIO_MODES = ("mel", "none")
 # Times of the four input frames in target-interval units (the targets lie between 0 and 1).
 INPUT_FRAME_TIMES = (-1.0, 0.0, 1.0, 2.0)
@@ -59,39 +58,29 @@ def default_config(**overrides):
         "audio_heads": 4,
         "audio_stride": 1,
     }
-    if overrides.get("model", "asvfi") == "pervfi":
-        config.update(_pervfi_defaults())
-        config.update(overrides)
-        return config
     unknown = sorted(set(overrides) - set(config))
     if unknown:
-        raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(config)}")
+        raise ASVFIError(f"unknown ASVFI config keys {unknown}; known keys: {sorted(config)}")
     config.update(overrides)
     validate_config(config)
     return config
 
 
-def _pervfi_defaults():
-    """PerVFI's own defaults (`pervfi.default_pervfi_config`), merged over ASVFI's keys."""
-    import pervfi
-    return dict(pervfi.default_pervfi_config())
-
-
 def validate_config(config):
     """Raise a clear error for values the ASVFI network cannot be built from."""
-    if config["model"] not in MODEL_NAMES:
-        raise ValueError(f"unknown model {config['model']!r}; choose one of {list(MODEL_NAMES)}")
+    if config["model"] != "asvfi":
+        raise ASVFIError(f"model.py builds ASVFI, not {config['model']!r} (registry.build_model picks the model)")
     if int(config["scale"]) != config["scale"] or config["scale"] < 2:
-        raise ValueError(f"scale must be an integer >= 2 (n_out = scale - 1), got {config['scale']!r}")
+        raise ASVFIError(f"scale must be an integer >= 2 (n_out = scale - 1), got {config['scale']!r}")
     if config["depth"] not in ENCODER_LAYERS:
-        raise ValueError(f"unknown depth {config['depth']!r}; choose one of {sorted(ENCODER_LAYERS)}")
+        raise ASVFIError(f"unknown depth {config['depth']!r}; choose one of {sorted(ENCODER_LAYERS)}")
     if config["audio"] not in AUDIO_MODES:
-        raise ValueError(f"unknown audio mode {config['audio']!r}; choose one of {list(AUDIO_MODES)}")
+        raise ASVFIError(f"unknown audio mode {config['audio']!r}; choose one of {list(AUDIO_MODES)}")
     if not config["width"] > 0:
-        raise ValueError(f"width must be positive, got {config['width']!r}")
+        raise ASVFIError(f"width must be positive, got {config['width']!r}")
     for key in ("audio_dim", "decoder_fusion_dim"):
         if config[key] % config["audio_heads"]:
-            raise ValueError(f"{key} {config[key]} must be a multiple of audio_heads {config['audio_heads']}")
+            raise ASVFIError(f"{key} {config[key]} must be a multiple of audio_heads {config['audio_heads']}")
 
 
 def encoder_bias(config):
@@ -99,15 +88,11 @@ def encoder_bias(config):
     return config["scale"] != 2 if config["encoder_bias"] is None else bool(config["encoder_bias"])
 
 
-def build_model(config):
-    """Build the network a config names ("asvfi" here, "pervfi" from pervfi.py)."""
-    name = config.get("model", "asvfi")
-    if name == "pervfi":
-        import pervfi
-        return pervfi.build_pervfi(config)
-    if name != "asvfi":
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
-    return ASVFI(default_config(**config))
+def fit_hint(config):
+    """What to check when weights do not fit an ASVFI of this config (registry.load_model adds it)."""
+    return (f"The model: scale {config['scale']}, depth {config['depth']}, width {config['width']}, encoder "
+            f"biases {encoder_bias(config)}, audio {config['audio']}. FLAVR 2x checkpoints have no encoder "
+            "biases and 4x/8x ones have them; check --scale / encoder_bias.")
 
 
 # ----------------------------------------------------------------------------- audio front-end
@@ -143,7 +128,7 @@ class LogMel(nn.Module):
     from the arguments, so they never enter checkpoints.
     """
 
-    def __init__(self, sample_rate=16000, window=400, hop=160, n_mels=64, f_min=125.0, f_max=7500.0,
+    def __init__(self, sample_rate=AUDIO_RATE, window=400, hop=MEL_HOP, n_mels=MEL_BANDS, f_min=125.0, f_max=7500.0,
                  log_offset=0.01):
         super().__init__()
         self.window_length, self.hop, self.log_offset = window, hop, log_offset
@@ -301,7 +286,7 @@ class AudioBranch(nn.Module):
         super().__init__()
         dim, heads, n_targets = config["audio_dim"], config["audio_heads"], config["scale"] - 1
         self.frontend = LogMel()
-        self.encoder = AudioEncoder(n_mels=64, dim=dim, stride=config["audio_stride"])
+        self.encoder = AudioEncoder(n_mels=MEL_BANDS, dim=dim, stride=config["audio_stride"])
         self.no_audio_token = nn.Parameter(0.02 * torch.randn(dim))
         self.bottleneck_fusion = AudioFusion(bottleneck_channels, dim, dim, heads, n_targets)
         self.decoder_fusion = (AudioFusion(decoder_channels, dim, config["decoder_fusion_dim"], heads, n_targets)
@@ -332,8 +317,6 @@ class AudioBranch(nn.Module):
 # ----------------------------------------------------------------------------- the model
 class ASVFI(VideoUNet):
     """FLAVR video branch (same state_dict keys) + optional audio branch under `audio.*`."""
-
-    centres_frames = True  # forward accepts frame_mean (tiles use the whole frame's mean)
 
     def __init__(self, config):
         super().__init__(n_outputs=config["scale"] - 1, depth=config["depth"], width=config["width"],
@@ -382,73 +365,7 @@ class ASVFI(VideoUNet):
         return {"pred": self.predict(frames, fuse_bottleneck, fuse_decoder, frame_mean)}
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _read_torch_file(path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: not a loadable PyTorch checkpoint (weights_only=True): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
-
-
-def _state_dict_of(obj, path):
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: not a checkpoint: expected a state_dict of tensors (or a dict with "
-                         f"'state_dict'), found {found}")
-    return weights.strip_module_prefix(state)
-
-
-def load_checkpoint_state(path, expect_config=None):
-    """Read a checkpoint dict (weights_only) with `module.` stripped from its state_dict keys.
-
-    With `expect_config`, the stored config must agree on every key both define, else a
-    ValueError names the file and the differing keys.
-    """
-    obj = _read_torch_file(path)
-    if not isinstance(obj, dict) or "state_dict" not in obj:
-        found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: not a training checkpoint (no 'state_dict' entry; found {found})")
-    checkpoint = dict(obj)
-    checkpoint["state_dict"] = _state_dict_of(obj, path)
-    if expect_config is not None:
-        stored = checkpoint.get("config") or {}
-        differing = {k: (stored[k], expect_config[k]) for k in sorted(set(stored) & set(expect_config))
-                     if stored[k] != expect_config[k]}
-        if differing:
-            details = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in differing.items())
-            raise ValueError(f"{path}: checkpoint config does not match ({details})")
-    return checkpoint
-
-
-def load_state_strict(model, state_dict, source, keys=None):
-    """Load `state_dict` into `model` requiring exactly `keys` (default: all of the model's keys).
-
-    Errors list the missing, unexpected and wrongly shaped keys and name `source`.
-    """
-    expected = {k: v.shape for k, v in model.state_dict().items() if keys is None or k in keys}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
-                   for k in expected if k in state_dict and state_dict[k].shape != expected[k]]
-    if missing or unexpected or wrong_shape:
-        def listing(name, items):
-            return f"{len(items)} {name} (e.g. {items[:4]})" if items else None
-        problems = "; ".join(p for p in (listing("missing keys", missing), listing("unexpected keys", unexpected),
-                                         listing("shape mismatches", wrong_shape)) if p)
-        config = getattr(model, "config", None) or {}
-        described = (f"scale {config['scale']}, depth {config['depth']}, width {config['width']}, encoder "
-                     f"biases {encoder_bias(config)}, audio {config['audio']}") if "depth" in config else "model"
-        raise ValueError(f"{source}: weights do not fit the model ({described}): {problems}. FLAVR 2x "
-                         "checkpoints have no encoder biases and 4x/8x ones have them; check --scale / encoder_bias.")
-    model.load_state_dict(state_dict, strict=keys is None)
-    return model
-
-
+# ----------------------------------------------------------------------------- FLAVR weights
 def video_branch_keys(model):
     return [k for k in model.state_dict() if k.split(".", 1)[0] in VIDEO_BRANCH_MODULES]
 
@@ -459,15 +376,5 @@ def load_flavr_weights(model, path):
     Accepts a bare state_dict or a dict with 'state_dict'; `module.` prefixes are stripped. The
     video branch must match exactly; errors name the file and the offending keys.
     """
-    state = _state_dict_of(_read_torch_file(path), path)
-    return load_state_strict(model, state, path, keys=set(video_branch_keys(model)))
-
-
-def build_model_from_checkpoint(path, map_location="cpu"):
-    """(model, checkpoint): the network described by the checkpoint's config, with its weights."""
-    checkpoint = load_checkpoint_state(path)
-    if not isinstance(checkpoint.get("config"), dict):
-        raise ValueError(f"{path}: checkpoint has no model config; cannot rebuild the network")
-    model = build_model(checkpoint["config"])
-    load_state_strict(model, checkpoint["state_dict"], path)
-    return model.to(map_location), checkpoint
+    return checkpoints.load_strict(model, checkpoints.load_state_dict(path), path,
+                                   keys=set(video_branch_keys(model)), hint=fit_hint(model.config))

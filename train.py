@@ -1,12 +1,12 @@
-"""The training loop: one `train(args)` that reads top to bottom.
+"""The training loop: one `train(args, procs)` that reads top to bottom.
 
 seed → data (DistributedSampler, also in a single process, so the shuffling is a function of the
 seed and the epoch) → network from its config → optimiser + scheduler → (resume) → epochs of
 training steps, each followed by validation (loss, PSNR, SSIM on the val windows, summed over
 processes) → checkpoints, curves and a log written by process 0 while the others wait.
 
-Checkpoints (DESIGN §3) are plain dicts loadable with `torch.load(weights_only=True)`: model,
-config, state_dict (no `module.` prefix), optimizer, scheduler, scaler, epoch (finished epochs),
+Checkpoints are plain dicts loadable with `torch.load(weights_only=True)`: model, config,
+state_dict (no `module.` prefix), optimizer, scheduler, scaler, epoch (finished epochs),
 best_psnr, args (plain types), history (the per-epoch log) and rng (each process's torch, CUDA,
 numpy and python RNG states as tensors and numbers). Resuming restores all of it, so 2 epochs in
 one go and 1 epoch + `--start_epoch 1` produce the same weights.
@@ -14,20 +14,14 @@ one go and 1 epoch + `--start_epoch 1` produce the same weights.
 A non-finite loss (training or validation) stops the run before anything is written, so the
 last good checkpoint stays as it was.
 """
-import csv
-import io
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
@@ -35,18 +29,20 @@ from tqdm import tqdm
 import checkpoints
 import losses
 import metrics
+import model as asvfi
 import prepare
+import registry
 import runs
 import runtime
-import utils
-import model as model_lib
+import training_log
 from dataset import VFIWindows
+from utils import ASVFIError
 
 BATCH_TENSORS = ("inputs", "targets", "audio", "audio_times", "has_audio", "ts")
 
 
-class TrainingStopped(RuntimeError):
-    """Ends a run with a message for the user instead of a traceback (main.py prints it)."""
+class TrainingStopped(ASVFIError):
+    """Ends a run with a message for the user instead of a traceback."""
 
 
 class NonFiniteLoss(TrainingStopped):
@@ -57,46 +53,10 @@ class ResumeError(TrainingStopped):
     pass
 
 
-# ----------------------------------------------------------------------------- processes
-@dataclass(frozen=True)
-class Processes:
-    """This process's place in a DDP job (rank 0 of 1 without torchrun)."""
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def current(cls):
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size())
-        return cls()
-
-    @property
-    def is_main(self):
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def sum(self, values, device):
-        """Element-wise sum of a list of floats over all processes."""
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        if self.world > 1:
-            dist.all_reduce(tensor)
-        return tensor.tolist()
-
-    def gather(self, obj):
-        if self.world == 1:
-            return [obj]
-        gathered = [None] * self.world
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-
-# ----------------------------------------------------------------------------- run outputs
+# ----------------------------------------------------------------------------- the run and its state
 @dataclass(frozen=True)
 class RunPaths:
-    """Where a run writes: latest/best/snapshot checkpoints, curves figure and CSV log."""
+    """Where a run writes: latest/best/snapshot checkpoints, curves figure and CSV log (runs.py names them)."""
     root: Path
     model: str
     run: str
@@ -104,29 +64,48 @@ class RunPaths:
 
     @property
     def latest(self):
-        return self.root / runs.checkpoint_path(self.model, self.run)
+        return runs.checkpoint_path(self.model, self.run, out_dir=self.root)
 
     @property
     def best(self):
-        """`best_<model>.pth` (DESIGN §3); a tagged run (an ablation arm) gets `best_<model>_<tag>.pth`
-        so that it never replaces the main run's best model."""
-        path = self.root / runs.best_checkpoint_path(self.model)
-        return path.with_name(f"{path.stem}_{self.tag}{path.suffix}") if self.tag else path
+        return runs.best_checkpoint_path(self.model, self.tag, out_dir=self.root)
 
     def snapshot(self, epoch):
-        return self.root / runs.checkpoint_path(self.model, self.run, epoch)
+        return runs.checkpoint_path(self.model, self.run, epoch, out_dir=self.root)
 
     @property
     def figure(self):
-        return self.root / "figs" / f"{self.run}.png"
+        return runs.figure_path(self.run, self.root)
 
     @property
     def log(self):
-        return self.root / "figs" / f"{self.run}.csv"
+        return runs.log_path(self.run, self.root)
 
 
 def run_paths(args):
     return RunPaths(Path(args.out_dir), args.model, runs.run_name(args.optimizer, args.lr, args.tag), args.tag)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every step needs to know and what stays fixed for the whole run."""
+    args: object  # the parsed command line (never modified)
+    procs: runtime.Processes
+    paths: RunPaths
+    config: dict  # the network's config, stored in every checkpoint
+
+
+@dataclass
+class TrainState:
+    """Everything training updates and a checkpoint holds."""
+    network: torch.nn.Module  # the bare network (checkpoints, validation)
+    optimizer: torch.optim.Optimizer
+    scheduler: object = None
+    scheduler_per_batch: bool = False
+    scaler: object = None  # fp16 GradScaler on CUDA
+    model: torch.nn.Module = None  # what the training forward runs through: DDP's wrapper or the network
+    history: list = field(default_factory=list)
+    best_psnr: float = -math.inf
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -184,7 +163,7 @@ def train_loader(train_set, args, procs):
     sampler = DistributedSampler(train_set, num_replicas=procs.world, rank=procs.rank, shuffle=True,
                                  seed=args.random_seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                        drop_last=True, pin_memory=torch.device(args.device).type == "cuda")
+                        drop_last=True, pin_memory=procs.device.type == "cuda")
     steps = len(loader) if not args.limit_steps else min(len(loader), args.limit_steps)
     if steps == 0:
         raise TrainingStopped(f"{train_set.csv_path}: the train split gives {len(sampler)} windows per process, "
@@ -206,21 +185,26 @@ def to_device(batch, device):
 def model_config(args):
     """The network config: the model's defaults with the flags that were given."""
     overrides = {"scale": args.scale, "depth": args.depth, "width": args.width, "audio": args.audio}
-    return model_lib.default_config(model=args.model, **{k: v for k, v in overrides.items() if v is not None})
+    return registry.default_config(args.model, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def build_network(args, config, device):
-    network = model_lib.build_model(config)
+    network = registry.build_model(config, weights_dir=args.weights_dir)
     if args.pretrained:
-        model_lib.load_flavr_weights(network, args.pretrained)
-    if hasattr(network, "set_flow_estimator"):  # PerVFI's frozen flow may need pretrained files
-        network.set_flow_estimator(weights_dir=args.weights_dir)
+        asvfi.load_flavr_weights(network, args.pretrained)
     return network.to(device)
+
+
+def audio_gates(network):
+    """ASVFI's zero-initialised audio gates (none for other models or with --audio none)."""
+    if network.config["model"] != "asvfi" or network.audio is None:
+        return []
+    return network.audio.gates()
 
 
 def build_optimizer(args, network):
     """The optimiser; ASVFI's audio gates get `--gate-lr-mult` × the learning rate in a group of their own."""
-    gates = {id(p) for p in (network.audio.gates() if getattr(network, "uses_audio", False) else [])}
+    gates = {id(p) for p in audio_gates(network)}
     trainable = [p for p in network.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if id(p) not in gates], "lr": float(args.lr)}]
     if gates:
@@ -251,48 +235,51 @@ def follow_schedule(scheduler, optimizer):
             group["lr"] = base * factor(scheduler.last_epoch)
 
 
-def predict(network, batch, args, device, target=None):
+def predict(network, batch, amp, device, target=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
-    with runtime.autocast(device, args.amp):
+    with runtime.autocast(device, amp):
         out = network(batch["inputs"], audio=batch["audio"], audio_times=batch["audio_times"],
                       has_audio=batch["has_audio"], ts=batch["ts"], target=target)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- one epoch
-def train_one_epoch(net, optimizer, scheduler, step_scheduler_per_batch, scaler, criterion, loader, steps,
-                    args, device, procs, epoch, paths):
+def optimisation_step(state, loss, grad_clip):
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in state.network.parameters() if p.requires_grad], grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    if state.scheduler is not None and state.scheduler_per_batch:
+        state.scheduler.step()
+
+
+def train_one_epoch(state, criterion, loader, steps, run, epoch):
     """Mean loss and terms over the epoch (averaged over processes)."""
-    net.train()
-    params = [p for p in net.parameters() if p.requires_grad]
+    args, procs = run.args, run.procs
+    state.model.train()
     sums = np.zeros(1 + len(criterion.names))
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not procs.is_main,
                leave=False, dynamic_ncols=True)
     for step, batch in enumerate(loader):
         if step == steps:
             break
-        batch = to_device(batch, device)
-        out = predict(net, batch, args, device, target=batch["targets"])
+        batch = to_device(batch, procs.device)
+        out = predict(state.model, batch, args.amp, procs.device, target=batch["targets"])
         loss, terms = criterion(out, batch["targets"])
-        values = procs.sum([float(loss.detach())] + [terms[n] for n in criterion.names], device)
-        values = np.array(values) / procs.world
+        values = np.array(procs.sum([float(loss.detach())] + [terms[n] for n in criterion.names])) / procs.world
         if not math.isfinite(values[0]):
-            stop_on_non_finite(values[0], f"epoch {epoch + 1}, step {step + 1}", criterion.names, values[1:], paths)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if args.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None and step_scheduler_per_batch:
-            scheduler.step()
+            stop_on_non_finite(values[0], f"epoch {epoch + 1}, step {step + 1}", criterion.names, values[1:],
+                               run.paths)
+        optimisation_step(state, loss, args.grad_clip)
         sums += values
         bar.update()
         bar.set_postfix(loss=f"{values[0]:.4f}")
@@ -302,14 +289,15 @@ def train_one_epoch(net, optimizer, scheduler, step_scheduler_per_batch, scaler,
 
 
 @torch.no_grad()
-def validate(network, criterion, loader, args, device, procs):
+def validate(network, criterion, loader, run):
     """Val loss (per window), PSNR and SSIM (per generated frame), summed over all processes."""
     network.eval()
+    device = run.procs.device
     n_terms = len(criterion.names)
     sums = [0.0] * (5 + n_terms)  # loss·B, PSNR sum, SSIM sum, frames, windows, then each term·B
     for batch in loader:
         batch = to_device(batch, device)
-        out = predict(network, batch, args, device, target=batch["targets"])
+        out = predict(network, batch, run.args.amp, device, target=batch["targets"])
         loss, terms = criterion(out, batch["targets"])
         pred = out["pred"].clamp(0, 1).flatten(0, 1)
         gt = batch["targets"].flatten(0, 1)
@@ -321,7 +309,7 @@ def validate(network, criterion, loader, args, device, procs):
         sums[4] += b
         for i, name in enumerate(criterion.names):
             sums[5 + i] += terms[name] * b
-    total = procs.sum(sums, device)
+    total = run.procs.sum(sums)
     windows, frames = max(total[4], 1), max(total[3], 1)
     return {"val_loss": total[0] / windows, "val_psnr": total[1] / frames, "val_ssim": total[2] / frames,
             **{f"val_{n}": total[5 + i] / windows for i, n in enumerate(criterion.names)}}
@@ -341,29 +329,29 @@ def plain_args(args):
     return {k: (v if v is None or isinstance(v, (bool, int, float, str)) else str(v)) for k, v in vars(args).items()}
 
 
-def checkpoint_dict(args, config, network, optimizer, scheduler, scaler, epoch, best_psnr, history, rng):
+def checkpoint_dict(state, run, epoch, rng):
     return {
-        "model": args.model,
-        "config": config,
-        "state_dict": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "model": run.args.model,
+        "config": run.config,
+        "state_dict": state.network.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "epoch": epoch,
-        "best_psnr": best_psnr,
-        "args": plain_args(args),
-        "history": history,
+        "best_psnr": state.best_psnr,
+        "args": plain_args(run.args),
+        "history": state.history,
         "rng": rng,
     }
 
 
-def save_epoch(checkpoint, paths, args, is_best):
+def save_epoch(checkpoint, run, is_best):
     """Latest (always), best (when val PSNR improved), epoch snapshot (with --save-every)."""
-    checkpoints.save(checkpoint, paths.latest)
+    checkpoints.save(checkpoint, run.paths.latest)
     if is_best:
-        checkpoints.save(checkpoint, paths.best)
-    if args.save_every and checkpoint["epoch"] % args.save_every == 0:
-        checkpoints.save(checkpoint, paths.snapshot(checkpoint["epoch"]))
+        checkpoints.save(checkpoint, run.paths.best)
+    if run.args.save_every and checkpoint["epoch"] % run.args.save_every == 0:
+        checkpoints.save(checkpoint, run.paths.snapshot(checkpoint["epoch"]))
 
 
 def resume_checkpoint(args, paths, config):
@@ -384,8 +372,8 @@ def resume_checkpoint(args, paths, config):
 def load_for_resume(path, args, config):
     """A checkpoint of this run's model and config, or a ResumeError naming the file."""
     try:
-        checkpoint = model_lib.load_checkpoint_state(path, expect_config=config)
-    except ValueError as error:
+        checkpoint = checkpoints.load_checkpoint(path, expect_config=config)
+    except checkpoints.CheckpointError as error:
         raise ResumeError(f"--start_epoch {args.start_epoch}: {error}; resume with the flags the run "
                           f"was started with") from None
     if checkpoint.get("model") != args.model:
@@ -398,49 +386,23 @@ def load_for_resume(path, args, config):
     return checkpoint
 
 
-def restore(path, checkpoint, network, optimizer, scheduler, scaler, procs):
+def restore(path, checkpoint, state, procs):
+    scheduler = state.scheduler
     if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and \
             checkpoint["scheduler"]["total_steps"] != scheduler.total_steps:
         raise ResumeError(f"{path}: its one-cycle schedule spans {checkpoint['scheduler']['total_steps']} steps, "
                           f"this run {scheduler.total_steps}; resume with the same --epochs, --batch_size, "
                           f"--windows-per-video and --limit-steps")
-    network.load_state_dict(checkpoint["state_dict"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    state.network.load_state_dict(checkpoint["state_dict"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
     if scheduler is not None and checkpoint["scheduler"] is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])
-        follow_schedule(scheduler, optimizer)
-    if scaler is not None and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
+        follow_schedule(scheduler, state.optimizer)
+    if state.scaler is not None and checkpoint.get("scaler"):
+        state.scaler.load_state_dict(checkpoint["scaler"])
     states = checkpoint["rng"]
     restore_rng(states[procs.rank] if len(states) == procs.world else states[0])
-
-
-# ----------------------------------------------------------------------------- curves and log
-def write_log(path, history):
-    columns = list(dict.fromkeys(k for record in history for k in record))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    utils.atomic_write_text(path, text.getvalue())
-
-
-def plot_curves(path, history, run):
-    """Train/val loss and val PSNR per epoch (Agg canvas: no pyplot state, works headless)."""
-    epochs = [r["epoch"] for r in history]
-    figure = Figure(figsize=(10, 4), tight_layout=True)
-    FigureCanvasAgg(figure)
-    loss_axis, psnr_axis = figure.subplots(1, 2)
-    loss_axis.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    loss_axis.plot(epochs, [r["val_loss"] for r in history], "s-", label="val")
-    loss_axis.set(xlabel="epoch", ylabel="loss", title=f"{run}: loss")
-    loss_axis.legend()
-    psnr_axis.plot(epochs, [r["val_psnr"] for r in history], "o-", color="tab:green")
-    psnr_axis.set(xlabel="epoch", ylabel="PSNR (dB)", title=f"{run}: validation PSNR")
-    for axis in (loss_axis, psnr_axis):
-        axis.grid(alpha=0.3)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    utils.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    state.history, state.best_psnr = list(checkpoint["history"]), checkpoint["best_psnr"]
 
 
 def summary_line(record, args, is_best):
@@ -450,69 +412,77 @@ def summary_line(record, args, is_best):
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(args):
-    procs = Processes.current()
-    device = torch.device(args.device)
-    paths = run_paths(args)
-    seed_everything(args.random_seed)
-    if args.amp and device.type != "cuda" and procs.is_main:
-        print(f"note: --amp {args.amp} applies to CUDA only; training in float32 on {device}")
-
-    config = model_config(args)
-    network = build_network(args, config, device)
-    criterion = losses.build_criterion(args.loss, weights_dir=args.weights_dir)
-    train_set, val_set = build_datasets(args, procs)
-    loader, sampler, steps = train_loader(train_set, args, procs)
-    validation = val_loader(val_set, args, procs)
+def build_state(args, network, steps, device):
     optimizer = build_optimizer(args, network)
     scheduler, per_batch = build_scheduler(args, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" and device.type == "cuda" else None
+    return TrainState(network, optimizer, scheduler, per_batch, scaler)
 
-    history, best_psnr = [], -math.inf
+
+def resume(state, run):
+    path, checkpoint = resume_checkpoint(run.args, run.paths, run.config)
+    restore(path, checkpoint, state, run.procs)
+    if run.procs.is_main:
+        print(f"resumed {path} (epoch {checkpoint['epoch']}, best PSNR {state.best_psnr:.2f} dB)")
+
+
+def run_epoch(state, criterion, data, run, epoch):
+    """Train, validate and record one epoch; data = (train set, sampler, loader, steps, validation loader)."""
+    train_set, sampler, loader, steps, validation = data
+    started = time.time()
+    train_set.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    record = {"epoch": epoch + 1}
+    lr = state.optimizer.param_groups[0]["lr"]
+    record.update(train_one_epoch(state, criterion, loader, steps, run, epoch))
+    if state.scheduler is not None and not state.scheduler_per_batch:
+        state.scheduler.step()
+    record.update(validate(state.network, criterion, validation, run))
+    if not math.isfinite(record["val_loss"]):
+        stop_on_non_finite(record["val_loss"], f"validation after epoch {epoch + 1}",
+                           criterion.names, [record[f"val_{n}"] for n in criterion.names], run.paths)
+    record.update(lr=lr, seconds=time.time() - started)
+    return record
+
+
+def write_epoch(state, run, record):
+    """Append the record, then (process 0) checkpoints, log, curves and the console line."""
+    state.history.append(record)
+    is_best = record["val_psnr"] > state.best_psnr
+    state.best_psnr = max(state.best_psnr, record["val_psnr"])
+    rng = run.procs.gather(rng_state())
+    if run.procs.is_main:
+        save_epoch(checkpoint_dict(state, run, record["epoch"], rng), run, is_best)
+        training_log.write_log(run.paths.log, state.history)
+        training_log.plot_curves(run.paths.figure, state.history, run.paths.run)
+        tqdm.write(summary_line(record, run.args, is_best))
+    run.procs.barrier()
+
+
+def train(args, procs):
+    """Train as the parsed command line says; returns the final TrainState."""
+    device = procs.device
+    seed_everything(args.random_seed)
+    if args.amp and device.type != "cuda" and procs.is_main:
+        print(f"note: --amp {args.amp} applies to CUDA only; training in float32 on {device}")
+    run = Run(args, procs, run_paths(args), model_config(args))
+    network = build_network(args, run.config, device)
+    criterion = losses.build_criterion(args.loss, weights_dir=args.weights_dir)
+    train_set, val_set = build_datasets(args, procs)
+    loader, sampler, steps = train_loader(train_set, args, procs)
+    data = (train_set, sampler, loader, steps, val_loader(val_set, args, procs))
+    state = build_state(args, network, steps, device)
     if args.start_epoch > 0:
-        path, checkpoint = resume_checkpoint(args, paths, config)
-        restore(path, checkpoint, network, optimizer, scheduler, scaler, procs)
-        history, best_psnr = list(checkpoint["history"]), checkpoint["best_psnr"]
-        if procs.is_main:
-            print(f"resumed {path} (epoch {checkpoint['epoch']}, best PSNR {best_psnr:.2f} dB)")
-    net = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None) \
-        if procs.world > 1 else network
-
+        resume(state, run)
+    state.model = (DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+                   if procs.grouped else network)
     if procs.is_main:
         n_params = sum(p.numel() for p in network.parameters())
-        print(f"run {paths.run}: {args.model} {n_params / 1e6:.2f}M params, loss {args.loss}, {args.optimizer} "
+        print(f"run {run.paths.run}: {args.model} {n_params / 1e6:.2f}M params, loss {args.loss}, {args.optimizer} "
               f"lr {args.lr} ({args.scheduler}); {args.dataset} {len(train_set)} train / {len(val_set)} val windows, "
               f"{steps} steps/epoch x {procs.world} process(es) x batch {args.batch_size}, {device}")
-
     for epoch in range(args.start_epoch, args.epochs):
-        started = time.time()
-        train_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        record = {"epoch": epoch + 1}
-        record.update(train_one_epoch(net, optimizer, scheduler, per_batch, scaler, criterion, loader, steps,
-                                      args, device, procs, epoch, paths))
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        record.update(validate(network, criterion, validation, args, device, procs))
-        if not math.isfinite(record["val_loss"]):
-            stop_on_non_finite(record["val_loss"], f"validation after epoch {epoch + 1}",
-                               criterion.names, [record[f"val_{n}"] for n in criterion.names], paths)
-        record.update(lr=lr, seconds=time.time() - started)
-        history.append(record)
-        is_best = record["val_psnr"] > best_psnr
-        best_psnr = max(best_psnr, record["val_psnr"])
-        rng = procs.gather(rng_state())
-        if procs.is_main:
-            save_epoch(checkpoint_dict(args, config, network, optimizer, scheduler, scaler, epoch + 1, best_psnr,
-                                       history, rng), paths, args, is_best)
-            write_log(paths.log, history)
-            plot_curves(paths.figure, history, paths.run)
-            tqdm.write(summary_line(record, args, is_best))
-        procs.barrier()
-
-    if args.save_rank_states:
-        checkpoints.save(network.state_dict(), Path(args.save_rank_states) / f"rank{procs.rank}.pth")
+        write_epoch(state, run, run_epoch(state, criterion, data, run, epoch))
     if procs.is_main:
-        print(f"done: {paths.latest} (best {best_psnr:.2f} dB: {paths.best}); curves {paths.figure}")
-    return history
+        print(f"done: {run.paths.latest} (best {state.best_psnr:.2f} dB: {run.paths.best}); curves {run.paths.figure}")
+    return state

@@ -58,6 +58,13 @@ def pad_to_multiple(x, multiple, mode="replicate"):
     return padded.reshape(*x.shape[:-2], height + pad_h, width + pad_w)
 
 
+def check_frame_pair(pred, ref, name):
+    """Both (B, 3, H, W) and of one shape, else a ValueError naming the metric."""
+    if pred.shape != ref.shape or pred.dim() != 4 or pred.shape[1] != 3:
+        raise ValueError(f"metrics.{name}: expected two (B, 3, H, W) tensors of equal shape, "
+                         f"got {tuple(pred.shape)} and {tuple(ref.shape)}")
+
+
 def progress(items, desc, show=True, unit="video"):
     """A tqdm bar over `items` (silent with show=False)."""
     from tqdm import tqdm

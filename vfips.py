@@ -20,26 +20,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoints
 import weights
+from lpips_parts import LinLayer, ScalingLayer, unit_normalize
+from utils import pad_to_multiple
 
 WINDOW_FRAMES = 12
 MIN_SIZE = 65
 EXTRACTOR_CHANNELS = (16, 32, 64, 96, 128, 192)
 USED_LEVELS = 5
 MERGE_CHANNELS = 32
-
-
-class ScalingLayer(nn.Module):
-    """LPIPS' fixed input normalisation (shared by LPIPS and VFIPS), kept as two constant buffers so
-    the state dicts match the references'. Works on (B, 3, H, W) frames and (B, T, 3, H, W) clips."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
-
-    def forward(self, x):
-        return (x - self.shift) / self.scale
 
 
 def extractor_level(in_channels, out_channels):
@@ -198,11 +188,10 @@ class SwinMerge(nn.Module):
     def pad_to_window(self, x):
         """Reflect-pad bottom/right to a multiple of the window; reflect needs pad < size."""
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.window_size, (-w) % self.window_size
-        if pad_h >= h or pad_w >= w:
+        if (-h) % self.window_size >= h or (-w) % self.window_size >= w:
             raise ValueError(f"vfips.py: a {h}x{w} feature map is too small for reflect padding to a "
                              f"multiple of {self.window_size}; frames must be at least {MIN_SIZE}x{MIN_SIZE}")
-        return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        return pad_to_multiple(x, self.window_size, mode="reflect")
 
     def forward(self, x):
         h, w = x.shape[-2:]
@@ -211,11 +200,6 @@ class SwinMerge(nn.Module):
             tokens = layer(tokens)
         out = self.conv_after_body(tokens.permute(0, 3, 1, 2).contiguous())
         return out[:, :, :h, :w]
-
-
-def unit_normalize(features, eps=1e-10):
-    """Divide by the channel-wise L2 norm (LPIPS's normalize_tensor)."""
-    return features / (torch.sqrt(torch.sum(features ** 2, dim=1, keepdim=True)) + eps)
 
 
 class MultiScaleV33(nn.Module):
@@ -229,40 +213,26 @@ class MultiScaleV33(nn.Module):
             SwinMerge(frames * 3 * c) for c in EXTRACTOR_CHANNELS[:USED_LEVELS])
 
     @staticmethod
-    def difference_features(ref_level, dis_level, batch):
-        """Per frame [ref, dis, |ref - dis|] of unit-normalised features, frames stacked into channels
+    def difference_features(ref_level, pred_level, batch):
+        """Per frame [ref, pred, |ref - pred|] of unit-normalised features, frames stacked into channels
         frame-major: channel t * 3c + j."""
-        ref_level, dis_level = unit_normalize(ref_level), unit_normalize(dis_level)
-        stacked = torch.cat([ref_level, dis_level, torch.abs(ref_level - dis_level)], dim=1)
+        ref_level, pred_level = unit_normalize(ref_level), unit_normalize(pred_level)
+        stacked = torch.cat([ref_level, pred_level, torch.abs(ref_level - pred_level)], dim=1)
         return stacked.view(batch, -1, stacked.shape[2], stacked.shape[3])
 
-    def forward(self, ref, dis):
-        """ref, dis: scaled clips (B, T, 3, H, W)."""
+    def forward(self, ref, pred):
+        """ref, pred: scaled clips (B, T, 3, H, W)."""
         b, t, c, h, w = ref.shape
-        both = torch.cat([ref.reshape(b * t, c, h, w), dis.reshape(b * t, c, h, w)], dim=0)
+        both = torch.cat([ref.reshape(b * t, c, h, w), pred.reshape(b * t, c, h, w)], dim=0)
         outs = []
         for level, merge in zip(self.moduleExtractor(both), self.merge_layers):
-            ref_level, dis_level = level.split(b * t, dim=0)
-            outs.append(merge(self.difference_features(ref_level, dis_level, b)))
+            ref_level, pred_level = level.split(b * t, dim=0)
+            outs.append(merge(self.difference_features(ref_level, pred_level, b)))
         return outs
 
 
-class LinLayer(nn.Module):
-    """LPIPS' learned non-negative 1x1 weighting of one layer to one channel, no bias (shared by
-    LPIPS and VFIPS). Position 0 holds the originals' Dropout (active only in training); an identity
-    there keeps the checkpoint key `model.1.weight` and makes the score deterministic even if the
-    caller forgets `eval()`."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
-
-    def forward(self, x):
-        return self.model(x)
-
-
 class VFIPSNet(nn.Module):
-    """VFIPS multiscale_v33. `forward(ref, dis)`: reference clip first (the metric is not symmetric)."""
+    """VFIPS multiscale_v33. `forward(ref, pred)`: reference clip first (the metric is not symmetric)."""
 
     def __init__(self):
         super().__init__()
@@ -270,11 +240,11 @@ class VFIPSNet(nn.Module):
         self.net = MultiScaleV33()
         self.lins = nn.ModuleList(LinLayer(MERGE_CHANNELS) for _ in range(USED_LEVELS))
 
-    def check_window(self, ref, dis):
+    def check_window(self, ref, pred):
         """Clear errors for inputs the original cannot score."""
-        if ref.dim() != 5 or ref.shape != dis.shape:
-            raise ValueError(f"vfips.py: expected ref and dis of equal shape (B, {WINDOW_FRAMES}, 3, H, W), "
-                             f"got {tuple(ref.shape)} and {tuple(dis.shape)}")
+        if ref.dim() != 5 or ref.shape != pred.shape:
+            raise ValueError(f"vfips.py: expected ref and pred of equal shape (B, {WINDOW_FRAMES}, 3, H, W), "
+                             f"got {tuple(ref.shape)} and {tuple(pred.shape)}")
         _, t, c, h, w = ref.shape
         if t != WINDOW_FRAMES:
             raise ValueError(f"vfips.py: VFIPS scores windows of exactly {WINDOW_FRAMES} frames (the number is "
@@ -285,22 +255,22 @@ class VFIPSNet(nn.Module):
             raise ValueError(f"vfips.py: frames must be at least {MIN_SIZE}x{MIN_SIZE} (reflect padding at the "
                              f"coarsest of the 5 scales), got {h}x{w}")
 
-    def merge_outputs(self, ref, dis, normalize=False):
+    def merge_outputs(self, ref, pred, normalize=False):
         """The five per-level (B, 32, h_k, w_k) maps before the lin layers. Inputs in [-1, 1], or in
         [0, 1] with normalize=True."""
-        self.check_window(ref, dis)
+        self.check_window(ref, pred)
         if normalize:
-            ref, dis = 2 * ref - 1, 2 * dis - 1
-        return self.net(self.scaling_layer(ref), self.scaling_layer(dis))
+            ref, pred = 2 * ref - 1, 2 * pred - 1
+        return self.net(self.scaling_layer(ref), self.scaling_layer(pred))
 
-    def scale_scores(self, ref, dis, normalize=False):
+    def scale_scores(self, ref, pred, normalize=False):
         """(B, 5): spatial mean of each level's lin output; `forward` is their sum."""
-        maps = self.merge_outputs(ref, dis, normalize)
+        maps = self.merge_outputs(ref, pred, normalize)
         return torch.cat([lin(m).mean(dim=(2, 3)) for lin, m in zip(self.lins, maps)], dim=1)
 
-    def forward(self, ref, dis, normalize=False):
-        """ref, dis: (B, 12, 3, H, W), H, W >= 65 -> score (B, 1, 1, 1); lower is better."""
-        per_scale = self.scale_scores(ref, dis, normalize)
+    def forward(self, ref, pred, normalize=False):
+        """ref, pred: (B, 12, 3, H, W), H, W >= 65 -> score (B, 1, 1, 1); lower is better."""
+        per_scale = self.scale_scores(ref, pred, normalize)
         score = per_scale[:, :1]
         for k in range(1, per_scale.shape[1]):
             score = score + per_scale[:, k:k + 1]
@@ -309,12 +279,7 @@ class VFIPSNet(nn.Module):
 
 def load_vfips(weights_dir=None, allow_download=True, device=None):
     """The released VFIPS weights in eval mode, frozen, on `device` (CPU when None)."""
-    path = weights.locate("vfips", weights_dir=weights_dir, allow_download=allow_download)
-    state = weights.unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    model = VFIPSNet()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"vfips.py: {path} is not a VFIPS multiscale_v33 checkpoint: {err}") from err
+    state, path = weights.load_state_dict("vfips", weights_dir=weights_dir, allow_download=allow_download)
+    model = checkpoints.load_strict(VFIPSNet(), state, path, hint="Expected a VFIPS multiscale_v33 checkpoint.")
     model.eval().requires_grad_(False)
     return model.to(torch.device("cpu") if device is None else device)

@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import checkpoints
+from utils import ASVFIError
+
 
 @dataclass(frozen=True)
 class WeightSpec:
@@ -55,7 +58,7 @@ REGISTRY = {
 }
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ASVFIError):
     """Raised when a weight file is neither on disk nor downloadable; the message says how to fix it."""
 
 
@@ -122,21 +125,7 @@ def locate(name, weights_dir=None, allow_download=True):
     return candidates[-1]
 
 
-def strip_module_prefix(state_dict):
-    """Drop DataParallel's `module.` prefix (released FLAVR and RAFT checkpoints carry it)."""
-    return {key[len("module."):] if key.startswith("module.") else key: value for key, value in state_dict.items()}
-
-
-def unwrap_state_dict(state, source):
-    """A bare state_dict, a {'state_dict': ...} wrapper, with or without `module.` prefixes."""
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{source} does not hold a state_dict (got {type(state).__name__})")
-    return strip_module_prefix(state)
-
-
 def load_state_dict(name, weights_dir=None, allow_download=True):
-    """Tensors of a registered checkpoint, loaded without unpickling arbitrary objects."""
+    """Tensors of a registered file (weights_only, wrapper and `module.` prefixes removed) and its path."""
     path = locate(name, weights_dir, allow_download)
-    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    return checkpoints.load_state_dict(path), path

@@ -32,12 +32,13 @@ import torch  # noqa: E402
 import checkpoints  # noqa: E402
 import inference  # noqa: E402
 import video_io  # noqa: E402
-import model as model_lib  # noqa: E402
+from utils import AUDIO_RATE  # noqa: E402
+import registry  # noqa: E402
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tools.py bench-infer", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="asvfi", choices=["asvfi", *inference.BASELINES])
+    p.add_argument("--model", default="asvfi", choices=["asvfi", *registry.BASELINES])
     p.add_argument("--width", type=float, default=0.25, help="ASVFI channel multiplier (1.0 = FLAVR)")
     p.add_argument("--audio", default="mel", choices=["mel", "none"], help="ASVFI audio branch")
     p.add_argument("--weights", default=None, help="a checkpoint instead of a random ASVFI")
@@ -50,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"],
                    help="mixed precision on CUDA (--amp = bf16)")
     p.add_argument("--lengths", default="50,400", help="video lengths (frames) for the memory table ('' = none)")
-    p.add_argument("--length-model", default="blend", choices=["asvfi", *inference.BASELINES],
+    p.add_argument("--length-model", default="blend", choices=["asvfi", *registry.BASELINES],
                    help="model of the length runs (asvfi uses --width/--weights)")
     p.add_argument("--work", default=str(REPO / ".cache" / "bench-infer"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # set by the driver for a subprocess:
@@ -75,12 +76,12 @@ def cuda_peak_mb(device):
 
 
 def build_network(args, device):
-    if args.model in inference.BASELINES:
-        return inference.build_baseline(args.model, args.scale).to(device).eval()
+    if args.model in registry.BASELINES:
+        return registry.build_model(registry.default_config(args.model, scale=args.scale)).to(device).eval()
     if args.weights:
-        return model_lib.build_model_from_checkpoint(args.weights)[0].to(device).eval()
-    config = model_lib.default_config(scale=2, width=args.width, audio=args.audio)
-    return model_lib.build_model(config).to(device).eval()
+        return registry.load_model(args.weights)[0].to(device).eval()
+    config = registry.default_config("asvfi", scale=2, width=args.width, audio=args.audio)
+    return registry.build_model(config).to(device).eval()
 
 
 def clip(n_frames, width, height, seed=0):
@@ -97,7 +98,7 @@ def measure_speed(args):
     network = build_network(args, device)
     engines = inference.build_engines(network, device, args.scale,
                                       Namespace(amp=args.amp, tile=args.tile, tile_overlap=32))
-    wave = (0.1 * np.random.default_rng(0).standard_normal(16000 * 4)).astype(np.float32)
+    wave = (0.1 * np.random.default_rng(0).standard_normal(AUDIO_RATE * 4)).astype(np.float32)
     rss_ready = peak_rss_mb()
 
     def run(n_windows):
@@ -146,8 +147,8 @@ def generated_video(work, n_frames, width=320, height=240, fps=25):
     """A 320x240 test video with a soundtrack, made once per length."""
     path = Path(work) / f"pan_{n_frames}f_{width}x{height}.mp4"
     if not path.is_file():
-        wave = (0.2 * np.sin(2 * np.pi * 330 * np.arange(int(16000 * n_frames / fps)) / 16000)).astype(np.float32)
-        with video_io.VideoWriter(path, fps, width, height, audio=(wave, 16000)) as writer:
+        wave = (0.2 * np.sin(2 * np.pi * 330 * np.arange(int(AUDIO_RATE * n_frames / fps)) / AUDIO_RATE)).astype(np.float32)
+        with video_io.VideoWriter(path, fps, width, height, audio=(wave, AUDIO_RATE)) as writer:
             for frame, _ in clip(n_frames, width, height):
                 writer.write(frame)
     return path
@@ -156,14 +157,14 @@ def generated_video(work, n_frames, width=320, height=240, fps=25):
 def tiny_checkpoint(work, args):
     """A random ASVFI of --width saved as a checkpoint, for length runs with --length-model asvfi."""
     path = Path(work) / f"asvfi_w{args.width}.pth"
-    config = model_lib.default_config(scale=2, width=args.width, audio=args.audio)
-    checkpoints.save({"model": "asvfi", "config": config,
-                             "state_dict": model_lib.build_model(config).state_dict()}, path)
+    config = registry.default_config("asvfi", scale=2, width=args.width, audio=args.audio)
+    checkpoints.save({"model": "asvfi", "config": config, "state_dict": registry.build_model(config).state_dict()},
+                     path)
     return path
 
 
 def describe(args):
-    if args.model in inference.BASELINES:
+    if args.model in registry.BASELINES:
         return args.model
     if args.weights:
         return f"asvfi from {args.weights}"

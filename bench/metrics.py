@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
 
 import flow  # noqa: E402
+import lpips_parts  # noqa: E402
 import metrics  # noqa: E402
 import runtime  # noqa: E402
 import vfips  # noqa: E402
@@ -90,7 +91,7 @@ def network(loader, builder, weights_dir):
 
 def metric_cases(args, device):
     """name → (callable over (ref, dis) frame stacks, frames it scores per call, note)."""
-    lpips_net, lpips_note = network(metrics.load_lpips, metrics.LPIPS, args.weights_dir)
+    lpips_net, lpips_note = network(lpips_parts.load_lpips, lpips_parts.LPIPS, args.weights_dir)
     pwc, pwc_note = network(flow.load_pwcnet, flow.PWCNet, args.weights_dir)
     vfips_net, vfips_note = network(vfips.load_vfips, vfips.VFIPSNet, args.weights_dir)
     lpips_net, pwc, vfips_net = lpips_net.to(device), pwc.to(device), vfips_net.to(device)

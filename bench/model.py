@@ -23,7 +23,8 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from model import build_model, default_config  # noqa: E402
+from model import default_config  # noqa: E402
+from registry import build_model  # noqa: E402
 
 AUDIO_RATE, AUDIO_HOP = 16000, 160
 # label: (autocast dtype, channels_last_3d)

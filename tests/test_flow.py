@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from compat import load_fixture, recipe_state
 
+import checkpoints
 import flow
 import weights
 
@@ -377,7 +378,7 @@ def test_raft_loads_a_module_prefixed_checkpoint_strictly(tmp_path, monkeypatch)
     net = flow.build_flow_estimator("raft", weights_dir=tmp_path, allow_download=False)
     assert all(torch.equal(net.state_dict()[name], tensor) for name, tensor in state.items())
     assert not net.train().training and not any(p.requires_grad for p in net.parameters())
-    with pytest.raises(RuntimeError, match="raft-things.pth"):
+    with pytest.raises(checkpoints.CheckpointError, match="raft-things.pth"):
         torch.save({"module.fnet.conv1.weight": state["fnet.conv1.weight"]}, tmp_path / "raft-things.pth")
         flow.load_raft(weights_dir=tmp_path, allow_download=False)
 

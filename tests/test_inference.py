@@ -11,7 +11,7 @@ import torch
 import checkpoints
 import dataset
 import inference
-import model
+import registry
 import video_io
 
 TINY = dict(width=0.125, audio_dim=32, audio_heads=2)
@@ -22,8 +22,8 @@ CPU = torch.device("cpu")
 def save_tiny_checkpoint(path, scale=2, steps=2):
     """A tiny ASVFI after a couple of AdamW steps, audio gates opened, saved as a training checkpoint."""
     torch.manual_seed(0)
-    config = model.default_config(scale=scale, **TINY)
-    network = model.build_model(config)
+    config = registry.default_config("asvfi", scale=scale, **TINY)
+    network = registry.build_model(config)
     with torch.no_grad():
         for gate in network.audio.gates():
             gate.fill_(0.5)
@@ -107,7 +107,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def network(checkpoint):
-    return model.build_model_from_checkpoint(checkpoint)[0].eval()
+    return registry.load_model(checkpoint)[0].eval()
 
 
 @pytest.fixture(scope="module")
@@ -355,7 +355,7 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
 
 def test_tiling_matches_untiled_for_a_local_model():
     """Blend is local, so tiled output must equal untiled output: the blend weights add up exactly."""
-    blend = inference.build_baseline("blend", 2)
+    blend = registry.build_model(registry.default_config("blend", scale=2))
     frames = np.stack(moving_frames(4, 51, 75))[None]
     audio = np.zeros((1, 10), np.float32)
     whole = inference.Engine(blend, CPU, 2)(frames, audio, audio, False)

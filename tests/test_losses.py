@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
+import checkpoints
 import losses
 import weights
 
@@ -195,5 +196,5 @@ def test_vgg_rejects_a_file_that_is_not_vgg19(tmp_path, monkeypatch):
     path = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, path)
     monkeypatch.setattr(weights, "locate", lambda name, weights_dir=None, allow_download=True: path)
-    with pytest.raises(ValueError, match="other.pth: not a torchvision VGG-19 checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match="other.pth: not a torchvision VGG-19 checkpoint"):
         losses.build_criterion("1*VGG")

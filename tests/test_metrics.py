@@ -12,6 +12,7 @@ from compat import load_fixture, recipe_state
 from skimage.metrics import structural_similarity
 
 import flow
+import lpips_parts
 import metrics
 import vfips
 import weights
@@ -38,7 +39,7 @@ def pwc_fixture():
 
 @pytest.fixture(scope="module")
 def lpips_net(lpips_fixture):
-    net = metrics.LPIPS()
+    net = lpips_parts.LPIPS()
     net.load_state_dict(recipe_state(lpips_fixture, net))
     return net
 
@@ -123,7 +124,7 @@ def test_ssim_rejects_frames_smaller_than_the_window():
 
 # ----------------------------------------------------------------------------- LPIPS
 def test_lpips_state_dict_keys_shapes_and_order(lpips_fixture):
-    state = metrics.LPIPS().state_dict()
+    state = lpips_parts.LPIPS().state_dict()
     assert [(k, list(v.shape)) for k, v in state.items()] == [(k, list(s)) for k, s in lpips_fixture["keys"]]
     for name, value in lpips_fixture["constants"].items():
         assert torch.equal(state[name], value), name
@@ -166,7 +167,7 @@ def test_lpips_distances_layers_and_maps_match_fixture(lpips_net, lpips_fixture)
 
 def test_lpips_float64_matches_float64_reference(lpips_net, lpips_fixture):
     inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
-    net64 = metrics.LPIPS().double()
+    net64 = lpips_parts.LPIPS().double()
     net64.load_state_dict(lpips_net.state_dict())
     img0, img1 = inputs["img0"].double(), inputs["img1"].double()
     with torch.no_grad():
@@ -189,20 +190,20 @@ def test_official_checkpoint_layout_maps_onto_lpips(lpips_net, lpips_fixture):
     """torchvision's `features.J.*` + alex.pth's `linK.model.1.weight` give the same network."""
     state = lpips_net.state_dict()
     alexnet = {f"features.{j}.{kind}": state[f"net.slice{k}.{j}.{kind}"]
-               for k, j in metrics.ALEXNET_CONVS for kind in ("weight", "bias")}
+               for k, j in lpips_parts.ALEXNET_CONVS for kind in ("weight", "bias")}
     alexnet.update({"classifier.1.weight": torch.zeros(4096, 9216)})  # extra torchvision keys are ignored
     lins = {f"lin{k}.model.1.weight": state[f"lin{k}.model.1.weight"] for k in range(5)}
-    fresh = metrics.LPIPS()
-    fresh.load_state_dict(metrics.official_lpips_state(fresh, alexnet, lins))
+    fresh = lpips_parts.LPIPS()
+    fresh.load_state_dict(lpips_parts.official_lpips_state(fresh, alexnet, lins))
     inputs = lpips_fixture["inputs"]
     with torch.no_grad():
         assert torch.equal(fresh(inputs["img0"], inputs["img1"]), lpips_net(inputs["img0"], inputs["img1"]))
     del lins["lin3.model.1.weight"]
     with pytest.raises(ValueError, match="lin3.model.1.weight"):
-        metrics.official_lpips_state(fresh, alexnet, lins)
+        lpips_parts.official_lpips_state(fresh, alexnet, lins)
     alexnet["features.3.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="features.3.weight"):
-        metrics.official_lpips_state(fresh, alexnet, {**lins, "lin3.model.1.weight": state["lin3.model.1.weight"]})
+        lpips_parts.official_lpips_state(fresh, alexnet, {**lins, "lin3.model.1.weight": state["lin3.model.1.weight"]})
 
 
 # ----------------------------------------------------------------------------- FloLPIPS
@@ -217,7 +218,7 @@ def test_flolpips_with_given_flow_matches_fixture(lpips_net, lpips_fixture):
 
 def test_flolpips_float64_matches_float64_reference(lpips_net, lpips_fixture):
     inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
-    net64 = metrics.LPIPS().double()
+    net64 = lpips_parts.LPIPS().double()
     net64.load_state_dict(lpips_net.state_dict())
     with torch.no_grad():
         score = metrics.flolpips_from_flow(net64, inputs["img0"].double(), inputs["img1"].double(),
@@ -256,11 +257,11 @@ def test_flow_weights_fall_back_per_layer_when_difference_misses_a_coarse_grid()
 
 def test_flolpips_end_to_end_with_pwcnet_matches_fixture(lpips_net, pwc_net, pwc_fixture):
     inputs, outputs = pwc_fixture["inputs"], pwc_fixture["outputs"]
-    ref, dis = inputs["video_ref"], inputs["video_dis"]
+    ref, pred = inputs["video_ref"], inputs["video_dis"]
     with torch.no_grad():
         assert_close(pwc_net(inputs["first"], inputs["second"]), outputs["flow"], 1e-4, "PWC-Net flow")
-        per_pair = metrics.flolpips_pairs(lpips_net, pwc_net, ref, dis)
-        video = metrics.flolpips_video(lpips_net, pwc_net, ref, dis, batch=2)
+        per_pair = metrics.flolpips_pairs(lpips_net, pwc_net, ref, pred)
+        video = metrics.flolpips_video(lpips_net, pwc_net, ref, pred, batch=2)
         triplet = metrics.flolpips_triplet(lpips_net, pwc_net, inputs["triplet_I0"], inputs["triplet_I1"],
                                            inputs["triplet_frame_dis"], inputs["triplet_frame_ref"])
     assert_close(per_pair, outputs["flolpips_video_per_pair"], 1e-5, "per pair")
@@ -269,35 +270,35 @@ def test_flolpips_end_to_end_with_pwcnet_matches_fixture(lpips_net, pwc_net, pwc
 
 
 def test_flolpips_streaming_equals_whole_video_and_identical_videos_score_zero(lpips_net, pwc_net, pwc_fixture):
-    ref, dis = pwc_fixture["inputs"]["video_ref"], pwc_fixture["inputs"]["video_dis"]
+    ref, pred = pwc_fixture["inputs"]["video_ref"], pwc_fixture["inputs"]["video_dis"]
     scorer = metrics.FloLPIPSPairs(lpips_net, pwc_net, batch=2)
     for start, stop in ((0, 1), (1, 3), (3, 4)):
-        scorer.update(ref[start:stop], dis[start:stop])
+        scorer.update(ref[start:stop], pred[start:stop])
     with torch.no_grad():
-        whole = metrics.flolpips_video(lpips_net, pwc_net, ref, dis)
+        whole = metrics.flolpips_video(lpips_net, pwc_net, ref, pred)
         assert metrics.flolpips_video(lpips_net, pwc_net, ref, ref.clone()) == 0.0
         assert math.isnan(metrics.flolpips_video(lpips_net, pwc_net, ref, ref.clone(), reference_nan=True))
     assert scorer.result().value == pytest.approx(whole, abs=1e-7)
     single = metrics.FloLPIPSPairs(lpips_net, pwc_net)
-    single.update(ref[:1], dis[:1])
+    single.update(ref[:1], pred[:1])
     assert single.result().value is None and "2 frames" in single.result().reason
 
 
 # ----------------------------------------------------------------------------- VFIPS
 class StubVFIPS(torch.nn.Module):
-    """Records the windows it sees; scores mean(dis − ref) of the window (negative allowed)."""
+    """Records the windows it sees; scores mean(pred − ref) of the window (negative allowed)."""
 
     def __init__(self, inf_windows=()):
         super().__init__()
         self.calls = []
         self.inf_windows = set(inf_windows)
 
-    def forward(self, ref, dis):
+    def forward(self, ref, pred):
         assert ref.shape[:3] == (1, 12, 3) and ref.min() >= -1 and ref.max() <= 1
-        self.calls.append((ref.clone(), dis.clone()))
+        self.calls.append((ref.clone(), pred.clone()))
         if len(self.calls) - 1 in self.inf_windows:
             return torch.full((1, 1, 1, 1), math.inf)
-        return (dis - ref).mean().view(1, 1, 1, 1)
+        return (pred - ref).mean().view(1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("n_frames,starts", [(11, []), (12, [0]), (23, [0]), (24, [0, 12]), (37, [0, 12, 24])])
@@ -308,16 +309,16 @@ def test_vfips_windows_include_the_last_full_window(n_frames, starts):
 def test_vfips_protocol_with_stub_network():
     torch.manual_seed(3)
     ref = torch.rand(30, 3, 70, 66)
-    dis = (ref - 0.1 * torch.rand(30, 3, 70, 66)).clamp(0, 1)
+    pred = (ref - 0.1 * torch.rand(30, 3, 70, 66)).clamp(0, 1)
     net = StubVFIPS()
-    score, reason = metrics.vfips_video(net, ref, dis)
+    score, reason = metrics.vfips_video(net, ref, pred)
     assert reason == "" and len(net.calls) == 2
     assert torch.allclose(net.calls[1][0][0], 2 * ref[12:24] - 1), "window 2 = frames 12..23, in [-1, 1], ref first"
-    expected = np.mean([(2 * (dis[s:s + 12] - ref[s:s + 12])).mean().item() for s in (0, 12)])
+    expected = np.mean([(2 * (pred[s:s + 12] - ref[s:s + 12])).mean().item() for s in (0, 12)])
     assert score == pytest.approx(expected, abs=1e-6) and score < 0, "raw score, never abs()"
     streamed = metrics.VFIPSWindows(StubVFIPS())
     for start in range(0, 30, 7):
-        streamed.update(ref[start:start + 7], dis[start:start + 7])
+        streamed.update(ref[start:start + 7], pred[start:start + 7])
     assert streamed.result().value == pytest.approx(score, abs=1e-9)
 
 
@@ -341,8 +342,8 @@ def test_vfips_window_score_matches_fixture_through_the_01_mapping():
     net.load_state_dict(recipe_state(fixture, net))
     net.eval()
     ref = (fixture["inputs"]["ref"][0] + 1) / 2
-    dis = (fixture["inputs"]["dis"][0] + 1) / 2
-    score, reason = metrics.vfips_video(net, torch.cat([ref, ref[:5]]), torch.cat([dis, dis[:5]]))
+    pred = (fixture["inputs"]["dis"][0] + 1) / 2
+    score, reason = metrics.vfips_video(net, torch.cat([ref, ref[:5]]), torch.cat([pred, pred[:5]]))
     assert reason == ""
     assert score == pytest.approx(fixture["outputs"]["score"].item(), abs=1e-5)
 

@@ -1,22 +1,15 @@
 """ASVFI network: FLAVR compatibility (fixture), checkpoint loading, audio front-end and fusion."""
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
 from compat import load_fixture, recipe_state
 
+import checkpoints
 import model as asvfi
-from model import (
-    AudioFusion,
-    LogMel,
-    build_model,
-    build_model_from_checkpoint,
-    default_config,
-    load_checkpoint_state,
-    load_flavr_weights,
-)
+import registry
+from model import AudioFusion, LogMel, default_config, load_flavr_weights
+from registry import build_model, load_model
+from utils import ASVFIError
 
 
 @pytest.fixture(scope="module")
@@ -92,35 +85,35 @@ def test_released_flavr_checkpoint_with_module_prefix_loads(tmp_path):
 def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp_path):
     path = tmp_path / "FLAVR_4x.pth"
     torch.save({"state_dict": build_model(tiny_config(scale=4, audio="none")).state_dict()}, path)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(checkpoints.CheckpointError) as error:
         load_flavr_weights(build_model(tiny_config(scale=2)), path)
     message = str(error.value)
     assert str(path) in message and "17 unexpected keys" in message and "encoder.layer1.0.conv1.0.bias" in message
     assert "outconv.1.weight" in message  # 9 vs 3 output channels
 
 
-def test_load_checkpoint_state_strips_prefix_and_reports_bad_files(tmp_path):
+def test_load_checkpoint_strips_prefix_and_reports_bad_files(tmp_path):
     model = build_model(tiny_config())
     path = tmp_path / "run.pth"
     torch.save({"model": "asvfi", "config": model.config, "epoch": 1,
                 "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
-    checkpoint = load_checkpoint_state(path, expect_config=model.config)
+    checkpoint = checkpoints.load_checkpoint(path, expect_config=model.config)
     assert list(checkpoint["state_dict"]) == list(model.state_dict()) and checkpoint["epoch"] == 1
 
-    rebuilt, _ = build_model_from_checkpoint(path)
+    rebuilt, _ = load_model(path)
     assert rebuilt.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), model.state_dict().values()))
 
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_checkpoint_state(tmp_path / "missing.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="missing.pth"):
+        checkpoints.load_checkpoint(tmp_path / "missing.pth")
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pth"):
-        load_checkpoint_state(tmp_path / "garbage.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="garbage.pth"):
+        checkpoints.load_checkpoint(tmp_path / "garbage.pth")
     torch.save({"epoch": 1}, tmp_path / "no_weights.pth")
-    with pytest.raises(ValueError, match="no_weights.pth.*state_dict"):
-        load_checkpoint_state(tmp_path / "no_weights.pth")
-    with pytest.raises(ValueError, match=r"run.pth.*scale: checkpoint 2 vs requested 4"):
-        load_checkpoint_state(path, expect_config={**model.config, "scale": 4})
+    with pytest.raises(checkpoints.CheckpointError, match="no_weights.pth.*state_dict"):
+        checkpoints.load_checkpoint(tmp_path / "no_weights.pth")
+    with pytest.raises(checkpoints.CheckpointError, match=r"run.pth.*scale: checkpoint 2 vs requested 4"):
+        checkpoints.load_checkpoint(path, expect_config={**model.config, "scale": 4})
 
 
 # ----------------------------------------------------------------------------- structure and config
@@ -149,25 +142,29 @@ def test_config_validation_and_dispatch():
     assert default_config()["encoder_bias"] is None and default_config(scale=8)["scale"] == 8
     assert asvfi.encoder_bias(default_config(scale=2)) is False and asvfi.encoder_bias(default_config(scale=4))
     assert asvfi.encoder_bias(default_config(scale=4, encoder_bias=False)) is False
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ASVFIError, match="unknown ASVFI config keys"):
         default_config(widht=0.5)
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ASVFIError, match="unknown model"):
         build_model({**tiny_config(), "model": "flavr"})
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ASVFIError, match="depth"):
         default_config(depth="unet_50")
     model = build_model(tiny_config(scale=4))
     with pytest.raises(ValueError, match="k/4"):
         model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5, 0.6, 0.7]]))
 
 
-def test_pervfi_is_built_by_pervfi_py(monkeypatch):
-    """build_model dispatches "pervfi" lazily; a stand-in module checks the call, not PerVFI itself."""
-    calls = []
-    stand_in = types.SimpleNamespace(default_pervfi_config=lambda: {"model": "pervfi", "heat": 0.3},
-                                     build_pervfi=lambda config: calls.append(config) or "built")
-    monkeypatch.setitem(sys.modules, "pervfi", stand_in)
-    config = default_config(model="pervfi", scale=4, heat=0.5)
-    assert build_model(config) == "built" and calls[0]["heat"] == 0.5 and calls[0]["scale"] == 4
+def test_registry_builds_every_model_from_its_own_config():
+    """One registry: each model's default config is its own (PerVFI's carries no ASVFI keys) and says
+    what its forward consumes."""
+    import pervfi
+    assert registry.default_config("pervfi", scale=4) == pervfi.default_pervfi_config(scale=4)
+    assert registry.consumes(registry.default_config("asvfi")) == registry.Consumes(True, False, True)
+    assert registry.consumes(registry.default_config("asvfi", audio="none")).audio is False
+    assert registry.consumes(registry.default_config("blend")) == registry.Consumes(False, True, False)
+    for name in registry.BASELINES:
+        assert registry.build_model(registry.default_config(name, scale=4)).config == {"model": name, "scale": 4}
+    with pytest.raises(ASVFIError, match="takes only 'scale'"):
+        registry.default_config("blend", width=2)
 
 
 def test_odd_size_input_comes_back_at_its_size():

@@ -15,7 +15,8 @@ import torch
 
 import losses
 import main
-import model as model_lib
+import registry
+import runtime
 import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,9 +118,9 @@ def test_checkpoint_contents(straight_run):
     assert set(checkpoint) == {"model", "config", "state_dict", "optimizer", "scheduler", "scaler", "epoch",
                                "best_psnr", "args", "history", "rng"}
     assert checkpoint["model"] == "asvfi" and checkpoint["epoch"] == 2
-    assert checkpoint["config"] == model_lib.default_config(width=0.125)
+    assert checkpoint["config"] == registry.default_config("asvfi", width=0.125)
     assert not any(k.startswith("module.") for k in checkpoint["state_dict"])
-    model_lib.build_model(checkpoint["config"]).load_state_dict(checkpoint["state_dict"])  # strict
+    registry.build_model(checkpoint["config"]).load_state_dict(checkpoint["state_dict"])  # strict
     assert checkpoint["args"]["lr"] == "6e-4" and checkpoint["args"]["crop"] == 32
     assert all(v is None or isinstance(v, (bool, int, float, str)) for v in checkpoint["args"].values())
     assert checkpoint["scheduler"]["last_epoch"] == 2
@@ -234,9 +235,9 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
 def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
     """2 processes x batch 1 == 1 process x batch 2 (same windows, averaged gradients); ranks end equal."""
     flags = ["--epochs", "1", "--limit-steps", "3", "--batch_size", "1"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "main.py",
-               *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags,
-               "--save-rank-states", str(tmp_path / "ranks")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+               "tests/ddp_worker.py", str(tmp_path / "ranks"),
+               *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -249,7 +250,7 @@ def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
     assert run_main(demo_root, tmp_path / "single", "--epochs", "1", "--limit-steps", "3", "--batch_size", "2") == 0
     single = load(tmp_path / f"single/weights/asvfi/{RUN}.pth")
     torch.manual_seed(12345)  # --random_seed: the initial weights of both runs
-    initial = model_lib.build_model(single["config"]).state_dict()
+    initial = registry.build_model(single["config"]).state_dict()
     assert single["state_dict"].keys() == initial.keys() == rank0.keys()
     moved = max((single["state_dict"][k] - initial[k]).abs().max() for k in rank0)
     gap = max((single["state_dict"][k] - rank0[k]).abs().max() for k in rank0)
@@ -281,7 +282,7 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
 
 
 def test_audio_gates_get_their_own_learning_rate():
-    network = model_lib.build_model(model_lib.default_config(width=0.125, audio_dim=32))
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
     args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99)
     groups = train.build_optimizer(args, network).param_groups
     gates = {id(p) for p in network.audio.gates()}
@@ -294,7 +295,7 @@ def test_audio_gates_get_their_own_learning_rate():
 def test_validation_scores_full_frames_unless_asked(demo_root):
     args = main.parse_args(["--dataset", "demo", "--data-root", str(demo_root), "--crop", "64"])
     assert args.val_crop == 0
-    _, val_set = train.build_datasets(args, train.Processes.current())
+    _, val_set = train.build_datasets(args, runtime.Processes())
     assert tuple(val_set[0]["inputs"].shape[-2:]) == (240, 320)
 
 
@@ -306,5 +307,5 @@ def test_tools_inspect_describes_a_checkpoint(straight_run, capsys):
     params = sum(t.numel() for t in load(path)["state_dict"].values() if t.is_floating_point())
     assert "model      asvfi" in out and "epoch      2" in out and f"{params:,} floating-point values" in out
     assert "width = 0.125" in out
-    with pytest.raises(SystemExit, match="checkpoint file not found"):
-        tools.main(["inspect", str(straight_run / "missing.pth")])
+    assert tools.main(["inspect", str(straight_run / "missing.pth")]) == 1
+    assert "checkpoint file not found" in capsys.readouterr().err

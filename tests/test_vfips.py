@@ -4,6 +4,7 @@ import pytest
 import torch
 from compat import load_fixture, recipe_state
 
+import checkpoints
 import vfips
 import weights
 
@@ -26,14 +27,14 @@ def model(fixture):
 
 @pytest.fixture(scope="module")
 def outputs(model, fixture):
-    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    ref, pred = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
     with torch.no_grad():
         return {
-            "score": model(ref, dis),
-            "per_scale": model.scale_scores(ref, dis),
-            "merge": model.merge_outputs(ref, dis),
-            "swapped": model(dis, ref),
-            "batch2": model(torch.cat([ref, dis.flip(1)]), torch.cat([dis, ref.flip(1)])),
+            "score": model(ref, pred),
+            "per_scale": model.scale_scores(ref, pred),
+            "merge": model.merge_outputs(ref, pred),
+            "swapped": model(pred, ref),
+            "batch2": model(torch.cat([ref, pred.flip(1)]), torch.cat([pred, ref.flip(1)])),
         }
 
 
@@ -115,7 +116,7 @@ def test_float64_matches_float64_reference(fixture):
 
 
 def test_sixth_extractor_level_is_loaded_but_unused(model, fixture):
-    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    ref, pred = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for k in state:
         if "moduleSixth" in k:
@@ -123,7 +124,7 @@ def test_sixth_extractor_level_is_loaded_but_unused(model, fixture):
     other = vfips.VFIPSNet().eval()
     other.load_state_dict(state)
     with torch.no_grad():
-        assert torch.equal(other(ref, dis), model(ref, dis))
+        assert torch.equal(other(ref, pred), model(ref, pred))
 
 
 def test_normalize_flag_accepts_unit_range(model, fixture):
@@ -142,9 +143,9 @@ def test_too_small_frames_raise(model, size):
 
 def test_smallest_valid_size_runs(model):
     g = torch.Generator().manual_seed(3)
-    ref, dis = torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1, torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1
+    ref, pred = torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1, torch.rand(1, 12, 3, 65, 65, generator=g) * 2 - 1
     with torch.no_grad():
-        assert torch.isfinite(model(ref, dis)).all()
+        assert torch.isfinite(model(ref, pred)).all()
 
 
 @pytest.mark.parametrize("frames", [11, 13, 1])
@@ -176,9 +177,9 @@ def test_load_vfips_from_weights_dir(model, fixture, tmp_path, isolated_cache, w
     torch.save(state, folder / weights.REGISTRY["vfips"].filename)
     loaded = vfips.load_vfips(weights_dir=folder, allow_download=False)
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
-    ref, dis = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
+    ref, pred = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
     with torch.no_grad():
-        assert torch.equal(loaded(ref, dis), model(ref, dis))
+        assert torch.equal(loaded(ref, pred), model(ref, pred))
 
 
 def test_load_vfips_missing_file_names_url(tmp_path, isolated_cache):
@@ -188,5 +189,5 @@ def test_load_vfips_missing_file_names_url(tmp_path, isolated_cache):
 
 def test_load_vfips_rejects_foreign_checkpoint(tmp_path, isolated_cache):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / weights.REGISTRY["vfips"].filename)
-    with pytest.raises(ValueError, match="not a VFIPS multiscale_v33 checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match="Expected a VFIPS multiscale_v33 checkpoint"):
         vfips.load_vfips(weights_dir=tmp_path, allow_download=False)

@@ -1,4 +1,4 @@
-"""`python tools.py inspect CKPT`: what a checkpoint holds (model, epoch, best PSNR, config, sizes)."""
+"""`python tools.py inspect-checkpoint CKPT`: what a checkpoint holds (model, epoch, best PSNR, config, sizes)."""
 import sys
 from pathlib import Path
 
@@ -6,11 +6,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import model as model_lib  # noqa: E402
+import checkpoints  # noqa: E402
 
 
 def describe(path):
-    checkpoint = model_lib.load_checkpoint_state(path)
+    checkpoint = checkpoints.load_checkpoint(path)
     state = checkpoint["state_dict"]
     tensors = sum(t.numel() for t in state.values() if t.is_floating_point())
     lines = [f"{path}",
@@ -26,10 +26,9 @@ def describe(path):
 
 
 def main(argv):
+    """Returns the exit status; tools.py turns a CheckpointError into a message."""
     if len(argv) != 1:
-        raise SystemExit("usage: python tools.py inspect CKPT")
-    try:
-        print(describe(argv[0]))
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(str(error))
+        print("usage: python tools.py inspect-checkpoint CKPT", file=sys.stderr)
+        return 2
+    print(describe(argv[0]))
     return 0

@@ -1,0 +1,88 @@
+"""The command-line layer of main.py, inference.py and evaluate.py: shared flags, declared once.
+
+    parser = argparse.ArgumentParser(...)
+    cli.add_run_flags(parser)          # --optimizer --lr --tag: the run name <optimizer>_<lr>[_<tag>]
+    cli.add_checkpoint_flags(parser)   # --epoch --checkpoint (alias --weights): which checkpoint of the run
+    cli.add_data_flags(parser)         # --data-root --dataset
+    cli.add_machine_flags(parser)      # --device --weights-dir --out-dir
+    sys.exit(cli.run_entry_point(main_body, argv))   # ASVFIError -> "error: ..." on stderr, status 1
+
+Flags are hyphenated; the seed's documented underscore spellings (--start_epoch, --random_seed,
+--batch_size) stay as aliases. `--dataset` means the same in every script: which data set under
+--data-root (ucf101 or demo; default ucf101 when it is there, else the demo). `--out-dir` is the
+root of weights/, figs/ and evals/ in all three scripts, so train → infer → evaluate chain.
+"""
+import argparse
+import sys
+
+import runs
+from utils import ASVFIError
+
+DATASETS = tuple(runs.DATASET_FOLDERS)
+
+
+def lr_string(text):
+    """--lr stays the string the user typed (it names the run) but must parse as a positive float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return text
+
+
+def add_run_flags(parser):
+    group = parser.add_argument_group("run name")
+    group.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"],
+                       help="optimiser; with --lr and --tag it names the run (default adamw)")
+    group.add_argument("--lr", default="6e-4", type=lr_string, help="learning rate, kept as typed for the run name")
+    group.add_argument("--tag", default=None, help="run-name suffix, e.g. noaudio -> adamw_6e-4_noaudio")
+    return group
+
+
+def add_checkpoint_flags(parser):
+    group = parser.add_argument_group("checkpoint")
+    group.add_argument("--epoch", type=int, default=0,
+                       help="0 = the run's latest checkpoint, N = its epoch-N snapshot (frames go to <s>_<run>_epoch<N>)")
+    group.add_argument("--checkpoint", "--weights", dest="checkpoint", default=None, metavar="PATH",
+                       help="a checkpoint file instead of the run's (its file name replaces the run name)")
+    return group
+
+
+def add_data_flags(parser):
+    group = parser.add_argument_group("data")
+    group.add_argument("--data-root", default="../data", help="folder holding the data sets and generated frames")
+    group.add_argument("--dataset", default=None, choices=DATASETS,
+                       help="data set under --data-root (default: ucf101 when {data_root}/UCF-101 or its split "
+                            "CSV exists, else demo, generated on first use)")
+    return group
+
+
+def add_machine_flags(parser):
+    group = parser.add_argument_group("machine")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    group.add_argument("--weights-dir", default=None,
+                       help="folder with pretrained weight files (weights.py registry; offline machines)")
+    group.add_argument("--out-dir", default=".", help="root of weights/, figs/ and evals/ (default: here)")
+    return group
+
+
+def add_amp_flag(parser):
+    parser.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"],
+                        help="autocast on CUDA (bare --amp = bf16; fp16 adds a GradScaler in training); "
+                             "ignored on CPU")
+
+
+def dataset_of(args):
+    """The --dataset given, or the default for --data-root."""
+    return args.dataset or runs.default_dataset(args.data_root)
+
+
+def run_entry_point(body, argv=None):
+    """Run a script's body; a project error becomes a one-line message and exit status 1."""
+    try:
+        return body(argv)
+    except ASVFIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,95 @@
+"""The models, by name: default config, constructor and what each one's forward consumes.
+
+    config = registry.default_config("asvfi", scale=2, width=0.125)   # validated by the model itself
+    network = registry.build_model(config)                            # config["model"] picks the entry
+    network, checkpoint = registry.load_model("weights/asvfi/adamw_6e-4.pth")
+    registry.consumes(config).audio                                   # feed audio? any t? a frame mean?
+
+Every model follows one call: forward(inputs (B, 4, 3, H, W), audio, audio_times, has_audio, ts,
+target) -> {"pred": (B, n, 3, H, W), ...}; `Consumes` says which of those inputs it reads.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import baselines
+import checkpoints
+import model as asvfi
+import pervfi
+from utils import ASVFIError
+
+
+@dataclass(frozen=True)
+class Consumes:
+    """What a model reads besides the four frames."""
+    audio: bool  # audio / audio_times / has_audio (otherwise they are not even built)
+    any_t: bool  # ts at any times in (0, 1), one pass for any scale (otherwise only k/scale)
+    frame_mean: bool  # frame_mean: centre by a given mean (tiles then share the whole frame's)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    default_config: Callable  # (**overrides) -> a complete config dict, validated
+    build: Callable  # (config, weights_dir) -> nn.Module; weights_dir holds pretrained parts (PerVFI's flow)
+    consumes: Callable  # (config) -> Consumes
+    trained: bool  # has checkpoints (baselines need none)
+    fit_hint: Callable = lambda config: ""  # (config) -> advice when a checkpoint's weights do not fit
+
+
+def _build_pervfi(config, weights_dir=None):
+    network = pervfi.build_pervfi(config)
+    network.set_flow_estimator(weights_dir=weights_dir)  # frozen, may need pretrained files
+    return network
+
+
+def _baseline(name):
+    return ModelSpec(default_config=lambda **overrides: baselines.default_config(name, **overrides),
+                     build=lambda config, weights_dir=None: baselines.build_baseline(config),
+                     consumes=lambda config: Consumes(audio=False, any_t=True, frame_mean=False),
+                     trained=False)
+
+
+MODELS = {
+    "asvfi": ModelSpec(default_config=asvfi.default_config,
+                       build=lambda config, weights_dir=None: asvfi.ASVFI(asvfi.default_config(**config)),
+                       consumes=lambda config: Consumes(audio=config["audio"] != "none", any_t=False,
+                                                        frame_mean=True),
+                       trained=True, fit_hint=asvfi.fit_hint),
+    "pervfi": ModelSpec(default_config=pervfi.default_pervfi_config, build=_build_pervfi,
+                        consumes=lambda config: Consumes(audio=pervfi.PerVFI.uses_audio,
+                                                         any_t=pervfi.PerVFI.arbitrary_t, frame_mean=False),
+                        trained=True),
+    **{name: _baseline(name) for name in baselines.BASELINES},
+}
+TRAINED = tuple(name for name, spec in MODELS.items() if spec.trained)
+BASELINES = tuple(name for name, spec in MODELS.items() if not spec.trained)
+
+
+def spec(name):
+    if name not in MODELS:
+        raise ASVFIError(f"unknown model {name!r}; choose one of {list(MODELS)}")
+    return MODELS[name]
+
+
+def default_config(name, **overrides):
+    return spec(name).default_config(**overrides)
+
+
+def build_model(config, weights_dir=None):
+    """The network a config describes (config["model"] names it)."""
+    return spec(config["model"]).build(config, weights_dir)
+
+
+def consumes(config):
+    return spec(config["model"]).consumes(config)
+
+
+def load_model(path, overrides=None, weights_dir=None):
+    """(network, checkpoint): the network described by a checkpoint's config (with `overrides`,
+    e.g. PerVFI's sampling heat), carrying the checkpoint's weights, on the CPU."""
+    checkpoint = checkpoints.load_checkpoint(path)
+    if not isinstance(checkpoint.get("config"), dict):
+        raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config; cannot rebuild the network")
+    config = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"], **(overrides or {})}
+    network = build_model(config, weights_dir)
+    checkpoints.load_strict(network, checkpoint["state_dict"], path, hint=spec(config["model"]).fit_hint(config))
+    return network, checkpoint
