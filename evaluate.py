@@ -38,11 +38,14 @@ from PIL import Image
 from tqdm import tqdm
 
 import checkpoints
+import cli
 import metrics
+import registry
 import runs
 import runtime
 import utils
 import video_io
+from utils import ASVFIError
 
 FRAME_CHUNK = 48  # frames read at a time: a multiple of the 12-frame VFIPS and 16-frame FVD windows
 DISPLAY = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "flolpips": "FloLPIPS", "vfips": "VFIPS",
@@ -52,7 +55,7 @@ BASE_COLUMNS = ("video", "category", "frames", "generated")
 TAIL_COLUMNS = ("error", "notes")
 
 
-class VideoMismatch(ValueError):
+class VideoMismatch(ASVFIError):
     """The output of a video cannot be compared with its ground truth (the message says why)."""
 
 
@@ -67,17 +70,23 @@ def frame_files(folder):
     return files
 
 
-def list_videos(gt_root, data_root=None, dataset=None):
-    """(category, video) of every finished ground-truth folder; with --dataset, only its test split."""
+def test_split_csv(args):
+    """The split CSV whose test videos are scored: --dataset's (which must exist), or the default
+    data set's when it has one (None: every ground-truth video)."""
+    split_csv = runs.dataset_paths(args.data_root, cli.dataset_of(args))["split_csv"]
+    if args.dataset and not split_csv.is_file():
+        raise ASVFIError(f"--dataset {args.dataset}: {split_csv} not found")
+    return split_csv if split_csv.is_file() else None
+
+
+def list_videos(gt_root, split_csv=None):
+    """(category, video) of every finished ground-truth folder; with a split CSV, only its test split."""
     if not gt_root.is_dir():
-        raise SystemExit(f"{gt_root}: no ground-truth frames; run inference.py for this scale first "
+        raise ASVFIError(f"{gt_root}: no ground-truth frames; run inference.py for this scale first "
                          f"(it writes the ground truth next to the generated frames)")
     videos = [(folder.parent.name, folder.name) for folder in sorted(gt_root.glob("*/*"))
               if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "frame_00000.png").is_file()]
-    if dataset:
-        split_csv = runs.dataset_paths(data_root, dataset)["split_csv"]
-        if not split_csv.is_file():
-            raise SystemExit(f"--dataset {dataset}: {split_csv} not found")
+    if split_csv is not None:
         table = pd.read_csv(split_csv)
         test = {(Path(p).parent.name, Path(p).stem) for p in table.loc[table["split"] == "test", "path"]}
         videos = [v for v in videos if v in test]
@@ -159,8 +168,8 @@ class ResultsCSV:
     rewrites the file atomically; `done` holds the (category, video) keys already scored.
     """
 
-    def __init__(self, path, columns, restart=False):
-        self.path, self.columns = Path(path), list(columns)
+    def __init__(self, path, columns, scale, restart=False):
+        self.path, self.columns, self.scale = Path(path), list(columns), scale
         self.rows = [] if restart or not self.path.is_file() else self._read_previous()
         self.done = {(row["category"], row["video"]) for row in self.rows}
         utils.atomic_write_text(self.path, self._render(self.rows))
@@ -172,7 +181,7 @@ class ResultsCSV:
         if reader.fieldnames is None:
             return []
         if list(reader.fieldnames) != self.columns:
-            raise SystemExit(f"{self.path} was written with columns {reader.fieldnames}, this run has "
+            raise ASVFIError(f"{self.path} was written with columns {reader.fieldnames}, this run has "
                              f"{self.columns} (other --metrics or --flow). Rerun with the same options to "
                              f"resume, or add --restart to start this report again.")
         return [row for row in reader if not row["error"] and None not in row.values()]
@@ -204,8 +213,8 @@ class ResultsCSV:
 class FeatureCache:
     """Per-video I3D features (real and fake clips) so a resumed run computes the same FVD."""
 
-    def __init__(self, folder, restart=False):
-        self.folder = Path(folder)
+    def __init__(self, folder, device, restart=False):
+        self.folder, self.device = Path(folder), device
         if restart and self.folder.is_dir():
             for path in self.folder.glob("*/*.pt"):
                 path.unlink()
@@ -222,7 +231,7 @@ class FeatureCache:
         path = self.path(category, video)
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoints.load_file(path)
         return state["real"].numpy(), state["fake"].numpy()
 
 
@@ -256,7 +265,7 @@ def set_level_fvd(rows, cache):
 
 def summarize(rows, built, unavailable, names, args, csv_path, cache):
     scored = [r for r in rows if not r["error"]]
-    summary = {"model": runs.DISPLAY_NAMES[args.model], "run": args.run, "scale": args.scale,
+    summary = {"model": runs.DISPLAY_NAMES[args.model], "run": run_of(args), "scale": args.scale,
                "epoch": args.epoch, "csv": str(csv_path), "videos": len(scored),
                "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in rows if r["error"]],
                "metrics": {}}
@@ -315,63 +324,52 @@ def write_summary(summary, csv_path):
 
 
 # ----------------------------------------------------------------------------- CLI
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="asvfi", choices=list(runs.DISPLAY_NAMES))
+    p.add_argument("--model", default="asvfi", choices=list(registry.MODELS))
     p.add_argument("-s", "--scale", type=int, default=2)
-    p.add_argument("--optimizer", default="adamw", help="run name part (trained models); as in main.py")
-    p.add_argument("--lr", default="6e-4", help="run name part, as typed (trained models)")
-    p.add_argument("--tag", default=None, help="run name suffix used at training (e.g. noaudio)")
-    p.add_argument("--epoch", type=int, default=0,
-                   help="0 = frames of the run's latest checkpoint, N = of its epoch-N snapshot (as in inference.py)")
-    p.add_argument("--weights", default=None, help="the checkpoint inference.py was given with --weights")
-    p.add_argument("--data-root", default="../data")
-    p.add_argument("--dataset", default=None, choices=["ucf101", "demo"],
-                   help="only score the test split of this dataset (default: every ground-truth video)")
+    cli.add_run_flags(p)
+    cli.add_checkpoint_flags(p)
+    cli.add_data_flags(p)
+    cli.add_machine_flags(p)
     p.add_argument("--metrics", default=",".join(metrics.METRIC_NAMES),
                    help=f"comma-separated subset of {','.join(metrics.METRIC_NAMES)}")
     p.add_argument("--flow", default="pwc", choices=list(metrics.FLOW_NAMES),
                    help="FloLPIPS flow: pwc (the reference's PWC-Net) or dis (OpenCV DIS, no weights)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--weights-dir", default=None, help="folder with pretrained weight files (offline machines)")
     p.add_argument("--offline", action="store_true", help="never download weights")
     p.add_argument("--limit", type=int, default=0, help="only the first N videos")
     p.add_argument("--restart", action="store_true", help="discard an earlier report of this run instead of resuming")
+    return p
+
+
+def metric_names(text):
+    """--metrics as a list without repeats, in the order given."""
+    return list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
-    args.metric_names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = [m for m in args.metric_names if m not in metrics.METRIC_NAMES]
-    if unknown or not args.metric_names:
+    names = metric_names(args.metrics)
+    unknown = [m for m in names if m not in metrics.METRIC_NAMES]
+    if unknown or not names:
         p.error(f"--metrics: unknown {unknown}; choose from {','.join(metrics.METRIC_NAMES)}")
-    args.metric_names = list(dict.fromkeys(args.metric_names))
-    args.run = runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.weights)
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    device = runtime.pick_device(args.device)
-    out_root = runs.output_dir(args.data_root, args.model, args.scale, args.run)
-    gt_root = runs.gt_dir(args.data_root, args.scale)
-    videos = list_videos(gt_root, args.data_root, args.dataset)
-    videos = videos[:args.limit] if args.limit else videos
-    if not out_root.is_dir():
-        raise SystemExit(f"{out_root}: no generated frames; run inference.py with the same --model, "
-                         f"--scale and run options first")
-    built, unavailable = metrics.build_metrics(args.metric_names, device, args.weights_dir,
-                                               allow_download=not args.offline, flow_name=args.flow)
-    for name, reason in unavailable.items():
-        print(f"{name}: unavailable ({reason})", file=sys.stderr)
-    csv_path = runs.eval_csv_path(args.model, args.run, args.scale)
-    results = ResultsCSV(csv_path, csv_columns(args.metric_names, args.flow), restart=args.restart)
-    cache = FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), restart=args.restart)
-    todo = [v for v in videos if v not in results.done]
-    if len(todo) < len(videos):
-        print(f"{csv_path}: resuming, {len(videos) - len(todo)} video(s) already scored")
-    for category, video in tqdm(todo, desc=f"evaluate {out_root}", unit="video"):
+def run_of(args):
+    return runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
+
+
+def score_videos(videos, folders, built, results, cache):
+    """Score the videos not yet in the CSV, appending one row each; folders = (gt root, output root)."""
+    gt_root, out_root = folders
+    for category, video in tqdm([v for v in videos if v not in results.done], desc=f"evaluate {out_root}",
+                                unit="video"):
         row = {"video": video, "category": category}
         try:
             values, features = score_video(gt_root / category / video, out_root / category / video,
-                                           args.scale, built, device)
+                                           results.scale, built, cache.device)
             if features is not None:
                 cache.save(category, video, features)
             row.update(values)
@@ -379,13 +377,40 @@ def main(argv=None):
             row["error"] = str(err)
         results.append(row)
     results.put_in_order(videos)
+
+
+def evaluate(argv=None):
+    args = parse_args(argv)
+    names = metric_names(args.metrics)
+    device = runtime.pick_device(args.device)
+    out_root = runs.output_dir(args.data_root, args.model, args.scale, run_of(args))
+    gt_root = runs.gt_dir(args.data_root, args.scale)
+    videos = list_videos(gt_root, test_split_csv(args))
+    videos = videos[:args.limit] if args.limit else videos
+    if not out_root.is_dir():
+        raise ASVFIError(f"{out_root}: no generated frames; run inference.py with the same --model, "
+                         f"--scale and run options first")
+    built, unavailable = metrics.build_metrics(names, device, args.weights_dir,
+                                               allow_download=not args.offline, flow_name=args.flow)
+    for name, reason in unavailable.items():
+        print(f"{name}: unavailable ({reason})", file=sys.stderr)
+    csv_path = runs.eval_csv_path(args.model, run_of(args), args.scale, out_dir=args.out_dir)
+    results = ResultsCSV(csv_path, csv_columns(names, args.flow), args.scale, restart=args.restart)
+    cache = FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), device, restart=args.restart)
+    if results.done & set(videos):
+        print(f"{csv_path}: resuming, {len(results.done & set(videos))} video(s) already scored")
+    score_videos(videos, (gt_root, out_root), built, results, cache)
     wanted = set(videos)
     rows = [r for r in results.rows if (r["category"], r["video"]) in wanted]
-    summary = summarize(rows, built, unavailable, args.metric_names, args, csv_path, cache)
+    summary = summarize(rows, built, unavailable, names, args, csv_path, cache)
     write_summary(summary, csv_path)
     print(format_table(summary), end="")
     print(f"per-video results: {csv_path}; summary: {csv_path.with_suffix('')}_summary.json")
     return 0 if summary["videos"] or not videos else 1
+
+
+def main(argv=None):
+    return cli.run_entry_point(evaluate, argv)
 
 
 if __name__ == "__main__":

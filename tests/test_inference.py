@@ -1,4 +1,5 @@
 """inference.py: test-split generation, single-video mode, recursion, tiling, resume, failure messages."""
+import re
 import shutil
 from argparse import Namespace
 from pathlib import Path
@@ -11,8 +12,10 @@ import torch
 import checkpoints
 import dataset
 import inference
+import interpolate
 import registry
 import video_io
+from utils import ASVFIError
 
 TINY = dict(width=0.125, audio_dim=32, audio_heads=2)
 CPU = torch.device("cpu")
@@ -255,12 +258,12 @@ def test_single_video_from_a_folder_of_frames_with_fps(tmp_path):
 def test_4x_by_recursion_equals_2x_applied_twice(network):
     items = [(frame, i / 25) for i, frame in enumerate(moving_frames(5, 40, 56))]
     wave = tone(0.4)
-    engines_2x = inference.build_engines(network, CPU, 2, engine_args())
-    engines_4x = inference.build_engines(network, CPU, 4, engine_args())
+    engines_2x = interpolate.build_engines(network, CPU, 2, engine_args())
+    engines_4x = interpolate.build_engines(network, CPU, 4, engine_args())
     assert [e.scale for e in engines_4x] == [2, 2]
-    four = list(inference.interpolate_video(iter(items), engines_4x, wave, batch=3, input_fps=25))
-    two = list(inference.interpolate_video(iter(items), engines_2x, wave, batch=1, input_fps=25))
-    twice = list(inference.interpolate_video(iter(two), engines_2x, wave, batch=2, input_fps=50))
+    four = list(interpolate.interpolate_video(iter(items), engines_4x, wave, batch=3, input_fps=25))
+    two = list(interpolate.interpolate_video(iter(items), engines_2x, wave, batch=1, input_fps=25))
+    twice = list(interpolate.interpolate_video(iter(two), engines_2x, wave, batch=2, input_fps=50))
     assert len(four) == len(twice) == (5 - 1) * 4 + 1
     np.testing.assert_allclose([t for _, t in four], np.arange(17) / 100, atol=1e-9)
     np.testing.assert_allclose([t for _, t in twice], np.arange(17) / 100, atol=1e-9)
@@ -271,9 +274,9 @@ def test_4x_by_recursion_equals_2x_applied_twice(network):
 
 def test_stream_replicates_edges_and_batches_do_not_change_results(network):
     items = [(frame, i / 25) for i, frame in enumerate(moving_frames(4, 24, 32))]
-    engines = inference.build_engines(network, CPU, 2, engine_args())
-    by_one = [f for f, _ in inference.interpolate_video(iter(items), engines, None, batch=1, input_fps=25)]
-    by_four = [f for f, _ in inference.interpolate_video(iter(items), engines, None, batch=4, input_fps=25)]
+    engines = interpolate.build_engines(network, CPU, 2, engine_args())
+    by_one = [f for f, _ in interpolate.interpolate_video(iter(items), engines, None, batch=1, input_fps=25)]
+    by_four = [f for f, _ in interpolate.interpolate_video(iter(items), engines, None, batch=4, input_fps=25)]
     assert len(by_one) == 7
     assert np.abs(np.stack(by_one).astype(int) - np.stack(by_four)).max() <= 1
     # the first interval's window is frames (0, 0, 1, 2): the same as a call with that window
@@ -300,7 +303,7 @@ def test_windows_replicate_edges_and_get_the_training_audio_segments():
     items = [(frame, 0.1 + i / 25) for i, frame in enumerate(frames)]  # a stream that starts at 0.1 s
     wave = tone(0.4)
     engine = RecordingEngine()
-    out = list(inference.interpolate_stream(iter(items), engine, wave, batch=3, input_fps=25))
+    out = list(interpolate.interpolate_stream(iter(items), engine, wave, batch=3, input_fps=25))
     assert [t for _, t in out] == pytest.approx(0.1 + np.arange(9) / 50)
     windows = np.concatenate([c[0] for c in engine.calls])
     expected = [[0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 4]]
@@ -328,7 +331,7 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     """
     frames = np.stack(moving_frames(4, 80, 112))[None]
     audio, times = dataset.audio_segment(tone(0.3), 0.04, 0.08, 4160)
-    tiled = inference.Engine(network, CPU, 2, tile=64, tile_overlap=16)(frames, audio[None], times[None], True)
+    tiled = interpolate.Engine(network, CPU, 2, tile=64, tile_overlap=16)(frames, audio[None], times[None], True)
     as_inputs = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
     whole_mean = as_inputs(frames).mean(dim=(1, 3, 4))
 
@@ -340,8 +343,8 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
 
     low, high = np.full(tiled.shape[2:], 255), np.zeros(tiled.shape[2:], int)
     predictions = {}
-    for top in inference.tile_starts(80, 64, 16):
-        for left in inference.tile_starts(112, 64, 16):
+    for top in interpolate.tile_starts(80, 64, 16):
+        for left in interpolate.tile_starts(112, 64, 16):
             predictions[top, left] = tile_prediction(frames[:, :, top:top + 64, left:left + 64])
             region = (slice(top, top + 64), slice(left, left + 64))
             low[region] = np.minimum(low[region], predictions[top, left])
@@ -358,51 +361,60 @@ def test_tiling_matches_untiled_for_a_local_model():
     blend = registry.build_model(registry.default_config("blend", scale=2))
     frames = np.stack(moving_frames(4, 51, 75))[None]
     audio = np.zeros((1, 10), np.float32)
-    whole = inference.Engine(blend, CPU, 2)(frames, audio, audio, False)
-    tiled = inference.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False)
+    whole = interpolate.Engine(blend, CPU, 2)(frames, audio, audio, False)
+    tiled = interpolate.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False)
     assert np.abs(whole.astype(int) - tiled).max() <= 1
-    assert inference.tile_starts(75, 32, 8) == [0, 24, 43] and inference.tile_starts(20, 32, 8) == [0]
+    assert interpolate.tile_starts(75, 32, 8) == [0, 24, 43] and interpolate.tile_starts(20, 32, 8) == [0]
 
 
 # ----------------------------------------------------------------------------- failure messages
-def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monkeypatch, odd_video):
+def fails_with(capsys, pattern, *argv):
+    """The entry point turns the error into a message on stderr and exit status 1."""
+    assert run(*argv) == 1
+    message = capsys.readouterr().err
+    assert re.search(pattern, message), message
+    return message
+
+
+def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monkeypatch, odd_video, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as error:
-        run("--optimizer", "adam", "--lr", "2e-4", "--data-root", tmp_path, "--dataset", "demo")
-    message = str(error.value)
+    message = fails_with(capsys, "no such checkpoint", "--optimizer", "adam", "--lr", "2e-4", "--data-root", tmp_path,
+                         "--dataset", "demo")
     assert str(Path("weights") / "asvfi" / "adam_2e-4.pth") in message
     assert "python main.py --model asvfi --optimizer adam --lr 2e-4 --scale 2" in message
-    with pytest.raises(SystemExit, match=r"adam_2e-4_epoch5.pth: no such checkpoint(.|\n)* --save-every 5"):
-        run("--optimizer", "adam", "--lr", "2e-4", "--epoch", 5, "--data-root", tmp_path, "--dataset", "demo")
-    with pytest.raises(SystemExit, match="nowhere.pth: no such checkpoint"):
-        run("--weights", tmp_path / "nowhere.pth", "--input", odd_video, "--output", tmp_path / "x.mp4")
+    fails_with(capsys, r"adam_2e-4_epoch5.pth: no such checkpoint(.|\n)* --save-every 5", "--optimizer", "adam",
+               "--lr", "2e-4", "--epoch", 5, "--data-root", tmp_path, "--dataset", "demo")
+    fails_with(capsys, "nowhere.pth: no such checkpoint", "--weights", tmp_path / "nowhere.pth", "--input", odd_video,
+               "--output", tmp_path / "x.mp4")
+    fails_with(capsys, r"other_out/weights/asvfi/adamw_6e-4.pth: no such checkpoint", "--out-dir", "other_out",
+               "--data-root", tmp_path, "--dataset", "demo")
 
 
-def test_single_video_failures_give_clear_messages(tmp_path, odd_video):
+def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     silent = write_video(tmp_path / "silent.mp4", moving_frames(3, 24, 32), audio=False)
     with pytest.warns(UserWarning, match="no audio stream"):
         assert run("--model", "repeat", "--input", silent, "--output", tmp_path / "silent_2x.mp4") == 0
     assert video_io.probe(tmp_path / "silent_2x.mp4").has_audio is False
 
     one = write_video(tmp_path / "one.mp4", moving_frames(1, 24, 32))
-    with pytest.raises(SystemExit, match="only 1 frame; interpolation needs at least 2"):
-        run("--model", "blend", "--input", one, "--output", tmp_path / "one_2x.mp4")
+    fails_with(capsys, "only 1 frame; interpolation needs at least 2", "--model", "blend", "--input", one,
+               "--output", tmp_path / "one_2x.mp4")
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 4000)
-    with pytest.raises(SystemExit, match="broken.mp4: cannot be read"):
-        run("--model", "blend", "--input", broken, "--output", tmp_path / "broken_2x.mp4")
-    with pytest.raises(SystemExit, match="--fps 60: not an integer multiple .* 25 fps"):
-        run("--model", "blend", "--input", odd_video, "--output", tmp_path / "x.mp4", "--fps", 60)
+    fails_with(capsys, "broken.mp4: cannot be read", "--model", "blend", "--input", broken,
+               "--output", tmp_path / "broken_2x.mp4")
+    fails_with(capsys, "--fps 60: not an integer multiple .* 25 fps", "--model", "blend", "--input", odd_video,
+               "--output", tmp_path / "x.mp4", "--fps", 60)
     assert not any((tmp_path / name).exists() for name in ("x.mp4", "one_2x.mp4", "broken_2x.mp4"))
 
 
-def test_impossible_scale_combinations_are_errors(tmp_path, odd_video):
+def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, capsys):
     four = save_tiny_checkpoint(tmp_path / "tiny4x.pth", scale=4, steps=0)
     for scale in (2, 8):
-        with pytest.raises(SystemExit, match=f"trained for 4x cannot produce {scale}x"):
-            run("--weights", four, "--input", odd_video, "--output", tmp_path / "x.mp4", "-s", scale)
-    assert inference.pass_scales(2, 8, any_t=False) == [2, 2, 2]
-    assert inference.pass_scales(4, 16, any_t=False) == [4, 4]
-    assert inference.pass_scales(2, 6, any_t=True) == [6]
-    with pytest.raises(SystemExit, match="trained for 2x cannot produce 6x"):
-        inference.pass_scales(2, 6, any_t=False)
+        fails_with(capsys, f"trained for 4x cannot produce {scale}x", "--weights", four, "--input", odd_video,
+                   "--output", tmp_path / "x.mp4", "-s", scale)
+    assert interpolate.pass_scales(2, 8, any_t=False) == [2, 2, 2]
+    assert interpolate.pass_scales(4, 16, any_t=False) == [4, 4]
+    assert interpolate.pass_scales(2, 6, any_t=True) == [6]
+    with pytest.raises(ASVFIError, match="trained for 2x cannot produce 6x"):
+        interpolate.pass_scales(2, 6, any_t=False)

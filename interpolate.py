@@ -1,0 +1,169 @@
+"""Streaming interpolation: one pass of a model over a stream of frames, and recursion over passes.
+
+    engines = build_engines(network, device, scale=4, settings)   # 2x model: two 2x passes
+    for frame, time in interpolate_video(frames, engines, wave, batch=4, input_fps=25): ...
+
+Frames are streamed through a window buffer (never the whole video in RAM): inputs j-1, j, j+1,
+j+2 make the window of interval (j, j+1), windows are batched, and every output frame is yielded
+as soon as it is known. A model trained for scale m reaches m^k by recursion (each pass is a
+stream feeding the next); models that take any t (PerVFI, baselines) produce all s-1 frames of an
+interval in one pass. Each window gets the audio segment training used: centred on its interval,
+three intervals long, with per-sample times in interval units. Large frames can be split into
+overlapping tiles (`--tile`), blended back with ramps across the overlaps.
+"""
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import dataset
+import registry
+import runtime
+from utils import ASVFIError
+
+
+def pass_scales(native, scale, any_t):
+    """Scale of each pass: one pass of `scale` for any-t models, k passes of `native` when scale = native^k."""
+    if scale < 2:
+        raise ASVFIError(f"--scale {scale}: the scale must be at least 2")
+    if any_t:
+        return [scale]
+    passes = []
+    while native ** len(passes) < scale:
+        passes.append(native)
+    if native ** len(passes) != scale:
+        raise ASVFIError(f"a model trained for {native}x cannot produce {scale}x: use a power of {native} "
+                         f"({native}, {native ** 2}, ...) or a model trained for {scale}x")
+    return passes
+
+
+# ----------------------------------------------------------------------------- one pass on a batch
+@dataclass
+class Engine:
+    """Runs one interpolation pass (scale `scale`) on batches of windows, optionally tiled."""
+    network: torch.nn.Module
+    device: torch.device
+    scale: int
+    amp: str = None  # None, "bf16" or "fp16": autocast on CUDA
+    tile: int = 0
+    tile_overlap: int = 32
+
+    def __post_init__(self):
+        self.consumes = registry.consumes(self.network.config)
+
+    def __call__(self, windows, audio, audio_times, has_audio):
+        """windows (B, 4, H, W, 3) uint8, audio/audio_times (B, A) → (B, s-1, H, W, 3) uint8."""
+        inputs = torch.from_numpy(windows).to(self.device).permute(0, 1, 4, 2, 3).float().div_(255)
+        extra = {}
+        if self.consumes.audio:
+            extra = {"audio": torch.from_numpy(audio).to(self.device),
+                     "audio_times": torch.from_numpy(audio_times).to(self.device),
+                     "has_audio": torch.full((len(windows),), has_audio, dtype=torch.bool, device=self.device)}
+        if self.consumes.any_t:
+            extra["ts"] = (torch.arange(1, self.scale, device=self.device) / self.scale).expand(len(windows), -1)
+        with torch.no_grad(), runtime.autocast(self.device, self.amp):
+            pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
+        pred = pred.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return pred.permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    def run_tiled(self, inputs, extra):
+        """Overlapping tiles, blended back with weights that ramp down across the overlaps."""
+        height, width = inputs.shape[-2:]
+        if self.consumes.frame_mean:  # centre every tile as the whole frame is
+            extra = {**extra, "frame_mean": inputs.mean(dim=(1, 3, 4))}
+        out = weight_sum = None
+        for top in tile_starts(height, self.tile, self.tile_overlap):
+            for left in tile_starts(width, self.tile, self.tile_overlap):
+                crop = inputs[..., top:top + self.tile, left:left + self.tile]
+                pred = self.network(crop, **extra)["pred"].float()
+                rows, cols = crop.shape[-2:]
+                weight = (blend_ramp(rows, top, height, self.tile_overlap, pred.device)[:, None]
+                          * blend_ramp(cols, left, width, self.tile_overlap, pred.device)[None, :])
+                if out is None:
+                    out = pred.new_zeros(*pred.shape[:-2], height, width)
+                    weight_sum = pred.new_zeros(height, width)
+                out[..., top:top + rows, left:left + cols] += pred * weight
+                weight_sum[top:top + rows, left:left + cols] += weight
+        return out / weight_sum
+
+
+def tile_starts(size, tile, overlap):
+    """Tile offsets along one axis: step tile-overlap, the last tile flush with the edge."""
+    if size <= tile:
+        return [0]
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+
+
+def blend_ramp(length, start, total, overlap, device):
+    """Blend weight along one axis of a tile: 1 inside, falling linearly (never to 0) over the
+    `overlap` pixels it shares with a neighbour, so the seams cross-fade instead of jumping."""
+    weight = torch.ones(length, device=device)
+    n = min(overlap, length)
+    ramp = torch.arange(1, n + 1, device=device) / (overlap + 1)
+    if start > 0:
+        weight[:n] = torch.minimum(weight[:n], ramp)
+    if start + length < total:
+        weight[length - n:] = torch.minimum(weight[length - n:], ramp.flip(0))
+    return weight
+
+
+# ----------------------------------------------------------------------------- streaming interpolation
+def interpolate_stream(frames, engine, wave, batch, input_fps):
+    """(frame uint8 HWC, time s) stream → the stream at `engine.scale`× the rate, in order.
+
+    Input j is emitted, then the s-1 frames of interval (j, j+1). The window of that interval is
+    inputs j-1 … j+2, the first/last input replicated at the edges: only the last four inputs and
+    one batch of windows are held. Audio segments are as long as in training at this input rate.
+    """
+    n_audio = dataset.audio_samples_for(input_fps, 1)
+    recent = deque(maxlen=4)
+    pending = []
+    newest = -1
+    for newest, item in enumerate(frames):
+        recent.append(item)
+        if newest >= 2:  # inputs up to `newest` complete the window of interval newest-2
+            pending.append(window_of(recent, newest, newest - 2))
+            if len(pending) == batch:
+                yield from run_batch(pending, engine, wave, n_audio)
+                pending = []
+    if newest >= 1:  # the last interval, right edge replicated
+        pending.append(window_of(recent, newest, newest - 1))
+    if pending:
+        yield from run_batch(pending, engine, wave, n_audio)
+    if newest >= 0:
+        yield recent[-1]
+
+
+def window_of(recent, newest, j):
+    """(frames (4, H, W, 3), t_j, t_j+1) of interval j from the held inputs, indices clamped to [0, newest]."""
+    oldest = newest - len(recent) + 1
+    picks = [recent[min(max(i, 0), newest) - oldest] for i in (j - 1, j, j + 1, j + 2)]
+    return np.stack([frame for frame, _ in picks]), picks[1][1], picks[2][1]
+
+
+def run_batch(pending, engine, wave, n_audio):
+    """Interpolate a batch of windows; yield each interval's left input, then its generated frames."""
+    segments = [dataset.audio_segment(wave, t0, t1, n_audio) for _, t0, t1 in pending]
+    generated = engine(np.stack([frames for frames, _, _ in pending]),
+                       np.stack([audio for audio, _ in segments]),
+                       np.stack([times for _, times in segments]), wave is not None)
+    for (frames, t0, t1), between in zip(pending, generated):
+        yield frames[1], t0
+        for k, frame in enumerate(between, 1):
+            yield frame, t0 + (t1 - t0) * k / engine.scale
+
+
+def interpolate_video(frames, engines, wave, batch, input_fps):
+    """Chain the passes of recursion: each engine's output stream is the next one's input."""
+    for engine in engines:
+        frames = interpolate_stream(frames, engine, wave, batch, input_fps)
+        input_fps *= engine.scale
+    return frames
+
+
+def build_engines(network, device, scale, settings):
+    """One Engine per pass; settings carries amp, tile and tile_overlap (the parsed flags)."""
+    native = network.config["scale"]
+    return [Engine(network, device, step, settings.amp, settings.tile, settings.tile_overlap)
+            for step in pass_scales(native, scale, registry.consumes(network.config).any_t)]
