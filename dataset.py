@@ -1,5 +1,5 @@
 """Windows for training and evaluation: 4 input frames, the s-1 frames between the middle two,
-and the audio around them with per-sample times relative to the target interval (DESIGN §2).
+and the audio around them with per-sample times relative to the target interval.
 
 For scale s a window starting at frame i has inputs i, i+s, i+2s, i+3s and targets
 i+s+1 .. i+2s-1. Its audio is a fixed-length 16 kHz segment centred on the target interval and
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 import runs
 import video_io
-from utils import AUDIO_RATE, MEL_HOP
+from utils import AUDIO_RATE, MEL_HOP, ASVFIError
 
 SCALES = (2, 4, 8)
 WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file
@@ -63,6 +63,25 @@ class Augmentation:
     hflip: bool = False
     vflip: bool = False
     reverse: bool = False
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a split is walked: training draws (a random window, crop, flips and reversal per item)
+    or evaluation windows (every middle interval once, centre crop).
+
+    crop: int or (h, w), None = full frames. windows_per_video: training items per video per epoch.
+    max_windows_per_video: evaluation windows per video, evenly spaced (None = all). hflip / vflip /
+    reverse: which training augmentations may be drawn.
+    """
+    train: bool = False
+    crop: object = None
+    windows_per_video: int = 1
+    max_windows_per_video: int = None
+    seed: int = 0
+    hflip: bool = True
+    vflip: bool = False
+    reverse: bool = True
 
 
 # ----------------------------------------------------------------------------- window geometry
@@ -126,9 +145,8 @@ def read_split(csv_path, split=None):
     """VideoEntry list of a split CSV (all rows when split is None)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(
-            f"{csv_path}: split CSV not found; run `python utils.py prepare --data-root ...` "
-            f"(or prepare.ensure_dataset for --dataset demo) first")
+        raise ASVFIError(f"{csv_path}: split CSV not found; run `python utils.py prepare --data-root ...` "
+                         f"(or prepare.ensure_dataset for --dataset demo) first")
     table = pd.read_csv(csv_path)
     missing = {"path", "category", "split", "fps", "n_frames", "width", "height", "has_audio"} - set(table.columns)
     if missing:
@@ -153,16 +171,13 @@ def _as_bool(value):
 class VFIWindows(Dataset):
     """Windows of one split of `--dataset {ucf101,demo}` under data_root (see module docstring).
 
-    crop: int or (h, w); training crops at random, evaluation crops the centre (None = full frame).
-    windows_per_video: training items per video per epoch. max_windows_per_video: evaluation
-    windows per video, evenly spaced (None = all). frames_root: folder of extracted frames
-    (`<Category>/<video>/frame_%05d.png`) read instead of decoding. audio_samples: override the
-    segment length A (default from the slowest fps of the whole CSV, so splits agree).
+    sampling: a Sampling (training draws or evaluation windows). frames_root: folder of extracted
+    frames (`<Category>/<video>/frame_%05d.png`) read instead of decoding. audio_samples: override
+    the segment length A (default from the slowest fps of the whole CSV, so splits agree).
     """
 
-    def __init__(self, data_root, dataset, split, scale, crop=None, train=False, windows_per_video=1,
-                 frames_root=None, seed=0, max_windows_per_video=None, hflip=True, vflip=False,
-                 reverse=True, audio_samples=None):
+    def __init__(self, data_root, dataset, split, scale, sampling=Sampling(), frames_root=None, audio_samples=None):
+        crop, windows_per_video = sampling.crop, sampling.windows_per_video
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale}")
         if int(windows_per_video) < 1:
@@ -172,11 +187,11 @@ class VFIWindows(Dataset):
         paths = runs.dataset_paths(data_root, dataset)
         self.video_dir, self.csv_path, self.audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
         self.frames_root = Path(frames_root) if frames_root is not None else None
-        self.split, self.scale, self.train = split, int(scale), bool(train)
+        self.split, self.scale, self.train = split, int(scale), bool(sampling.train)
         self.crop = _crop_size(crop)
         self.windows_per_video = int(windows_per_video)
-        self.seed = int(seed)
-        self.hflip, self.vflip, self.reverse = bool(hflip), bool(vflip), bool(reverse)
+        self.seed = int(sampling.seed)
+        self.hflip, self.vflip, self.reverse = bool(sampling.hflip), bool(sampling.vflip), bool(sampling.reverse)
         all_rows = read_split(self.csv_path)
         if not all_rows:
             raise ValueError(f"{self.csv_path}: no videos listed")
@@ -184,7 +199,7 @@ class VFIWindows(Dataset):
         self.videos, self.skipped = self._usable_videos([r for r in all_rows if r.split == split])
         self.eval_windows = [] if self.train else [
             (v, start) for v, entry in enumerate(self.videos)
-            for start in evaluation_starts(entry.n_frames, self.scale, max_windows_per_video)]
+            for start in evaluation_starts(entry.n_frames, self.scale, sampling.max_windows_per_video)]
         # Shared with forked workers, so set_epoch reaches persistent workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._frame_times = {}

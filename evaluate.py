@@ -6,7 +6,7 @@
 
 It compares `{data_root}/<Model>/scale/<s>[_<run>]/<Category>/<video>/frame_%05d.png` (inputs at
 0, s, 2s, … copied, every other frame generated; written by inference.py) with
-`{data_root}/GT/scale/<s>/<Category>/<video>/` (DESIGN §2):
+`{data_root}/GT/scale/<s>/<Category>/<video>/`:
 - PSNR, SSIM and LPIPS are averaged over the generated frames (indices not multiples of s) of a
   video, then over videos;
 - FloLPIPS and VFIPS score the whole sequence of each video; FVD compares the set of all
@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import checkpoints
 import cli
+import fvd
 import metrics
 import registry
 import runs
@@ -257,7 +258,7 @@ def set_level_fvd(rows, cache):
         fake.append(features[1])
     if not real:
         return {"value": None, "clips": 0, "reason": "no video has 16 frames"}
-    value, reason, clips = metrics.fvd_from_features(np.concatenate(real), np.concatenate(fake))
+    value, reason, clips = fvd.fvd_from_features(np.concatenate(real), np.concatenate(fake))
     if missing:
         reason = (reason + "; " if reason else "") + f"features of {missing} video(s) missing from {cache.folder}"
     return {"value": value, "clips": clips, "reason": reason}
@@ -304,7 +305,7 @@ def format_table(summary):
         if entry["status"] == "unavailable":
             lines.append(f"{label:<{LABEL}}unavailable ({entry['reason']})")
         elif name == "fvd":
-            note = f"{entry['clips']} clips of {metrics.FVD_CLIP_FRAMES} frames" + (
+            note = f"{entry['clips']} clips of {fvd.FVD_CLIP_FRAMES} frames" + (
                 f"; {entry['reason']}" if entry["reason"] else "")
             lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{entry['clips']:>8}  {note}")
         else:

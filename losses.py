@@ -104,15 +104,6 @@ def laplacian_pyramid(images, levels=LAPLACIAN_LEVELS):
     return bands + [current]
 
 
-def reconstruct_from_pyramid(pyramid):
-    """Inverse of laplacian_pyramid (used by the tests to show the pyramid loses nothing)."""
-    image = pyramid[-1]
-    kernel = gaussian_kernel_5x5(image.shape[1], image.device, image.dtype)
-    for band in reversed(pyramid[:-1]):
-        image = band + _upsample(image, kernel, band.shape[-2:])
-    return image
-
-
 def laplacian_loss(pred, target):
     """L1 per pyramid level, summed. The residual is included so a global offset is not free."""
     diff = as_images(pred) - as_images(target)  # the pyramid is linear

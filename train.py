@@ -35,7 +35,7 @@ import registry
 import runs
 import runtime
 import training_log
-from dataset import VFIWindows
+from dataset import Sampling, VFIWindows
 from utils import ASVFIError
 
 BATCH_TENSORS = ("inputs", "targets", "audio", "audio_times", "has_audio", "ts")
@@ -150,9 +150,9 @@ def build_datasets(args, procs):
         prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
     crop = args.crop or None
-    train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, crop=crop, train=True,
-                           windows_per_video=args.windows_per_video, seed=args.random_seed)
-    val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, crop=args.val_crop or None, train=False)
+    training = Sampling(train=True, crop=crop, windows_per_video=args.windows_per_video, seed=args.random_seed)
+    train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, training)
+    val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, Sampling(crop=args.val_crop or None))
     if args.val_windows and len(val_set) > args.val_windows:
         keep = np.unique(np.round(np.linspace(0, len(val_set) - 1, args.val_windows)).astype(int))
         val_set = Subset(val_set, keep.tolist())

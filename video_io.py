@@ -75,7 +75,7 @@ def _open(path):
     try:
         return av.open(str(path))
     except av.error.FFmpegError as err:
-        reason = getattr(err, "strerror", None) or err
+        reason = err.strerror or err
         raise MediaError(f"{path}: cannot open as a video/audio file ({reason})") from err
 
 

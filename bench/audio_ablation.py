@@ -94,7 +94,7 @@ def make_demo_at_size(args):
 
 def read_log(path):
     if not path.is_file():
-        raise SystemExit(f"{path}: no training log; run `python tools.py audio_ablation` without --report-only")
+        raise utils.ASVFIError(f"{path}: no training log; run `python tools.py audio_ablation` without --report-only")
     with open(path) as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
@@ -131,7 +131,7 @@ def main(argv=None):
     if args.size and not args.report_only:
         make_demo_at_size(args)
     if not args.report_only and not train_arms(args):
-        raise SystemExit("training an arm failed (see above)")
+        raise utils.ASVFIError("training an arm failed (see above)")
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
     command = "python tools.py audio_ablation " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()

@@ -1,4 +1,4 @@
-"""Inference speed and peak memory (issue 4): interpolated frames/s, and memory that does not grow with video length.
+"""Inference speed and peak memory: interpolated frames/s, and memory that does not grow with video length.
 
     python tools.py bench-infer                                  # ASVFI (width 0.25) at 256x256 and 640x480, CPU
     python tools.py bench-infer --width 1.0 --sizes 256x256      # FLAVR size (slow on a small CPU)
@@ -31,9 +31,10 @@ import torch  # noqa: E402
 
 import checkpoints  # noqa: E402
 import inference  # noqa: E402
-import video_io  # noqa: E402
-from utils import AUDIO_RATE  # noqa: E402
+import interpolate  # noqa: E402
 import registry  # noqa: E402
+import video_io  # noqa: E402
+from utils import AUDIO_RATE, ASVFIError  # noqa: E402
 
 
 def parse_args(argv):
@@ -96,14 +97,14 @@ def measure_speed(args):
     device = torch.device(args.device)
     width, height = (int(v) for v in args.size.split("x"))
     network = build_network(args, device)
-    engines = inference.build_engines(network, device, args.scale,
+    engines = interpolate.build_engines(network, device, args.scale,
                                       Namespace(amp=args.amp, tile=args.tile, tile_overlap=32))
     wave = (0.1 * np.random.default_rng(0).standard_normal(AUDIO_RATE * 4)).astype(np.float32)
     rss_ready = peak_rss_mb()
 
     def run(n_windows):
         frames = clip(n_windows + 1, width, height)
-        count = sum(1 for _ in inference.interpolate_video(iter(frames), engines, wave, args.batch, 25))
+        count = sum(1 for _ in interpolate.interpolate_video(iter(frames), engines, wave, args.batch, 25))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return count - (n_windows + 1)  # generated frames only
@@ -139,7 +140,7 @@ def in_subprocess(argv, worker, **extra):
         command += [f"--{key}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
-        raise SystemExit(f"bench-infer worker {worker} {extra} failed:\n{done.stderr[-3000:]}")
+        raise ASVFIError(f"bench-infer worker {worker} {extra} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

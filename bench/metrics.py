@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
 
 import flow  # noqa: E402
+import fvd  # noqa: E402
 import lpips_parts  # noqa: E402
 import metrics  # noqa: E402
 import runtime  # noqa: E402
@@ -108,9 +109,9 @@ def metric_cases(args, device):
                   f"{vfips_note}; one 12-frame window"),
     }
     try:
-        detector = metrics.load_i3d(args.weights_dir, allow_download=False, device=device)
-        cases["fvd"] = (lambda r, d: metrics.i3d_features(detector, torch.stack(
-            [metrics.i3d_clip(r[:16]), metrics.i3d_clip(d[:16])])), 32, "I3D features of 2 clips of 16 frames")
+        detector = fvd.load_i3d(args.weights_dir, allow_download=False, device=device)
+        cases["fvd"] = (lambda r, d: fvd.i3d_features(detector, torch.stack(
+            [fvd.i3d_clip(r[:16]), fvd.i3d_clip(d[:16])])), 32, "I3D features of 2 clips of 16 frames")
     except weights.WeightsUnavailable:
         cases["fvd"] = (None, 0, "skipped: i3d_torchscript.pt not on this machine (pass --weights-dir)")
     return cases

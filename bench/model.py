@@ -1,5 +1,5 @@
-"""ASVFI forward / training-step ms per window, audio on vs off (issue 3 target: audio adds <= 10 %
-to forward time at FLAVR size).
+"""ASVFI forward / training-step ms per window, audio on vs off (how much the audio branch adds to the
+forward time at FLAVR size).
 
     python tools.py bench-model                        # 256x256, 2x, width 1.0 (FLAVR size), batch 1
     python tools.py bench-model --size 128 --width 0.125 --reps 5
@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from model import default_config  # noqa: E402
 from registry import build_model  # noqa: E402
+from utils import ASVFIError  # noqa: E402
 
 AUDIO_RATE, AUDIO_HOP = 16000, 160
 # label: (autocast dtype, channels_last_3d)
@@ -148,7 +149,7 @@ def variants(args, device):
         labels = args.variants.split(",")
         unknown = sorted(set(labels) - set(VARIANTS))
         if unknown:
-            raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+            raise ASVFIError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     elif device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
         labels = [v for v in VARIANTS if bf16 or not v.startswith("bf16")]

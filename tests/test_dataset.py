@@ -17,7 +17,7 @@ import dataset
 import runs
 import utils
 import video_io
-from dataset import Augmentation, VFIWindows
+from dataset import Augmentation, Sampling, VFIWindows
 
 FPS, HEIGHT, WIDTH, N_FRAMES = 25, 48, 64, 30
 RATE = 16000
@@ -80,10 +80,10 @@ def tiny_root(tmp_path_factory):
     return root
 
 
-def windows(root, scale, **kwargs):
+def windows(root, scale, frames_root=None, **sampling):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SHORT is skipped at 4x/8x; tested on its own below
-        return VFIWindows(root, "demo", "train", scale, **kwargs)
+        return VFIWindows(root, "demo", "train", scale, Sampling(**sampling), frames_root=frames_root)
 
 
 def video_index(data, relative):
@@ -320,8 +320,8 @@ def test_audio_cache_is_read_instead_of_decoding(tiny_root, tmp_path, monkeypatc
 
 # ----------------------------------------------------------------------------- the demo set
 def test_demo_windows_batch_with_the_default_collate(demo_root):
-    train = VFIWindows(demo_root, "demo", "train", 2, crop=64, train=True)
-    val = VFIWindows(demo_root, "demo", "val", 2, max_windows_per_video=2)
+    train = VFIWindows(demo_root, "demo", "train", 2, Sampling(train=True, crop=64))
+    val = VFIWindows(demo_root, "demo", "val", 2, Sampling(max_windows_per_video=2))
     assert train.audio_samples == val.audio_samples == dataset.audio_samples_for(25, 2)
     batch = next(iter(DataLoader(train, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0))))
     assert batch["inputs"].shape == (2, 4, 3, 64, 64) and batch["targets"].shape == (2, 1, 3, 64, 64)

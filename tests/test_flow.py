@@ -8,6 +8,7 @@ from compat import load_fixture, recipe_state
 
 import checkpoints
 import flow
+import raft
 import weights
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +349,7 @@ def expected_raft_keys():
 
 
 def test_raft_state_dict_equals_the_official_key_list():
-    net = flow.RAFT()
+    net = raft.RAFT()
     assert [(name, tuple(t.shape)) for name, t in net.state_dict().items()] == expected_raft_keys()
     assert len(net.state_dict()) == 179
     assert sum(p.numel() for p in net.parameters()) == 5257536
@@ -357,7 +358,7 @@ def test_raft_state_dict_equals_the_official_key_list():
 def random_raft_state(seed=0):
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for name, tensor in flow.RAFT().state_dict().items():
+    for name, tensor in raft.RAFT().state_dict().items():
         if name.endswith("num_batches_tracked"):
             state[name] = torch.tensor(1000)
         elif name.endswith("running_var"):
@@ -380,12 +381,12 @@ def test_raft_loads_a_module_prefixed_checkpoint_strictly(tmp_path, monkeypatch)
     assert not net.train().training and not any(p.requires_grad for p in net.parameters())
     with pytest.raises(checkpoints.CheckpointError, match="raft-things.pth"):
         torch.save({"module.fnet.conv1.weight": state["fnet.conv1.weight"]}, tmp_path / "raft-things.pth")
-        flow.load_raft(weights_dir=tmp_path, allow_download=False)
+        raft.load_raft(weights_dir=tmp_path, allow_download=False)
 
 
 @pytest.fixture(scope="module")
 def raft_net():
-    net = flow.RAFT()
+    net = raft.RAFT()
     net.load_state_dict(random_raft_state(1))
     return net.freeze()
 
@@ -408,11 +409,11 @@ def test_raft_forward_shape_padding_and_iterations(raft_net):
 def test_raft_correlation_pyramid_and_window_order():
     generator = torch.Generator().manual_seed(3)
     fmap1, fmap2 = torch.randn(2, 1, 4, 8, 8, generator=generator, dtype=torch.float64)
-    pyramid = flow.all_pairs_correlation_pyramid(fmap1, fmap2, levels=2)
+    pyramid = raft.all_pairs_correlation_pyramid(fmap1, fmap2, levels=2)
     assert pyramid[0].shape == (64, 1, 8, 8) and pyramid[1].shape == (64, 1, 4, 4)
     torch.testing.assert_close(pyramid[0][8 * 2 + 5, 0, 6, 1], (fmap1[0, :, 2, 5] * fmap2[0, :, 6, 1]).sum() / 2)
     coords = flow.pixel_grid(8, 8, dtype=torch.float64)
-    window = flow.lookup_correlation(pyramid, coords, radius=1)
+    window = raft.lookup_correlation(pyramid, coords, radius=1)
     assert window.shape == (1, 18, 8, 8)
     # RAFT's window order: channel k = i*3 + j samples (x + i - 1, y + j - 1) at level 0.
     y, x = 3, 4
@@ -425,7 +426,7 @@ def test_convex_upsampling_with_a_centre_mask_replicates_8x_flow():
     coarse = torch.randn(1, 2, 3, 4, generator=torch.Generator().manual_seed(4))
     mask = torch.full((1, 9, 8, 8, 3, 4), -50.0)
     mask[:, 4] = 50.0  # all weight on the centre of each 3x3 neighbourhood
-    upsampled = flow.convex_upsample(coarse, mask.view(1, 576, 3, 4))
+    upsampled = raft.convex_upsample(coarse, mask.view(1, 576, 3, 4))
     torch.testing.assert_close(upsampled, 8 * coarse.repeat_interleave(8, 2).repeat_interleave(8, 3))
 
 

@@ -12,6 +12,7 @@ from compat import load_fixture, recipe_state
 from skimage.metrics import structural_similarity
 
 import flow
+import fvd
 import lpips_parts
 import metrics
 import vfips
@@ -56,6 +57,15 @@ def skimage_ssim(pred, gt):
     return np.array([structural_similarity(p.transpose(1, 2, 0), g.transpose(1, 2, 0), gaussian_weights=True,
                                            sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=2)
                      for p, g in zip(pred, gt)])
+
+
+def flolpips_triplet(lpips_net, flow_fn, frame0, frame1, frame_pred, frame_ref, reference_nan=False):
+    """The reference's frame-interpolation API: flows from the middle frame to each true neighbour,
+    reference minus prediction, scored with each and averaged, (B,)."""
+    scores = [metrics.flolpips_from_flow(lpips_net, frame_ref, frame_pred,
+                                         flow_fn(frame_ref, neighbour) - flow_fn(frame_pred, neighbour), reference_nan)
+              for neighbour in (frame0, frame1)]
+    return (scores[0] + scores[1]) / 2
 
 
 # ----------------------------------------------------------------------------- PSNR
@@ -262,7 +272,7 @@ def test_flolpips_end_to_end_with_pwcnet_matches_fixture(lpips_net, pwc_net, pwc
         assert_close(pwc_net(inputs["first"], inputs["second"]), outputs["flow"], 1e-4, "PWC-Net flow")
         per_pair = metrics.flolpips_pairs(lpips_net, pwc_net, ref, pred)
         video = metrics.flolpips_video(lpips_net, pwc_net, ref, pred, batch=2)
-        triplet = metrics.flolpips_triplet(lpips_net, pwc_net, inputs["triplet_I0"], inputs["triplet_I1"],
+        triplet = flolpips_triplet(lpips_net, pwc_net, inputs["triplet_I0"], inputs["triplet_I1"],
                                            inputs["triplet_frame_dis"], inputs["triplet_frame_ref"])
     assert_close(per_pair, outputs["flolpips_video_per_pair"], 1e-5, "per pair")
     assert video == pytest.approx(outputs["flolpips_video_mean"].item(), abs=1e-5)
@@ -354,38 +364,38 @@ def test_frechet_distance_matches_closed_form_for_diagonal_and_rotated_gaussians
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     var1, var2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
     closed = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
-    assert metrics.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(closed, rel=1e-9)
+    assert fvd.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(closed, rel=1e-9)
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # same eigenbasis: Σ1 and Σ2 commute
     sigma1, sigma2 = rotation @ np.diag(var1) @ rotation.T, rotation @ np.diag(var2) @ rotation.T
-    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(closed, rel=1e-8)
-    assert metrics.frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9)
+    assert fvd.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(closed, rel=1e-8)
+    assert fvd.frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9)
 
 
 def test_frechet_distance_with_singular_covariances_stays_finite_and_close():
     var1, var2 = np.array([1.0, 2.0, 0.0, 0.0]), np.array([0.5, 0.0, 3.0, 0.0])
     closed = np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
-    value = metrics.frechet_distance(np.zeros(4), np.diag(var1), np.zeros(4), np.diag(var2))
+    value = fvd.frechet_distance(np.zeros(4), np.diag(var1), np.zeros(4), np.diag(var2))
     assert math.isfinite(value) and value == pytest.approx(closed, abs=1e-6)
 
 
 def test_frechet_distance_falls_back_to_an_offset_when_sqrtm_fails(monkeypatch):
-    real_sqrtm = metrics.scipy.linalg.sqrtm
+    real_sqrtm = fvd.scipy.linalg.sqrtm
     calls = []
 
     def failing_once(matrix):
         calls.append(matrix)
         return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
 
-    monkeypatch.setattr(metrics.scipy.linalg, "sqrtm", failing_once)
+    monkeypatch.setattr(fvd.scipy.linalg, "sqrtm", failing_once)
     var1, var2 = np.array([1.0, 4.0]), np.array([9.0, 1.0])
-    value = metrics.frechet_distance(np.zeros(2), np.diag(var1), np.ones(2), np.diag(var2), eps=1e-6)
+    value = fvd.frechet_distance(np.zeros(2), np.diag(var1), np.ones(2), np.diag(var2), eps=1e-6)
     assert len(calls) == 2 and np.allclose(calls[1], np.diag((var1 + 1e-6) * (var2 + 1e-6)))
     assert value == pytest.approx(2 + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2), abs=1e-5)
 
 
 def test_feature_stats_use_population_covariance_like_stylegan_v():
     feats = np.random.default_rng(2).normal(size=(50, 3))
-    mean, cov = metrics.feature_stats(feats)
+    mean, cov = fvd.feature_stats(feats)
     np.testing.assert_allclose(mean, feats.mean(0))
     np.testing.assert_allclose(cov, np.cov(feats, rowvar=False, bias=True), atol=1e-12)
 
@@ -408,7 +418,7 @@ def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
     """Frames that are flat per frame survive the resize exactly, so the features are known in
     closed form and the FVD can be computed independently with numpy."""
     torch.jit.script(StandInI3D()).save(str(tmp_path / weights.REGISTRY["i3d"].filename))
-    detector = metrics.load_i3d(weights_dir=tmp_path, allow_download=False)
+    detector = fvd.load_i3d(weights_dir=tmp_path, allow_download=False)
     rng = np.random.default_rng(5)
     levels_real = [rng.uniform(0, 1, (n, 3)) for n in (40, 33, 16)]
     levels_fake = [np.clip(level + rng.normal(0, 0.1, level.shape), 0, 1) for level in levels_real]
@@ -429,7 +439,7 @@ def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
     real, fake = features(levels_real), features(levels_fake)
     mu1, mu2 = real.mean(0), fake.mean(0)
     cov1, cov2 = np.cov(real, rowvar=False, bias=True), np.cov(fake, rowvar=False, bias=True)
-    expected = metrics.frechet_distance(mu1, cov1, mu2, cov2)
+    expected = fvd.frechet_distance(mu1, cov1, mu2, cov2)
     assert clips == len(real) == 2 + 2 + 1 and reason == ""
     assert value == pytest.approx(expected, rel=1e-4, abs=1e-6)
     same, _, _ = metrics.fvd(detector, [video(v) for v in levels_real], [video(v) for v in levels_real])
@@ -439,7 +449,7 @@ def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
 
 
 def test_i3d_clip_layout_and_range():
-    clip = metrics.i3d_clip(torch.rand(16, 3, 24, 40))
+    clip = fvd.i3d_clip(torch.rand(16, 3, 24, 40))
     assert clip.shape == (3, 16, 224, 224) and clip.min() >= -1 and clip.max() <= 1
 
 
