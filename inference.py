@@ -62,9 +62,10 @@ def run_of(args):
 def missing_checkpoint_message(args, path, scale):
     tag = f" --tag {args.tag}" if args.tag else ""
     snapshot = f" --save-every {args.epoch}" if args.epoch and not args.checkpoint else ""
+    out_dir = f" --out-dir {args.out_dir}" if args.out_dir != "." else ""
     return (f"{path}: no such checkpoint. Train it first:\n"
             f"  python main.py --model {args.model} --optimizer {args.optimizer} --lr {args.lr} "
-            f"--scale {scale}{tag}{snapshot}\n"
+            f"--scale {scale}{tag}{snapshot}{out_dir}\n"
             f"or pass --checkpoint PATH (or --model repeat/blend/dis, which need no weights).")
 
 
