@@ -218,7 +218,7 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
     assert run_main(demo_root, tmp_path / "straight", *flags) == 0
     straight = load(tmp_path / f"straight/weights/pervfi/{RUN}.pth")
     nll = [r["val_NLL"] for r in straight["history"]]
-    assert nll[1] < nll[0] and all(2 < v < 12 for v in nll)
+    assert nll[1] < nll[0] and all(-12 < v < 12 for v in nll)
     assert straight["scheduler"]["total_steps"] == 4 and straight["args"]["grad_clip"] == 0.1
 
     poison.calls, poison.first_bad_call = 0, 5  # the run dies in epoch 2, after epoch 1's checkpoint
