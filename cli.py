@@ -18,7 +18,7 @@ import sys
 import runs
 from utils import ASVFIError
 
-DATASETS = tuple(runs.DATASET_FOLDERS)
+DATASETS = (*runs.DATASET_FOLDERS, *runs.TESTSET_FOLDERS)
 
 
 def lr_string(text):

@@ -16,6 +16,10 @@ from pathlib import Path
 DISPLAY_NAMES = {"asvfi": "ASVFI", "pervfi": "PerVFI", "repeat": "Repeat", "blend": "Blend", "dis": "DIS"}
 TRAINED_MODELS = ("asvfi", "pervfi")
 DATASET_FOLDERS = {"ucf101": "UCF-101", "demo": "demo"}
+# The standard image test sets (testsets.py), each under --data-root by the folder name its
+# publishers use; `testset_dir` / `testset_output_dir` give their input and output folders.
+TESTSET_FOLDERS = {"flavr-ucf101": "ucf101_flavr", "ucf101-triplets": "ucf101_interp_ours",
+                   "vimeo-septuplet": "vimeo_septuplet"}
 _GROUP_PATTERN = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
@@ -89,6 +93,18 @@ def dataset_paths(data_root, dataset=None, folder=None):
     name = folder or DATASET_FOLDERS[dataset]
     return {"videos": root / name, "split_csv": root / f"{name}_split.csv", "audio": root / f"{name}_audio16k",
             "frames": root / f"{name}_imgs", "cache": root / f".{name}_prepare.json"}
+
+
+def testset_dir(data_root, dataset):
+    """Folder of a standard test set: `{data_root}/ucf101_flavr`, `ucf101_interp_ours`, `vimeo_septuplet`."""
+    return Path(data_root) / TESTSET_FOLDERS[dataset]
+
+
+def testset_output_dir(data_root, model, dataset, run=None):
+    """A model's predictions on a test set: `{data_root}/<Model>/<dataset>/<run>` (baselines: `.../<dataset>`),
+    one folder per sample id holding its predictions and identity."""
+    folder = Path(data_root) / DISPLAY_NAMES[model] / dataset
+    return folder / run if run else folder
 
 
 def default_dataset(data_root):
