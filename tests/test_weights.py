@@ -1,0 +1,127 @@
+"""weights.py: hashes, HTML pages, format checks, temp-file downloads, HTTPS only (a local fake downloader)."""
+import dataclasses
+import hashlib
+import io
+import zipfile
+
+import pytest
+import torch
+
+import weights
+
+
+class FakeResponse(io.BytesIO):
+    headers = {}
+
+
+@pytest.fixture()
+def served(monkeypatch, tmp_path):
+    """Serve `served[url] = bytes` instead of the network; the hub cache is a temp folder."""
+    pages = {}
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(weights, "open_url", lambda url: FakeResponse(pages[url]))
+    return pages
+
+
+def register(monkeypatch, name="test_file", **fields):
+    spec = weights.WeightSpec(**{"filename": "test.pth", "url": "https://example.org/test.pth",
+                                 "about": "a test file", **fields})
+    monkeypatch.setitem(weights.REGISTRY, name, spec)
+    return spec
+
+
+def torch_bytes(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_every_registry_entry_is_https_and_checked():
+    for name, spec in weights.REGISTRY.items():
+        assert spec.url.startswith("https://"), name
+        assert spec.sha256 == "" or len(spec.sha256) == 64, name
+        assert spec.sha256 or spec.hub_prefix or spec.keys or spec.torchscript or name == "vfips", name
+        assert weights.verification(name) in ("sha256", "sha256-prefix", "unverified")
+    assert weights.verification("lpips_alex") == "sha256"
+    assert weights.verification("alexnet") == "sha256-prefix"
+    assert weights.verification("pervfi_v00") == "unverified"
+
+
+def test_download_with_the_pinned_hash_lands_in_the_cache(served, monkeypatch):
+    payload = torch_bytes({"w": torch.ones(2)})
+    spec = register(monkeypatch, sha256=hashlib.sha256(payload).hexdigest())
+    served[spec.url] = payload
+    path = weights.locate("test_file")
+    assert path.read_bytes() == payload and path.parent == weights.cache_dir()
+    assert [p.name for p in path.parent.iterdir()] == ["test.pth"]  # the temp folder is gone
+
+
+def test_wrong_hash_is_rejected_naming_url_file_and_hash_and_nothing_is_cached(served, monkeypatch):
+    spec = register(monkeypatch, sha256="ab" * 32)
+    served[spec.url] = torch_bytes({"w": torch.ones(2)})
+    with pytest.raises(weights.WeightsUnavailable, match=rf"(?s)example.org/test.pth.*expected {'ab' * 32}.*test.pth"):
+        weights.locate("test_file")
+    assert not (weights.cache_dir() / "test.pth").exists()
+
+
+def test_html_error_page_is_rejected_and_not_cached(served, monkeypatch):
+    spec = register(monkeypatch, keys=("w",))
+    served[spec.url] = b"  <!DOCTYPE html><html><body>Quota exceeded</body></html>"
+    with pytest.raises(weights.WeightsUnavailable, match="HTML page"):
+        weights.locate("test_file")
+    assert not (weights.cache_dir() / "test.pth").exists()
+
+
+def test_unpinned_download_is_checked_for_format(served, monkeypatch, capsys):
+    spec = register(monkeypatch, keys=("w",))
+    served[spec.url] = torch_bytes({"other": torch.ones(1)})
+    with pytest.raises(weights.WeightsUnavailable, match="no w"):
+        weights.locate("test_file")
+    served[spec.url] = b"not a torch file at all"
+    with pytest.raises(weights.WeightsUnavailable, match="not a test file"):
+        weights.locate("test_file")
+    served[spec.url] = torch_bytes({"w": torch.ones(1)})
+    assert weights.locate("test_file").is_file()
+    assert "unverified" in capsys.readouterr().out
+
+
+def test_archive_member_is_extracted_and_checked(served, monkeypatch):
+    member = torch_bytes({"module.fnet.conv1.weight": torch.ones(1), "module.update_block.mask.2.weight": torch.ones(1)})
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("models/raft-sintel.pth", member)
+    spec = dataclasses.replace(weights.REGISTRY["raft_sintel"], url="https://example.org/models.zip")
+    monkeypatch.setitem(weights.REGISTRY, "raft_sintel", spec)
+    served[spec.url] = archive.getvalue()
+    assert weights.locate("raft_sintel").read_bytes() == member
+
+
+def test_plain_http_is_refused(served, monkeypatch):
+    register(monkeypatch, url="http://example.org/test.pth")
+    with pytest.raises(weights.WeightsUnavailable, match="plain HTTP"):
+        weights.locate("test_file")
+
+
+def test_corrupt_cached_file_raises_a_project_error_naming_it(served, monkeypatch, tmp_path):
+    register(monkeypatch)
+    (tmp_path / "test.pth").write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(weights.WeightsUnavailable, match="test.pth"):
+        weights.load_state_dict("test_file", weights_dir=tmp_path, allow_download=False)
+    (tmp_path / "test.pth").write_bytes(b"<html>cached error page</html>")
+    with pytest.raises(weights.WeightsUnavailable, match="HTML page"):
+        weights.locate("test_file", weights_dir=tmp_path)
+
+
+def test_cached_file_with_a_wrong_hash_is_rejected(served, monkeypatch, tmp_path):
+    register(monkeypatch, hub_prefix="00000000")
+    (tmp_path / "test.pth").write_bytes(torch_bytes({"w": torch.ones(1)}))
+    with pytest.raises(weights.WeightsUnavailable, match="expected 00000000"):
+        weights.locate("test_file", weights_dir=tmp_path)
+
+
+def test_offline_environment_never_downloads(served, monkeypatch):
+    register(monkeypatch)
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    with pytest.raises(weights.WeightsUnavailable, match="not found"):
+        weights.locate("test_file")
