@@ -9,6 +9,8 @@ in [0, 1] and return the flow from the first to the second frame in pixels; all 
 - "pwc":  PWC-Net as used by FloLPIPS (sniklaus/pytorch-pwc "default", via danier97/flolpips),
           checkpoint-compatible with `network-default.pytorch`.
 - "raft": RAFT (princeton-vl/RAFT, full model), checkpoint-compatible with `raft-things.pth`.
+- "raft_sintel": the same with the released Sintel weights `raft-sintel.pth` and zero padding to
+          multiples of 8, as PerVFI's inference runs it (12 iterations).
 - "dis":  OpenCV DIS (no weights; for machines without the pretrained files).
 """
 import math
@@ -360,11 +362,11 @@ class DISFlow(FrozenFlowModule):
 # One interface
 # ---------------------------------------------------------------------------------------------
 
-FLOW_ESTIMATORS = ("pwc", "raft", "dis")
+FLOW_ESTIMATORS = ("pwc", "raft", "raft_sintel", "dis")
 
 
 def build_flow_estimator(name, weights_dir=None, allow_download=True, device=None):
-    """Frozen flow estimator `name` ("pwc", "raft", "dis"): forward(img0, img1) → flow img0→img1.
+    """Frozen flow estimator `name` (one of FLOW_ESTIMATORS): forward(img0, img1) → flow img0→img1.
 
     Inputs (B, 3, H, W) RGB in [0, 1], output (B, 2, H, W) in pixels. Learned estimators load their
     released weights through weights.py (`weights.WeightsUnavailable` names the file when absent);
@@ -375,6 +377,9 @@ def build_flow_estimator(name, weights_dir=None, allow_download=True, device=Non
     if name == "raft":
         import raft  # raft.py builds on this module's warping and base class
         return raft.load_raft(weights_dir, allow_download, device)
+    if name == "raft_sintel":
+        import raft
+        return raft.load_raft(weights_dir, allow_download, device, checkpoint="raft_sintel", padding="zeros")
     if name == "dis":
         return DISFlow().to(device).freeze()
     raise ValueError(f"flow.py: unknown flow estimator {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")

@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import checkpoints
 import weights
 from flow import FrozenFlowModule, load_frozen, pixel_grid, sample_at_pixels
 
+PADDING_MODES = {"replicate": "replicate", "zeros": "constant"}  # name -> F.pad mode
 RAFT_HIDDEN = 128
 RAFT_CONTEXT = 128
 
@@ -188,26 +188,30 @@ class RAFT(FrozenFlowModule):
     """RAFT (Teed & Deng, ECCV 2020), full model, state_dict keys of princeton-vl/RAFT (no `module.`).
 
     Call: `flow = net(img0, img1, iters=None)`, (B, 3, H, W) RGB in [0, 1] → (B, 2, H, W) pixels from
-    img0 to img1. Inputs are mapped to [-1, 1] (RAFT's 2·(x/255) − 1) and replicate-padded to
-    multiples of 8 (centred, RAFT's "sintel" padder); the flow is cropped back. `iters` defaults to
-    the constructor's (12, RAFT's test setting for raft-things; 20/32 for benchmarks).
+    img0 to img1. Inputs are mapped to [-1, 1] (RAFT's 2·(x/255) − 1) and padded to multiples of 8,
+    centred: `padding="replicate"` is RAFT's own "sintel" padder, `"zeros"` PerVFI's (their
+    InputPadder pads the [0, 255] frames with constant 0); the flow is cropped back. `iters`
+    defaults to the constructor's (12, RAFT's test setting and PerVFI's; 20/32 for benchmarks).
     """
 
-    def __init__(self, iters=12, corr_levels=4, corr_radius=4):
+    def __init__(self, iters=12, corr_levels=4, corr_radius=4, padding="replicate"):
         super().__init__()
+        if padding not in PADDING_MODES:
+            raise ValueError(f"raft.py: padding must be one of {sorted(PADDING_MODES)}, got {padding!r}")
         self.iters = iters
+        self.padding = padding
         self.corr_levels = corr_levels
         self.corr_radius = corr_radius
         self.fnet = RAFTEncoder(256, "instance")
         self.cnet = RAFTEncoder(RAFT_HIDDEN + RAFT_CONTEXT, "batch")
         self.update_block = RAFTUpdateBlock(corr_levels * (2 * corr_radius + 1) ** 2, RAFT_HIDDEN)
 
-    @staticmethod
-    def _pad_to_8(images):
+    def _pad_to_8(self, images):
+        """Centred padding of the [0, 1] frames (zeros there = 0 of PerVFI's [0, 255] input)."""
         height, width = images.shape[-2:]
         pad_h, pad_w = (-height) % 8, (-width) % 8
         padding = [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
-        return F.pad(images, padding, mode="replicate"), padding
+        return F.pad(images, padding, mode=PADDING_MODES[self.padding]), padding
 
     def forward(self, img0, img1, iters=None, flow_init=None, return_all=False):
         """Final flow (or, with `return_all`, the list of upsampled flows of every iteration).
@@ -216,7 +220,8 @@ class RAFT(FrozenFlowModule):
         """
         iters = self.iters if iters is None else iters
         height, width = img0.shape[-2:]
-        images, padding = self._pad_to_8(torch.cat([img0, img1], 0) * 2 - 1)
+        images, padding = self._pad_to_8(torch.cat([img0, img1], 0))
+        images = images * 2 - 1
         smallest = 8 * 2 ** (self.corr_levels - 1)
         if min(images.shape[-2:]) < smallest:
             raise ValueError(f"flow.py RAFT: frames of {height}x{width} are too small for a "
@@ -242,7 +247,9 @@ class RAFT(FrozenFlowModule):
         return predictions if return_all else predictions[-1]
 
 
-def load_raft(weights_dir=None, allow_download=True, device=None, iters=12):
-    """Frozen RAFT with the released raft-things weights (weights.locate("raft_things"))."""
-    path = weights.locate("raft_things", weights_dir, allow_download)
-    return load_frozen(RAFT(iters=iters), checkpoints.load_state_dict(path), path, device)
+def load_raft(weights_dir=None, allow_download=True, device=None, iters=12, checkpoint="raft_things",
+              padding="replicate"):
+    """Frozen RAFT with released weights: `checkpoint` names a weights.py entry ("raft_things",
+    "raft_sintel"); a file that does not load raises weights.WeightsUnavailable naming it."""
+    state, path = weights.load_state_dict(checkpoint, weights_dir, allow_download)
+    return load_frozen(RAFT(iters=iters, padding=padding), state, path, device)

@@ -506,3 +506,24 @@ def test_softmax_splat_is_differentiable_wrt_values_flow_and_metric():
 def test_backward_warp_is_differentiable_wrt_image_and_flow():
     values, flow_, _ = tiny_double_case(10)
     assert torch.autograd.gradcheck(flow.backward_warp, (values, flow_))
+
+
+def test_raft_zero_padding_is_pervfis_and_sintel_weights_load(tmp_path, monkeypatch):
+    """PerVFI pads RAFT's [0, 255] input with constant 0 (centred): what the encoder sees at the
+    border is -1 after normalisation, where RAFT's own padder replicates the edge."""
+    replicate, zeros = raft.RAFT(padding="replicate"), raft.RAFT(padding="zeros")
+    images = torch.rand(1, 3, 66, 75)
+    padded_r, pad = replicate._pad_to_8(images)
+    padded_z, same = zeros._pad_to_8(images)
+    assert pad == same == [2, 3, 3, 3]
+    assert (padded_z[..., 0, :] == 0).all() and (padded_r[..., 0, 2:-3] == images[..., 0, :]).all()
+    with pytest.raises(ValueError, match="padding"):
+        raft.RAFT(padding="reflect")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    state = random_raft_state()
+    torch.save({"module." + name: tensor for name, tensor in state.items()}, tmp_path / "raft-sintel.pth")
+    net = flow.build_flow_estimator("raft_sintel", weights_dir=tmp_path, allow_download=False)
+    assert net.padding == "zeros" and torch.equal(net.fnet.conv1.weight, state["fnet.conv1.weight"])
+    (tmp_path / "raft-sintel.pth").write_bytes(b"truncated")
+    with pytest.raises(weights.WeightsUnavailable, match="raft-sintel.pth"):
+        flow.build_flow_estimator("raft_sintel", weights_dir=tmp_path, allow_download=False)
