@@ -151,6 +151,11 @@ def read_split(csv_path, split=None):
     missing = {"path", "category", "split", "fps", "n_frames", "width", "height", "has_audio"} - set(table.columns)
     if missing:
         raise ValueError(f"{csv_path}: missing columns {sorted(missing)}")
+    bad = [f"row {i + 2}: {path!r}: {problem}" for i, path in enumerate(table["path"])
+           if (problem := runs.relative_path_problem(path))]
+    if bad:  # a path outside the video folder would make inference read and write outside the data root
+        raise ASVFIError(f"{csv_path}: {len(bad)} path(s) not under the video folder: {'; '.join(bad[:5])}; "
+                         f"fix those rows or re-run prepare")
     if split is not None:
         table = table[table["split"] == split]
     return [

@@ -13,8 +13,8 @@ window buffer, batching, recursion and tiling live in interpolate.py. Under torc
 takes every world-th test video.
 """
 import argparse
-import os
-import shutil
+import contextlib
+import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -28,7 +28,10 @@ from tqdm import tqdm
 
 import cli
 import dataset
+import identity
+import pipeline
 import prepare
+import publish
 import registry
 import runs
 import runtime
@@ -156,6 +159,10 @@ def check_length(source, needed=2):
 
 
 # ----------------------------------------------------------------------------- test-split mode
+class WriteError(ASVFIError):
+    """An output could not be written (disk full, read-only folder): the run stops, partials removed."""
+
+
 @dataclass
 class Destination:
     """Where one test video's results go; `frames`/`gt` are folders, `mp4` sits beside `frames`."""
@@ -169,66 +176,140 @@ class Destination:
         frames = out_root / rel.parent / rel.stem
         return cls(frames, frames.parent / f"{rel.stem}.mp4", gt_root / rel.parent / rel.stem)
 
-    def finished(self):
-        """The MP4 is renamed into place last, so its presence means everything else is complete."""
-        return self.frames.is_dir() and self.gt.is_dir() and self.mp4.is_file()
+    def finished(self, records):
+        """Published for exactly this source, these weights and settings: the frames folder's identity
+        is written last, so its match means the MP4 and the ground truth beside it are complete."""
+        return (identity.is_current(self.frames, records.output) and self.mp4.is_file()
+                and identity.is_current(self.gt, records.gt))
 
 
-def partial(path):
-    """Temporary name of a folder or file being written; the suffix keeps the container format."""
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
+@dataclass
+class Records:
+    gt: dict
+    output: dict
 
 
-def fresh_folder(path):
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
+def records_of(source, data_root, n_out, scale, made_by):
+    """Identity records of one video's ground truth and output; made_by = (model, checkpoint, settings)."""
+    model, checkpoint, settings = made_by
+    return Records(identity.gt_record(source.path, data_root, n_out, scale),
+                   identity.output_record(source.path, data_root, n_out, scale, model, checkpoint, settings))
 
 
-def publish(tmp, final):
-    """Move a completed temporary folder or file into place, replacing an older result."""
-    if final.is_dir():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+def settings_of(args, network):
+    """What besides the weights decides the frames (the model config holds heat, flow estimator, ...)."""
+    config = json.loads(json.dumps(network.config, default=str))
+    return {"config": config, "seed": args.seed, "amp": args.amp,
+            "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else 0}
 
 
-def write_test_video(source, dest, engines, scale, batch, write_gt):
+@contextlib.contextmanager
+def removed_on_failure(*paths):
+    """Partial results are deleted when the block fails, whatever the error."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if path is not None:
+                publish.remove(path)
+        raise
+
+
+@contextlib.contextmanager
+def write_errors_named(folder):
+    """Disk full, read-only folder, ...: one clear message naming where, and the run stops."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteError(f"{folder}: cannot write the results ({error}); free disk space or fix the "
+                         f"folder's permissions, then run again (finished videos are kept)") from error
+
+
+def write_test_video(source, dest, engines, scale, batch, records):
     """Regenerate every frame of one test video from its frames 0, s, 2s, …; write frames, MP4, GT.
 
-    Everything is written under temporary names and renamed when complete (MP4 last), so an
-    interrupted run never leaves output that looks finished. Returns the number of output frames.
+    Called with the output's lock held. Everything is written under names private to this run and
+    renamed when complete: GT (unless already current), MP4, then the frames folder with its
+    identity. Decoding, the model, PNG writes and H.264 encoding overlap (pipeline.py). Returns the
+    number of output frames and the bytes they take on disk.
     """
-    check_length(source, scale + 1)
     n_out = (source.n_frames - 1) // scale * scale + 1
     wave = load_wave(source)
-    tmp_frames = fresh_folder(partial(dest.frames))
-    tmp_gt = fresh_folder(partial(dest.gt)) if write_gt else None
-    tmp_mp4 = partial(dest.mp4)
+    publish.remove_leftovers(dest.frames)
+    tmp_frames, tmp_mp4 = publish.fresh_folder(publish.partial_name(dest.frames)), publish.partial_name(dest.mp4)
+    with contextlib.ExitStack() as stack:
+        tmp_gt = stack.enter_context(gt_writer(dest.gt, records.gt))
+        stack.enter_context(removed_on_failure(tmp_frames, tmp_mp4, tmp_gt))
+        stack.enter_context(write_errors_named(dest.frames.parent))
+        written = stream_test_video(source, (tmp_frames, tmp_mp4, tmp_gt), engines, (scale, batch, n_out), wave)
+        if written != n_out:
+            raise InputError(f"{source.path}: {written} frames came out, {n_out} expected (the video decodes "
+                             f"to fewer frames than it was probed with)")
+        if tmp_gt is not None:
+            identity.write_identity(tmp_gt, records.gt)
+            publish.publish(tmp_gt, dest.gt)
+        (dest.frames / identity.IDENTITY_FILE).unlink(missing_ok=True)  # old frames are no longer finished
+        publish.publish(tmp_mp4, dest.mp4)
+        identity.write_identity(tmp_frames, records.output)
+        publish.publish(tmp_frames, dest.frames)
+    return n_out, folder_bytes(dest.frames) + dest.mp4.stat().st_size
 
-    def inputs():
-        for index, (frame, time) in enumerate(source_frames(source)):
-            if index == n_out:
-                break
-            if tmp_gt is not None:
-                video_io.write_png_frames(tmp_gt, [frame], start=index)
-            if index % scale == 0:
-                yield frame, time
 
-    written = 0
+@contextlib.contextmanager
+def gt_writer(gt, record):
+    """A private partial GT folder, with GT's own lock held, when the published GT is not current;
+    None (nothing to write) when it is. GT is shared by all models: only its own record decides."""
+    if identity.is_current(gt, record):
+        yield None
+        return
+    with publish.exclusive(gt):
+        if identity.is_current(gt, record):  # another run wrote it while we waited
+            yield None
+            return
+        publish.remove_leftovers(gt)
+        yield publish.fresh_folder(publish.partial_name(gt))
+
+
+def stream_test_video(source, temporaries, engines, shape, wave):
+    """Decode → model → (PNG frames, H.264, PNG ground truth), overlapped in threads; frames written."""
+    tmp_frames, tmp_mp4, tmp_gt = temporaries
+    scale, batch, n_out = shape
     audio = None if wave is None else source.path
-    with video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height, audio_from=audio) as writer:
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height,
+                                                          audio_from=audio))
+        encoder = stack.enter_context(pipeline.Sink(writer.write, name="h264"))
+        pngs = stack.enter_context(pipeline.Sink(write_png, name="png"))
+
+        def inputs():
+            for index, (frame, time) in enumerate(pipeline.prefetch(source_frames(source))):
+                if index == n_out:
+                    break
+                if tmp_gt is not None:
+                    pngs.put((tmp_gt, frame, index))
+                if index % scale == 0:
+                    yield frame, time
+
+        written = 0
         for frame, _ in interpolate_video(inputs(), engines, wave, batch, source.fps / scale):
-            video_io.write_png_frames(tmp_frames, [frame], start=written)
-            writer.write(frame)
+            pngs.put((tmp_frames, frame, written))
+            encoder.put(frame)
             written += 1
-    if written != n_out:
-        raise InputError(f"{source.path}: {written} frames came out, {n_out} expected (the video decodes "
-                         f"to fewer frames than it was probed with)")
-    if tmp_gt is not None:
-        publish(tmp_gt, dest.gt)
-    publish(tmp_frames, dest.frames)
-    publish(tmp_mp4, dest.mp4)
-    return n_out
+    return written
+
+
+def write_png(item):
+    folder, frame, index = item
+    video_io.write_png_frames(folder, [frame], start=index)
+
+
+def folder_bytes(folder):
+    return sum(entry.stat().st_size for entry in Path(folder).iterdir() if entry.is_file())
+
+
+def test_sources(args, entries, video_dir):
+    """(entry, path) of each test video, every path confined to the video folder (CSV rows are data)."""
+    return [(entry, runs.confined(video_dir, entry.path, f"{video_dir.parent}: split CSV path")) for entry in entries]
 
 
 def run_test_split(args, procs):
@@ -239,25 +320,31 @@ def run_test_split(args, procs):
     video_dir, split_csv = paths["videos"], paths["split_csv"]
     entries = dataset.read_split(split_csv, "test")
     entries = procs.shard(entries[:args.limit] if args.limit else entries)
+    sources = test_sources(args, entries, video_dir)
     out_root = runs.output_dir(args.data_root, args.model, scale, run_of(args))
     gt_root = runs.gt_dir(args.data_root, scale)
-    written, skipped, failures = 0, 0, []
-    for entry in tqdm(entries, desc=f"{runs.DISPLAY_NAMES[args.model]} {scale}x", unit="video"):
+    made_by = (args.model, checkpoint_file(args) if args.model in registry.TRAINED else None,
+               settings_of(args, network))
+    written, skipped, failures, frames_out, bytes_out = 0, 0, [], 0, 0
+    for entry, path in tqdm(sources, desc=f"{runs.DISPLAY_NAMES[args.model]} {scale}x", unit="video"):
         dest = Destination.of(out_root, gt_root, entry.path)
-        if dest.finished() and not args.overwrite:
-            skipped += 1
-            continue
-        torch.manual_seed(args.seed)  # sampling models give the same frames whatever the video order
         try:
-            source = open_source(video_dir / entry.path)
-            write_test_video(source, dest, engines, scale, args.batch,
-                             write_gt=args.overwrite or not dest.gt.is_dir())
-            written += 1
+            source = open_source(path)
+            check_length(source, scale + 1)
+            records = records_of(source, args.data_root, (source.n_frames - 1) // scale * scale + 1, scale, made_by)
+            with publish.exclusive(dest.frames):  # one writer per output video, across processes
+                if dest.finished(records) and not args.overwrite:
+                    skipped += 1
+                    continue
+                torch.manual_seed(args.seed)  # sampling models give the same frames whatever the video order
+                n_frames, n_bytes = write_test_video(source, dest, engines, scale, args.batch, records)
+            written, frames_out, bytes_out = written + 1, frames_out + n_frames, bytes_out + n_bytes
         except UNREADABLE_ERRORS as error:  # one bad video must not stop the run; reported below
             failures.append(f"{entry.path}: {error}")
             tqdm.write(f"skipped {entry.path}: {error}", file=sys.stderr)
+    per_frame = f", {bytes_out / frames_out / 1024:.0f} KiB per output frame (PNG + MP4)" if frames_out else ""
     print(f"{written} video(s) written to {out_root}, {skipped} already finished (--overwrite redoes them), "
-          f"{len(failures)} failed; ground truth in {gt_root}")
+          f"{len(failures)} failed; ground truth in {gt_root}{per_frame}")
     for failure in failures:
         print(f"  FAILED {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -55,17 +55,26 @@ class Engine:
     def __call__(self, windows, audio, audio_times, has_audio):
         """windows (B, 4, H, W, 3) uint8, audio/audio_times (B, A) → (B, s-1, H, W, 3) uint8."""
         inputs = torch.from_numpy(windows).to(self.device).permute(0, 1, 4, 2, 3).float().div_(255)
+        pred = self.predict(inputs, audio, audio_times, has_audio)
+        pred = pred.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return pred.permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    def predict(self, inputs, audio, audio_times, has_audio, ts=None):
+        """inputs (B, 4, 3, H, W) float in [0, 1] → the raw float32 prediction (B, n, 3, H, W), unclamped.
+
+        ts (B, n): target times in the interval (any-t models only; default k/scale, k = 1..s-1).
+        """
         extra = {}
         if self.consumes.audio:
             extra = {"audio": torch.from_numpy(audio).to(self.device),
                      "audio_times": torch.from_numpy(audio_times).to(self.device),
-                     "has_audio": torch.full((len(windows),), has_audio, dtype=torch.bool, device=self.device)}
+                     "has_audio": torch.full((len(inputs),), has_audio, dtype=torch.bool, device=self.device)}
         if self.consumes.any_t:
-            extra["ts"] = (torch.arange(1, self.scale, device=self.device) / self.scale).expand(len(windows), -1)
+            native = torch.arange(1, self.scale, device=self.device) / self.scale
+            extra["ts"] = (native.expand(len(inputs), -1) if ts is None else ts.to(self.device))
         with torch.no_grad(), runtime.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
-        pred = pred.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return pred.permute(0, 1, 3, 4, 2).cpu().numpy()
+        return pred.float()
 
     def run_tiled(self, inputs, extra):
         """Overlapping tiles, blended back with weights that ramp down across the overlaps."""

@@ -9,8 +9,11 @@
 Checkpoint, figure and report paths are relative to `--out-dir` (the repository root by default);
 frames and data live under `--data-root`.
 """
+import os
 import re
 from pathlib import Path
+
+from utils import ASVFIError
 
 # Model names as they appear in output folders and report names.
 DISPLAY_NAMES = {"asvfi": "ASVFI", "pervfi": "PerVFI", "repeat": "Repeat", "blend": "Blend", "dis": "DIS"}
@@ -111,6 +114,30 @@ def default_dataset(data_root):
     """`--dataset` when none is given: UCF-101 when its folder or split CSV is under data_root, else the demo."""
     paths = dataset_paths(data_root, "ucf101")
     return "ucf101" if paths["videos"].is_dir() or paths["split_csv"].is_file() else "demo"
+
+
+def relative_path_problem(relative):
+    """Why a path read from a CSV, list or config cannot name a file under its root, or None."""
+    text = str(relative)
+    if not text.strip():
+        return "empty path"
+    if Path(text).is_absolute() or os.path.splitdrive(text)[0]:
+        return "absolute path (paths must be relative to their root)"
+    if ".." in Path(text).parts:
+        return "'..' in the path (paths must stay under their root)"
+    return None
+
+
+def confined(root, relative, what="path"):
+    """`root/relative`, refused (ASVFIError) when it is absolute, climbs with `..` or resolves
+    (through symlinks) outside `root`: nothing read from a CSV may name a file elsewhere."""
+    problem = relative_path_problem(relative)
+    path = Path(root) / str(relative)
+    if problem is None and not path.resolve().is_relative_to(Path(root).resolve()):
+        problem = f"resolves to {path.resolve()}, outside {Path(root).resolve()}"
+    if problem:
+        raise ASVFIError(f"{what} {str(relative)!r}: {problem}; fix or remove it")
+    return path
 
 
 def audio_cache_path(audio_dir, relative_video_path):

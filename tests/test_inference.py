@@ -188,7 +188,7 @@ def test_resume_skips_finished_videos_and_redoes_interrupted_ones(demo_root, tmp
     (out_root / first.parent / f"{first.stem}.partial" / "frame_00999.png").write_bytes(b"junk")
     assert run(*argv) == 0
     assert "1 video(s) written" in capsys.readouterr().out
-    assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:05d}.png" for i in range(47)]
+    assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:05d}.png" for i in range(47)] + ["identity.json"]
     assert not (out_root / first.parent / f"{first.stem}.partial").exists()
     assert done.stat().st_mtime_ns == stamp
 

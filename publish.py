@@ -1,0 +1,79 @@
+"""One writer per result, and results that appear whole: locks, private partial names, publication.
+
+    with exclusive(final):                       # blocks while another process writes this result
+        remove_leftovers(final)                  # partials of runs that died (nobody else writes now)
+        tmp = fresh_folder(partial_name(final))  # private to this run
+        ...                                      # write into tmp
+        publish(tmp, final)                      # rename into place; an older result moved aside first
+
+Locks are `fcntl.flock` on a hidden `.<name>.lock` beside the result, released when the process
+dies, so a crashed run never blocks the next one. Partial names carry the process id and a random
+token, so two runs never write into one partial folder.
+"""
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def lock_path(final):
+    final = Path(final)
+    return final.with_name(f".{final.name}.lock")
+
+
+@contextlib.contextmanager
+def exclusive(final):
+    """Hold the lock of one result for the duration of the block (blocking, across processes)."""
+    path = lock_path(final)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def partial_name(final):
+    """A temporary name beside `final`, private to this run; the suffix keeps the container format."""
+    final = Path(final)
+    return final.with_name(f"{final.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+def remove_leftovers(final):
+    """Delete partials of `final` left by interrupted runs; call with final's lock held."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for leftover in final.parent.glob(f"{final.stem}.partial*"):
+        remove(leftover)
+
+
+def remove(path):
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def fresh_folder(path):
+    remove(path)
+    Path(path).mkdir(parents=True)
+    return Path(path)
+
+
+def publish(tmp, final):
+    """Rename a complete `tmp` into place (the caller holds final's lock). A folder already there is
+    renamed aside first and deleted after, so `final` is at every moment either the old or the new result."""
+    final = Path(final)
+    if final.is_dir():
+        old = partial_name(final)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final

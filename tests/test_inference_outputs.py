@@ -1,0 +1,128 @@
+"""inference.py test split: paths confined to the data root, one writer per output, identity-keyed
+"finished", ground truth shared by all models, clean failure on a full disk."""
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import identity
+import inference
+import video_io
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*argv):
+    return inference.main([str(a) for a in argv] + ["--device", "cpu"])
+
+
+@pytest.fixture
+def root(demo_root, tmp_path):
+    """A private copy of the demo data with only its first test video in the split."""
+    import shutil
+    shutil.copytree(demo_root / "demo", tmp_path / "demo")
+    table = pd.read_csv(demo_root / "demo_split.csv")
+    first_test = table.index[table["split"] == "test"][0]
+    table[(table["split"] != "test") | (table.index == first_test)].to_csv(tmp_path / "demo_split.csv", index=False)
+    return tmp_path
+
+
+def first_test_path(root):
+    table = pd.read_csv(root / "demo_split.csv")
+    return Path(table[table["split"] == "test"]["path"].iloc[0])
+
+
+def folders(root, model="Blend"):
+    rel = first_test_path(root)
+    return root / model / "scale" / "2" / rel.parent / rel.stem, root / "GT" / "scale" / "2" / rel.parent / rel.stem
+
+
+@pytest.mark.parametrize("bad", ["absolute", "climbing"])
+def test_split_paths_outside_the_video_folder_are_refused_and_nothing_is_deleted(root, tmp_path_factory, bad, capsys):
+    victim = tmp_path_factory.mktemp("victim")
+    (victim / "precious").mkdir()
+    (victim / "precious" / "keep.txt").write_text("mine")
+    video = root / "demo" / first_test_path(root)
+    outside = victim / "precious.mp4"
+    outside.write_bytes(video.read_bytes())
+    table = pd.read_csv(root / "demo_split.csv")
+    test = table.index[table["split"] == "test"][0]
+    relative = os.path.relpath(outside, root / "demo")
+    table.loc[test, "path"] = str(outside) if bad == "absolute" else relative
+    table.to_csv(root / "demo_split.csv", index=False)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
+    err = capsys.readouterr().err
+    assert "demo_split.csv" in err and "row" in err and ("absolute" in err or "'..'" in err)
+    assert (victim / "precious" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in victim.iterdir()) == ["precious", "precious.mp4"]
+
+
+def test_two_processes_on_one_output_folder_write_each_video_once_and_completely(root):
+    command = [sys.executable, str(REPO / "inference.py"), "--model", "blend", "--data-root", str(root),
+               "--dataset", "demo", "-s", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [process.communicate(timeout=300) for process in runs]
+    assert [process.returncode for process in runs] == [0, 0], outputs
+    written = sorted(int(out.split(" video(s) written")[0].split()[-1]) for out, _ in outputs)
+    assert written == [0, 1]  # one run waited for the other's lock, then found the video finished
+    out, gt = folders(root)
+    assert len(video_io.read_png_frames(out)) == len(video_io.read_png_frames(gt)) == 47
+    assert identity.read_identity(out)["kind"] == "output" and identity.read_identity(gt)["kind"] == "gt"
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+    assert not [p for p in gt.parent.iterdir() if ".partial" in p.name]
+
+
+def test_regenerated_source_is_redone_and_gt_is_shared_not_rewritten_by_overwrite(root, capsys):
+    argv = ("--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run("--model", "blend", *argv) == 0 and run("--model", "repeat", *argv) == 0
+    blend, gt = folders(root)
+    repeat, _ = folders(root, "Repeat")
+    gt_record, repeat_record = identity.read_identity(gt), identity.read_identity(repeat)
+    assert gt_record["source"]["path"] == f"demo/{first_test_path(root).as_posix()}" and gt_record["frames"] == 47
+    assert identity.read_identity(blend)["model"] == "blend"
+    gt_stamp = (gt / "frame_00001.png").stat().st_mtime_ns
+    capsys.readouterr()
+
+    # --overwrite on one model rewrites its own frames, never the GT the other model was scored on
+    assert run("--model", "blend", *argv, "--overwrite") == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+    assert (gt / "frame_00001.png").stat().st_mtime_ns == gt_stamp and identity.read_identity(gt) == gt_record
+    assert run("--model", "repeat", *argv) == 0
+    assert "0 video(s) written" in capsys.readouterr().out
+
+    # the source changes (re-encoded, touched): GT and outputs are rebuilt for it
+    source = root / "demo" / first_test_path(root)
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10 ** 9))
+    assert run("--model", "repeat", *argv) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+    assert identity.read_identity(gt) != gt_record and identity.read_identity(repeat) != repeat_record
+    assert identity.is_current(gt, identity.gt_record(source, root, 47, 2))
+
+
+def test_disk_full_stops_with_the_path_and_leaves_no_partials(root, monkeypatch, capsys):
+    written = []
+
+    def full_disk(folder, frames, start=0):
+        if len(written) >= 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        written.append(start)
+        return []
+    monkeypatch.setattr(video_io, "write_png_frames", full_disk)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
+    err = capsys.readouterr().err
+    out, gt = folders(root)
+    assert "No space left on device" in err and str(out.parent) in err
+    assert not out.exists() and not gt.exists() and not (out.parent / f"{out.name}.mp4").exists()
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+    assert not [p for p in gt.parent.iterdir() if ".partial" in p.name]
+
+
+def test_summary_reports_bytes_per_output_frame(root, capsys):
+    assert run("--model", "repeat", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    assert "KiB per output frame" in capsys.readouterr().out
