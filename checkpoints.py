@@ -9,12 +9,15 @@ scheduler, scaler, epoch, best_psnr, args, history, rng. Every file is read with
 `torch.load(weights_only=True)`, so loading never runs pickled code. Problems raise
 CheckpointError with the file name. (registry.load_model rebuilds the network a checkpoint describes.)
 """
+import re
 from pathlib import Path
 
 import torch
 
 from utils import ASVFIError, atomic_write
 
+# torch's wording for a pickle global outside the weights_only allow-list (two spellings across versions)
+BLOCKED_GLOBAL = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)")
 MODULE_PREFIX = "module."  # DataParallel/DDP wrappers; released FLAVR and RAFT checkpoints carry it
 
 
@@ -35,9 +38,21 @@ def load_file(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint (weights_only=True): "
-                              f"{type(error).__name__}: {first_line}") from error
+        raise CheckpointError(f"{path}: {load_failure(error)}") from None
+
+
+def load_failure(error):
+    """Why torch.load(weights_only=True) failed, in our words: the blocked global of a pickle that
+    would run code (never torch's advice to retry with weights_only=False), else the first line."""
+    text = str(error)
+    blocked = BLOCKED_GLOBAL.search(text)
+    if blocked:
+        return (f"the file asks to run or import {blocked.group(1)} when unpickled, which a weight file never "
+                f"needs; it was not loaded. Use a checkpoint from a trusted source saved with torch.save of "
+                f"tensors and plain types")
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return (f"not a loadable PyTorch checkpoint: {type(error).__name__}"
+            + (f": {lines[0]}" if lines else ""))
 
 
 def strip_module_prefix(state_dict):
@@ -66,7 +81,11 @@ def load_checkpoint(path, expect_config=None):
     With `expect_config`, the stored config must agree on every key both define, else a
     CheckpointError names the file and the differing keys.
     """
-    obj = load_file(path)
+    return as_training_checkpoint(load_file(path), path, expect_config)
+
+
+def as_training_checkpoint(obj, path, expect_config=None):
+    """`load_checkpoint` on an object already loaded from `path`."""
     if not isinstance(obj, dict) or "state_dict" not in obj:
         found = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not a training checkpoint (no 'state_dict' entry; found {found})")

@@ -370,6 +370,12 @@ def video_branch_keys(model):
     return [k for k in model.state_dict() if k.split(".", 1)[0] in VIDEO_BRANCH_MODULES]
 
 
+def is_flavr_state_dict(state_dict):
+    """A FLAVR release (or our video branch alone): only video-branch keys, the encoder among them."""
+    roots = {key.split(".", 1)[0] for key in state_dict}
+    return "encoder" in roots and roots <= set(VIDEO_BRANCH_MODULES)
+
+
 def load_flavr_weights(model, path):
     """Load a FLAVR checkpoint (`--pretrained`) into the video branch; the audio branch keeps its init.
 

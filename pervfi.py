@@ -35,12 +35,16 @@ on a sample drawn at heat = std of the encoded latents (`training_heat`).
 """
 import math
 import os
+import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import checkpoints
 import flow as flowlib
+import weights
+from checkpoints import CheckpointError
 from resnet_3D import scaled_channels
 
 GLOW_BLOCKS = 3        # pyramid levels = Glow blocks = squeezes, so frames are padded to 2**3
@@ -50,6 +54,9 @@ SPLAT_EPS = 1e-7       # normaliser epsilon of softmax / average splatting
 HOLE_LEVEL = 0.5       # average-splatted ones <= 0.5: no frame-0 pixel arrived
 MASK_JITTER = 100.0    # training noise on the soft masks: (U(0, 1) - 0.5) / 100
 DEQUANT_LEVELS = 255.0  # dequantisation noise and constant of the official NLL
+OFFICIAL_ROOT = "featurePyramid."  # every key of the authors' generator file starts with a known root
+INFERENCE_FLOW_ESTIMATOR = "raft_sintel"  # the authors' inference: RAFT, Sintel weights, 12 iterations
+OFFLINE_FLOW_ESTIMATOR = "dis"  # used, with a warning, when a learned estimator's weights are unavailable
 
 
 def default_pervfi_config(**overrides):
@@ -121,6 +128,31 @@ def load_official_state_dict(model, checkpoint, strict=True):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(official_state_dict(checkpoint), strict=strict)
     return model
+
+
+def is_official_checkpoint(obj):
+    """True for what torch.load gives for the authors' file: PerVFI's keys and none of our config."""
+    if not isinstance(obj, dict) or "config" in obj:
+        return False
+    try:
+        state = official_state_dict(obj)
+    except ValueError:
+        return False
+    return any(key.startswith(OFFICIAL_ROOT) for key in state)
+
+
+def load_official_checkpoint(obj, path, overrides=None, weights_dir=None):
+    """(network, checkpoint record) for the authors' file at `path` (`obj` = its torch.load), run as
+    their inference pipeline: RAFT with the Sintel weights as flow estimator (unless `overrides`
+    name another), DIS with a warning when those weights cannot be had."""
+    config = default_pervfi_config(**{"flow_estimator": INFERENCE_FLOW_ESTIMATOR, **(overrides or {})})
+    if config["width"] != 1.0 or config["steps_per_level"] != 16:
+        raise CheckpointError(f"{path}: the authors' PerVFI checkpoint needs width 1.0 and steps_per_level 16")
+    network = PerVFI(config)
+    state = official_state_dict(obj)
+    checkpoints.load_strict(network, state, path, hint="Expected the authors' PerVFI v00 generator.")
+    network.set_flow_estimator(weights_dir=weights_dir)
+    return network, {"model": "pervfi", "config": config, "format": "official", "state_dict": state}
 
 
 def build_official_pervfi(checkpoint, flow_estimator=None, **overrides):
@@ -969,19 +1001,40 @@ class PerVFI(nn.Module):
                                              branches=[scaled_channels(c, width) for c in (32, 64, 96)])
         self.condFLownet = CondFlowNet(levels, config["steps_per_level"], hidden)
         object.__setattr__(self, "flow_estimator", None)
+        self.flow_estimator_used, self.flow_estimator_note = None, ""  # set with the estimator
 
     # --- flow estimator (frozen, outside state_dict / parameters) ---------------------------
 
     def set_flow_estimator(self, estimator=None, weights_dir=None, allow_download=True):
-        """Use `estimator` (a module or a flow.py name; default: the config's) frozen and in eval mode."""
+        """Use `estimator` (a module or a flow.py name; default: the config's) frozen and in eval mode.
+
+        A named learned estimator whose weights cannot be had is replaced by OpenCV DIS with a
+        warning; `flow_estimator_used` says which one runs (for reports), `flow_estimator_note` why.
+        """
         if estimator is None or isinstance(estimator, str):
             name = estimator or self.config["flow_estimator"]
-            estimator = flowlib.build_flow_estimator(name, weights_dir=weights_dir, allow_download=allow_download,
-                                                     device=self.device)
+            estimator, self.flow_estimator_used, self.flow_estimator_note = self._build_estimator(
+                name, weights_dir, allow_download)
+        else:
+            self.flow_estimator_used, self.flow_estimator_note = type(estimator).__name__, "given module"
         estimator.requires_grad_(False)
         estimator.eval()
         object.__setattr__(self, "flow_estimator", estimator.to(self.device))
         return estimator
+
+    def _build_estimator(self, name, weights_dir, allow_download):
+        """(estimator, name used, note): `name`, or DIS when its weights are unavailable."""
+        try:
+            return flowlib.build_flow_estimator(name, weights_dir=weights_dir, allow_download=allow_download,
+                                                device=self.device), name, ""
+        except weights.WeightsUnavailable as error:
+            if name == OFFLINE_FLOW_ESTIMATOR:
+                raise
+            note = (f"{OFFLINE_FLOW_ESTIMATOR} instead of {name}: {error}. Results differ from the published "
+                    f"pipeline; put the file in --weights-dir to use {name}")
+            warnings.warn(f"PerVFI flow estimator: {note}", stacklevel=3)
+            return (flowlib.build_flow_estimator(OFFLINE_FLOW_ESTIMATOR, device=self.device),
+                    OFFLINE_FLOW_ESTIMATOR, note)
 
     def _apply(self, fn, *args, **kwargs):
         """Let .to()/.cuda()/.double() also move the (unregistered) flow estimator."""

@@ -85,11 +85,28 @@ def consumes(config):
 
 def load_model(path, overrides=None, weights_dir=None):
     """(network, checkpoint): the network described by a checkpoint's config (with `overrides`,
-    e.g. PerVFI's sampling heat), carrying the checkpoint's weights, on the CPU."""
-    checkpoint = checkpoints.load_checkpoint(path)
+    e.g. PerVFI's sampling heat or flow estimator), carrying the checkpoint's weights, on the CPU.
+
+    A file in the PerVFI authors' format (their generator's bare state dict, e.g. v00.pth) builds
+    the published network (`pervfi.load_official_checkpoint`); other files without our config are
+    refused with what to do (a FLAVR checkpoint goes to `main.py --pretrained`).
+    """
+    obj = checkpoints.load_file(path)
+    if pervfi.is_official_checkpoint(obj):
+        return pervfi.load_official_checkpoint(obj, path, overrides, weights_dir)
+    checkpoint = checkpoints.as_training_checkpoint(obj, path)
     if not isinstance(checkpoint.get("config"), dict):
-        raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config; cannot rebuild the network")
+        raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config, so the network cannot be "
+                                          f"rebuilt{foreign_checkpoint_hint(checkpoint['state_dict'])}")
     config = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"], **(overrides or {})}
     network = build_model(config, weights_dir)
     checkpoints.load_strict(network, checkpoint["state_dict"], path, hint=spec(config["model"]).fit_hint(config))
     return network, checkpoint
+
+
+def foreign_checkpoint_hint(state_dict):
+    """What to do with a released checkpoint that is not one of ours."""
+    if asvfi.is_flavr_state_dict(state_dict):
+        return ("; it looks like a FLAVR checkpoint: start ASVFI training from it with "
+                "`python main.py --pretrained <file>`, then use the checkpoint that run writes")
+    return "; pass a checkpoint written by main.py (or the PerVFI authors' v00.pth with --model pervfi)"

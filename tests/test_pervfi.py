@@ -551,3 +551,53 @@ def test_default_dis_flow_estimator_runs_end_to_end():
     out = model(inputs, target=target)
     assert out["pred"].shape == (1, 1, 3, 32, 32) and torch.isfinite(out["nll"]).all()
     assert not any(p.requires_grad for p in model.flow_estimator.parameters())
+
+
+# --- the authors' checkpoint through the registry and inference.py ------------------------------
+
+def save_official_format(fixture, path):
+    """The fixture's key list with recipe weights, saved as the authors save theirs (DDP's `module.`)."""
+    torch.save({f"module.{name}": value for name, value in recipe_state(fixture).items()}, path)
+    return path
+
+
+def test_registry_loads_the_authors_file_strictly_with_their_flow_estimator(fixture, tmp_path, monkeypatch):
+    import registry
+    import weights
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    path = save_official_format(fixture, tmp_path / "v00.pth")
+    with pytest.warns(UserWarning, match="dis instead of raft_sintel.*raft-sintel.pth"):
+        network, checkpoint = registry.load_model(path, {"heat": 0.5}, weights_dir=tmp_path)
+    state = recipe_state(fixture)
+    assert all(torch.equal(network.state_dict()[name], value) for name, value in state.items())
+    assert checkpoint["config"]["model"] == "pervfi" and checkpoint["format"] == "official"
+    assert network.config["heat"] == 0.5 and network.config["flow_estimator"] == "raft_sintel"
+    assert network.flow_estimator_used == "dis" and "raft-sintel.pth" in network.flow_estimator_note
+    chosen, _ = registry.load_model(path, {"flow_estimator": "dis"})  # asked for: no warning, no note
+    assert chosen.flow_estimator_used == "dis" and chosen.flow_estimator_note == ""
+    torch.save({k: v for k, v in state.items() if "softbinary.0" not in k}, tmp_path / "partial.pth")
+    with pytest.raises(pervfi.CheckpointError, match="partial.pth.*missing keys"):
+        registry.load_model(tmp_path / "partial.pth", {"flow_estimator": "dis"})
+
+
+def test_inference_cli_runs_the_authors_checkpoint_on_a_video(fixture, tmp_path):
+    import subprocess
+    import sys
+    import numpy as np
+    import video_io
+    path = save_official_format(fixture, tmp_path / "v00.pth")
+    rng = np.random.default_rng(0)
+    source = tmp_path / "clip.mp4"
+    with video_io.VideoWriter(source, 25, 40, 36) as writer:
+        for i in range(3):
+            writer.write(np.roll(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8), i, axis=1))
+    output = tmp_path / "out.mp4"
+    env = {**__import__("os").environ, "ASVFI_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "hub"),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "inference.py", "--model", "pervfi", "--checkpoint", str(path),
+                           "--input", str(source), "--output", str(output), "--device", "cpu"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dis instead of raft_sintel" in done.stderr  # the offline fallback says so
+    assert video_io.probe(output).n_frames == 5

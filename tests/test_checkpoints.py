@@ -1,0 +1,43 @@
+"""checkpoints.py and registry.load_model on files that are not ours: pickles that run code, FLAVR releases."""
+import os
+
+import pytest
+import torch
+
+import checkpoints
+import model as asvfi
+import registry
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_naming_the_file_and_the_global(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "payload": RunsCode()}, path)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        checkpoints.load_file(path)
+    message = str(error.value)
+    assert str(path) in message and "system" in message
+    assert "weights_only=False" not in message and "weights_only" not in message
+
+
+def test_unreadable_file_names_the_file_without_torchs_advice(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoints.CheckpointError, match="broken.pth: not a loadable PyTorch checkpoint") as error:
+        checkpoints.load_file(path)
+    assert "weights_only" not in str(error.value)
+
+
+def test_a_flavr_checkpoint_given_to_inference_points_to_pretrained(tmp_path):
+    network = asvfi.ASVFI(asvfi.default_config(width=0.125, audio="none"))
+    flavr = {f"module.{k}": v for k, v in network.state_dict().items() if k.split(".")[0] in asvfi.VIDEO_BRANCH_MODULES}
+    torch.save({"state_dict": flavr, "epoch": 200}, tmp_path / "FLAVR_2x.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="no model config.*FLAVR.*--pretrained"):
+        registry.load_model(tmp_path / "FLAVR_2x.pth")
+    torch.save({"state_dict": {"other.weight": torch.ones(1)}}, tmp_path / "other.pth")
+    with pytest.raises(checkpoints.CheckpointError, match="no model config.*main.py"):
+        registry.load_model(tmp_path / "other.pth")
