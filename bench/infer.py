@@ -4,6 +4,7 @@
     python tools.py bench-infer --width 1.0 --sizes 256x256      # FLAVR size (slow on a small CPU)
     python tools.py bench-infer --device cuda --amp --width 1.0 --sizes 1280x720   # a GPU at 720p
     python tools.py bench-infer --lengths 50,400 --length-model blend            # memory vs length only: --sizes ""
+    python tools.py bench-infer --pipeline                       # test-split I/O: pure decode vs inference.py --model repeat
 
 Speed: the model (random weights unless --weights: speed does not depend on them) interpolates a
 generated clip through inference.py's streaming path (window buffer, batches, audio segments);
@@ -12,6 +13,9 @@ Length: the whole single-video command (decode → interpolate → encode MP4 wi
 generated 320x240 videos of each length. Every measurement runs in a fresh subprocess, so each
 reports its own peak memory: the RSS high-water mark (VmHWM from /proc/self/status) and, on
 CUDA, torch.cuda.max_memory_allocated. Generated videos live under --work (default .cache/bench-infer).
+Pipeline: on the demo test split (320x240, generated once under --work), the seconds of decoding
+every test video alone and of the whole `inference.py --model repeat -s 2` run (decode, model, PNG
+frames and GT, H.264 with audio), in one process, and their ratio.
 """
 import argparse
 import json
@@ -55,6 +59,7 @@ def parse_args(argv):
     p.add_argument("--length-model", default="blend", choices=["asvfi", *registry.BASELINES],
                    help="model of the length runs (asvfi uses --width/--weights)")
     p.add_argument("--work", default=str(REPO / ".cache" / "bench-infer"))
+    p.add_argument("--pipeline", action="store_true", help="time pure decoding vs the test-split command")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # set by the driver for a subprocess:
     p.add_argument("--size", default=None, help=argparse.SUPPRESS)  # its speed-table size
     p.add_argument("--video", default=None, help=argparse.SUPPRESS)  # or its length-table video
@@ -164,6 +169,25 @@ def tiny_checkpoint(work, args):
     return path
 
 
+def measure_pipeline(work):
+    """(decode s, inference s, frames) on the demo test split: the I/O cost of the test protocol."""
+    import dataset
+    import prepare
+    root = Path(work) / "pipeline_data"
+    paths = prepare.ensure_dataset(root, "demo")
+    entries = dataset.read_split(paths["split_csv"], "test")
+    started = time.perf_counter()
+    frames = sum(1 for entry in entries for _ in video_io.iter_frames(paths["videos"] / entry.path))
+    decode = time.perf_counter() - started
+    started = time.perf_counter()
+    status = inference.main(["--model", "repeat", "-s", "2", "--data-root", str(root), "--dataset", "demo",
+                             "--overwrite", "--device", "cpu"])
+    infer = time.perf_counter() - started
+    if status != 0:
+        raise ASVFIError("bench-infer --pipeline: inference.py failed (see above)")
+    return decode, infer, frames
+
+
 def describe(args):
     if args.model in registry.BASELINES:
         return args.model
@@ -179,6 +203,14 @@ def main(argv=None):
         print(json.dumps(measure_speed(args) if args.worker == "speed" else measure_length(args)))
         return 0
     Path(args.work).mkdir(parents=True, exist_ok=True)
+    if args.pipeline:
+        decode, infer, frames = measure_pipeline(args.work)
+        print(f"demo test split, {frames} frames, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
+        print(f"{'stage':>28} {'seconds':>8} {'frames/s':>9}")
+        print(f"{'pure decode':>28} {decode:>8.2f} {frames / decode:>9.0f}")
+        print(f"{'inference.py --model repeat':>28} {infer:>8.2f} {frames / infer:>9.0f}")
+        print(f"ratio inference / decode: {infer / decode:.1f}x")
+        return 0
     print(f"bench-infer: {describe(args)}, {args.scale}x, batch {args.batch}, device {args.device}"
           f"{' amp ' + args.amp if args.amp else ''}, torch threads {torch.get_num_threads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
