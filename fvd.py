@@ -13,6 +13,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
+import checkpoints
 import weights
 
 FVD_CLIP_FRAMES = 16
@@ -20,9 +21,14 @@ I3D_SIZE = 224
 
 
 def load_i3d(weights_dir=None, allow_download=True, device=None):
-    """StyleGAN-V's I3D (Kinetics-400) TorchScript detector."""
+    """StyleGAN-V's I3D (Kinetics-400) TorchScript detector; CheckpointError names a corrupt file."""
     path = weights.locate("i3d", weights_dir, allow_download)
-    return torch.jit.load(str(path), map_location=device).eval()
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except (RuntimeError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise checkpoints.CheckpointError(f"{path}: not a loadable TorchScript I3D detector ({first_line}); "
+                                          f"delete it and download it again") from error
 
 
 def i3d_clip(frames):
@@ -42,6 +48,22 @@ def i3d_features(detector, clips):
     with torch.no_grad():
         feats = detector(clips, rescale=False, resize=False, return_features=True)
     return feats.detach().double().cpu().numpy()
+
+
+def clip_features(detector, clips, detector_input="float_resized"):
+    """Features (B, D) of frame stacks (T, 3, H, W) in [0, 1] of one size.
+
+    "float_resized": resized and mapped to [−1, 1] here (i3d_clip), rescale=False, resize=False;
+    "uint8": 8-bit clips (B, 3, T, H, W), the detector rescales and resizes (StyleGAN-V's call).
+    """
+    if detector_input == "uint8":
+        batch = torch.stack([torch.round(c.clamp(0, 1) * 255).to(torch.uint8).permute(1, 0, 2, 3) for c in clips])
+        with torch.no_grad():
+            feats = detector(batch, rescale=True, resize=True, return_features=True)
+        return feats.detach().double().cpu().numpy()
+    if detector_input != "float_resized":
+        raise ValueError(f"unknown detector input {detector_input!r}; known: 'float_resized', 'uint8'")
+    return i3d_features(detector, torch.stack([i3d_clip(c) for c in clips]))
 
 
 def feature_stats(features):

@@ -34,25 +34,27 @@ import torch
 import torch.nn.functional as F
 
 import flow
+import protocols
 import vfips
 import weights
-from fvd import FVD_CLIP_FRAMES, fvd_from_features, i3d_clip, i3d_features, load_i3d
+from fvd import FVD_CLIP_FRAMES, clip_features, fvd_from_features, load_i3d
 from lpips_parts import load_lpips, unit_normalize
-from utils import check_frame_pair
+from utils import ASVFIError, check_frame_pair
 
 # ----------------------------------------------------------------------------- PSNR
 
 
-def psnr(pred, gt):
-    """Per-frame PSNR in dB of [0, 1] frames, (B,) float64; +inf for identical frames.
+def psnr(pred, gt, eps=0.0, mse_floor=protocols.ASVFI_MSE_FLOOR):
+    """Per-frame PSNR in dB of [0, 1] frames, (B,) float64: −10·log10(max(MSE, floor) + eps).
 
-    Differences and squares in the input precision, their mean accumulated in float64: equal to a
-    float64 numpy reference within ~1e-6 dB for float32 frames.
+    The default floor (protocols.ASVFI_MSE_FLOOR) gives identical frames 100 dB instead of +inf;
+    a protocol passes its own eps and floor. Differences and squares in the input precision, their
+    mean accumulated in float64: equal to a float64 numpy reference within ~1e-6 dB for float32.
     """
     check_frame_pair(pred, gt, "psnr")
     diff = pred - gt
     mse = (diff * diff).flatten(1).sum(dim=1, dtype=torch.float64) / diff[0].numel()
-    return 10 * torch.log10(1 / mse)
+    return -10 * torch.log10(mse.clamp(min=mse_floor) + eps)
 
 
 # ----------------------------------------------------------------------------- SSIM
@@ -195,13 +197,13 @@ VFIPS_MIN_SIZE = vfips.MIN_SIZE  # smaller frames make the reference's reflect p
 VFIPS_TOO_SMALL = f"frames smaller than {VFIPS_MIN_SIZE}x{VFIPS_MIN_SIZE} px (VFIPS cannot score them)"
 
 
-def vfips_window_starts(n_frames, window=VFIPS_WINDOW):
-    """Non-overlapping windows [s, s+12), the last full one included.
+def vfips_window_starts(n_frames):
+    """Non-overlapping windows [s, s+12), the last full one included (protocols: "all_full").
 
     The reference script uses range(0, N − 12, 12), which skips the window starting at N − 12
-    (so N = 24 scores one window and N = 12 none); we score every full window.
+    (so N = 24 scores one window and N = 12 none); the "vfibench" protocol reproduces that.
     """
-    return list(range(0, n_frames - window + 1, window))
+    return protocols.vfips_window_starts(n_frames, "all_full")
 
 
 def vfips_window_score(net, ref, pred):
@@ -215,12 +217,7 @@ def vfips_pool(window_scores):
 
     Returns (score or None, reason). The raw score can be negative; it is never abs()-ed.
     """
-    kept = [s for s in window_scores if s != math.inf]
-    if not window_scores:
-        return None, f"not enough frames (VFIPS needs {VFIPS_WINDOW})"
-    if not kept:
-        return None, "every VFIPS window scored +inf"
-    return float(np.mean(np.asarray(kept, dtype=np.float64))), ""
+    return protocols.pool_vfips("asvfi", window_scores)
 
 
 def vfips_video(net, ref, pred):
@@ -230,6 +227,36 @@ def vfips_video(net, ref, pred):
     scores = [vfips_window_score(net, ref[s:s + VFIPS_WINDOW], pred[s:s + VFIPS_WINDOW])
               for s in vfips_window_starts(len(ref))]
     return vfips_pool(scores)
+
+
+# ----------------------------------------------------------------------------- per-frame metrics of a protocol
+def protocol_ssim(protocol):
+    """fn(pred, gt) -> (B,) SSIM the way a protocol computes it (variant, clamp, channel order).
+
+    "gaussian" uses `ssim` (skimage-equal, fast) and, for frames under 11 px where skimage
+    raises, protocols.ssim_gaussian (smoothing skipped along the short axes, finite).
+    """
+    protocol = protocols.get_protocol(protocol)
+    if protocol.ssim not in protocols.SSIM_VARIANTS:
+        raise ValueError(f"unknown SSIM variant {protocol.ssim!r}; known: {', '.join(protocols.SSIM_VARIANTS)}")
+
+    def fn(pred, gt):
+        if protocol.ssim_clamp:
+            pred, gt = pred.clamp(0, 1), gt.clamp(0, 1)
+        if protocol.channel_order == "bgr":
+            pred, gt = pred.flip(1), gt.flip(1)
+        if protocol.ssim == "matlab":
+            return protocols.ssim_matlab(pred, gt).double()
+        if min(pred.shape[-2:]) < protocols.SSIM_WINDOW:
+            return protocols.ssim_gaussian(pred, gt)
+        return ssim(pred, gt)
+    return fn
+
+
+def protocol_psnr(protocol):
+    """fn(pred, gt) -> (B,) PSNR with a protocol's epsilon and MSE floor."""
+    protocol = protocols.get_protocol(protocol)
+    return lambda pred, gt: psnr(pred, gt, protocol.psnr_eps, protocol.psnr_mse_floor)
 
 
 # ----------------------------------------------------------------------------- streaming scorers
@@ -257,18 +284,30 @@ class FrameMean:
     def result(self):
         if not self.values:
             return Result(None, "no generated frames")
-        return Result(float(torch.cat(self.values).mean()))
+        values = torch.cat(self.values)
+        if not torch.isfinite(values).all():
+            return Result(None, "non-finite frame value (the protocol has no epsilon or floor)")
+        return Result(float(values.mean()))
 
 
 class FloLPIPSPairs:
-    """Streams consecutive frame chunks; keeps the last frame of a chunk for the pair that spans it."""
+    """Streams consecutive frame chunks; keeps the last frame of a chunk for the pair that spans it.
+    The frames first take the protocol's colour path (e.g. "yuv420p": through 8-bit YUV 4:2:0)."""
 
-    def __init__(self, lpips_net, flow_fn, batch=8):
+    def __init__(self, lpips_net, flow_fn, batch=8, protocol="asvfi"):
         self.lpips_net, self.flow_fn, self.batch = lpips_net, flow_fn, batch
+        self.protocol = protocols.get_protocol(protocol)
         self.previous = None
         self.scores = []
 
+    def colour_path(self, frames):
+        if self.protocol.flolpips_colour == "rgb":
+            return frames
+        as_u8 = torch.round(frames.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return torch.stack([protocols.flolpips_input(self.protocol, f) for f in as_u8]).to(frames.device)
+
     def update(self, ref, pred):
+        ref, pred = self.colour_path(ref), self.colour_path(pred)
         if self.previous is not None:
             ref, pred = torch.cat([self.previous[0], ref]), torch.cat([self.previous[1], pred])
         with torch.no_grad():
@@ -284,18 +323,21 @@ class FloLPIPSPairs:
 
 
 class VFIPSWindows:
-    """Buffers frames into the non-overlapping 12-frame windows of `vfips_window_starts`."""
+    """Buffers frames into non-overlapping 12-frame windows; the protocol's window rule and pooling
+    decide at the end which windows count (the reference rule is a prefix of every full window)."""
 
-    def __init__(self, net):
-        self.net = net
+    def __init__(self, net, protocol="asvfi"):
+        self.net, self.protocol = net, protocols.get_protocol(protocol)
         self.buffer_ref, self.buffer_pred = [], []
         self.scores = []
+        self.seen = 0
         self.too_small = False
 
     def update(self, ref, pred):
         if min(ref.shape[-2:]) < VFIPS_MIN_SIZE:
             self.too_small = True
             return
+        self.seen += len(ref)
         self.buffer_ref.append(ref)
         self.buffer_pred.append(pred)
         ref, pred = torch.cat(self.buffer_ref), torch.cat(self.buffer_pred)
@@ -308,44 +350,75 @@ class VFIPSWindows:
     def result(self):
         if self.too_small:
             return Result(None, VFIPS_TOO_SMALL)
-        return Result(*vfips_pool(self.scores))
+        kept = len(protocols.vfips_window_starts(self.seen, self.protocol.vfips_windows))
+        return Result(*protocols.pool_vfips(self.protocol, self.scores[:kept]))
 
 
 class FVDClips:
-    """Collects I3D features of the 16-frame clips of one video pair (the set-level FVD uses them)."""
+    """I3D features of chosen clips of one video pair (the set-level FVD uses them).
 
-    def __init__(self, detector, batch=4):
-        self.detector, self.batch = detector, batch
-        self.buffer_ref, self.buffer_pred = [], []
-        self.pending_ref, self.pending_pred = [], []
+    `select(real_clips, fake_clips)` names the frame indices of each clip (protocols.fvd_clip_frames);
+    without it every consecutive non-overlapping 16-frame clip is used on both sides. Only frames
+    of clips not yet complete are kept.
+    """
+
+    def __init__(self, detector, batch=4, detector_input="float_resized"):
+        self.detector, self.batch, self.detector_input = detector, batch, detector_input
+        self.wanted = None
+        self.frames, self.pending, self.done = ({}, {}), ([], []), [0, 0]
         self.real, self.fake = [], []
+        self.seen = 0
+
+    def select(self, real_clips, fake_clips):
+        self.wanted = ([list(c) for c in real_clips], [list(c) for c in fake_clips])
+
+    def clips_of(self, side):
+        if self.wanted is not None:
+            return self.wanted[side]
+        return [list(range(s, s + FVD_CLIP_FRAMES)) for s in range(0, self.seen - FVD_CLIP_FRAMES + 1, FVD_CLIP_FRAMES)]
+
+    def still_needed(self, side):
+        """Predicate: is frame i part of a clip not yet complete?"""
+        if self.wanted is None:
+            first_open = self.seen // FVD_CLIP_FRAMES * FVD_CLIP_FRAMES
+            return lambda i: i >= first_open
+        needed = {i for clip in self.wanted[side][self.done[side]:] for i in clip}
+        return needed.__contains__
 
     def update(self, ref, pred):
-        self.buffer_ref.append(ref)
-        self.buffer_pred.append(pred)
-        ref, pred = torch.cat(self.buffer_ref), torch.cat(self.buffer_pred)
-        full = len(ref) // FVD_CLIP_FRAMES * FVD_CLIP_FRAMES
-        for start in range(0, full, FVD_CLIP_FRAMES):
-            self.pending_ref.append(i3d_clip(ref[start:start + FVD_CLIP_FRAMES]))
-            self.pending_pred.append(i3d_clip(pred[start:start + FVD_CLIP_FRAMES]))
-            if len(self.pending_ref) == self.batch:
-                self.flush()
-        self.buffer_ref, self.buffer_pred = [ref[full:]], [pred[full:]]
+        for side, frames in enumerate((ref, pred)):
+            needed = self.still_needed(side)
+            for offset, frame in enumerate(frames):
+                if needed(self.seen + offset):
+                    self.frames[side][self.seen + offset] = frame
+        self.seen += len(ref)
+        for side in (0, 1):
+            clips = self.clips_of(side)
+            while self.done[side] < len(clips) and clips[self.done[side]][-1] < self.seen:
+                clip = clips[self.done[side]]
+                self.pending[side].append(torch.stack([self.frames[side][i] for i in clip]))
+                self.done[side] += 1
+                if len(self.pending[side]) == self.batch:
+                    self.flush(side)
+            needed = self.still_needed(side)
+            for index in [i for i in self.frames[side] if not needed(i)]:
+                del self.frames[side][index]
 
-    def flush(self):
-        if self.pending_ref:
-            self.real.extend(i3d_features(self.detector, torch.stack(self.pending_ref)))
-            self.fake.extend(i3d_features(self.detector, torch.stack(self.pending_pred)))
-            self.pending_ref, self.pending_pred = [], []
+    def flush(self, side=None):
+        for s in ((0, 1) if side is None else (side,)):
+            if self.pending[s]:
+                (self.real if s == 0 else self.fake).extend(
+                    clip_features(self.detector, self.pending[s], self.detector_input))
+                self.pending[s].clear()
 
     def result(self):
         self.flush()
         return Result(len(self.real), "" if self.real else f"fewer than {FVD_CLIP_FRAMES} frames (no FVD clip)")
 
     def features(self):
-        """(real, fake) feature arrays (clips, D), or None when the video has no full clip."""
+        """(real, fake) feature arrays (clips, D), or None when the video has no clip."""
         self.flush()
-        return (np.stack(self.real), np.stack(self.fake)) if self.real else None
+        return (np.stack(self.real), np.stack(self.fake)) if self.real and self.fake else None
 
 
 def fvd(detector, real_videos, fake_videos, batch=4):
@@ -382,6 +455,7 @@ class Metric:
 
 
 METRIC_NAMES = ("psnr", "ssim", "lpips", "flolpips", "vfips", "fvd")
+FRAME_METRICS = ("psnr", "ssim", "lpips")  # the ones an image test set (one target per sample) can have
 FLOW_NAMES = {"pwc": "PWC-Net", "dis": "OpenCV DIS"}
 
 
@@ -393,53 +467,75 @@ def metric_column(name, flow_name="pwc"):
     return "fvd_clips" if name == "fvd" else name
 
 
-def _build_one(name, device, weights_dir, allow_download, flow_name, shared):
+@dataclass(frozen=True)
+class MetricSource:
+    """Where the metrics' networks come from and which protocol they follow."""
+    device: object = None
+    weights_dir: object = None
+    allow_download: bool = True
+    flow_name: str = "pwc"
+    protocol: object = "asvfi"
+
+
+def _build_one(name, source, shared):
     def lpips_net():
         if "lpips" not in shared:
-            shared["lpips"] = load_lpips(weights_dir, allow_download, device)
+            shared["lpips"] = load_lpips(source.weights_dir, source.allow_download, source.device)
         return shared["lpips"]
 
-    column = metric_column(name, flow_name)
+    protocol = protocols.get_protocol(source.protocol)
+    column = metric_column(name, source.flow_name)
     if name == "psnr":
-        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: psnr(pred, ref)), column,
+        fn = protocol_psnr(protocol)
+        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: fn(pred, ref)), column,
                       "dB, higher is better")
     if name == "ssim":
-        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: ssim(pred, ref)), column,
-                      "Gaussian σ=1.5, higher is better")
+        fn = protocol_ssim(protocol)
+        return Metric(name, "generated", lambda: FrameMean(lambda ref, pred: fn(pred, ref)), column,
+                      f"{protocol.ssim} SSIM, higher is better")
     if name == "lpips":
         net = lpips_net()
         return Metric(name, "generated", lambda: FrameMean(net), column, "v0.1 AlexNet, lower is better")
     if name == "flolpips":
         net = lpips_net()
-        flow_fn = flow.build_flow_estimator(flow_name, weights_dir=weights_dir, allow_download=allow_download,
-                                            device=device)
-        return Metric(name, "sequence", lambda: FloLPIPSPairs(net, flow_fn), column,
-                      f"{FLOW_NAMES[flow_name]} flow, lower is better", {"flow": flow_name})
+        flow_fn = flow.build_flow_estimator(source.flow_name, weights_dir=source.weights_dir,
+                                            allow_download=source.allow_download, device=source.device)
+        return Metric(name, "sequence", lambda: FloLPIPSPairs(net, flow_fn, protocol=protocol), column,
+                      f"{FLOW_NAMES[source.flow_name]} flow, lower is better", {"flow": source.flow_name})
     if name == "vfips":
-        net = vfips.load_vfips(weights_dir=weights_dir, allow_download=allow_download, device=device)
-        return Metric(name, "sequence", lambda: VFIPSWindows(net), column,
+        net = vfips.load_vfips(weights_dir=source.weights_dir, allow_download=source.allow_download,
+                               device=source.device)
+        return Metric(name, "sequence", lambda: VFIPSWindows(net, protocol), column,
                       "multiscale_v33, 12-frame windows, lower is better (can be negative)")
     if name == "fvd":
-        detector = load_i3d(weights_dir, allow_download, device)
-        return Metric(name, "set", lambda: FVDClips(detector), column,
+        detector = load_i3d(source.weights_dir, source.allow_download, source.device)
+        return Metric(name, "set", lambda: FVDClips(detector, detector_input=protocol.fvd_detector_input), column,
                       f"I3D, {FVD_CLIP_FRAMES}-frame clips, lower is better")
     raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
 
 
-def build_metrics(names, device=None, weights_dir=None, allow_download=True, flow_name="pwc"):
+def build_metrics(names, device=None, weights_dir=None, allow_download=True, flow_name="pwc", protocol="asvfi"):
     """Build the requested metrics: ({name: Metric}, {name: reason it is unavailable}).
 
-    Missing weights (weights.WeightsUnavailable) make a metric unavailable with the reason; the
-    others are still built. Unknown names or flows raise at once.
+    Missing or corrupt weights (any project error of weights/checkpoint loading, whose message
+    names the file) make that metric unavailable with the reason; the others are still built.
+    Unknown names or flows, or a metric the protocol does not define, raise at once.
     """
+    protocol = protocols.get_protocol(protocol)
     unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown or flow_name not in FLOW_NAMES:
         raise ValueError(f"unknown metric(s) {unknown} or flow {flow_name!r}; metrics: "
                          f"{', '.join(METRIC_NAMES)}; flows: {', '.join(FLOW_NAMES)}")
+    refused = [n for n in names if not protocol.covers(n)]
+    if refused:
+        raise ASVFIError(f"protocol {protocol.name!r} does not define {', '.join(refused)} (it reproduces "
+                         f"{', '.join(protocol.metrics)} of {protocol.reproduces.split(':')[0]}); drop them "
+                         f"from --metrics or use --protocol asvfi")
+    source = MetricSource(device, weights_dir, allow_download, flow_name, protocol)
     built, unavailable, shared = {}, {}, {}
     for name in names:
         try:
-            built[name] = _build_one(name, device, weights_dir, allow_download, flow_name, shared)
-        except weights.WeightsUnavailable as err:
+            built[name] = _build_one(name, source, shared)
+        except ASVFIError as err:
             unavailable[name] = str(err)
     return built, unavailable

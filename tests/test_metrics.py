@@ -15,8 +15,10 @@ import flow
 import fvd
 import lpips_parts
 import metrics
+import protocols
 import vfips
 import weights
+from utils import ASVFIError
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -80,9 +82,10 @@ def test_psnr_matches_numpy_per_frame():
     assert actual[0] > actual[1] > actual[2]
 
 
-def test_psnr_of_identical_frames_is_infinite_and_shapes_are_checked():
+def test_psnr_of_identical_frames_is_floored_and_shapes_are_checked():
     frame = torch.rand(2, 3, 8, 8)
-    assert torch.isinf(metrics.psnr(frame, frame.clone())).all()
+    assert torch.equal(metrics.psnr(frame, frame.clone()), torch.full((2,), 100.0, dtype=torch.float64))
+    assert torch.isinf(metrics.psnr(frame, frame.clone(), mse_floor=0.0)).all()  # the reference's +inf
     with pytest.raises(ValueError, match="psnr"):
         metrics.psnr(frame, frame[:, :, :4])
 
@@ -338,7 +341,7 @@ def test_vfips_drops_inf_windows_and_explains_missing_scores():
     expected = np.mean([(frames[s:s + 12] * 0.5 * 2 - (2 * frames[s:s + 12])).mean().item() for s in (0, 24)])
     assert score == pytest.approx(expected, abs=1e-6)
     short = metrics.vfips_video(StubVFIPS(), frames[:11], frames[:11])
-    assert short == (None, "not enough frames (VFIPS needs 12)")
+    assert short[0] is None and short[1].startswith("not enough frames (VFIPS needs")
     all_inf = metrics.vfips_video(StubVFIPS(inf_windows={0}), frames[:12], frames[:12])
     assert all_inf[0] is None and "+inf" in all_inf[1]
     small = metrics.VFIPSWindows(StubVFIPS())
@@ -478,3 +481,61 @@ def test_build_metrics_with_stand_in_detector_and_dis_flow_column(tmp_path, monk
     assert metrics.metric_column("flolpips", "pwc") == "flolpips"
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.build_metrics(["psnr", "niqe"])
+
+
+# ----------------------------------------------------------------------------- protocols
+@pytest.mark.parametrize("protocol", ["asvfi", "flavr", "rife", "vfibench"])
+def test_protocol_frame_metrics_equal_protocols_score_frame(protocol):
+    generator = torch.Generator().manual_seed(3)
+    gt = torch.round(torch.rand((3, 3, 20, 26), generator=generator) * 255) / 255
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=generator)
+    record = protocols.get_protocol(protocol)
+    quantized = protocols.quantize_prediction(pred, record.quantize)
+    psnr_values = metrics.protocol_psnr(protocol)(quantized, gt)
+    ssim_values = metrics.protocol_ssim(protocol)(quantized, gt)
+    for k in range(len(gt)):
+        expected = protocols.score_frame(protocol, pred[k], gt[k])
+        assert float(psnr_values[k]) == pytest.approx(expected["psnr"], abs=1e-5)
+        assert float(ssim_values[k]) == pytest.approx(expected["ssim"], abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 1), (3, 2, 7), (3, 16, 16)])
+def test_default_protocol_frame_metrics_are_finite_for_identical_constant_and_tiny_frames(shape):
+    for frame in (torch.zeros(shape), torch.full(shape, 0.5), torch.rand(shape)):
+        for name in ("psnr", "ssim"):
+            built, _ = metrics.build_metrics([name], allow_download=False)
+            scorer = built[name].scorer()
+            scorer.update(frame[None], frame[None].clone())
+            assert math.isfinite(scorer.result().value), (name, shape)
+
+
+def test_protocol_refuses_metrics_it_does_not_define():
+    with pytest.raises(ASVFIError, match="'flavr' does not define lpips"):
+        metrics.build_metrics(["psnr", "lpips"], protocol="flavr")
+
+
+def test_corrupt_cached_weight_file_makes_that_metric_alone_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for name in ("i3d", "vfips"):
+        (tmp_path / weights.REGISTRY[name].filename).write_bytes(b"not a torch file")
+    built, unavailable = metrics.build_metrics(["psnr", "vfips", "fvd"], weights_dir=tmp_path, allow_download=False)
+    assert set(built) == {"psnr"}
+    for name in ("i3d", "vfips"):
+        assert str(tmp_path / weights.REGISTRY[name].filename) in unavailable[name if name != "i3d" else "fvd"]
+
+
+def test_fvd_clips_follow_a_selection_and_keep_only_open_frames():
+    detector = torch.jit.script(StandInI3D())
+    frames = torch.rand(40, 3, 8, 8)
+    chosen = metrics.FVDClips(detector)
+    chosen.select([list(range(5, 21))], [list(range(16))])
+    for start in range(0, 40, 7):
+        chosen.update(frames[start:start + 7], frames[start:start + 7] * 0.5)
+    real, fake = chosen.features()
+    assert np.allclose(real[0], fvd.clip_features(detector, [frames[5:21]])[0])
+    assert np.allclose(fake[0], fvd.clip_features(detector, [frames[:16] * 0.5])[0])
+    assert not chosen.frames[0] and not chosen.frames[1]
+    every = metrics.FVDClips(detector, batch=1)
+    for start in range(0, 40, 7):
+        every.update(frames[start:start + 7], frames[start:start + 7])
+    assert len(every.features()[0]) == 2 and len(every.frames[0]) <= 16
