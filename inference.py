@@ -437,6 +437,12 @@ def parse_args(argv=None):
         p.error("--fps is for single-video mode (--input/--output); the test split uses --scale")
     if args.tile and not 0 <= args.tile_overlap < args.tile:
         p.error(f"--tile-overlap {args.tile_overlap} must be in [0, --tile {args.tile})")
+    if args.scale is not None and args.scale < 2:
+        p.error(f"--scale {args.scale}: must be at least 2 (2, 4, 8, ...)")
+    if args.input and Path(args.output).resolve() == Path(args.input).resolve():
+        p.error(f"--output {args.output} is the input: it would replace the source; choose another file")
+    if args.input and Path(args.output).is_dir():
+        p.error(f"--output {args.output} is a folder; give a file name such as {Path(args.output) / 'out.mp4'}")
     if args.batch < 1:
         p.error("--batch must be at least 1")
     return args

@@ -12,6 +12,7 @@ reported; re-running only looks at new or changed files. `ensure_dataset` is wha
 call: it returns a ready data set's paths and generates the demo on first use.
 """
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -106,12 +107,31 @@ def _examine_video(video, relative, audio_dir, frames_dir, extract_frames):
             if wave is None or wave.size == 0:
                 info.has_audio, info.audio_rate, info.audio_channels = False, 0, 0
             else:
-                atomic_write(audio_cache_path(audio_dir, relative), lambda tmp: _save_npy(tmp, wave))
+                cache = audio_cache_path(audio_dir, relative)
+                with _cache_writes(cache):
+                    atomic_write(cache, lambda tmp: _save_npy(tmp, wave))
         if extract_frames:
-            _extract_frames(video, Path(frames_dir) / Path(relative).with_suffix(""), info.n_frames)
+            folder = Path(frames_dir) / Path(relative).with_suffix("")
+            with _cache_writes(folder):
+                _extract_frames(video, folder, info.n_frames)
         return asdict(info), None
     except (MediaError, OSError, av.error.FFmpegError) as err:
         return None, f"unreadable: {str(err).replace(f'{video}: ', '')}"
+
+
+class CacheWriteError(ASVFIError):
+    """prepare could not write its own cache (disk full, read-only): the video is fine, the run stops."""
+
+
+@contextlib.contextmanager
+def _cache_writes(path):
+    """A failed write is this machine's problem, not the video's: stop before the split CSV or the
+    state file change, instead of excluding a good video."""
+    try:
+        yield
+    except OSError as error:
+        raise CacheWriteError(f"{path}: cannot write the prepare cache ({error}); free disk space or fix "
+                              f"permissions and run prepare again (the split CSV was left unchanged)") from error
 
 
 def _read_audio_or_none(video):

@@ -23,6 +23,13 @@ class ASVFIError(Exception):
     """
 
 
+def umask_mode(mode=0o666):
+    """`mode` as the process umask filters it (the umask can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write(path, write):
     """Write through a temp file in the same folder and rename, so a crash never leaves half a file."""
     path = Path(path)
@@ -31,6 +38,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the result follows the user's umask like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

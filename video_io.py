@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from utils import AUDIO_RATE, ASVFIError
+from utils import AUDIO_RATE, ASVFIError, umask_mode
 
 
 class MediaError(ASVFIError):
@@ -399,6 +399,7 @@ class VideoWriter:
         if self.audio is not None:
             self.container.mux(self.audio_stream.encode())
         self.container.close()
+        os.chmod(self._tmp, umask_mode())  # mkstemp makes 0600
         os.replace(self._tmp, self.path)
 
     def __exit__(self, exc_type, exc, tb):

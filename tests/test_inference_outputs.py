@@ -126,3 +126,27 @@ def test_disk_full_stops_with_the_path_and_leaves_no_partials(root, monkeypatch,
 def test_summary_reports_bytes_per_output_frame(root, capsys):
     assert run("--model", "repeat", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
     assert "KiB per output frame" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [(["-s", "0"], "--scale 0: must be at least 2"),
+                                            (["--output", "SAME"], "would replace the source"),
+                                            (["--output", "DIR"], "is a folder")])
+def test_single_video_flag_mistakes_fail_before_any_work(root, tmp_path, flags, message, capsys):
+    video = root / "demo" / first_test_path(root)
+    flags = [str(video) if f == "SAME" else str(tmp_path) if f == "DIR" else f for f in flags]
+    output = [] if "--output" in flags else ["--output", str(tmp_path / "out.mp4")]
+    with pytest.raises(SystemExit):
+        run("--model", "repeat", "--input", video, *output, *flags)
+    assert message in capsys.readouterr().err
+    assert video.stat().st_size > 0
+
+
+def test_published_files_follow_the_umask(root):
+    old = os.umask(0o022)
+    try:
+        assert run("--model", "repeat", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    finally:
+        os.umask(old)
+    out, gt = folders(root, "Repeat")
+    for path in (out / "identity.json", gt / "identity.json", out.parent / f"{out.name}.mp4", out / "frame_00000.png"):
+        assert path.stat().st_mode & 0o777 == 0o644, path

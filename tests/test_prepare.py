@@ -202,3 +202,20 @@ def test_default_dataset_is_ucf101_only_when_it_is_there(tmp_path):
     assert runs.default_dataset(tmp_path) == "demo"
     (tmp_path / "UCF-101").mkdir()
     assert runs.default_dataset(tmp_path) == "ucf101"
+
+
+def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_path, monkeypatch):
+    import errno
+    import shutil
+    shutil.copytree(demo_root / "demo", tmp_path / "demo")
+    prepare.prepare(tmp_path, "demo", show_progress=False)
+    csv, state = tmp_path / "demo_split.csv", tmp_path / ".demo_prepare.json"
+    before = csv.read_bytes(), state.read_bytes()
+    shutil.rmtree(tmp_path / "demo_audio16k")  # the cache must be written again
+
+    def disk_full(tmp, array):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    monkeypatch.setattr(prepare, "_save_npy", disk_full)
+    with pytest.raises(prepare.CacheWriteError, match="No space left on device.*split CSV was left unchanged"):
+        prepare.prepare(tmp_path, "demo", show_progress=False)
+    assert (csv.read_bytes(), state.read_bytes()) == before
