@@ -1,13 +1,16 @@
-"""Training losses from FLAVR-style strings: `'1*L1'`, `'1*L1+0.1*Lap'`, `'1*NLL+0.1*Lap+0.2*VGG'`.
+"""Training losses from FLAVR-style strings: `'1*L1'`, `'1*L1+0.1*Lap'`, `'1*NLL+0.1*PerVFILap+0.2*VGG'`.
 
 A string is a sum of `weight*Term` parts (a bare `Term` has weight 1). Terms compare the model's
 `out["pred"]` (B, n, 3, H, W) with the target frames of the same shape, except NLL which reads
-the model's own `out["nll"]` (bits per dimension, PerVFI):
+the model's own `out["nll"]` (PerVFI's official NLL, `pervfi.official_nll`):
 
     L1           mean |pred - target|
     MSE          mean (pred - target)^2
     Charbonnier  mean sqrt((pred - target)^2 + eps^2), eps = 1e-3
-    Lap          Laplacian-pyramid L1: sum over the levels of mean |band(pred) - band(target)|
+    Lap          Laplacian-pyramid L1: sum over the 5 band levels and the low-pass residual of
+                 mean |level(pred) - level(target)|
+    PerVFILap    PerVFI's official Laplacian loss (`pervfi.lap_loss`): the same 5 band levels, their
+                 mean, no residual
     SSIM         1 - SSIM (Gaussian window, sigma 1.5; metrics.py's definition)
     VGG          perceptual: weighted L1 between ImageNet VGG-19 activations (relu1_1 .. relu5_1)
     NLL          mean of out["nll"]
@@ -110,6 +113,14 @@ def laplacian_loss(pred, target):
     return sum(level.abs().mean() for level in laplacian_pyramid(diff))
 
 
+def pervfi_laplacian_loss(pred, target, levels=LAPLACIAN_LEVELS):
+    """PerVFI's LapLoss (src/train/loss.py, max_levels=5): the mean over `levels` band levels of
+    mean |band(pred) - band(target)|, without the residual; when small images give fewer bands the
+    sum is still divided by `levels`, as theirs would be."""
+    bands = laplacian_pyramid(as_images(pred) - as_images(target), levels)[:-1]  # the pyramid is linear
+    return sum(band.abs().mean() for band in bands) / levels
+
+
 # ----------------------------------------------------------------------------- SSIM
 def ssim_loss(pred, target):
     """1 - SSIM with metrics.ssim (the evaluation's definition; differentiable), per frame then mean."""
@@ -176,7 +187,7 @@ class PerceptualLoss(nn.Module):
 # ----------------------------------------------------------------------------- NLL
 def nll_term(out):
     if "nll" not in out:
-        raise ValueError("loss term NLL needs out['nll'] (bits/dim) from the model; this model "
+        raise ValueError("loss term NLL needs out['nll'] (PerVFI's NLL) from the model; this model "
                          "did not return it (only PerVFI does, when given the target)")
     return out["nll"].mean()
 
@@ -187,6 +198,7 @@ PIXEL_TERMS = {
     "MSE": mse_loss,
     "Charbonnier": charbonnier_loss,
     "Lap": laplacian_loss,
+    "PerVFILap": pervfi_laplacian_loss,
     "SSIM": ssim_loss,
 }
 TERM_NAMES = (*PIXEL_TERMS, "VGG", "NLL")

@@ -9,27 +9,33 @@
 The run name is `<optimizer>_<lr>` with the learning rate as typed (`--lr 6e-4` -> `adamw_6e-4`),
 plus `_<tag>` with `--tag`. Outputs go under `--out-dir` (default: the current directory, i.e. the
 repository root when run as documented): `weights/<model>/<run>.pth` (latest, every epoch),
-`weights/<model>/best_<model>.pth` (best validation PSNR; `best_<model>_<tag>.pth` for tagged runs),
+`weights/<model>/<run>_best.pth` (best validation PSNR of this run),
 `weights/<model>/<run>_epoch<N>.pth` (with --save-every), `figs/<run>.png` + `figs/<run>.csv`.
+A run that already has outputs is never replaced silently: resume it with `--start-epoch N`, or
+pass `--overwrite` to start it again from scratch.
 
 Presets bundle the optimiser recipe of a model; a flag given on the command line wins:
-    asvfi  (default for --model asvfi):  --beta2 0.99 --scheduler cosine --loss 1*L1
-    pervfi (default for --model pervfi): --beta2 0.999 --scheduler onecycle --grad-clip 0.1
-                                         --loss 1*NLL+0.1*Lap+0.2*VGG
-Both train with --optimizer adamw unless told otherwise. The learning rate is not part of a preset,
-so run names stay `<optimizer>_<lr>` as typed.
+    asvfi  (default for --model asvfi):  --lr 6e-4 --beta2 0.99 --scheduler cosine --loss 1*L1
+    pervfi (default for --model pervfi): the authors' recipe (src/train, pvfi-v00.yml): --lr 5e-4
+                                         --beta2 0.999 --weight-decay 0.01 --scheduler onecycle
+                                         (max lr = --lr, cosine annealing, per step) --grad-clip 0.1
+                                         --loss 1*NLL+0.1*PerVFILap+0.2*VGG
+Both train with --optimizer adamw unless told otherwise.
 """
 import argparse
 import sys
 
 import cli
+import losses
 import registry
 import runtime
 import train
 
-PRESETS = {
-    "asvfi": {"beta2": 0.99, "scheduler": "cosine", "grad_clip": 0.0, "loss": "1*L1"},
-    "pervfi": {"beta2": 0.999, "scheduler": "onecycle", "grad_clip": 0.1, "loss": "1*NLL+0.1*Lap+0.2*VGG"},
+PRESETS = {  # weight_decay None = the optimiser's own default
+    "asvfi": {"lr": "6e-4", "beta2": 0.99, "weight_decay": None, "scheduler": "cosine", "grad_clip": 0.0,
+              "loss": "1*L1"},
+    "pervfi": {"lr": "5e-4", "beta2": 0.999, "weight_decay": 0.01, "scheduler": "onecycle", "grad_clip": 0.1,
+               "loss": "1*NLL+0.1*PerVFILap+0.2*VGG"},
 }
 ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"))
 AT_LEAST_ONE = ("epochs", "batch_size", "windows_per_video")
@@ -59,10 +65,13 @@ def build_parser():
     data.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
 
     cli.add_run_flags(p)
+    p.set_defaults(lr=None)  # the preset's (the run name keeps the value as typed)
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: the --model name")
     optim.add_argument("--beta1", type=float, default=0.9)
     optim.add_argument("--beta2", type=float, default=None, help="(preset: 0.99 asvfi, 0.999 pervfi)")
+    optim.add_argument("--weight-decay", type=float, default=None,
+                       help="AdamW/Adam weight decay (preset: 0.01 pervfi; the optimiser's default for asvfi)")
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step (preset)")
     optim.add_argument("--gate-lr-mult", type=float, default=1.0,
@@ -72,6 +81,8 @@ def build_parser():
     optim.add_argument("--epochs", type=int, default=200, help="total epochs")
     optim.add_argument("--start-epoch", "--start_epoch", type=int, default=0,
                        help="N > 0 resumes the run from its checkpoint after N finished epochs")
+    optim.add_argument("--overwrite", action="store_true",
+                       help="start an existing run again from scratch, replacing its checkpoints and log")
     optim.add_argument("--random-seed", "--random_seed", type=int, default=12345)
     optim.add_argument("--limit-steps", type=int, default=0, help="at most this many steps per epoch (0 = all)")
 
@@ -87,6 +98,12 @@ def resolve_defaults(args, parser):
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    try:
+        losses.parse_loss_spec(args.loss)
+    except ValueError as error:
+        parser.error(f"--loss: {error}")
+    if args.overwrite and args.start_epoch:
+        parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
     if args.model != "asvfi" and given:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 import checkpoints
 import flow as flowlib
+import losses
 import weights
 from checkpoints import CheckpointError
 from resnet_3D import scaled_channels
@@ -924,36 +925,14 @@ def official_nll(log_p, log_det, pixels, dequantized):
     return -(constant + log_det + log_p), log_p, log_det
 
 
-def _binomial_blur(images, kernel):
-    return F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), kernel, groups=images.shape[1])
-
-
 def lap_loss(pred, target, levels=5):
     """The official Laplacian loss (src/train/loss.py LapLoss, max_levels=5): mean over the 5 band
-    levels of mean |band(pred) - band(target)|; no low-pass residual. Bands: 5x5 binomial blur
-    (/256, reflect padding), keep [::2, ::2], upsample by zero insertion + blur with 4x the
-    kernel, band = current - upsampled. Accepts (B, 3, H, W) or (B, n, 3, H, W). On images too
-    small for five levels (under 48 pixels a side, where the official reflect padding fails) the
-    bands stop early and odd sizes crop the upsampled level; the sum is still divided by `levels`."""
-    pred = pred.reshape(-1, *pred.shape[-3:])
-    target = target.reshape(-1, *target.shape[-3:])
-    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=pred.device, dtype=pred.dtype)
-    kernel = (taps[:, None] * taps[None, :] / 256.0).repeat(pred.shape[1], 1, 1, 1)
-
-    def bands(image):
-        out, current = [], image
-        for _ in range(levels):
-            if min(current.shape[-2:]) < 3:
-                break
-            down = _binomial_blur(current, kernel)[:, :, ::2, ::2]
-            up = down.new_zeros(*down.shape[:2], down.shape[2] * 2, down.shape[3] * 2)
-            up[:, :, ::2, ::2] = down
-            height, width = current.shape[-2:]  # odd sizes (where the official code fails): crop
-            out.append(current - _binomial_blur(up, 4 * kernel)[..., :height, :width])
-            current = down
-        return out
-
-    return sum(F.l1_loss(a, b) for a, b in zip(bands(pred), bands(target))) / levels
+    levels of mean |band(pred) - band(target)|, no low-pass residual; bands of losses.py's
+    Laplacian pyramid (5x5 binomial blur /256, reflect padding, zero-insertion upsampling). On
+    images too small for five levels (where the official reflect padding fails) the bands stop
+    early and odd sizes crop the upsampled level; the sum is still divided by `levels`.
+    Accepts (B, 3, H, W) or (B, n, 3, H, W). The loss term "PerVFILap"."""
+    return losses.pervfi_laplacian_loss(pred, target, levels)
 
 
 def bits_per_dim(nll, channels=3):

@@ -22,7 +22,12 @@ def pick_device(name=None):
     """`--device` value → torch.device; default CUDA when present; under torchrun, the LOCAL_RANK GPU."""
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ASVFIError(f"--device {name}: not a device name torch knows; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ASVFIError(f"--device {name}: ASVFI runs on cpu or cuda (cuda:N), not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ASVFIError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:

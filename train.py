@@ -3,7 +3,8 @@
 seed → data (DistributedSampler, also in a single process, so the shuffling is a function of the
 seed and the epoch) → network from its config → optimiser + scheduler → (resume) → epochs of
 training steps, each followed by validation (loss, PSNR, SSIM on the val windows, summed over
-processes) → checkpoints, curves and a log written by process 0 while the others wait.
+processes) → checkpoints, curves and a log written by process 0 while the others wait. A run that already has
+outputs is only continued (`--start_epoch`) or, with `--overwrite`, started again.
 
 Checkpoints are plain dicts loadable with `torch.load(weights_only=True)`: model, config,
 state_dict (no `module.` prefix), optimizer, scheduler, scaler, epoch (finished epochs),
@@ -16,6 +17,7 @@ last good checkpoint stays as it was.
 """
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,12 @@ class RunPaths:
 
     @property
     def best(self):
-        return runs.best_checkpoint_path(self.model, self.tag, out_dir=self.root)
+        """`<run>_best.pth`: every run keeps its own best checkpoint."""
+        return runs.checkpoint_path(self.model, f"{self.run}_best", out_dir=self.root)
+
+    def existing(self):
+        """The outputs of this run already on disk (what starting it from scratch would replace)."""
+        return [path for path in (self.latest, self.best, self.log) if path.is_file()]
 
     def snapshot(self, epoch):
         return runs.checkpoint_path(self.model, self.run, epoch, out_dir=self.root)
@@ -210,7 +217,8 @@ def build_optimizer(args, network):
     if gates:
         groups.append({"params": [p for p in trainable if id(p) in gates], "lr": float(args.lr) * args.gate_lr_mult})
     kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-    return kinds[args.optimizer](groups, betas=(args.beta1, args.beta2))
+    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    return kinds[args.optimizer](groups, betas=(args.beta1, args.beta2), **decay)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
@@ -222,7 +230,8 @@ def build_scheduler(args, optimizer, steps_per_epoch):
             optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))), False
     if args.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                                   total_steps=args.epochs * steps_per_epoch), True
+                                                   total_steps=args.epochs * steps_per_epoch,
+                                                   anneal_strategy="cos"), True
     return None, False
 
 
@@ -412,6 +421,24 @@ def summary_line(record, args, is_best):
 
 
 # ----------------------------------------------------------------------------- the loop
+def check_outputs(paths, args):
+    """Before any work: never replace a run's results unasked, and fail now, not after an epoch,
+    when the output folders cannot be written."""
+    existing = paths.existing()
+    if args.start_epoch == 0 and existing and not args.overwrite:
+        raise TrainingStopped(f"run {paths.run} already has {', '.join(map(str, existing))}; resume it with "
+                              f"--start-epoch N (N = its finished epochs), choose another --tag or --out-dir, "
+                              f"or pass --overwrite to train it again from scratch")
+    for folder in (paths.latest.parent, paths.log.parent):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise TrainingStopped(f"{folder}: cannot write checkpoints or logs there ({error.strerror}); "
+                                  f"choose a writable --out-dir") from None
+
+
 def build_state(args, network, steps, device):
     optimizer = build_optimizer(args, network)
     scheduler, per_batch = build_scheduler(args, optimizer, steps)
@@ -466,6 +493,8 @@ def train(args, procs):
     if args.amp and device.type != "cuda" and procs.is_main:
         print(f"note: --amp {args.amp} applies to CUDA only; training in float32 on {device}")
     run = Run(args, procs, run_paths(args), model_config(args))
+    if procs.is_main:
+        check_outputs(run.paths, args)
     network = build_network(args, run.config, device)
     criterion = losses.build_criterion(args.loss, weights_dir=args.weights_dir)
     train_set, val_set = build_datasets(args, procs)

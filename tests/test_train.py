@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = "adamw_6e-4"
 TINY = ["--dataset", "demo", "--device", "cpu", "--width", "0.125", "--crop", "32", "--batch_size", "2",
         "--windows-per-video", "2", "--val-windows", "4", "--workers", "0"]
-PERVFI = ["--model", "pervfi", "--loss", "1*NLL+0.1*Lap"]  # the preset's VGG term needs downloaded weights
+PERVFI = ["--model", "pervfi", "--loss", "1*NLL+0.1*PerVFILap"]  # the preset's VGG term needs downloaded weights
+PERVFI_RUN = "adamw_5e-4"  # the preset's learning rate
 
 
 def run_main(demo_root, out_dir, *flags):
@@ -85,8 +86,9 @@ def test_documented_defaults_and_presets():
             args.batch_size, args.model, args.scale, args.scheduler) == \
         (0, "6e-4", "adamw", "1*L1", 0.9, 0.99, 12345, 1, "asvfi", 2, "cosine")
     pervfi = main.parse_args(["--dataset", "demo", "--model", "pervfi"])
-    assert (pervfi.optimizer, pervfi.scheduler, pervfi.grad_clip, pervfi.loss, pervfi.beta2) == \
-        ("adamw", "onecycle", 0.1, "1*NLL+0.1*Lap+0.2*VGG", 0.999)
+    assert (pervfi.optimizer, pervfi.scheduler, pervfi.grad_clip, pervfi.loss, pervfi.beta2, pervfi.lr,
+            pervfi.weight_decay) == ("adamw", "onecycle", 0.1, "1*NLL+0.1*PerVFILap+0.2*VGG", 0.999, "5e-4", 0.01)
+    assert args.weight_decay is None  # ASVFI: the optimiser's default
     given = main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL", "--optimizer", "adam"])
     assert (given.loss, given.optimizer, given.scheduler) == ("1*NLL", "adam", "onecycle")
     assert main.parse_args(["--dataset", "demo", "--lr", "1e-3"]).lr == "1e-3"
@@ -96,6 +98,9 @@ def test_documented_defaults_and_presets():
     (["--model", "pervfi", "--depth", "unet_34"], "--depth .* do not apply to --model pervfi"),
     (["--lr", "fast"], "not a number"),
     (["--start_epoch", "5", "--epochs", "5"], r"--start_epoch 5 must be in \[0, --epochs 5\)"),
+    (["--loss", "1*L1+0.1*Lapp"], "--loss: .*unknown term 'Lapp'"),
+    (["--loss", "L1 plus Lap"], "--loss: .*cannot parse"),
+    (["--overwrite", "--start-epoch", "1"], "--overwrite .* does not go with --start-epoch"),
 ])
 def test_contradictory_flags_are_rejected(flags, message, capsys):
     with pytest.raises(SystemExit):
@@ -103,11 +108,13 @@ def test_contradictory_flags_are_rejected(flags, message, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_tagged_runs_keep_their_own_best_checkpoint(tmp_path):
+def test_every_run_keeps_its_own_best_checkpoint(tmp_path):
     plain = train.RunPaths(tmp_path, "asvfi", RUN)
     tagged = train.RunPaths(tmp_path, "asvfi", f"{RUN}_noaudio", "noaudio")
-    assert plain.best == tmp_path / "weights/asvfi/best_asvfi.pth"
-    assert tagged.best == tmp_path / "weights/asvfi/best_asvfi_noaudio.pth"
+    other = train.RunPaths(tmp_path, "asvfi", "adamw_1e-3")
+    assert plain.best == tmp_path / f"weights/asvfi/{RUN}_best.pth"
+    assert tagged.best == tmp_path / "weights/asvfi/adamw_6e-4_noaudio_best.pth"
+    assert other.best == tmp_path / "weights/asvfi/adamw_1e-3_best.pth"
     assert tagged.latest == tmp_path / "weights/asvfi/adamw_6e-4_noaudio.pth"
     assert tagged.figure == tmp_path / "figs/adamw_6e-4_noaudio.png"
 
@@ -138,7 +145,7 @@ def test_checkpoint_contents(straight_run):
 
 def test_best_checkpoint_is_the_best_validation_psnr(straight_run):
     history = load(straight_run / f"weights/asvfi/{RUN}.pth")["history"]
-    best = load(straight_run / "weights/asvfi/best_asvfi.pth")
+    best = load(straight_run / f"weights/asvfi/{RUN}_best.pth")
     best_record = max(history, key=lambda r: r["val_psnr"])
     assert best["epoch"] == best_record["epoch"]
     assert best["best_psnr"] == best_record["val_psnr"] > 10
@@ -196,6 +203,30 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, 
     assert len((tmp_path / f"figs/{RUN}.csv").read_text().splitlines()) == 2
 
 
+def test_a_finished_run_is_never_replaced_unasked(demo_root, tmp_path, capsys):
+    flags = ["--epochs", "1", "--limit-steps", "1", "--val-windows", "2"]
+    assert run_main(demo_root, tmp_path, *flags) == 0
+    latest, best = tmp_path / f"weights/asvfi/{RUN}.pth", tmp_path / f"weights/asvfi/{RUN}_best.pth"
+    before = latest.read_bytes(), best.read_bytes()
+    assert run_main(demo_root, tmp_path, *flags, "--random-seed", "7") == 1
+    assert "already has" in capsys.readouterr().err and (latest.read_bytes(), best.read_bytes()) == before
+    assert run_main(demo_root, tmp_path, *flags, "--random-seed", "7", "--overwrite") == 0
+    assert latest.read_bytes() != before[0]
+    assert run_main(demo_root, tmp_path, *flags, "--lr", "1e-3") == 0  # another run: its own best
+    assert best.read_bytes() != b"" and (tmp_path / "weights/asvfi/adamw_1e-3_best.pth").is_file()
+
+
+def test_unwritable_out_dir_and_unknown_device_fail_at_start(demo_root, tmp_path, capsys):
+    blocked = tmp_path / "read_only"
+    blocked.mkdir()
+    (blocked / "weights").write_text("a file where the folder should be")
+    assert run_main(demo_root, blocked, "--epochs", "1") == 1
+    assert "cannot write checkpoints" in capsys.readouterr().err
+    assert main.main([*TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--device", "tpu"]) == 1
+    err = capsys.readouterr().err
+    assert "--device tpu: not a device name" in err and "Traceback" not in err
+
+
 def test_exploding_learning_rate_stops_before_any_checkpoint(demo_root, tmp_path, capsys):
     assert run_main(demo_root, tmp_path, "--epochs", "1", "--lr", "1e30") == 1
     assert "no checkpoint had been written yet" in capsys.readouterr().err
@@ -216,17 +247,17 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
     """One-cycle schedule, grad clipping, NLL + Lap; the sampling RNG is part of the resumed state."""
     flags = [*PERVFI, "--epochs", "2", "--limit-steps", "2"]
     assert run_main(demo_root, tmp_path / "straight", *flags) == 0
-    straight = load(tmp_path / f"straight/weights/pervfi/{RUN}.pth")
+    straight = load(tmp_path / f"straight/weights/pervfi/{PERVFI_RUN}.pth")
     nll = [r["val_NLL"] for r in straight["history"]]
     assert nll[1] < nll[0] and all(-12 < v < 12 for v in nll)
     assert straight["scheduler"]["total_steps"] == 4 and straight["args"]["grad_clip"] == 0.1
 
     poison.calls, poison.first_bad_call = 0, 5  # the run dies in epoch 2, after epoch 1's checkpoint
     assert run_main(demo_root, tmp_path / "resumed", *flags) == 1
-    assert load(tmp_path / f"resumed/weights/pervfi/{RUN}.pth")["epoch"] == 1
+    assert load(tmp_path / f"resumed/weights/pervfi/{PERVFI_RUN}.pth")["epoch"] == 1
     poison.first_bad_call = math.inf
     assert run_main(demo_root, tmp_path / "resumed", *flags, "--start_epoch", "1") == 0
-    resumed = load(tmp_path / f"resumed/weights/pervfi/{RUN}.pth")
+    resumed = load(tmp_path / f"resumed/weights/pervfi/{PERVFI_RUN}.pth")
     assert_same_weights(straight["state_dict"], resumed["state_dict"])
     assert without_timing(straight["history"]) == without_timing(resumed["history"])
 
@@ -283,7 +314,7 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
 
 def test_audio_gates_get_their_own_learning_rate():
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
-    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99)
+    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99, weight_decay=None)
     groups = train.build_optimizer(args, network).param_groups
     gates = {id(p) for p in network.audio.gates()}
     assert [g["lr"] for g in groups] == [pytest.approx(2e-3), pytest.approx(2e-2)]
