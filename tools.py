@@ -7,8 +7,11 @@
     python tools.py params                     # parameter counts of the default models
     python tools.py inspect-checkpoint CKPT    # what a checkpoint holds (`inspect` works too)
     python tools.py audio_ablation             # ASVFI with audio vs --audio none on the demo data (see README)
+    python tools.py gpu-check --device cuda    # every CUDA path checked and timed in ~6 min (see BENCHMARKS.md)
 
-Each command lives in `bench/<name>.py` with a `main(argv)`; this file only dispatches.
+Each command lives in `bench/<name>.py` with a `main(argv)`; this file only dispatches. Hyphens
+in a command are underscores in its file name (`gpu-check` -> bench/gpu_check.py); `bench-<name>`
+names the same file as `<name>`.
 """
 import importlib.util
 import sys
@@ -17,22 +20,47 @@ from pathlib import Path
 import cli
 
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
-NOT_BENCHMARKS = ("params", "inspect_checkpoint", "audio_ablation")
-ALIASES = {"inspect": "inspect_checkpoint", "inspect-checkpoint": "inspect_checkpoint"}
+# bench/ files that are not benchmarks, and the command each is listed as (the others: bench-<name>)
+NOT_BENCHMARKS = {"params": "params", "inspect_checkpoint": "inspect-checkpoint",
+                  "audio_ablation": "audio_ablation", "gpu_check": "gpu-check"}
+ALIASES = {"inspect": "inspect_checkpoint"}
+
+
+def load_module(path, name):
+    """A Python file as a module, imported by path under `name` once per process (like an import:
+    every user of a bench helper sees the same classes)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
+def load_bench(name):
+    """bench/<name>.py as a module (bench files are scripts, not a package; their helpers are shared
+    this way without putting bench/ on sys.path, where bench/model.py would shadow model.py)."""
+    return load_module(BENCH_DIR / f"{name}.py", f"bench_{name}")
 
 
 def run_bench(name, argv):
-    path = BENCH_DIR / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    return load_bench(name).main(argv)
 
 
 def command_name(stem):
-    if stem in NOT_BENCHMARKS:
-        return stem.replace("_checkpoint", "-checkpoint")
-    return f"bench-{stem}"
+    return NOT_BENCHMARKS.get(stem, f"bench-{stem}")
+
+
+def file_stem(command):
+    """The bench/ file a command names: aliases, an optional bench- prefix, hyphens as underscores."""
+    command = ALIASES.get(command, command)
+    if command.startswith("bench-"):
+        command = command[len("bench-"):]
+    return command.replace("-", "_")
 
 
 def dispatch(argv):
@@ -43,7 +71,7 @@ def dispatch(argv):
         print("available:", ", ".join(command_name(c) for c in commands))
         return 0
     command, rest = argv[0], argv[1:]
-    name = ALIASES.get(command, command[len("bench-"):] if command.startswith("bench-") else command)
+    name = file_stem(command)
     if name not in commands:
         print(f"error: unknown command {command!r}; run `python tools.py --help`", file=sys.stderr)
         return 2

@@ -1,0 +1,113 @@
+"""`python tools.py gpu-check` at tiny sizes on the CPU: every step runs (the torchrun step through
+gloo), the report holds every step with finite numbers; the runner survives failing, slow and
+over-budget steps."""
+import json
+import math
+import time
+
+import pytest
+
+import tools
+
+GPU_CHECK = tools.load_bench("gpu_check")
+STEPS = tools.load_bench("_gpu_steps")
+# Skipped on a CPU by design: compilation time would be all torch.compile shows at tiny sizes.
+CPU_SKIPS = {"train_compile"}
+
+
+def numbers(value, where=""):
+    """(path, number) of every int/float in a JSON tree."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from numbers(item, f"{where}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield where, value
+
+
+@pytest.fixture(scope="module")
+def tiny_run(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")
+    status = tools.main(["gpu-check", "--device", "cpu", "--tiny", "--out", str(out), "--data-root", str(demo_root)])
+    return status, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+
+
+def test_tiny_cpu_run_has_every_step_ok_or_a_justified_skip(tiny_run):
+    status, report, _ = tiny_run
+    assert list(report["steps"]) == list(GPU_CHECK.STEP_NAMES)
+    for name, record in report["steps"].items():
+        if name in CPU_SKIPS:
+            assert record["status"] == "skip" and "CUDA only" in record["note"], name
+        else:
+            assert record["status"] == "ok", (name, record.get("error"), record.get("traceback"))
+            assert record["results"], name
+    assert status == 0
+    steps = report["steps"]
+    assert steps["ddp"]["results"]["backend"] == "gloo"
+    assert steps["torchrun_main"]["results"]["returncode"] == 0
+    assert set(steps["train_speed"]["results"]) >= {"fp32", "fp32 no audio", "amp+cl3d", "amp+cl3d no audio"}
+    assert set(steps["infer_speed"]["results"]) >= {"2x ours", "2x fp32 batch 1", "4x ours", "4x fp32 batch 1"}
+    for name in ("asvfi_correctness", "pervfi_correctness"):  # bf16 and fp16 autocast on the CPU too
+        assert {"fp32_vs_cpu", "fp32_vs_reference"} & set(steps[name]["results"])
+        assert {"bf16_vs_fp32", "fp16_vs_fp32"} <= set(steps[name]["results"])
+
+
+def test_tiny_cpu_report_numbers_are_finite_and_targets_computed(tiny_run):
+    _, report, markdown = tiny_run
+    found = dict(numbers(report))
+    assert all(math.isfinite(value) for value in found.values()), [k for k, v in found.items() if not math.isfinite(v)]
+    assert found[".steps.infer_speed.results.2x ours.frames_per_s"] > 0
+    assert found[".steps.data_loader.results.alone_windows_per_s"] > 0
+    assert report["environment"]["torch"] and report["environment"]["device"] == "cpu"
+    assert [t["verdict"] for t in report["targets"]] and all(t["verdict"] in ("met", "not met")
+                                                             for t in report["targets"])
+    for name in GPU_CHECK.STEP_NAMES:
+        assert f"| {name} | " in markdown
+    assert "## Targets (measured, not asserted)" in markdown
+
+
+def test_runner_records_errors_timeouts_failures_and_the_overall_budget(tmp_path):
+    def broken(check, results):
+        results["before"] = 1.0
+        raise RuntimeError("kernel exploded")
+
+    def slow(check, results):
+        while True:
+            time.sleep(0.01)
+            check.on_time()
+
+    def off_tolerance(check, results):
+        results["diff"] = STEPS.within("ssim_vs_cpu", 1.0)
+
+    def fine(check, results):
+        results["value"] = 2.0
+
+    steps = [GPU_CHECK.Step("broken", broken, (5, 5)), GPU_CHECK.Step("slow", slow, (0.2, 0.2)),
+             GPU_CHECK.Step("off_tolerance", off_tolerance, (5, 5)), GPU_CHECK.Step("fine", fine, (5, 5)),
+             GPU_CHECK.Step("gpu_only", fine, (5, 5), cuda_only="needs CUDA")]
+    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    records = GPU_CHECK.run_steps(steps, GPU_CHECK.make_check(args), args)
+    assert records["broken"]["status"] == "error" and "kernel exploded" in records["broken"]["error"]
+    assert records["broken"]["results"] == {"before": 1.0}  # what it measured before failing is kept
+    assert records["slow"]["status"] == "timeout" and records["slow"]["seconds"] < 2
+    assert records["off_tolerance"]["status"] == "fail" and "diff" in records["off_tolerance"]["error"]
+    assert records["fine"] == {**records["fine"], "status": "ok", "results": {"value": 2.0}}
+    assert records["gpu_only"]["status"] == "skip" and records["gpu_only"]["note"] == "needs CUDA"
+
+    args.budget_s = 0
+    spent = GPU_CHECK.run_steps(steps[3:4], GPU_CHECK.make_check(args), args)
+    assert spent["fine"]["status"] == "skip" and "budget" in spent["fine"]["note"]
+
+
+def test_only_selects_steps_and_rejects_unknown_ones(tmp_path):
+    assert GPU_CHECK.parse_args(["--only", "ddp,train_speed"]).only == ["ddp", "train_speed"]
+    assert tools.main(["gpu-check", "--only", "warp_drive", "--out", str(tmp_path)]) == 1
+
+
+def test_commands_name_bench_files_with_hyphens_as_underscores():
+    assert tools.file_stem("gpu-check") == "gpu_check"
+    assert tools.file_stem("bench-model") == tools.file_stem("model") == "model"
+    assert tools.file_stem("inspect") == tools.file_stem("inspect-checkpoint") == "inspect_checkpoint"
+    assert tools.command_name("gpu_check") == "gpu-check" and tools.command_name("infer") == "bench-infer"
