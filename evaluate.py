@@ -20,47 +20,73 @@ A metric whose weights cannot be had (e.g. `--offline` without them) is listed a
 the others still run. The summary (mean, std over videos, N) is printed and written atomically
 to `<csv>_summary.json` and `<csv>_summary.txt`.
 
+`--protocol` (asvfi, flavr, rife, vfibench, stylegan-v; protocols.py) decides quantisation, crop,
+SSIM variant, PSNR epsilon/floor, windows, averaging and FVD sampling for every metric; a
+non-default protocol's report is `..._<protocol>.csv`. `--dataset flavr-ucf101|ucf101-triplets|
+vimeo-septuplet` scores the predictions under `runs.testset_output_dir` (`pred.npy`, else
+`pred_<k>.png`) against the test set's targets and prints the row the reference's paper prints.
+Rows are keyed by data root, ground-truth and output digests and protocol (eval_report.py).
+Under `torchrun --nproc_per_node=N` the videos are split across ranks; rank 0 writes the report.
+
 Unlike flolpips' `calc_flolpips` (mp4 → yuv420p → BT.601 RGB) and VFIPS' script (decoded video),
 every metric reads the lossless PNG frames that inference.py writes.
 """
+
 import argparse
-import csv
-import io
-import json
-import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from tqdm import tqdm
 
-import checkpoints
 import cli
-import fvd
+import eval_report
+import identity
 import metrics
+import protocols
 import registry
 import runs
 import runtime
+import testsets
 import utils
-import video_io
 from utils import ASVFIError
 
 FRAME_CHUNK = 48  # frames read at a time: a multiple of the 12-frame VFIPS and 16-frame FVD windows
-DISPLAY = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "flolpips": "FloLPIPS", "vfips": "VFIPS",
-           "fvd": "FVD"}
-LABEL = 16  # width of the metric column of the console table
-BASE_COLUMNS = ("video", "category", "frames", "generated")
-TAIL_COLUMNS = ("error", "notes")
+READ_THREADS = 4  # PNG decoding releases the GIL
 
 
 class VideoMismatch(ASVFIError):
     """The output of a video cannot be compared with its ground truth (the message says why)."""
 
 
-# ----------------------------------------------------------------------------- videos and frames
+@dataclass
+class Item:
+    """One scored unit: a video (frame folders) or a test-set sample (target files, prediction folder)."""
+    category: str
+    video: str
+    gt: object
+    out: Path
+    signature: dict
+
+
+@dataclass
+class Run:
+    """What every video of this evaluation is scored with."""
+    names: list
+    built: dict
+    unavailable: dict
+    protocol: object
+    scale: int
+    device: object
+    pool: object
+    flow: str = "pwc"
+
+
+# ----------------------------------------------------------------------------- folders and keys
 def frame_files(folder):
     """Sorted `frame_%05d.png` files of a folder, checked to be numbered 0 … N−1 without gaps."""
     files = sorted(Path(folder).glob("frame_*.png"))
@@ -69,6 +95,16 @@ def frame_files(folder):
             raise VideoMismatch(f"{folder}: frames are not numbered contiguously (expected "
                                 f"frame_{index:05d}.png, found {path.name})")
     return files
+
+
+def folder_digest(folder, files):
+    """identity.digest of the folder's identity.json; without one (older output), a digest of the
+    files' names, sizes and modification times, so new frames under the same name are rescored."""
+    record = identity.read_identity(folder)
+    if record is None:
+        record = {"fingerprint": [(Path(f).name, *(lambda st: (st.st_size, st.st_mtime_ns))(Path(f).stat()))
+                                  for f in files]}
+    return identity.digest(record)
 
 
 def test_split_csv(args):
@@ -80,13 +116,17 @@ def test_split_csv(args):
     return split_csv if split_csv.is_file() else None
 
 
+def finished_folders(root):
+    return [(f.parent.name, f.name) for f in sorted(Path(root).glob("*/*"))
+            if f.is_dir() and not f.name.endswith(".partial") and (f / "frame_00000.png").is_file()]
+
+
 def list_videos(gt_root, split_csv=None):
     """(category, video) of every finished ground-truth folder; with a split CSV, only its test split."""
     if not gt_root.is_dir():
         raise ASVFIError(f"{gt_root}: no ground-truth frames; run inference.py for this scale first "
                          f"(it writes the ground truth next to the generated frames)")
-    videos = [(folder.parent.name, folder.name) for folder in sorted(gt_root.glob("*/*"))
-              if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "frame_00000.png").is_file()]
+    videos = finished_folders(gt_root)
     if split_csv is not None:
         table = pd.read_csv(split_csv)
         test = {(Path(p).parent.name, Path(p).stem) for p in table.loc[table["split"] == "test", "path"]}
@@ -94,234 +134,152 @@ def list_videos(gt_root, split_csv=None):
     return videos
 
 
-def frame_size(path):
-    with Image.open(path) as image:
-        return image.size
+def signature(args, protocol, gt_digest, out_digest):
+    return {"data_root": str(Path(args.data_root).resolve()), "gt_digest": gt_digest, "out_digest": out_digest,
+            "protocol": protocol.name}
 
 
+def video_items(args, protocol, videos, out_root):
+    gt_root = runs.gt_dir(args.data_root, args.scale)
+    items = []
+    for category, video in videos:
+        gt, out = gt_root / category / video, out_root / category / video
+        out_files = frame_files(out) if out.is_dir() else []
+        items.append(Item(category, video, gt, out, signature(args, protocol, folder_digest(gt, frame_files(gt)),
+                                                              folder_digest(out, out_files) if out_files else "")))
+    return items
+
+
+def prediction_files(folder, n_targets):
+    """pred.npy when present, else pred_0.png … pred_<n−1>.png; [] when neither is complete."""
+    if (folder / "pred.npy").is_file():
+        return [folder / "pred.npy"]
+    pngs = [folder / f"pred_{k}.png" for k in range(n_targets)]
+    return pngs if all(p.is_file() for p in pngs) else []
+
+
+def testset_items(args, protocol, testset, out_root):
+    items = []
+    for sample_id in testset.sample_ids:
+        targets, out = testset.target_files(sample_id), out_root / sample_id
+        preds = prediction_files(out, len(targets))
+        items.append(Item(testset.name, sample_id, targets, out,
+                          signature(args, protocol, folder_digest(targets[0].parent, targets),
+                                    folder_digest(out, preds) if preds else "")))
+    return items
+
+
+# ----------------------------------------------------------------------------- reading frames
+def read_png(path, shape=None):
+    """(H, W, 3) uint8 RGB of one PNG; VideoMismatch naming the file when unreadable or of another size."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VideoMismatch(f"{path}: missing or unreadable frame")
+    if shape is not None and bgr.shape != shape:
+        raise VideoMismatch(f"{path}: frame of {bgr.shape[1]}x{bgr.shape[0]}, the other frames of the pair "
+                            f"are {shape[1]}x{shape[0]}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def to_tensor(frames_hwc, crop, device):
+    """(N, 3, H', W') float32 after the protocol crop; uint8 input becomes [0, 1]."""
+    frames = np.stack([protocols.apply_frame_crop(f, crop) for f in frames_hwc])
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).contiguous().float()
+    return tensor.div_(255) if frames.dtype == np.uint8 else tensor
+
+
+def chunks(item, n_frames, run):
+    """(start, ref, pred) chunks of a video pair, the next chunk decoded by the pool while this one is scored."""
+    gt_files, out_files = frame_files(item.gt), frame_files(item.out)
+    shape = read_png(gt_files[0]).shape
+
+    def submit(start):
+        stop = min(start + FRAME_CHUNK, n_frames)
+        return start, [run.pool.submit(read_png, f, shape) for f in gt_files[start:stop] + out_files[start:stop]]
+
+    pending = submit(0)
+    while pending is not None:
+        start, futures = pending
+        pending = submit(start + FRAME_CHUNK) if start + FRAME_CHUNK < n_frames else None
+        frames = [f.result() for f in futures]
+        half = len(frames) // 2
+        yield (start, to_tensor(frames[:half], run.protocol.frame_crop, run.device),
+               quantized(to_tensor(frames[half:], run.protocol.frame_crop, run.device), run.protocol))
+
+
+def quantized(pred, protocol):
+    return protocols.quantize_prediction(pred, protocol.quantize)
+
+
+# ----------------------------------------------------------------------------- scoring
 def check_pair(gt_folder, out_folder):
     """Number of frames of a comparable (ground truth, output) pair; VideoMismatch otherwise."""
     if not out_folder.is_dir():
-        raise VideoMismatch(f"no generated frames at {out_folder} (run inference.py for this model and scale)")
+        raise VideoMismatch(f"{eval_report.MISSING_OUTPUT}: no generated frames at {out_folder} (run "
+                            f"inference.py for this model and scale)")
     gt_files, out_files = frame_files(gt_folder), frame_files(out_folder)
     if len(gt_files) != len(out_files):
         raise VideoMismatch(f"frame count mismatch: {len(out_files)} generated in {out_folder} vs "
                             f"{len(gt_files)} ground truth in {gt_folder}")
     if len(gt_files) < 2:
         raise VideoMismatch(f"{gt_folder}: {len(gt_files)} frame(s); at least 2 are needed")
-    gt_size, out_size = frame_size(gt_files[0]), frame_size(out_files[0])
-    if gt_size != out_size:
-        raise VideoMismatch(f"frame size mismatch: {out_size[0]}x{out_size[1]} generated vs "
-                            f"{gt_size[0]}x{gt_size[1]} ground truth ({out_folder})")
+    gt_shape, out_shape = read_png(gt_files[0]).shape, read_png(out_files[0]).shape
+    if gt_shape != out_shape:
+        raise VideoMismatch(f"frame size mismatch: {out_shape[1]}x{out_shape[0]} generated vs "
+                            f"{gt_shape[1]}x{gt_shape[0]} ground truth ({out_folder})")
     return len(gt_files)
 
 
-def load_chunk(folder, start, stop, device):
-    """Frames [start, stop) as contiguous (N, 3, H, W) float32 in [0, 1] on `device`."""
-    frames = torch.from_numpy(video_io.read_png_frames(folder, start, stop)).to(device)
-    return frames.permute(0, 3, 1, 2).contiguous().float().div_(255)
-
-
-# ----------------------------------------------------------------------------- one video
-def score_video(gt_folder, out_folder, scale, built, device):
-    """Run every metric over one video pair: (CSV values, FVD features or None)."""
-    n_frames = check_pair(gt_folder, out_folder)
-    scorers = {name: metric.scorer() for name, metric in built.items()}
-    with torch.no_grad():
-        for start in range(0, n_frames, FRAME_CHUNK):
-            stop = min(start + FRAME_CHUNK, n_frames)
-            ref, pred = load_chunk(gt_folder, start, stop, device), load_chunk(out_folder, start, stop, device)
-            if ref.shape != pred.shape:
-                raise VideoMismatch(f"frame size mismatch in frames {start}-{stop - 1}: generated "
-                                    f"{tuple(pred.shape[-2:])} vs ground truth {tuple(ref.shape[-2:])}")
-            generated = torch.arange(start, stop, device=device) % scale != 0
-            for name, scorer in scorers.items():
-                if built[name].scope == "generated":
-                    scorer.update(ref[generated], pred[generated])
-                else:
-                    scorer.update(ref, pred)
-    values = {"frames": n_frames, "generated": sum(1 for i in range(n_frames) if i % scale)}
+def results_of(scorers, run, values):
     notes = []
     for name, scorer in scorers.items():
         result = scorer.result()
-        values[built[name].column] = "" if result.value is None else result.value
+        values[run.built[name].column] = "" if result.value is None else result.value
         if result.reason:
             notes.append(f"{name}: {result.reason}")
     values["notes"] = "; ".join(notes)
-    features = scorers["fvd"].features() if "fvd" in scorers else None
-    return values, features
+    return values, scorers["fvd"].features() if "fvd" in scorers else None
 
 
-# ----------------------------------------------------------------------------- the CSV (resumable)
-def csv_columns(metric_names, flow_name):
-    return list(BASE_COLUMNS) + [metrics.metric_column(n, flow_name) for n in metric_names] + list(TAIL_COLUMNS)
+def score_video(item, run, fvd_clips=None):
+    """Every metric over one video pair: (CSV values, FVD features or None)."""
+    n_frames = check_pair(item.gt, item.out)
+    scorers = {name: metric.scorer() for name, metric in run.built.items()}
+    if "fvd" in scorers and fvd_clips is not None:
+        scorers["fvd"].select(*fvd_clips)
+    with torch.no_grad():
+        for start, ref, pred in chunks(item, n_frames, run):
+            generated = torch.arange(start, start + len(ref), device=run.device) % run.scale != 0
+            for name, scorer in scorers.items():
+                if run.built[name].scope == "generated":
+                    scorer.update(ref[generated], pred[generated])
+                else:
+                    scorer.update(ref, pred)
+    generated = len(protocols.generated_frames(n_frames, run.scale))
+    return results_of(scorers, run, {"frames": n_frames, "generated": generated})
 
 
-def format_value(value):
-    return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
-
-
-class ResultsCSV:
-    """One row per video, appended and flushed as each video finishes.
-
-    On start it keeps the finished rows of an earlier run with the same columns (a row cut off by
-    an interruption and the rows of failed videos are dropped, so those videos are redone) and
-    rewrites the file atomically; `done` holds the (category, video) keys already scored.
-    """
-
-    def __init__(self, path, columns, scale, restart=False):
-        self.path, self.columns, self.scale = Path(path), list(columns), scale
-        self.rows = [] if restart or not self.path.is_file() else self._read_previous()
-        self.done = {(row["category"], row["video"]) for row in self.rows}
-        utils.atomic_write_text(self.path, self._render(self.rows))
-
-    def _read_previous(self):
-        text = self.path.read_text()
-        complete = text[:text.rfind("\n") + 1] if not text.endswith("\n") else text
-        reader = csv.DictReader(io.StringIO(complete))
-        if reader.fieldnames is None:
-            return []
-        if list(reader.fieldnames) != self.columns:
-            raise ASVFIError(f"{self.path} was written with columns {reader.fieldnames}, this run has "
-                             f"{self.columns} (other --metrics or --flow). Rerun with the same options to "
-                             f"resume, or add --restart to start this report again.")
-        return [row for row in reader if not row["error"] and None not in row.values()]
-
-    def _render(self, rows):
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue()
-
-    def put_in_order(self, keys):
-        """Rewrite the file with the rows in `keys` order (a resumed run then equals an uninterrupted
-        one: rows of retried videos would otherwise come after those scored before the interruption)."""
-        position = {key: i for i, key in enumerate(keys)}
-        self.rows.sort(key=lambda row: position.get((row["category"], row["video"]), len(position)))
-        utils.atomic_write_text(self.path, self._render(self.rows))
-
-    def append(self, row):
-        row = {column: format_value(row.get(column, "")) for column in self.columns}
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.columns, lineterminator="\n").writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows.append(row)
-        self.done.add((row["category"], row["video"]))
-
-
-class FeatureCache:
-    """Per-video I3D features (real and fake clips) so a resumed run computes the same FVD."""
-
-    def __init__(self, folder, device, restart=False):
-        self.folder, self.device = Path(folder), device
-        if restart and self.folder.is_dir():
-            for path in self.folder.glob("*/*.pt"):
-                path.unlink()
-
-    def path(self, category, video):
-        return self.folder / category / f"{video}.pt"
-
-    def save(self, category, video, features):
-        real, fake = features
-        checkpoints.save({"real": torch.from_numpy(real), "fake": torch.from_numpy(fake)},
-                                self.path(category, video))
-
-    def load(self, category, video):
-        path = self.path(category, video)
-        if not path.is_file():
-            return None
-        state = checkpoints.load_file(path)
-        return state["real"].numpy(), state["fake"].numpy()
-
-
-# ----------------------------------------------------------------------------- summary
-def column_stats(rows, column):
-    values = np.array([float(r[column]) for r in rows if r.get(column, "") != ""], dtype=np.float64)
-    if not len(values):
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(values.mean()), "std": float(values.std()), "n": int(len(values))}
-
-
-def set_level_fvd(rows, cache):
-    """FVD over the cached clip features of every scored video."""
-    real, fake, missing = [], [], 0
-    for row in rows:
-        if row.get("fvd_clips", "") == "" or int(float(row["fvd_clips"])) == 0:
-            continue
-        features = cache.load(row["category"], row["video"])
-        if features is None:
-            missing += 1
-            continue
-        real.append(features[0])
-        fake.append(features[1])
-    if not real:
-        return {"value": None, "clips": 0, "reason": "no video has 16 frames"}
-    value, reason, clips = fvd.fvd_from_features(np.concatenate(real), np.concatenate(fake))
-    if missing:
-        reason = (reason + "; " if reason else "") + f"features of {missing} video(s) missing from {cache.folder}"
-    return {"value": value, "clips": clips, "reason": reason}
-
-
-def summarize(rows, built, unavailable, names, args, csv_path, cache):
-    scored = [r for r in rows if not r["error"]]
-    summary = {"model": runs.DISPLAY_NAMES[args.model], "run": run_of(args), "scale": args.scale,
-               "epoch": args.epoch, "csv": str(csv_path), "videos": len(scored),
-               "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in rows if r["error"]],
-               "metrics": {}}
-    for name in names:
-        if name in unavailable:
-            entry = {"status": "unavailable", "reason": unavailable[name]}
-        elif name == "fvd":
-            entry = {"status": "ok", **set_level_fvd(scored, cache)}
-        else:
-            entry = {"status": "ok", **column_stats(scored, built[name].column)}
-            without = [r for r in scored if r.get(built[name].column, "") == ""]
-            if without:
-                entry["without_value"] = len(without)
-                entry["why"] = sorted({note[len(name) + 2:] for r in without for note in r["notes"].split("; ")
-                                       if note.startswith(f"{name}: ")})
-        if name in built:
-            entry["about"] = built[name].about
-            entry.update(built[name].info)
-        if name == "flolpips":
-            entry["flow"] = args.flow
-        summary["metrics"][name] = entry
-    return summary
-
-
-def format_number(value):
-    return "—" if value is None else f"{value:.4f}" if abs(value) < 1e4 else f"{value:.1f}"
-
-
-def format_table(summary):
-    run = f" {summary['run']}" if summary["run"] else ""
-    lines = [f"{summary['model']}{run}, {summary['scale']}x: {summary['videos']} video(s) scored"
-             + (f", {len(summary['failed'])} failed (see the CSV 'error' column)" if summary["failed"] else ""),
-             f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}  notes"]
-    for name, entry in summary["metrics"].items():
-        label = DISPLAY[name] + (f" ({entry['flow'].upper()})" if "flow" in entry else "")
-        if entry["status"] == "unavailable":
-            lines.append(f"{label:<{LABEL}}unavailable ({entry['reason']})")
-        elif name == "fvd":
-            note = f"{entry['clips']} clips of {fvd.FVD_CLIP_FRAMES} frames" + (
-                f"; {entry['reason']}" if entry["reason"] else "")
-            lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{entry['clips']:>8}  {note}")
-        else:
-            note = (f"{entry['without_value']} video(s) without a value: {'; '.join(entry['why'])}"
-                    if entry.get("without_value") else "")
-            lines.append(f"{label:<{LABEL}}{format_number(entry['mean']):>12}{format_number(entry['std']):>12}"
-                         f"{entry['n']:>8}  {note}".rstrip())
-    for failure in summary["failed"]:
-        lines.append(f"FAILED {failure}")
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(summary, csv_path):
-    stem = csv_path.with_suffix("")
-    utils.atomic_write_text(f"{stem}_summary.json", json.dumps(summary, indent=2) + "\n")
-    utils.atomic_write_text(f"{stem}_summary.txt", format_table(summary))
+def score_sample(item, run, fvd_clips=None):
+    """Every (per-frame) metric of one test-set sample: targets vs pred.npy (raw float) or pred_<k>.png."""
+    preds = prediction_files(item.out, len(item.gt))
+    if not preds:
+        raise VideoMismatch(f"{eval_report.MISSING_OUTPUT}: no pred.npy or pred_0..{len(item.gt) - 1}.png in "
+                            f"{item.out} (run inference.py --dataset {item.category})")
+    ref = torch.stack([testsets.read_frame(path, run.protocol.frame_crop) for path in item.gt]).to(run.device)
+    if preds[0].suffix == ".npy":
+        raw = np.load(preds[0])
+        if raw.ndim != 4 or raw.shape[:2] != (len(item.gt), 3):
+            raise VideoMismatch(f"{preds[0]}: shape {raw.shape}, expected ({len(item.gt)}, 3, H, W)")
+        pred = to_tensor(list(raw.astype(np.float32).transpose(0, 2, 3, 1)), run.protocol.frame_crop, run.device)
+    else:
+        pred = to_tensor([read_png(p) for p in preds], run.protocol.frame_crop, run.device)
+    if pred.shape != ref.shape:
+        raise VideoMismatch(f"{item.out}: prediction {tuple(pred.shape[-2:])} vs target {tuple(ref.shape[-2:])} "
+                            f"after the protocol's crop ({run.protocol.frame_crop})")
+    scorers = {name: metric.scorer() for name, metric in run.built.items()}
+    for scorer in scorers.values():
+        scorer.update(ref, quantized(pred, run.protocol))
+    return results_of(scorers, run, {"frames": len(ref), "generated": len(ref)})
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -333,8 +291,10 @@ def build_parser():
     cli.add_checkpoint_flags(p)
     cli.add_data_flags(p)
     cli.add_machine_flags(p)
-    p.add_argument("--metrics", default=",".join(metrics.METRIC_NAMES),
-                   help=f"comma-separated subset of {','.join(metrics.METRIC_NAMES)}")
+    p.add_argument("--protocol", default="asvfi", choices=list(protocols.PROTOCOLS),
+                   help="published evaluation protocol to reproduce (protocols.py; default: this toolkit's)")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated subset of {','.join(metrics.METRIC_NAMES)} (default: the protocol's)")
     p.add_argument("--flow", default="pwc", choices=list(metrics.FLOW_NAMES),
                    help="FloLPIPS flow: pwc (the reference's PWC-Net) or dis (OpenCV DIS, no weights)")
     p.add_argument("--offline", action="store_true", help="never download weights")
@@ -343,71 +303,143 @@ def build_parser():
     return p
 
 
-def metric_names(text):
-    """--metrics as a list without repeats, in the order given."""
-    return list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+def metric_names(args):
+    """--metrics as a list without repeats, in the order given (default: what the protocol defines;
+    on an image test set its per-frame metrics)."""
+    protocol = protocols.get_protocol(args.protocol)
+    if args.metrics is None:
+        return [m for m in protocol.metrics if not is_testset(args) or m in metrics.FRAME_METRICS]
+    return list(dict.fromkeys(m.strip() for m in args.metrics.split(",") if m.strip()))
 
 
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    names = metric_names(args.metrics)
+    names = metric_names(args)
     unknown = [m for m in names if m not in metrics.METRIC_NAMES]
     if unknown or not names:
         p.error(f"--metrics: unknown {unknown}; choose from {','.join(metrics.METRIC_NAMES)}")
     return args
 
 
+def is_testset(args):
+    return args.dataset in runs.TESTSET_FOLDERS
+
+
 def run_of(args):
     return runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
 
 
-def score_videos(videos, folders, built, results, cache):
-    """Score the videos not yet in the CSV, appending one row each; folders = (gt root, output root)."""
-    gt_root, out_root = folders
-    for category, video in tqdm([v for v in videos if v not in results.done], desc=f"evaluate {out_root}",
-                                unit="video"):
-        row = {"video": video, "category": category}
+def report_path(args):
+    """evals/<Model>_<run>_s<s>.csv (test sets: _<dataset> instead of _s<s>); _<protocol> unless asvfi,
+    so reports of different protocols never mix."""
+    path = runs.eval_csv_path(args.model, run_of(args), args.scale, out_dir=args.out_dir)
+    stem = path.stem[:-len(f"_s{args.scale}")] + f"_{args.dataset}" if is_testset(args) else path.stem
+    return path.with_name(stem + ("" if args.protocol == "asvfi" else f"_{args.protocol}") + ".csv")
+
+
+def fvd_plan(items, run):
+    """{key: (real clips, generated clips)} under the protocol's clip rule, decided over the whole set."""
+    lengths = [len(frame_files(item.gt)) for item in items]
+    try:
+        real = protocols.fvd_clip_frames(run.protocol, lengths, real=True)
+        fake = protocols.fvd_clip_frames(run.protocol, lengths, real=False)
+    except ValueError as err:
+        raise ASVFIError(f"FVD ({run.protocol.name}): {err}; videos in order: "
+                         f"{', '.join(f'{i.category}/{i.video}' for i in items)}") from None
+    return {(i.category, i.video): (real.get(k, []), fake.get(k, [])) for k, i in enumerate(items)}
+
+
+def score_one(item, run, plan):
+    row = {"video": item.video, "category": item.category, **item.signature}
+    score = score_sample if item.category in runs.TESTSET_FOLDERS else score_video
+    try:
+        values, features = score(item, run, plan.get((item.category, item.video)))
+        row.update(values)
+    except (VideoMismatch, FileNotFoundError) as err:  # unreadable frames included
+        row["error"], features = str(err), None
+    return row, features
+
+
+def score_items(items, run, results, cache, procs):
+    """Score the items not yet in the report. Ranks take every world-th item; after each round
+    rank 0 gathers the rows (and FVD features) and appends them, so the report stays resumable."""
+    todo = [item for item in items if (item.category, item.video) not in results.done]
+    plan = fvd_plan(items, run) if "fvd" in run.built and run.scale else {}
+    mine = procs.shard(todo)
+    rounds = -(-len(todo) // procs.world)
+    for index in utils.progress(range(rounds), desc=f"evaluate ({run.protocol.name})", show=procs.is_main):
+        scored = score_one(mine[index], run, plan) if index < len(mine) else None
+        for result in procs.gather(scored):
+            if result is not None and procs.is_main:
+                row, features = result
+                if features is not None:
+                    cache.save(row["category"], row["video"], features)
+                results.append(row)
+    results.put_in_order([(item.category, item.video) for item in items])
+
+
+def collect_items(args, protocol):
+    """(items, outputs without ground truth, title) of a video data set or an image test set."""
+    out_root = (runs.testset_output_dir(args.data_root, args.model, args.dataset, run_of(args)) if is_testset(args)
+                else runs.output_dir(args.data_root, args.model, args.scale, run_of(args)))
+    videos = None if is_testset(args) else list_videos(runs.gt_dir(args.data_root, args.scale), test_split_csv(args))
+    if not out_root.is_dir():
+        raise ASVFIError(f"{out_root}: no generated frames; run inference.py with the same --model, "
+                         f"--scale/--dataset and run options first")
+    model = runs.DISPLAY_NAMES[args.model] + (f" {run_of(args)}" if run_of(args) else "")
+    if is_testset(args):
         try:
-            values, features = score_video(gt_root / category / video, out_root / category / video,
-                                           results.scale, built, cache.device)
-            if features is not None:
-                cache.save(category, video, features)
-            row.update(values)
-        except (VideoMismatch, FileNotFoundError) as err:  # unreadable frames included
-            row["error"] = str(err)
-        results.append(row)
-    results.put_in_order(videos)
+            testset = testsets.open_testset(args.dataset, runs.testset_dir(args.data_root, args.dataset))
+        except testsets.LayoutError as err:
+            raise ASVFIError(str(err)) from None
+        items = testset_items(args, protocol, testset, out_root)
+        extra = sorted(str(p.relative_to(out_root).parent) for p in out_root.rglob("identity.json")
+                       if str(p.relative_to(out_root).parent) not in set(testset.sample_ids))
+        return items, extra, f"{model} on {args.dataset}"
+    videos = videos[:args.limit] if args.limit else videos
+    extra = [f"{c}/{v}" for c, v in finished_folders(out_root) if (c, v) not in set(videos)] if not args.limit else []
+    return video_items(args, protocol, videos, out_root), extra, f"{model}, {args.scale}x"
 
 
 def evaluate(argv=None):
     args = parse_args(argv)
-    names = metric_names(args.metrics)
-    device = runtime.pick_device(args.device)
-    out_root = runs.output_dir(args.data_root, args.model, args.scale, run_of(args))
-    gt_root = runs.gt_dir(args.data_root, args.scale)
-    videos = list_videos(gt_root, test_split_csv(args))
-    videos = videos[:args.limit] if args.limit else videos
-    if not out_root.is_dir():
-        raise ASVFIError(f"{out_root}: no generated frames; run inference.py with the same --model, "
-                         f"--scale and run options first")
-    built, unavailable = metrics.build_metrics(names, device, args.weights_dir,
-                                               allow_download=not args.offline, flow_name=args.flow)
-    for name, reason in unavailable.items():
-        print(f"{name}: unavailable ({reason})", file=sys.stderr)
-    csv_path = runs.eval_csv_path(args.model, run_of(args), args.scale, out_dir=args.out_dir)
-    results = ResultsCSV(csv_path, csv_columns(names, args.flow), args.scale, restart=args.restart)
-    cache = FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), device, restart=args.restart)
-    if results.done & set(videos):
-        print(f"{csv_path}: resuming, {len(results.done & set(videos))} video(s) already scored")
-    score_videos(videos, (gt_root, out_root), built, results, cache)
-    wanted = set(videos)
-    rows = [r for r in results.rows if (r["category"], r["video"]) in wanted]
-    summary = summarize(rows, built, unavailable, names, args, csv_path, cache)
-    write_summary(summary, csv_path)
-    print(format_table(summary), end="")
-    print(f"per-video results: {csv_path}; summary: {csv_path.with_suffix('')}_summary.json")
-    return 0 if summary["videos"] or not videos else 1
+    protocol = protocols.for_dataset(args.protocol, args.dataset)
+    names = metric_names(args)
+    if is_testset(args) and set(names) - set(metrics.FRAME_METRICS):
+        raise ASVFIError(f"{args.dataset} holds single target frames: {', '.join(set(names) - set(metrics.FRAME_METRICS))} "
+                         f"need videos; choose from {', '.join(metrics.FRAME_METRICS)}")
+    with runtime.processes(args.device) as procs, ThreadPoolExecutor(READ_THREADS) as pool:
+        items, extra, title = collect_items(args, protocol)
+        built, unavailable = metrics.build_metrics(names, procs.device, args.weights_dir, not args.offline,
+                                                   args.flow, protocol)
+        run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
+                  args.flow)
+        csv_path = report_path(args)
+        columns = eval_report.csv_columns(built[n].column if n in built else metrics.metric_column(n, args.flow)
+                                          for n in names)
+        current = {(i.category, i.video): i.signature for i in items}
+        results = eval_report.ResultsCSV(csv_path, columns, current, args.restart, write=procs.is_main)
+        procs.barrier()
+        cache = eval_report.FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), args.restart and procs.is_main)
+        if procs.is_main:
+            for name, reason in unavailable.items():
+                print(f"{name}: unavailable ({reason})", file=sys.stderr)
+            if results.done & set(current):
+                print(f"{csv_path}: resuming, {len(results.done & set(current))} video(s) already scored")
+        score_items(items, run, results, cache, procs)
+        if not procs.is_main:
+            return 0
+        rows = [r for r in results.rows if eval_report.row_key(r) in current]
+        header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": run_of(args), "scale": args.scale,
+                  "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path)}
+        summary = eval_report.summarize(rows, run, cache, header, extra)
+        eval_report.write_summary(summary, csv_path)
+        print(eval_report.format_table(summary), end="")
+        if is_testset(args) or protocol.name != "asvfi":
+            print(eval_report.paper_row(summary, protocol.table_decimals))
+        print(f"per-video results: {csv_path}; summary: {csv_path.with_suffix('')}_summary.json")
+        return 1 if summary["failed"] or summary["missing_output"] or not items else 0
 
 
 def main(argv=None):

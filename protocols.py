@@ -13,6 +13,7 @@ return a finite value or None with a reason instead, and the record's `departure
 
 Frames are (3, H, W) float tensors, RGB, ground truth in [0, 1]; uint8 images are (H, W, 3).
 """
+import dataclasses
 import math
 import random
 import warnings
@@ -58,6 +59,7 @@ class Protocol:
     fvd_stats: "centred" or "raw_moments" covariance; fvd_sqrtm: which product is square-rooted.
     fvd_detector_input: "float_resized" ([−1, 1] clips resized here, rescale/resize False) or
         "uint8" (uint8 clips, the detector rescales and resizes: rescale=True, resize=True).
+    table_decimals: (metric, decimals) of the reference's printed tables (FLAVR: 33.33 / 0.971).
     """
     name: str
     reproduces: str
@@ -81,6 +83,7 @@ class Protocol:
     fvd_sqrtm: str = "real_fake"
     fvd_detector_input: str = "float_resized"
     departures: str = ""
+    table_decimals: tuple = (("psnr", 2), ("ssim", 4), ("lpips", 4), ("flolpips", 4), ("vfips", 4), ("fvd", 1))
 
     def covers(self, metric):
         return metric in self.metrics
@@ -111,7 +114,7 @@ PROTOCOLS = {p.name: p for p in (
                 "output frame of the set",
         metrics=("psnr", "ssim"),
         frame_crop="center224", psnr_eps=1e-8, psnr_mse_floor=0.0, ssim="matlab", ssim_clamp=True,
-        average="pooled",
+        average="pooled", table_decimals=(("psnr", 2), ("ssim", 3)),
         departures="none needed: the epsilon keeps PSNR finite (identical frames: 80 dB). PSNR and "
                    "SSIM are computed in float64 (the reference: float32), within 1e-6."),
     Protocol(
@@ -159,6 +162,15 @@ PROTOCOLS = {p.name: p for p in (
                    "reference fails an assert). A non-finite matrix square root is recomputed with "
                    "1e-6·I added to both covariances (the reference has no fallback)."),
 )}
+
+
+def for_dataset(protocol, dataset):
+    """A protocol as it applies to one data set: FLAVR crops only in its UCF101 loader (its
+    Vimeo-90K loader reads whole frames), so the flavr record on another set has no crop."""
+    protocol = get_protocol(protocol)
+    if protocol.name == "flavr" and dataset != "flavr-ucf101":
+        return dataclasses.replace(protocol, frame_crop=None)
+    return protocol
 
 
 def get_protocol(name):

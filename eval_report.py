@@ -1,0 +1,249 @@
+"""evaluate.py's reports: the resumable per-video CSV, the FVD feature cache, the summary and tables.
+
+Rows are keyed by (category, video) and signed by what they were computed from: the data root,
+the digests of the ground-truth and output folders (identity.json, or a fingerprint of the frame
+files when a folder has none) and the protocol. A row whose signature differs from the current
+folders is stale: it is dropped when the report is opened, and the video is scored again.
+"""
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import checkpoints
+import fvd
+import protocols
+import utils
+from utils import ASVFIError
+
+DISPLAY = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "flolpips": "FloLPIPS", "vfips": "VFIPS",
+           "fvd": "FVD"}
+LABEL = 16  # width of the metric column of the console table
+BASE_COLUMNS = ("video", "category", "frames", "generated")
+TAIL_COLUMNS = ("error", "notes", "data_root", "gt_digest", "out_digest", "protocol")
+SIGNATURE = ("data_root", "gt_digest", "out_digest", "protocol")
+MISSING_OUTPUT = "missing output"
+
+
+def csv_columns(metric_columns):
+    return list(BASE_COLUMNS) + list(metric_columns) + list(TAIL_COLUMNS)
+
+
+def format_value(value):
+    return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+
+
+def row_key(row):
+    return row["category"], row["video"]
+
+
+class ResultsCSV:
+    """One row per video, appended and flushed as each video finishes.
+
+    On start it keeps the finished rows of an earlier run with the same columns whose signature
+    matches `current` ({key: signature dict}; rows of other videos are kept as they are); cut-off
+    rows, failed rows and stale rows are dropped and the file is rewritten atomically. `done`
+    holds the keys already scored. Only the writing process (rank 0) passes write=True.
+    """
+
+    def __init__(self, path, columns, current, restart=False, write=True):
+        self.path, self.columns, self.write = Path(path), list(columns), write
+        rows = [] if restart or not self.path.is_file() else self._read_previous()
+        self.rows = [r for r in rows if row_key(r) not in current
+                     or all(r[c] == str(current[row_key(r)][c]) for c in SIGNATURE)]
+        self.done = {row_key(r) for r in self.rows}
+        if write:
+            utils.atomic_write_text(self.path, self._render(self.rows))
+
+    def _read_previous(self):
+        text = self.path.read_text()
+        complete = text[:text.rfind("\n") + 1] if not text.endswith("\n") else text
+        reader = csv.DictReader(io.StringIO(complete))
+        if reader.fieldnames is None:
+            return []
+        if list(reader.fieldnames) != self.columns:
+            raise ASVFIError(f"{self.path} was written with columns {reader.fieldnames}, this run has "
+                             f"{self.columns} (other --metrics, --flow or an older format). Rerun with the "
+                             f"same options to resume, or add --restart to start this report again.")
+        return [row for row in reader if not row["error"] and None not in row.values()]
+
+    def _render(self, rows):
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+    def put_in_order(self, keys):
+        """Rewrite the file with the rows in `keys` order (a resumed run then equals an uninterrupted one)."""
+        position = {key: i for i, key in enumerate(keys)}
+        self.rows.sort(key=lambda row: position.get(row_key(row), len(position)))
+        if self.write:
+            utils.atomic_write_text(self.path, self._render(self.rows))
+
+    def append(self, row):
+        row = {column: format_value(row.get(column, "")) for column in self.columns}
+        if self.write:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, self.columns, lineterminator="\n").writerow(row)
+                f.flush()
+                os.fsync(f.fileno())
+        self.rows.append(row)
+        self.done.add(row_key(row))
+
+
+class FeatureCache:
+    """Per-video I3D features (real and fake clips) so a resumed run computes the same FVD."""
+
+    def __init__(self, folder, restart=False):
+        self.folder = Path(folder)
+        if restart and self.folder.is_dir():
+            for path in self.folder.glob("*/*.pt"):
+                path.unlink()
+
+    def path(self, category, video):
+        return self.folder / category / f"{video}.pt"
+
+    def save(self, category, video, features):
+        real, fake = features
+        checkpoints.save({"real": torch.from_numpy(real), "fake": torch.from_numpy(fake)}, self.path(category, video))
+
+    def load(self, category, video):
+        path = self.path(category, video)
+        if not path.is_file():
+            return None
+        state = checkpoints.load_file(path)
+        return state["real"].numpy(), state["fake"].numpy()
+
+
+# ----------------------------------------------------------------------------- summary
+def column_stats(rows, column, protocol):
+    """Set value of a per-video column under the protocol's averaging ("pooled": weighted by the
+    number of frames each row's mean is over), the std over videos and N videos."""
+    rows = [r for r in rows if r.get(column, "") != ""]
+    if not rows:
+        return {"mean": None, "std": None, "n": 0}
+    values = np.array([float(r[column]) for r in rows], dtype=np.float64)
+    weights = np.array([float(r["generated"]) for r in rows]) if protocol.average == "pooled" else None
+    return {"mean": float(np.average(values, weights=weights)), "std": float(values.std()), "n": len(values),
+            "average": protocol.average}
+
+
+def set_level_fvd(rows, cache, protocol):
+    """FVD over the cached clip features of every scored video, with the protocol's statistics."""
+    real, fake, missing = [], [], 0
+    for row in rows:
+        if row.get("fvd_clips", "") == "" or int(float(row["fvd_clips"])) == 0:
+            continue
+        features = cache.load(row["category"], row["video"])
+        if features is None:
+            missing += 1
+            continue
+        real.append(features[0])
+        fake.append(features[1])
+    if not real:
+        return {"value": None, "clips": 0, "reason": f"no video has {fvd.FVD_CLIP_FRAMES} frames"}
+    real, fake = np.concatenate(real), np.concatenate(fake)
+    try:
+        value, reason = protocols.fvd_from_features(protocol, real, fake), ""
+    except ValueError as err:
+        value, reason = None, str(err)
+    if missing:
+        reason = (reason + "; " if reason else "") + f"features of {missing} video(s) missing from {cache.folder}"
+    return {"value": value, "clips": int(min(len(real), len(fake))), "reason": reason}
+
+
+def metric_entry(name, rows, run, cache):
+    flow = {"flow": run.flow} if name == "flolpips" else {}
+    if name in run.unavailable:
+        return {"status": "unavailable", "reason": run.unavailable[name], **flow}
+    metric = run.built[name]
+    if name == "fvd":
+        entry = {"status": "ok", **set_level_fvd(rows, cache, run.protocol)}
+    else:
+        entry = {"status": "ok", **column_stats(rows, metric.column, run.protocol)}
+        without = [r for r in rows if r.get(metric.column, "") == ""]
+        if without:
+            entry["without_value"] = len(without)
+            entry["why"] = sorted({note[len(name) + 2:] for r in without for note in r["notes"].split("; ")
+                                   if note.startswith(f"{name}: ")})
+    return {**entry, "about": metric.about, **metric.info, **flow}
+
+
+def summarize(rows, run, cache, header, extra_outputs=()):
+    """The summary dict: what was scored, what failed or had no output, every metric's set value."""
+    scored = [r for r in rows if not r["error"]]
+    missing = [r for r in rows if r["error"].startswith(MISSING_OUTPUT)]
+    failed = [r for r in rows if r["error"] and r not in missing]
+    protocol = run.protocol
+    return {**header, "protocol": {"name": protocol.name, "reproduces": protocol.reproduces,
+                                   "summary": protocol.summary, "departures": protocol.departures,
+                                   "frame_crop": protocol.frame_crop},
+            "videos": len(scored), "listed": len(rows),
+            "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in failed],
+            "missing_output": [f"{r['category']}/{r['video']}" for r in missing],
+            "without_ground_truth": list(extra_outputs),
+            "metrics": {name: metric_entry(name, scored, run, cache) for name in run.names}}
+
+
+def format_number(value):
+    return "—" if value is None else f"{value:.4f}" if abs(value) < 1e4 else f"{value:.1f}"
+
+
+def count_line(summary):
+    """'7 of 8 scored, 1 missing output: A/b' (+ failures and outputs without ground truth)."""
+    parts = [f"{summary['videos']} of {summary['listed']} scored"]
+    for key, label in (("missing_output", "missing output"), ("failed", "failed"),
+                       ("without_ground_truth", "output(s) without ground truth")):
+        if summary[key]:
+            shown = [item.split(": ")[0] for item in summary[key]]
+            parts.append(f"{len(shown)} {label}: {', '.join(shown[:5])}{' …' if len(shown) > 5 else ''}")
+    return ", ".join(parts)
+
+
+def protocol_lines(protocol):
+    return [f"protocol {protocol['name']}: reproduces {protocol['reproduces']}",
+            f"  {protocol['summary']}", f"  departures: {protocol['departures'] or 'none'}"]
+
+
+def format_table(summary):
+    lines = [f"{summary['title']}: {count_line(summary)}", *protocol_lines(summary["protocol"]),
+             f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}  notes"]
+    for name, entry in summary["metrics"].items():
+        label = DISPLAY[name] + (f" ({entry['flow'].upper()})" if "flow" in entry else "")
+        if entry["status"] == "unavailable":
+            lines.append(f"{label:<{LABEL}}unavailable ({entry['reason']})")
+        elif name == "fvd":
+            note = f"{entry['clips']} clips of {fvd.FVD_CLIP_FRAMES} frames" + (
+                f"; {entry['reason']}" if entry["reason"] else "")
+            lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{entry['clips']:>8}  {note}")
+        else:
+            note = ", ".join(filter(None, [f"{entry['average']} mean" if entry.get("average") == "pooled" else "",
+                                           f"{entry['without_value']} video(s) without a value: "
+                                           f"{'; '.join(entry['why'])}" if entry.get("without_value") else ""]))
+            lines.append(f"{label:<{LABEL}}{format_number(entry['mean']):>12}{format_number(entry['std']):>12}"
+                         f"{entry['n']:>8}  {note}".rstrip())
+    lines += [f"FAILED {failure}" for failure in summary["failed"]]
+    return "\n".join(lines) + "\n"
+
+
+def paper_row(summary, decimals):
+    """The numbers as the reference's table prints them, e.g. 'PSNR 33.33 | SSIM 0.971'."""
+    cells = []
+    for name, places in decimals:
+        entry = summary["metrics"].get(name)
+        if entry and entry["status"] == "ok":
+            value = entry["value"] if name == "fvd" else entry["mean"]
+            cells.append(f"{DISPLAY[name].split(' ')[0]} {'—' if value is None else f'{value:.{places}f}'}")
+    return (f"paper row ({summary['protocol']['name']} protocol, {summary['title']}, {summary['videos']} "
+            f"scored): " + " | ".join(cells))
+
+
+def write_summary(summary, csv_path):
+    stem = csv_path.with_suffix("")
+    utils.atomic_write_text(f"{stem}_summary.json", json.dumps(summary, indent=2) + "\n")
+    utils.atomic_write_text(f"{stem}_summary.txt", format_table(summary))
