@@ -4,6 +4,7 @@ Timings synchronise the device around each measured call and follow warm-up call
 (torch.cuda.max_memory_allocated) is reset before each variant.
 """
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,6 +222,7 @@ def step_torchrun_main(check, results):
     """`torchrun --nproc_per_node=1 main.py`: two training steps and a checkpoint on the generated demo set."""
     S.ensure_demo(check)
     out = check.out / "torchrun"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (main.py keeps existing runs)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone",
                str(REPO / "main.py"), "--dataset", "demo", "--data-root", str(check.data_root), "--out-dir", str(out),
                "--device", check.device.type, "--width", "0.125", "--crop", str(check.sizes.main_crop),

@@ -179,9 +179,9 @@ def halving(measure, batch, device):
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
-            batch //= 2
-            torch.cuda.empty_cache()
-            reset_peak(device)
+        batch //= 2  # out of the handler: the failed attempt's tensors went with its traceback
+        torch.cuda.empty_cache()
+        reset_peak(device)
 
 
 def repeat(check, run):

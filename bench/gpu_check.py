@@ -131,16 +131,17 @@ def run_isolated(step, check, args):
     command = [sys.executable, str(REPO / "tools.py"), "gpu-check", "--only", step.name, "--in-process",
                "--out", str(child_out), "--device", str(check.device), "--data-root", str(check.data_root),
                "--budget-s", str(max(check.seconds_left(), 1)), *(["--tiny"] if args.tiny else [])]
+    report = child_out / "gpu_check.json"
+    report.unlink(missing_ok=True)  # a report left by an earlier run is not this child's
     started = time.perf_counter()
     try:
-        subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(check.seconds_left(), 1))
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(check.seconds_left(), 1))
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "seconds": time.perf_counter() - started, "results": {},
                 "error": f"killed after {time.perf_counter() - started:.0f} s (its budget)"}
-    report = child_out / "gpu_check.json"
     if not report.is_file():
         return {"status": "error", "seconds": time.perf_counter() - started, "results": {},
-                "error": f"the child process wrote no {report}"}
+                "error": f"the child process (exit {done.returncode}) wrote no report: {done.stderr[-1500:]}"}
     record = json.loads(report.read_text())["steps"][step.name]
     record["seconds"] = time.perf_counter() - started  # with the child's start-up
     return record

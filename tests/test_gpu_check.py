@@ -11,6 +11,7 @@ import tools
 
 GPU_CHECK = tools.load_bench("gpu_check")
 STEPS = tools.load_bench("_gpu_steps")
+SPEED = tools.load_bench("_gpu_speed")
 # Skipped on a CPU by design: compilation time would be all torch.compile shows at tiny sizes.
 CPU_SKIPS = {"train_compile"}
 
@@ -99,6 +100,16 @@ def test_runner_records_errors_timeouts_failures_and_the_overall_budget(tmp_path
     args.budget_s = 0
     spent = GPU_CHECK.run_steps(steps[3:4], GPU_CHECK.make_check(args), args)
     assert spent["fine"]["status"] == "skip" and "budget" in spent["fine"]["note"]
+
+
+def test_isolated_steps_run_in_a_child_process_killed_at_their_budget(tmp_path, demo_root):
+    steps = [GPU_CHECK.Step("ddp", SPEED.step_ddp, (60, 60), isolated=True),
+             GPU_CHECK.Step("metric_networks", STEPS.step_metric_networks, (0.5, 0.5), isolated=True)]
+    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--data-root", str(demo_root)])
+    records = GPU_CHECK.run_steps(steps, GPU_CHECK.make_check(args), args)
+    assert records["ddp"]["status"] == "ok" and records["ddp"]["results"]["backend"] == "gloo"
+    assert (tmp_path / "ddp" / "gpu_check.json").is_file()  # the child's own report
+    assert records["metric_networks"]["status"] == "timeout" and "killed" in records["metric_networks"]["error"]
 
 
 def test_only_selects_steps_and_rejects_unknown_ones(tmp_path):
