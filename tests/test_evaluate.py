@@ -71,7 +71,8 @@ def data(tmp_path, monkeypatch):
 
 def run(root, *extra, metrics="psnr,ssim", weights_dir=None):
     weights_dir = weights_dir or Path.cwd() / "no_weights"
-    return evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", metrics,
+    chosen = ["--metrics", metrics] if metrics else []
+    return evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), *chosen,
                           "--device", "cpu", "--offline", "--weights-dir", str(weights_dir), *map(str, extra)])
 
 
