@@ -14,7 +14,9 @@ takes every world-th test video.
 """
 import argparse
 import contextlib
+import functools
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -247,7 +249,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
         tmp_gt = stack.enter_context(gt_writer(dest.gt, records.gt))
         stack.enter_context(removed_on_failure(tmp_frames, tmp_mp4, tmp_gt))
         stack.enter_context(write_errors_named(dest.frames.parent))
-        written = stream_test_video(source, (tmp_frames, tmp_mp4, tmp_gt), engines, (scale, batch, n_out), wave)
+        written = stream_test_video(source, (tmp_frames, tmp_mp4, tmp_gt, dest.gt), engines, (scale, batch, n_out), wave)
         if written != n_out:
             raise InputError(f"{source.path}: {written} frames came out, {n_out} expected (the video decodes "
                              f"to fewer frames than it was probed with)")
@@ -277,36 +279,57 @@ def gt_writer(gt, record):
 
 
 def stream_test_video(source, temporaries, engines, shape, wave):
-    """Decode → model → (PNG frames, H.264, PNG ground truth), overlapped in threads; frames written."""
-    tmp_frames, tmp_mp4, tmp_gt = temporaries
+    """Decode → model → (PNG frames, H.264, PNG ground truth), overlapped in threads; frames written.
+
+    Output frame k·s is input frame k·s, so it is the ground truth's frame: encoded once and written
+    into both folders, or hard-linked from the published ground truth when that is current.
+    """
+    tmp_frames, tmp_mp4, tmp_gt, published_gt = temporaries
     scale, batch, n_out = shape
     audio = None if wave is None else source.path
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height,
                                                           audio_from=audio))
         encoder = stack.enter_context(pipeline.Sink(writer.write, name="h264"))
-        pngs = stack.enter_context(pipeline.Sink(write_png, name="png"))
+        pngs = stack.enter_context(pipeline.Sink(lambda job: job(), name="png"))
 
         def inputs():
             for index, (frame, time) in enumerate(pipeline.prefetch(source_frames(source))):
                 if index == n_out:
                     break
+                is_input = index % scale == 0
                 if tmp_gt is not None:
-                    pngs.put((tmp_gt, frame, index))
-                if index % scale == 0:
+                    folders = (tmp_gt, tmp_frames) if is_input else (tmp_gt,)
+                    pngs.put(functools.partial(write_png, frame, index, folders))
+                elif is_input:
+                    pngs.put(functools.partial(link_png, published_gt, tmp_frames, frame, index))
+                if is_input:
                     yield frame, time
 
         written = 0
         for frame, _ in interpolate_video(inputs(), engines, wave, batch, source.fps / scale):
-            pngs.put((tmp_frames, frame, written))
+            if written % scale:  # the inputs were written with the ground truth
+                pngs.put(functools.partial(write_png, frame, written, (tmp_frames,)))
             encoder.put(frame)
             written += 1
     return written
 
 
-def write_png(item):
-    folder, frame, index = item
-    video_io.write_png_frames(folder, [frame], start=index)
+def write_png(frame, index, folders):
+    """One PNG encode of a frame, written as `frame_<index>.png` into every folder."""
+    data = video_io.encode_png(frame)
+    for folder in folders:
+        video_io.write_png_bytes(Path(folder) / video_io.png_name(index), data)
+
+
+def link_png(gt, folder, frame, index):
+    """The input frame's PNG hard-linked from the current ground truth (the same bytes); encoded
+    when the link fails (another file system, the GT replaced meanwhile)."""
+    name = video_io.png_name(index)
+    try:
+        os.link(Path(gt) / name, Path(folder) / name)
+    except OSError:
+        write_png(frame, index, (folder,))
 
 
 def folder_bytes(folder):

@@ -53,13 +53,18 @@ class Engine:
         self.consumes = registry.consumes(self.network.config)
 
     def __call__(self, windows, audio, audio_times, has_audio):
-        """windows (B, 4, H, W, 3) uint8, audio/audio_times (B, A) → (B, s-1, H, W, 3) uint8."""
-        # transposed as uint8 in numpy: a float copy of a permuted view is several times slower
-        channels_first = np.ascontiguousarray(windows.transpose(0, 1, 4, 2, 3))
-        inputs = torch.from_numpy(channels_first).to(self.device).float().div_(255)
-        pred = self.predict(inputs, audio, audio_times, has_audio)
+        """windows (B, 4, 3, H, W) float in [0, 1] (see `as_input`), audio/audio_times (B, A)
+        → (B, s-1, H, W, 3) uint8, contiguous (the PNG and H.264 writers take it without a copy)."""
+        pred = self.predict(windows, audio, audio_times, has_audio)
         pred = pred.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return pred.permute(0, 1, 3, 4, 2).cpu().numpy()
+        return pred.permute(0, 1, 3, 4, 2).contiguous().cpu().numpy()
+
+    def as_input(self, frame):
+        """(H, W, 3) uint8 → (3, H, W) float in [0, 1] on the device, once per frame (each input
+        frame is in four windows). Transposed as uint8 first: a float copy of a permuted view is
+        several times slower."""
+        channels_first = np.ascontiguousarray(frame.transpose(2, 0, 1))
+        return torch.from_numpy(channels_first).to(self.device).float().div_(255)
 
     def predict(self, inputs, audio, audio_times, has_audio, ts=None):
         """inputs (B, 4, 3, H, W) float in [0, 1] → the raw float32 prediction (B, n, 3, H, W), unclamped.
@@ -128,11 +133,11 @@ def interpolate_stream(frames, engine, wave, batch, input_fps):
     one batch of windows are held. Audio segments are as long as in training at this input rate.
     """
     n_audio = dataset.audio_samples_for(input_fps, 1)
-    recent = deque(maxlen=4)
+    recent = deque(maxlen=4)  # (frame uint8, time, frame as the model's input)
     pending = []
     newest = -1
-    for newest, item in enumerate(frames):
-        recent.append(item)
+    for newest, (frame, time) in enumerate(frames):
+        recent.append((frame, time, engine.as_input(frame)))
         if newest >= 2:  # inputs up to `newest` complete the window of interval newest-2
             pending.append(window_of(recent, newest, newest - 2))
             if len(pending) == batch:
@@ -143,24 +148,26 @@ def interpolate_stream(frames, engine, wave, batch, input_fps):
     if pending:
         yield from run_batch(pending, engine, wave, n_audio)
     if newest >= 0:
-        yield recent[-1]
+        yield recent[-1][:2]
 
 
 def window_of(recent, newest, j):
-    """(frames (4, H, W, 3), t_j, t_j+1) of interval j from the held inputs, indices clamped to [0, newest]."""
+    """(the 4 model inputs, left frame uint8, t_j, t_j+1) of interval j from the held inputs,
+    indices clamped to [0, newest]. The inputs are stacked once per batch (one copy, not two)."""
     oldest = newest - len(recent) + 1
     picks = [recent[min(max(i, 0), newest) - oldest] for i in (j - 1, j, j + 1, j + 2)]
-    return np.stack([frame for frame, _ in picks]), picks[1][1], picks[2][1]
+    return [tensor for _, _, tensor in picks], picks[1][0], picks[1][1], picks[2][1]
 
 
 def run_batch(pending, engine, wave, n_audio):
     """Interpolate a batch of windows; yield each interval's left input, then its generated frames."""
-    segments = [dataset.audio_segment(wave, t0, t1, n_audio) for _, t0, t1 in pending]
-    generated = engine(np.stack([frames for frames, _, _ in pending]),
+    segments = [dataset.audio_segment(wave, t0, t1, n_audio) for _, _, t0, t1 in pending]
+    inputs = torch.stack([frame for window, _, _, _ in pending for frame in window])
+    generated = engine(inputs.view(len(pending), 4, *inputs.shape[1:]),
                        np.stack([audio for audio, _ in segments]),
                        np.stack([times for _, times in segments]), wave is not None)
-    for (frames, t0, t1), between in zip(pending, generated):
-        yield frames[1], t0
+    for (_, left, t0, t1), between in zip(pending, generated):
+        yield left, t0
         for k, frame in enumerate(between, 1):
             yield frame, t0 + (t1 - t0) * k / engine.scale
 

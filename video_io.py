@@ -347,7 +347,9 @@ class VideoWriter:
             self.video.options = {"flags": "+qscale", "global_quality": str(max(2, self.quality // 6) * 118)}
             self.video.codec_context.thread_count = 1
         else:
-            self.video.options = {"crf": str(self.quality), "preset": "fast"}
+            # veryfast: half the encode time of "fast" at the same crf (files ~10 % larger); the
+            # MP4 is for watching, every metric reads the lossless PNG frames
+            self.video.options = {"crf": str(self.quality), "preset": "veryfast"}
         self.frames_written = 0
         self.audio_written = 0
         if self.audio is not None:
@@ -418,16 +420,33 @@ class VideoWriter:
 PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 
 
+def png_name(index):
+    return f"frame_{index:05d}.png"
+
+
+def encode_png(frame):
+    """The lossless PNG bytes of an (H, W, 3) uint8 RGB frame (encode once, write to several folders)."""
+    bgr = cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", bgr, PNG_OPTIONS)
+    if not ok:
+        raise MediaError(f"could not encode a {frame.shape[1]}x{frame.shape[0]} frame as PNG")
+    return data
+
+
+def write_png_bytes(path, data):
+    """Write encoded PNG bytes; a full disk raises OSError (ENOSPC) naming the file."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
 def write_png_frames(folder, frames, start=0):
     """Lossless `frame_%05d.png` files numbered from `start`; returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, frame in enumerate(frames, start=start):
-        path = folder / f"frame_{i:05d}.png"
-        bgr = cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(str(path), bgr, PNG_OPTIONS):
-            raise OSError(f"{path}: could not write PNG")
+        path = folder / png_name(i)
+        write_png_bytes(path, encode_png(frame))
         paths.append(path)
     return paths
 

@@ -282,8 +282,37 @@ def test_stream_replicates_edges_and_batches_do_not_change_results(network):
     # the first interval's window is frames (0, 0, 1, 2): the same as a call with that window
     window = np.stack([items[0][0], items[0][0], items[1][0], items[2][0]])[None]
     audio, times = dataset.audio_segment(None, 0.0, 0.04, 4160)
-    direct = engines[0](window, audio[None], times[None], False)[0, 0]
+    inputs = torch.stack([engines[0].as_input(frame) for frame in window[0]])[None]
+    direct = engines[0](inputs, audio[None], times[None], False)[0, 0]
     assert np.abs(direct.astype(int) - by_one[1]).max() <= 1
+
+
+def per_window_reference(network, frames, scale):
+    """The stream as the engine computed it before frames were converted once: every window of four
+    uint8 frames → float / 255 → model → clamp, ×255, round → uint8."""
+    n = len(frames)
+    out = []
+    for j in range(n - 1):
+        window = np.stack([frames[min(max(i, 0), n - 1)] for i in (j - 1, j, j + 1, j + 2)])
+        inputs = torch.from_numpy(window).permute(0, 3, 1, 2).float().div(255)[None]
+        with torch.no_grad():
+            pred = network(inputs)["pred"].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        out += [frames[j], *pred[0].permute(0, 2, 3, 1).numpy()]
+    return out + [frames[-1]]
+
+
+@pytest.mark.parametrize("model", ["repeat", "blend"])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_baseline_frames_are_bit_identical_to_the_per_window_float_path(model, scale):
+    frames = moving_frames(6, 24, 32)
+    network = registry.build_model(registry.default_config(model, scale=scale)).eval()
+    engines = interpolate.build_engines(network, CPU, scale, engine_args())
+    items = [(frame, i / 25) for i, frame in enumerate(frames)]
+    streamed = [f for f, _ in interpolate.interpolate_video(iter(items), engines, None, batch=3, input_fps=25)]
+    reference = per_window_reference(network, frames, scale)
+    assert len(streamed) == len(reference) == 5 * scale + 1
+    for got, expected in zip(streamed, reference):
+        np.testing.assert_array_equal(got, expected)
 
 
 class RecordingEngine:
@@ -293,8 +322,12 @@ class RecordingEngine:
     def __init__(self):
         self.calls = []
 
+    @staticmethod
+    def as_input(frame):
+        return torch.from_numpy(frame)
+
     def __call__(self, windows, audio, audio_times, has_audio):
-        self.calls.append((windows, audio, audio_times, has_audio))
+        self.calls.append((windows.numpy(), audio, audio_times, has_audio))
         return np.zeros((len(windows), 1, *windows.shape[2:]), np.uint8)
 
 

@@ -108,12 +108,11 @@ def test_regenerated_source_is_redone_and_gt_is_shared_not_rewritten_by_overwrit
 def test_disk_full_stops_with_the_path_and_leaves_no_partials(root, monkeypatch, capsys):
     written = []
 
-    def full_disk(folder, frames, start=0):
+    def full_disk(path, data):
         if len(written) >= 5:
-            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
-        written.append(start)
-        return []
-    monkeypatch.setattr(video_io, "write_png_frames", full_disk)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        written.append(path)
+    monkeypatch.setattr(video_io, "write_png_bytes", full_disk)
     assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
     err = capsys.readouterr().err
     out, gt = folders(root)
