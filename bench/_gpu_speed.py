@@ -68,6 +68,8 @@ def step_train_speed(check, results):
     video_only, with_audio = S.asvfi_pair(check)
     label, dtype = check.fast_dtype()
     results["amp"] = label
+    if check.cuda:
+        results["fp32_is"] = "torch's default: TF32 convolutions"
     for name, (amp, channels_last, audio) in TRAIN_VARIANTS.items():
         check.on_time()
         results[name] = train_speed(check, with_audio if audio else video_only, dtype if amp else None, channels_last)
@@ -83,7 +85,8 @@ def step_train_compile(check, results):
     started = time.perf_counter()
     S.BENCH_MODEL.train_step_ms(compiled, optimizer, made, check.device, dtype)
     results["compile_s"] = time.perf_counter() - started
-    results[f"{label}+cl3d+compile"] = train_speed(check, compiled, dtype, True)
+    results["amp"] = label
+    results["amp+cl3d+compile"] = train_speed(check, compiled, dtype, True)
 
 
 # ----------------------------------------------------------------------------- data loading

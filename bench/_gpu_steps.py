@@ -82,10 +82,10 @@ class Sizes:
 
 
 FULL = Sizes(width=1.0, check_size=128, crop=256, batch=8, video=(1280, 720), infer_batch=8, infer_windows=48,
-             reps=6, warmup=2, loader_seconds=10.0, workers=min(8, os.cpu_count() or 1), main_crop=64,
+             reps=6, warmup=2, loader_seconds=8.0, workers=min(8, os.cpu_count() or 1), main_crop=64,
              small_pervfi=False, demo=dict(categories=["PulsingDisc", "BouncingBall"], groups=4, clips=2,
                                            frames=48, size=(352, 288)))
-TINY = Sizes(width=0.125, check_size=32, crop=32, batch=2, video=(64, 48), infer_batch=2, infer_windows=4, reps=1,
+TINY = Sizes(width=0.125, check_size=32, crop=16, batch=2, video=(64, 48), infer_batch=2, infer_windows=4, reps=1,
              warmup=1, loader_seconds=0.5, workers=1, main_crop=32, small_pervfi=True,
              demo=dict(categories=["PulsingDisc", "BouncingBall"], groups=4, clips=1, frames=24, size=(64, 48)))
 

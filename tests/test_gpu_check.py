@@ -11,7 +11,6 @@ import tools
 
 GPU_CHECK = tools.load_bench("gpu_check")
 STEPS = tools.load_bench("_gpu_steps")
-SPEED = tools.load_bench("_gpu_speed")
 # Skipped on a CPU by design: compilation time would be all torch.compile shows at tiny sizes.
 CPU_SKIPS = {"train_compile"}
 
@@ -32,11 +31,11 @@ def numbers(value, where=""):
 def tiny_run(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
     status = tools.main(["gpu-check", "--device", "cpu", "--tiny", "--out", str(out), "--data-root", str(demo_root)])
-    return status, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+    return status, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text(), out
 
 
 def test_tiny_cpu_run_has_every_step_ok_or_a_justified_skip(tiny_run):
-    status, report, _ = tiny_run
+    status, report, _, out = tiny_run
     assert list(report["steps"]) == list(GPU_CHECK.STEP_NAMES)
     for name, record in report["steps"].items():
         if name in CPU_SKIPS:
@@ -46,7 +45,8 @@ def test_tiny_cpu_run_has_every_step_ok_or_a_justified_skip(tiny_run):
             assert record["results"], name
     assert status == 0
     steps = report["steps"]
-    assert steps["ddp"]["results"]["backend"] == "gloo"
+    assert steps["ddp"]["results"]["backend"] == "gloo"  # run in a child process: its own report is there
+    assert json.loads((out / "ddp" / "gpu_check.json").read_text())["steps"]["ddp"]["status"] == "ok"
     assert steps["torchrun_main"]["results"]["returncode"] == 0
     assert set(steps["train_speed"]["results"]) >= {"fp32", "fp32 no audio", "amp+cl3d", "amp+cl3d no audio"}
     assert set(steps["infer_speed"]["results"]) >= {"2x ours", "2x fp32 batch 1", "4x ours", "4x fp32 batch 1"}
@@ -56,14 +56,16 @@ def test_tiny_cpu_run_has_every_step_ok_or_a_justified_skip(tiny_run):
 
 
 def test_tiny_cpu_report_numbers_are_finite_and_targets_computed(tiny_run):
-    _, report, markdown = tiny_run
+    _, report, markdown, _ = tiny_run
     found = dict(numbers(report))
     assert all(math.isfinite(value) for value in found.values()), [k for k, v in found.items() if not math.isfinite(v)]
     assert found[".steps.infer_speed.results.2x ours.frames_per_s"] > 0
     assert found[".steps.data_loader.results.alone_windows_per_s"] > 0
     assert report["environment"]["torch"] and report["environment"]["device"] == "cpu"
-    assert [t["verdict"] for t in report["targets"]] and all(t["verdict"] in ("met", "not met")
-                                                             for t in report["targets"])
+    verdicts = {t["what"]: t["verdict"] for t in report["targets"]}
+    assert len(verdicts) == 6
+    for what, verdict in verdicts.items():  # torch.compile is timed on CUDA only
+        assert verdict == "not measured" if "torch.compile" in what else verdict in ("met", "not met"), what
     for name in GPU_CHECK.STEP_NAMES:
         assert f"| {name} | " in markdown
     assert "## Targets (measured, not asserted)" in markdown
@@ -102,14 +104,12 @@ def test_runner_records_errors_timeouts_failures_and_the_overall_budget(tmp_path
     assert spent["fine"]["status"] == "skip" and "budget" in spent["fine"]["note"]
 
 
-def test_isolated_steps_run_in_a_child_process_killed_at_their_budget(tmp_path, demo_root):
-    steps = [GPU_CHECK.Step("ddp", SPEED.step_ddp, (60, 60), isolated=True),
-             GPU_CHECK.Step("metric_networks", STEPS.step_metric_networks, (0.5, 0.5), isolated=True)]
-    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path), "--data-root", str(demo_root)])
-    records = GPU_CHECK.run_steps(steps, GPU_CHECK.make_check(args), args)
-    assert records["ddp"]["status"] == "ok" and records["ddp"]["results"]["backend"] == "gloo"
-    assert (tmp_path / "ddp" / "gpu_check.json").is_file()  # the child's own report
-    assert records["metric_networks"]["status"] == "timeout" and "killed" in records["metric_networks"]["error"]
+def test_an_isolated_step_is_killed_at_its_budget(tmp_path):
+    step = GPU_CHECK.Step("metric_networks", STEPS.step_metric_networks, (0.5, 0.5), isolated=True)
+    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    started = time.perf_counter()
+    record = GPU_CHECK.run_steps([step], GPU_CHECK.make_check(args), args)["metric_networks"]
+    assert record["status"] == "timeout" and "killed" in record["error"] and time.perf_counter() - started < 5
 
 
 def test_only_selects_steps_and_rejects_unknown_ones(tmp_path):
