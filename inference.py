@@ -101,6 +101,7 @@ class Source:
     height: int
     has_audio: bool
     images: list = None  # the frame files of a folder input
+    truncation: str = None  # why the file decodes to well less than it declares (VideoInfo.truncation)
 
 
 def open_source(path, folder_fps=25.0):
@@ -115,7 +116,7 @@ def open_source(path, folder_fps=25.0):
     info = video_io.probe(path)
     if info.n_frames < 1:
         raise InputError(f"{path}: no decodable video frames")
-    return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio)
+    return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio, truncation=info.truncation)
 
 
 def source_frames(source):
@@ -149,6 +150,24 @@ def load_wave(source):
     if wave is None:
         warnings.warn(f"{source.path}: {why}; the output video is written without audio", stacklevel=2)
     return wave
+
+
+def audio_cut(source, wave):
+    """Where the output's audio ends (s), with a warning, when the video part of the source is truncated
+    or its audio runs well past the last frame: the output never plays sound over missing pictures.
+    None when the source is complete."""
+    video_end = source.n_frames / source.fps
+    audio_end = 0.0 if wave is None else len(wave) / AUDIO_RATE
+    if source.truncation:
+        what = "; the audio is cut at the last frame" if wave is not None else ""
+        warnings.warn(f"{source.path}: {source.truncation}: interpolating the {source.n_frames} frames that "
+                      f"decode{what}", stacklevel=2)
+    elif audio_end > video_end + 1.0:
+        warnings.warn(f"{source.path}: the audio ({audio_end:.2f} s) runs {audio_end - video_end:.2f} s past "
+                      f"the last frame ({video_end:.2f} s); it is cut at the last frame", stacklevel=2)
+    else:
+        return None
+    return video_end
 
 
 def check_length(source, needed=2):
@@ -289,7 +308,7 @@ def stream_test_video(source, temporaries, engines, shape, wave):
     audio = None if wave is None else source.path
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height,
-                                                          audio_from=audio))
+                                                          audio_from=audio, audio_until=audio_cut(source, wave)))
         encoder = stack.enter_context(pipeline.Sink(writer.write, name="h264"))
         pngs = stack.enter_context(pipeline.Sink(lambda job: job(), name="png"))
 
@@ -416,7 +435,8 @@ def run_single(args, procs):
     written = 0
     audio = None if wave is None else source.path
     # VideoWriter writes to a temporary file and renames it on success: no half-written output.
-    with video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio) as writer:
+    with video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
+                              audio_until=audio_cut(source, wave)) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)
         for frame, _ in tqdm(stream, total=expected, desc=f"{scale}x", unit="frame"):
             writer.write(frame)

@@ -26,7 +26,7 @@ import numpy as np
 import demo_data
 from runs import audio_cache_path, dataset_paths, video_group
 from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
-from video_io import VIDEO_EXTENSIONS, MediaError, iter_frames, probe, read_audio, write_png_frames
+from video_io import VIDEO_EXTENSIONS, MediaError, VideoInfo, iter_frames, probe, read_audio, write_png_frames
 
 SPLIT_COLUMNS = ["path", "category", "split", "fps", "n_frames", "width", "height", "has_audio", "audio_rate",
                  "duration"]
@@ -178,7 +178,7 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
         raise ASVFIError(f"{folder}: video folder not found (expected <Category>/<video>.avi inside; "
                          f"set --data-root/--dataset-dir)")
     cache = _load_prepare_cache(paths["cache"])
-    new_cache, rows, excluded, silent, reused = {}, {}, [], [], 0
+    new_cache, rows, excluded, silent, truncated, reused = {}, {}, [], [], [], 0
     for relative in progress(_list_videos(folder), "prepare", show_progress):
         stat = (folder / relative).stat()
         key = [stat.st_size, stat.st_mtime_ns]
@@ -199,6 +199,8 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
         else:
             if not info["has_audio"]:
                 silent.append(relative)
+            if why := VideoInfo(**info).truncation:  # kept as the shorter video it decodes to, but said
+                truncated.append((relative, why))
             rows[relative] = info
     official = read_official_split(Path(data_root) / "ucfTrainTestlist")
     splits = assign_splits(list(rows), official)
@@ -209,7 +211,8 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     _write_split_csv(paths["split_csv"], table)
     atomic_write_text(paths["cache"], json.dumps(new_cache, indent=0, sort_keys=True))
     summary = {"csv": str(paths["split_csv"]), "videos": len(new_cache), "kept": len(table), "reused": reused,
-               "excluded": sorted(excluded), "without_audio": silent, "official_split": official is not None,
+               "excluded": sorted(excluded), "without_audio": silent, "truncated": truncated,
+               "official_split": official is not None,
                "splits": {name: sum(row["split"] == name for row in table) for name in ("train", "val", "test")}}
     return summary
 
@@ -236,6 +239,9 @@ def format_summary(summary):
     if summary["without_audio"]:
         lines.append(f"kept without audio (has_audio=False): {len(summary['without_audio'])}")
         lines += [f"  {path}" for path in summary["without_audio"]]
+    if summary["truncated"]:
+        lines.append(f"kept, but shorter than their headers declare (check these files): {len(summary['truncated'])}")
+        lines += [f"  {path}: {reason}" for path, reason in summary["truncated"]]
     if summary["excluded"]:
         lines.append(f"excluded: {len(summary['excluded'])}")
         lines += [f"  {path}: {reason}" for path, reason in summary["excluded"]]

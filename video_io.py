@@ -43,6 +43,16 @@ class VideoInfo:
     has_audio: bool
     audio_rate: int
     audio_channels: int
+    declared_duration: float = 0.0  # what the container/stream header says (0: not stated)
+
+    @property
+    def truncation(self):
+        """Why the decoded video is well short of its declared length (a truncated or damaged file), or None."""
+        shortfall = self.declared_duration - self.duration
+        if self.declared_duration <= 0 or shortfall <= max(2 / self.fps, 0.1 * self.declared_duration):
+            return None
+        return (f"only {self.n_frames} frames ({self.duration:.2f} s) decode of the {self.declared_duration:.2f} s "
+                f"its header declares (truncated or damaged file)")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class _FrameIndex:
     start_time: float
     width: int
     height: int
+    declared_duration: float = 0.0
 
     @functools.cached_property
     def pts_monotonic(self):
@@ -149,7 +160,14 @@ def _scan_video(path, size, mtime_ns, inode):
             keyframe.append(bool(frame.key_frame))
         start = stream.start_time * stream.time_base if stream.start_time is not None else 0.0
         return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, _stream_fps(stream),
-                           float(start), width, height)
+                           float(start), width, height, _declared_duration(container, stream))
+
+
+def _declared_duration(container, stream):
+    """Seconds the header claims: the video stream's duration, else the container's (0 when neither)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
 
 
 def probe(path):
@@ -164,7 +182,7 @@ def probe(path):
     n_frames = len(index.pts)
     return VideoInfo(fps=index.fps, n_frames=n_frames, width=index.width, height=index.height,
                      duration=n_frames / index.fps, has_audio=audio_rate > 0, audio_rate=int(audio_rate),
-                     audio_channels=int(audio_channels))
+                     audio_channels=int(audio_channels), declared_duration=index.declared_duration)
 
 
 def frame_times(path):
@@ -311,11 +329,11 @@ class VideoWriter:
     by one replicated edge row/column and the real size is stored in the container's comment tag,
     which `probe`/`read_frames`/`iter_frames` honour (other players show the extra edge line).
     Audio: `audio=(waveform, rate)` with waveform (T,) or (C, T), or `audio_from=path` to re-encode
-    another file's audio (nothing is added when that file has none). Sample n plays at n/rate, frame k
-    at k/fps.
+    another file's audio (nothing is added when that file has none); `audio_until` cuts it at that
+    time (s). Sample n plays at n/rate, frame k at k/fps.
     """
 
-    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, quality=18):
+    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, quality=18, audio_until=None):
         if audio is not None and audio_from is not None:
             raise ValueError(f"{path}: give either audio=(waveform, rate) or audio_from=path, not both")
         self.path = Path(path)
@@ -326,6 +344,9 @@ class VideoWriter:
             decoded = _decode_audio(audio_from)
             audio = None if decoded is None else decoded
         self.audio = None if audio is None else (_as_channels_first(audio[0]), int(audio[1]))
+        if self.audio is not None and audio_until is not None:  # cut at that time (seconds)
+            wave, rate = self.audio
+            self.audio = (wave[:, :int(round(audio_until * rate))], rate)
         self.container = None
 
     def __enter__(self):

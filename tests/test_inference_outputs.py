@@ -149,3 +149,15 @@ def test_published_files_follow_the_umask(root):
     out, gt = folders(root, "Repeat")
     for path in (out / "identity.json", gt / "identity.json", out.parent / f"{out.name}.mp4", out / "frame_00000.png"):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_truncated_input_is_named_in_a_warning_and_its_audio_cut_to_the_video(tmp_path):
+    from test_prepare import truncated_mp4
+    source = truncated_mp4(tmp_path / "cut.mp4")
+    output = tmp_path / "out.mp4"
+    with pytest.warns(UserWarning, match=r"cut\.mp4: only \d+ frames .*truncated.*audio is cut"):
+        assert run("--model", "repeat", "--input", source, "--output", output) == 0
+    info = video_io.probe(source)
+    assert info.truncation and info.n_frames < 40
+    audio_seconds = len(video_io.read_audio(output)) / 16000
+    assert audio_seconds <= info.n_frames / info.fps + 0.1

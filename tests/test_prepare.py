@@ -219,3 +219,38 @@ def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_p
     with pytest.raises(prepare.CacheWriteError, match="No space left on device.*split CSV was left unchanged"):
         prepare.prepare(tmp_path, "demo", show_progress=False)
     assert (csv.read_bytes(), state.read_bytes()) == before
+
+
+def truncated_mp4(path, frames=100, keep=0.3):
+    """A 64x48 MP4 with audio, its index first (faststart, as downloaded files often are), cut to
+    `keep` of its bytes: it still opens and decodes, to far fewer frames than its header declares."""
+    import av
+    full = path.with_name(f"full_{path.name}")
+    wave = (0.2 * np.sin(np.arange(utils.AUDIO_RATE * frames // 25) / 5)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    with video_io.VideoWriter(full, 25, 64, 48, audio=(wave, utils.AUDIO_RATE)) as writer:
+        for _ in range(frames):
+            writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    faststart = path.with_name(f"faststart_{path.name}")
+    with av.open(str(full)) as source, av.open(str(faststart), "w", format="mp4",
+                                                options={"movflags": "faststart"}) as target:
+        streams = {s.index: target.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+    data = faststart.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    full.unlink(), faststart.unlink()
+    return path
+
+
+def test_truncated_video_is_kept_but_marked_with_the_reason(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    relative = "PulsingDisc/v_PulsingDisc_g04_c01.mp4"
+    truncated_mp4(root / "demo" / relative)
+    summary = prepare.prepare(root, "demo", show_progress=False)
+    assert [path for path, _ in summary["truncated"]] == [relative]
+    reason = dict(summary["truncated"])[relative]
+    assert "4.00 s" in reason and "truncated" in reason
+    assert f"{relative}: only" in prepare.format_summary(summary)
