@@ -451,3 +451,30 @@ def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, capsys):
     assert interpolate.pass_scales(2, 6, any_t=True) == [6]
     with pytest.raises(ASVFIError, match="trained for 2x cannot produce 6x"):
         interpolate.pass_scales(2, 6, any_t=False)
+
+
+def test_a_changed_checkpoint_makes_the_output_stale_and_keeps_the_ground_truth(tmp_path, capsys):
+    import prepare
+    for group in (1, 2, 3):
+        video = tmp_path / "demo" / "Cat" / f"v_Cat_g0{group}_c01.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        with video_io.VideoWriter(video, 25, 32, 32, audio=(tone(0.4), 16000)) as writer:
+            for frame in moving_frames(5, 32, 32, seed=group):
+                writer.write(frame)
+    prepare.prepare(tmp_path, "demo", show_progress=False)
+    weights = tmp_path / "asvfi.pth"
+    save_tiny_checkpoint(weights, steps=1)
+    argv = ["--model", "asvfi", "--checkpoint", str(weights), "--data-root", str(tmp_path), "--dataset", "demo",
+            "-s", "2", "--device", "cpu"]
+    assert inference.main(argv) == 0
+    (test,) = dataset.read_split(tmp_path / "demo_split.csv", "test")
+    stem = Path(test.path)
+    out = tmp_path / "ASVFI" / "scale" / "2_asvfi" / stem.parent / stem.stem
+    gt = tmp_path / "GT" / "scale" / "2" / stem.parent / stem.stem
+    first, gt_stamp = (out / "frame_00001.png").read_bytes(), (gt / "frame_00001.png").stat().st_mtime_ns
+    capsys.readouterr()
+    save_tiny_checkpoint(weights, steps=3)  # same path, other weights: another file identity
+    assert inference.main(argv) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+    assert (out / "frame_00001.png").read_bytes() != first
+    assert (gt / "frame_00001.png").stat().st_mtime_ns == gt_stamp

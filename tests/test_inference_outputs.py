@@ -161,3 +161,16 @@ def test_truncated_input_is_named_in_a_warning_and_its_audio_cut_to_the_video(tm
     assert info.truncation and info.n_frames < 40
     audio_seconds = len(video_io.read_audio(output)) / 16000
     assert audio_seconds <= info.n_frames / info.fps + 0.1
+
+
+def test_confined_refuses_a_symlink_that_leads_outside_the_video_folder(tmp_path):
+    import runs
+    from utils import ASVFIError
+    videos, elsewhere = tmp_path / "videos", tmp_path / "elsewhere"
+    (videos / "Cat").mkdir(parents=True), elsewhere.mkdir()
+    (elsewhere / "secret.mp4").write_bytes(b"x")
+    (videos / "Cat" / "v_link.mp4").symlink_to(elsewhere / "secret.mp4")
+    (videos / "Cat" / "v_real.mp4").write_bytes(b"x")
+    assert runs.confined(videos, "Cat/v_real.mp4") == videos / "Cat" / "v_real.mp4"
+    with pytest.raises(ASVFIError, match=r"'Cat/v_link.mp4'.*outside"):
+        runs.confined(videos, "Cat/v_link.mp4", "split CSV path")
