@@ -5,7 +5,8 @@
     python tools.py gpu-check --device cuda --only infer_speed,ddp --out gpu-check-2   # rerun some steps
 
 Steps (each timed, with its own time budget; one that fails, errors or runs out is recorded and the
-rest go on; once --budget-s is spent the remaining steps are recorded as skipped):
+rest go on; once --budget-s is spent the remaining steps are recorded as skipped, and a step still
+running 30 s later is stopped with the report written):
   correctness   ASVFI (FLAVR size, audio path open) fp32 vs CPU, bf16/fp16 autocast vs fp32; PerVFI and
                 the metric networks (SSIM, LPIPS, PWC-Net, FloLPIPS, VFIPS) with the fixture weights vs
                 the reference outputs; one training step per autocast mode with finite gradients
@@ -23,9 +24,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -71,6 +74,7 @@ STEPS = (
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
 FAILED = ("fail", "error", "timeout")
+GRACE_S = 30.0  # past --budget-s, the watchdog stops a step that cannot be interrupted
 
 
 def parse_args(argv):
@@ -103,9 +107,10 @@ def step_budget(step, check):
     return step.budget[check.sizes is S.TINY]
 
 
-def run_in_process(step, check):
-    """Run one step; its record (status, seconds, peak memory, results, error) whatever happens."""
-    results, record = {}, {"budget_s": round(step_budget(step, check), 1)}
+def run_in_process(step, check, results):
+    """Run one step, filling `results`; its record (status, seconds, peak memory, results, error)
+    whatever happens."""
+    record = {"budget_s": round(step_budget(step, check), 1)}
     started = time.perf_counter()
     S.reset_peak(check.device)
     try:
@@ -149,10 +154,11 @@ def run_isolated(step, check, args):
     return record
 
 
-def run_steps(steps, check, args):
-    """{name: record} of every step: run, skipped (device or budget) or recorded as failed."""
+def run_steps(steps, check, args, records=None):
+    """{name: record} of every step: run, skipped (device or budget) or recorded as failed; filled
+    step by step into `records` (the watchdog reads it)."""
     budget_end = time.perf_counter() + args.budget_s
-    records = {}
+    records = {} if records is None else records
     for step in utils.progress(steps, "gpu-check", unit="step"):
         left = budget_end - time.perf_counter()
         if step.cuda_only and not check.cuda:
@@ -163,8 +169,32 @@ def run_steps(steps, check, args):
         else:
             timed = dataclasses.replace(check, deadline=time.perf_counter() + min(step_budget(step, check), left))
             isolated = step.isolated and not args.in_process
-            records[step.name] = run_isolated(step, timed, args) if isolated else run_in_process(step, timed)
+            records[step.name] = {"status": "running", "seconds": 0.0, "results": {}}  # what the watchdog sees
+            records[step.name] = (run_isolated(step, timed, args) if isolated
+                                  else run_in_process(step, timed, records[step.name]["results"]))
     return records
+
+
+def stop_at_the_budget(steps, check, args, records, started, exit=os._exit):
+    """The watchdog's action once the budget and its grace are spent while a step still runs (a
+    kernel or a CPU call cannot be interrupted): the running step is recorded as timed out, the rest
+    as skipped, the report is written and the process ends with status 1."""
+    for step in steps:
+        record = records.get(step.name)
+        if record is None:
+            records[step.name] = {"status": "skip", "seconds": 0.0, "results": {},
+                                  "note": f"overall budget of {args.budget_s:.0f} s spent"}
+        elif record["status"] == "running":  # its results so far are kept
+            record.update(status="timeout", error="still running when the overall budget ran out; "
+                                                  "the command was stopped")
+    print(write_report(check, args, records, time.perf_counter() - started), flush=True)
+    exit(1)
+
+
+def watchdog(steps, check, args, records, started):
+    timer = threading.Timer(args.budget_s + GRACE_S, stop_at_the_budget, (steps, check, args, records, started))
+    timer.daemon = True
+    return timer
 
 
 # ----------------------------------------------------------------------------- targets and report
@@ -277,7 +307,13 @@ def main(argv=None):
     check = make_check(args)
     started = time.perf_counter()
     check.out.mkdir(parents=True, exist_ok=True)
-    records = run_steps([step for step in STEPS if step.name in args.only], check, args)
+    steps, records = [step for step in STEPS if step.name in args.only], {}
+    timer = watchdog(steps, check, args, records, started)
+    timer.start()
+    try:
+        run_steps(steps, check, args, records)
+    finally:
+        timer.cancel()
     text = write_report(check, args, records, time.perf_counter() - started)
     if not args.in_process:
         print(text)

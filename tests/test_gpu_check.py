@@ -112,6 +112,19 @@ def test_an_isolated_step_is_killed_at_its_budget(tmp_path):
     assert record["status"] == "timeout" and "killed" in record["error"] and time.perf_counter() - started < 5
 
 
+def test_the_watchdog_records_the_running_step_writes_the_report_and_exits(tmp_path):
+    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    steps = [GPU_CHECK.Step(name, None, (1, 1)) for name in ("done", "running", "next")]
+    records = {"done": {"status": "ok", "seconds": 1.0, "results": {}},
+               "running": {"status": "running", "seconds": 0.0, "results": {"measured_so_far": 3.0}}}
+    codes = []
+    GPU_CHECK.stop_at_the_budget(steps, GPU_CHECK.make_check(args), args, records, time.perf_counter(), codes.append)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [report["steps"][name]["status"] for name in ("done", "running", "next")] == ["ok", "timeout", "skip"]
+    assert "stopped" in report["steps"]["running"]["error"] and codes == [1]
+    assert report["steps"]["running"]["results"] == {"measured_so_far": 3.0}
+
+
 def test_only_selects_steps_and_rejects_unknown_ones(tmp_path):
     assert GPU_CHECK.parse_args(["--only", "ddp,train_speed"]).only == ["ddp", "train_speed"]
     assert tools.main(["gpu-check", "--only", "warp_drive", "--out", str(tmp_path)]) == 1
