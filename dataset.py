@@ -14,8 +14,11 @@ stride s so that every middle interval appears once.
 
 Frames are decoded from the video files (only the frames a window spans) or read from extracted
 PNG folders, with identical results. Nothing holding a file handle is created before the
-DataLoader forks; per-worker caches only hold frame times and recently used waveforms.
+DataLoader forks; per-worker caches only hold frame indices and recently used waveforms. Frame
+times and seek points come from the index prepare stored beside the audio cache while it matches
+the video file (size, mtime); otherwise the video is scanned once per worker.
 """
+import json
 import math
 import warnings
 from collections import OrderedDict
@@ -47,6 +50,7 @@ class VideoEntry:
     width: int
     height: int
     has_audio: bool
+    name: str = None  # folder/cache name (runs.video_names): the stem unless a sibling shares it
 
 
 @dataclass(frozen=True)
@@ -156,12 +160,15 @@ def read_split(csv_path, split=None):
     if bad:  # a path outside the video folder would make inference read and write outside the data root
         raise ASVFIError(f"{csv_path}: {len(bad)} path(s) not under the video folder: {'; '.join(bad[:5])}; "
                          f"fix those rows or re-run prepare")
+    # prepare names every file it saw; a CSV written without names gets them from its own rows
+    names = (dict(zip(table["path"].astype(str), table["name"].astype(str))) if "name" in table.columns
+             else runs.video_names(table["path"].astype(str)))
     if split is not None:
         table = table[table["split"] == split]
     return [
         VideoEntry(path=str(row.path), category=str(row.category), split=str(row.split), fps=float(row.fps),
                    n_frames=int(row.n_frames), width=int(row.width), height=int(row.height),
-                   has_audio=_as_bool(row.has_audio))
+                   has_audio=_as_bool(row.has_audio), name=names[str(row.path)])
         for row in table.itertuples(index=False)
     ]
 
@@ -207,7 +214,7 @@ class VFIWindows(Dataset):
             for start in evaluation_starts(entry.n_frames, self.scale, sampling.max_windows_per_video)]
         # Shared with forked workers, so set_epoch reaches persistent workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-        self._frame_times = {}
+        self._frame_indices, self._frame_times = {}, {}
         self._waveforms = OrderedDict()
         self.target_times = torch.arange(1, self.scale, dtype=torch.float32) / self.scale
 
@@ -334,10 +341,10 @@ class VFIWindows(Dataset):
         Video files decode only the span the indices cover; PNG folders read only the indices.
         """
         if self.frames_root is not None:
-            folder = self.frames_root / Path(entry.path).with_suffix("")
+            folder = runs.video_folder(self.frames_root, entry.path, entry.name)
             return np.stack([video_io.read_png_frames(folder, j, j + 1)[0] for j in indices]), list(range(len(indices)))
         first, last = min(indices), max(indices)
-        span = video_io.read_frames(self.video_dir / entry.path, first, last + 1)
+        span = video_io.read_frames(self.video_dir / entry.path, first, last + 1, self._frame_index(entry))
         if len(span) != last + 1 - first:
             raise ValueError(f"{self.video_dir / entry.path}: decoded {len(span)} frames for [{first}, {last + 1}) "
                              f"but the split CSV says {entry.n_frames}; re-run prepare")
@@ -352,11 +359,23 @@ class VFIWindows(Dataset):
         segment, audio_times = audio_segment(waveform, t0, t1, self.audio_samples)
         return torch.from_numpy(segment), torch.from_numpy(audio_times), waveform is not None
 
+    def _frame_index(self, entry):
+        """The video's frame index, from the file prepare stored when it matches the video (size,
+        mtime), else scanned once; cached per worker."""
+        if entry.path not in self._frame_indices:
+            stored = runs.frame_index_path(self.audio_dir, entry.path, entry.name)
+            try:
+                record = json.loads(stored.read_text())
+            except (OSError, ValueError):  # absent or damaged: the video is scanned instead
+                record = None
+            self._frame_indices[entry.path] = video_io.frame_index(self.video_dir / entry.path, record)
+        return self._frame_indices[entry.path]
+
     def _times(self, entry):
         """Per-frame times of a video (seconds), cached per worker."""
         if entry.path not in self._frame_times:
             path = self.video_dir / entry.path
-            self._frame_times[entry.path] = (np.asarray(video_io.frame_times(path), dtype=np.float64)
+            self._frame_times[entry.path] = (video_io.frame_times(path, self._frame_index(entry))
                                              if path.is_file() else np.arange(entry.n_frames) / entry.fps)
         return self._frame_times[entry.path]
 
@@ -372,7 +391,7 @@ class VFIWindows(Dataset):
         from the video (kept in a small per-worker cache); None for videos without audio."""
         if not entry.has_audio:
             return None
-        cached = runs.audio_cache_path(self.audio_dir, entry.path)
+        cached = runs.audio_cache_path(self.audio_dir, entry.path, entry.name)
         if cached.is_file():
             return np.load(cached, mmap_mode="r")
         if entry.path not in self._waveforms:

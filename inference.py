@@ -193,10 +193,11 @@ class Destination:
     gt: Path
 
     @classmethod
-    def of(cls, out_root, gt_root, rel):
-        rel = Path(rel)
-        frames = out_root / rel.parent / rel.stem
-        return cls(frames, frames.parent / f"{rel.stem}.mp4", gt_root / rel.parent / rel.stem)
+    def of(cls, out_root, gt_root, rel, name=None):
+        """`<Category>/<name>/` under both roots; name (runs.video_names) keeps `v_X.avi` and `v_X.mp4`
+        apart, and is the stem otherwise."""
+        frames = runs.video_folder(out_root, rel, name)
+        return cls(frames, frames.parent / f"{frames.name}.mp4", runs.video_folder(gt_root, rel, name))
 
     def finished(self, records):
         """Published for exactly this source, these weights and settings: the frames folder's identity
@@ -374,7 +375,7 @@ def run_test_split(args, procs):
     made_by = made_by_of(args, network)
     written, skipped, failures, frames_out, bytes_out = 0, 0, [], 0, 0
     for entry, path in tqdm(sources, desc=f"{runs.DISPLAY_NAMES[args.model]} {scale}x", unit="video"):
-        dest = Destination.of(out_root, gt_root, entry.path)
+        dest = Destination.of(out_root, gt_root, entry.path, entry.name)
         try:
             source = open_source(path)
             check_length(source, scale + 1)

@@ -5,7 +5,9 @@
     python prepare.py make-demo --out ../data --seed 0              # the synthetic demo set + its split
 
 `prepare` writes one row per video (path, category, split, fps, frame count, size, audio,
-duration). It uses UCF-101's official split 1 when `{data_root}/ucfTrainTestlist` is there,
+duration, name: the stem, or stem_<ext> where two files of a folder share a stem) and, beside
+each 16 kHz audio cache file, the video's frame index (frame times, seek points), so training
+never scans a video again. It uses UCF-101's official split 1 when `{data_root}/ucfTrainTestlist` is there,
 otherwise a deterministic split by group (a `gXX` group never spans two splits), with val carved
 from train by group. Corrupt, empty and (with require_audio) silent videos are excluded and
 reported; re-running only looks at new or changed files. `ensure_dataset` is what the scripts
@@ -24,12 +26,13 @@ import av
 import numpy as np
 
 import demo_data
-from runs import audio_cache_path, dataset_paths, video_group
+from runs import audio_cache_path, dataset_paths, frame_index_path, video_folder, video_group, video_names
 from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
-from video_io import VIDEO_EXTENSIONS, MediaError, VideoInfo, iter_frames, probe, read_audio, write_png_frames
+from video_io import (VIDEO_EXTENSIONS, MediaError, VideoInfo, frame_index_record, iter_frames, probe, read_audio,
+                      write_png_frames)
 
 SPLIT_COLUMNS = ["path", "category", "split", "fps", "n_frames", "width", "height", "has_audio", "audio_rate",
-                 "duration"]
+                 "duration", "name"]
 
 
 def _group_sort_key(group):
@@ -94,24 +97,28 @@ def _load_prepare_cache(path):
         return {}
 
 
-def _examine_video(video, relative, audio_dir, frames_dir, extract_frames):
-    """Probe one video, cache its 16 kHz audio (and frames); returns (info dict or None, problem or None)."""
+def _examine_video(video, relative, name, audio_dir, frames_dir, extract_frames):
+    """Probe one video, cache its frame index and 16 kHz audio (and frames) under its `name`; returns
+    (info dict or None, problem or None)."""
     if video.stat().st_size == 0:
         return None, "empty file (0 bytes)"
     try:
         info = probe(video)
         if info.n_frames == 0:
             return None, "empty: no frame decodes"
+        index = frame_index_path(audio_dir, relative, name)
+        with _cache_writes(index):  # training reads frame times and seek points from it, never re-scanning
+            atomic_write_text(index, json.dumps(frame_index_record(video)))
         if info.has_audio:
             wave = _read_audio_or_none(video)
             if wave is None or wave.size == 0:
                 info.has_audio, info.audio_rate, info.audio_channels = False, 0, 0
             else:
-                cache = audio_cache_path(audio_dir, relative)
+                cache = audio_cache_path(audio_dir, relative, name)
                 with _cache_writes(cache):
                     atomic_write(cache, lambda tmp: _save_npy(tmp, wave))
         if extract_frames:
-            folder = Path(frames_dir) / Path(relative).with_suffix("")
+            folder = video_folder(frames_dir, relative, name)
             with _cache_writes(folder):
                 _extract_frames(video, folder, info.n_frames)
         return asdict(info), None
@@ -153,14 +160,17 @@ def _extract_frames(video, folder, n_frames):
     write_png_frames(folder, iter_frames(video))
 
 
-def _cache_complete(entry, relative, audio_dir, frames_dir, extract_frames):
-    """A cached entry is reusable when its audio cache (and frames, if asked for) are still on disk."""
+def _cache_complete(entry, relative, name, audio_dir, frames_dir, extract_frames):
+    """A cached entry is reusable when its frame index, audio cache (and frames, if asked for) are still
+    on disk under the video's current name."""
     info = entry.get("info")
     if info is None:
         return True
-    if info["has_audio"] and not audio_cache_path(audio_dir, relative).is_file():
+    if not frame_index_path(audio_dir, relative, name).is_file():
         return False
-    last_frame = Path(frames_dir) / Path(relative).with_suffix("") / f"frame_{info['n_frames'] - 1:05d}.png"
+    if info["has_audio"] and not audio_cache_path(audio_dir, relative, name).is_file():
+        return False
+    last_frame = video_folder(frames_dir, relative, name) / f"frame_{info['n_frames'] - 1:05d}.png"
     return not extract_frames or last_frame.is_file()
 
 
@@ -179,16 +189,18 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
                          f"set --data-root/--dataset-dir)")
     cache = _load_prepare_cache(paths["cache"])
     new_cache, rows, excluded, silent, truncated, reused = {}, {}, [], [], [], 0
-    for relative in progress(_list_videos(folder), "prepare", show_progress):
+    listing = _list_videos(folder)
+    names = video_names(listing)  # over every file, kept or not: a name never changes with a sibling's fate
+    for relative in progress(listing, "prepare", show_progress):
         stat = (folder / relative).stat()
         key = [stat.st_size, stat.st_mtime_ns]
         entry = cache.get(relative)
-        if entry and entry["key"] == key and _cache_complete(entry, relative, paths["audio"], paths["frames"],
-                                                             extract_frames):
+        if entry and entry["key"] == key and _cache_complete(entry, relative, names[relative], paths["audio"],
+                                                             paths["frames"], extract_frames):
             reused += 1
         else:
-            info, problem = _examine_video(folder / relative, relative, paths["audio"], paths["frames"],
-                                           extract_frames)
+            info, problem = _examine_video(folder / relative, relative, names[relative], paths["audio"],
+                                           paths["frames"], extract_frames)
             entry = {"key": key, "info": info, "problem": problem}
         new_cache[relative] = entry
         info = entry["info"]
@@ -207,7 +219,8 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     for relative in rows:
         if relative not in splits:
             excluded.append((relative, "not in the official split 1 lists"))
-    table = [_split_row(relative, rows[relative], splits[relative]) for relative in rows if relative in splits]
+    table = [_split_row(relative, rows[relative], splits[relative], names[relative]) for relative in rows
+             if relative in splits]
     _write_split_csv(paths["split_csv"], table)
     atomic_write_text(paths["cache"], json.dumps(new_cache, indent=0, sort_keys=True))
     summary = {"csv": str(paths["split_csv"]), "videos": len(new_cache), "kept": len(table), "reused": reused,
@@ -217,11 +230,11 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     return summary
 
 
-def _split_row(relative, info, split):
+def _split_row(relative, info, split, name):
     return {"path": relative, "category": Path(relative).parts[0] if len(Path(relative).parts) > 1 else "",
             "split": split, "fps": info["fps"], "n_frames": info["n_frames"], "width": info["width"],
             "height": info["height"], "has_audio": bool(info["has_audio"]), "audio_rate": info["audio_rate"],
-            "duration": info["duration"]}
+            "duration": info["duration"], "name": name}
 
 
 def _write_split_csv(path, rows):

@@ -11,6 +11,7 @@ frames and data live under `--data-root`.
 """
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 from utils import ASVFIError
@@ -140,9 +141,32 @@ def confined(root, relative, what="path"):
     return path
 
 
-def audio_cache_path(audio_dir, relative_video_path):
+def video_names(relative_paths):
+    """{relative path: video name}: the file's stem, or stem + `_<extension>` where another file of the
+    same folder has the same stem (`v_X.avi` and `v_X.mp4` → `v_X_avi`, `v_X_mp4`), so that no two
+    videos share an audio cache entry, an output or a ground-truth folder."""
+    paths = [Path(str(p)) for p in relative_paths]
+    shared = Counter((path.parent, path.stem) for path in paths)
+    return {str(path): f"{path.stem}_{path.suffix.lstrip('.').lower()}" if shared[path.parent, path.stem] > 1
+            else path.stem for path in paths}
+
+
+def video_folder(root, relative_video_path, name=None):
+    """`<root>/<Category>/<video name>`: where a video's frames, outputs or caches go (name: from
+    `video_names`; the stem when None)."""
+    relative = Path(relative_video_path)
+    return Path(root) / relative.parent / (name or relative.stem)
+
+
+def audio_cache_path(audio_dir, relative_video_path, name=None):
     """`<audio_dir>/<Category>/<video>.npy` for a video path relative to its dataset folder."""
-    return Path(audio_dir) / Path(relative_video_path).with_suffix(".npy")
+    relative = Path(relative_video_path)
+    return Path(audio_dir) / relative.parent / f"{name or relative.stem}.npy"
+
+
+def frame_index_path(audio_dir, relative_video_path, name=None):
+    """`<audio_dir>/<Category>/<video>.frames.json`: the frame index prepare stores beside the audio cache."""
+    return audio_cache_path(audio_dir, relative_video_path, name).with_suffix(".frames.json")
 
 
 def video_group(relative_path):

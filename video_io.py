@@ -149,6 +149,25 @@ def _frame_index(path):
     return _scan_video(*_file_key(path))
 
 
+def frame_index(path, record=None):
+    """The frame index of a video: rebuilt from `record` (what `frame_index_record` stored) when that
+    was made from this version of the file (same size and mtime), else scanned (one decode pass)."""
+    if record is not None and record.get("key") == list(_file_key(path)[1:3]):
+        return _FrameIndex(tuple(record["pts"]), tuple(record["keyframe"]), fractions.Fraction(record["time_base"]),
+                           record["fps"], record["start_time"], record["width"], record["height"],
+                           record["declared_duration"])
+    return _frame_index(path)
+
+
+def frame_index_record(path):
+    """A JSON-ready copy of a video's frame index, keyed by the file's size and mtime (prepare stores it
+    so training never scans a video again)."""
+    index = _frame_index(path)
+    return {"key": list(_file_key(path)[1:3]), "pts": list(index.pts), "keyframe": list(index.keyframe),
+            "time_base": str(index.time_base), "fps": index.fps, "start_time": index.start_time,
+            "width": index.width, "height": index.height, "declared_duration": index.declared_duration}
+
+
 @functools.lru_cache(maxsize=512)
 def _scan_video(path, size, mtime_ns, inode):
     with _open(path) as container:
@@ -185,9 +204,11 @@ def probe(path):
                      audio_channels=int(audio_channels), declared_duration=index.declared_duration)
 
 
-def frame_times(path):
-    """Time (s, container timeline) of each frame: stream pts where monotonic, else start + index/fps."""
-    index = _frame_index(path)
+def frame_times(path, index=None):
+    """Time (s, container timeline) of each frame: stream pts where monotonic, else start + index/fps.
+
+    `index`: a `frame_index` already at hand (no scan)."""
+    index = index or _frame_index(path)
     if index.pts and index.pts_monotonic:
         return np.array(index.pts, dtype=np.float64) * float(index.time_base)
     return index.start_time + np.arange(len(index.pts), dtype=np.float64) / index.fps
@@ -202,13 +223,14 @@ def iter_frames(path):
             yield _to_rgb(frame, size)
 
 
-def read_frames(path, start, stop):
+def read_frames(path, start, stop, index=None):
     """Frames [start, stop) as (N, H, W, 3) uint8, decoding from the key frame before `start` only.
 
-    Frames after a seek are placed by their pts in the file's frame index; files whose pts are missing
-    or non-monotonic (some AVIs) are decoded from the beginning, counting frames, instead.
+    Frames after a seek are placed by their pts in the file's frame index (`index`: a `frame_index`
+    already at hand, else scanned); files whose pts are missing or non-monotonic (some AVIs) are
+    decoded from the beginning, counting frames, instead.
     """
-    index = _frame_index(path)
+    index = index or _frame_index(path)
     if not 0 <= start < stop <= len(index.pts):
         raise MediaError(f"{path}: frames [{start}, {stop}) requested but the video has {len(index.pts)} frames")
     frames = _read_by_seeking(path, index, start, stop) if start > 0 and index.pts_monotonic else None

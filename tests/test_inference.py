@@ -478,3 +478,23 @@ def test_a_changed_checkpoint_makes_the_output_stale_and_keeps_the_ground_truth(
     assert "1 video(s) written" in capsys.readouterr().out
     assert (out / "frame_00001.png").read_bytes() != first
     assert (gt / "frame_00001.png").stat().st_mtime_ns == gt_stamp
+
+
+def test_videos_sharing_a_stem_get_their_own_output_and_gt_folders(demo_root, tmp_path):
+    import prepare
+    root = copy_demo(demo_root, tmp_path)
+    folder = root / "demo" / "PulsingDisc"
+    wave = (0.2 * np.sin(np.arange(8000) / 3)).astype(np.float32)  # prepare keeps videos with sound only
+    with video_io.VideoWriter(folder / "v_PulsingDisc_g01_c01.mp4", 25, 64, 48, audio=(wave, 16000)) as writer:
+        for i in range(9):
+            writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    prepare.prepare(root, "demo", show_progress=False)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    for model in ("Blend", "GT"):
+        base = root / model / "scale" / "2" / "PulsingDisc"
+        avi, mp4 = (video_io.read_png_frames(base / f"v_PulsingDisc_g01_c01_{ext}") for ext in ("avi", "mp4"))
+        assert avi.shape == (47, 240, 320, 3) and mp4.shape == (9, 48, 64, 3)
+        assert not (base / "v_PulsingDisc_g01_c01").exists()
+    blend = root / "Blend" / "scale" / "2" / "PulsingDisc"
+    assert (blend / "v_PulsingDisc_g01_c01_avi.mp4").is_file() and (blend / "v_PulsingDisc_g01_c01_mp4.mp4").is_file()
+    assert (root / "GT" / "scale" / "2" / "BouncingBall" / "v_BouncingBall_g01_c01").is_dir()  # the usual layout

@@ -1,4 +1,5 @@
 """`python utils.py prepare` (prepare.py), split rules, the demo set and ensure_dataset."""
+import json
 import os
 import shutil
 
@@ -254,3 +255,73 @@ def test_truncated_video_is_kept_but_marked_with_the_reason(demo_root, tmp_path)
     reason = dict(summary["truncated"])[relative]
     assert "4.00 s" in reason and "truncated" in reason
     assert f"{relative}: only" in prepare.format_summary(summary)
+
+
+def windows_of(root):
+    """Every evaluation window of the demo's train split (first two per video), as dicts."""
+    import dataset
+    data = dataset.VFIWindows(root, "demo", "train", 2, dataset.Sampling(max_windows_per_video=2))
+    return [data[i] for i in range(len(data))]
+
+
+def test_prepared_frame_index_spares_training_the_scan_and_follows_file_changes(demo_root, tmp_path, monkeypatch):
+    root = copy_demo(demo_root, tmp_path)
+    prepare.prepare(root, "demo", show_progress=False)
+    audio_dir = root / "demo_audio16k"
+    stored = sorted(audio_dir.rglob("*.frames.json"))
+    assert len(stored) == 8
+    hidden = tmp_path / "hidden"
+    shutil.move(audio_dir, hidden)  # without the index (and the audio cache): scanned and decoded
+    shutil.copytree(hidden, audio_dir, ignore=shutil.ignore_patterns("*.frames.json"))
+    video_io._scan_video.cache_clear()
+    scanned = windows_of(root)
+    shutil.rmtree(audio_dir), shutil.move(hidden, audio_dir)
+
+    def no_scan(*args):
+        raise AssertionError("a video was scanned although prepare stored its frame index")
+    video_io._scan_video.cache_clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(video_io, "_scan_video", no_scan)
+        indexed = windows_of(root)
+    assert len(indexed) == len(scanned) > 0
+    for a, b in zip(indexed, scanned):
+        assert a["video"] == b["video"] and torch_equal(a, b, ("inputs", "targets", "audio", "audio_times", "indices"))
+
+    relative = "BouncingBall/v_BouncingBall_g02_c01.avi"
+    index_file = runs.frame_index_path(audio_dir, relative)
+    stale = json.loads(index_file.read_text())
+    changed = root / "demo" / relative
+    demo_data.make_demo_clip(changed, seed=99, kinds=("impacts",), frames=30)
+    os.utime(changed, ns=(1, 1))
+    assert len(video_io.frame_times(changed, video_io.frame_index(changed, stale))) == 30  # stale: scanned
+    prepare.prepare(root, "demo", show_progress=False)
+    rebuilt = json.loads(index_file.read_text())
+    assert len(rebuilt["pts"]) == 30 and rebuilt["key"] == [changed.stat().st_size, 1]
+
+
+def torch_equal(a, b, keys):
+    import torch
+    return all(torch.equal(a[key], b[key]) for key in keys)
+
+
+def test_videos_sharing_a_stem_get_their_own_names_and_audio(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    folder = root / "demo" / "PulsingDisc"
+    rate = utils.AUDIO_RATE
+    for suffix, pitch in ((".avi", 300), (".mp4", 900)):
+        wave = (0.3 * np.sin(2 * np.pi * pitch * np.arange(2 * rate) / rate)).astype(np.float32)
+        with video_io.VideoWriter(folder / f"v_Twin_g02_c01{suffix}", 25, 64, 48, audio=(wave, rate)) as writer:
+            for i in range(40):
+                writer.write(np.full((48, 64, 3), 5 * i, np.uint8))
+    prepare.prepare(root, "demo", show_progress=False)
+    table = pd.read_csv(root / "demo_split.csv").set_index("path")
+    twins = {"PulsingDisc/v_Twin_g02_c01.avi": "v_Twin_g02_c01_avi", "PulsingDisc/v_Twin_g02_c01.mp4": "v_Twin_g02_c01_mp4"}
+    assert {path: table.loc[path, "name"] for path in twins} == twins
+    assert table.loc["PulsingDisc/v_PulsingDisc_g01_c01.avi", "name"] == "v_PulsingDisc_g01_c01"  # the usual layout
+    caches = [np.load(runs.audio_cache_path(root / "demo_audio16k", path, name)) for path, name in twins.items()]
+    for (path, _), cache in zip(twins.items(), caches):
+        np.testing.assert_array_equal(cache, video_io.read_audio(root / "demo" / path))
+    assert not np.allclose(caches[0][:len(caches[1])], caches[1][:len(caches[0])])
+    import dataset
+    entries = {entry.path: entry.name for entry in dataset.read_split(root / "demo_split.csv")}
+    assert {path: entries[path] for path in twins} == twins
