@@ -102,6 +102,7 @@ class Source:
     has_audio: bool
     images: list = None  # the frame files of a folder input
     truncation: str = None  # why the file decodes to well less than it declares (VideoInfo.truncation)
+    vfr_drift: float = None  # variable frame rate: the most its frames move (s) on the constant-rate output
 
 
 def open_source(path, folder_fps=25.0):
@@ -116,7 +117,8 @@ def open_source(path, folder_fps=25.0):
     info = video_io.probe(path)
     if info.n_frames < 1:
         raise InputError(f"{path}: no decodable video frames")
-    return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio, truncation=info.truncation)
+    return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio, truncation=info.truncation,
+                  vfr_drift=video_io.constant_rate_drift(video_io.frame_times(path), info.fps))
 
 
 def source_frames(source):
@@ -170,6 +172,21 @@ def audio_cut(source, wave):
     return video_end
 
 
+def warn_resampling(source):
+    """Outputs are constant-rate: a variable-frame-rate source is said to be resampled, naming the file."""
+    if source.vfr_drift is not None:
+        warnings.warn(f"{source.path}: variable frame rate; the output is written at a constant "
+                      f"{source.fps:g} fps (x scale), so frames move up to {source.vfr_drift * 1000:.0f} ms "
+                      f"against the audio", stacklevel=2)
+
+
+def resampling_setting(source):
+    """The identity settings entry of a resampled variable-frame-rate source (empty otherwise)."""
+    if source.vfr_drift is None:
+        return {}
+    return {"resampled_to_constant_fps": {"fps": source.fps, "max_drift_ms": round(source.vfr_drift * 1000, 1)}}
+
+
 def check_length(source, needed=2):
     """A clear message for inputs too short to interpolate (`needed` frames: s+1 for the s× test protocol)."""
     if source.n_frames < 2:
@@ -215,6 +232,7 @@ class Records:
 def records_of(source, data_root, n_out, scale, made_by):
     """Identity records of one video's ground truth and output; made_by = (model, checkpoint, settings)."""
     model, checkpoint, settings = made_by
+    settings = {**settings, **resampling_setting(source)}
     return Records(identity.gt_record(source.path, data_root, n_out, scale),
                    identity.output_record(source.path, data_root, n_out, scale, model, checkpoint, settings))
 
@@ -263,6 +281,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
     """
     n_out = (source.n_frames - 1) // scale * scale + 1
     wave = load_wave(source)
+    warn_resampling(source)
     publish.remove_leftovers(dest.frames)
     tmp_frames, tmp_mp4 = publish.fresh_folder(publish.partial_name(dest.frames)), publish.partial_name(dest.mp4)
     with contextlib.ExitStack() as stack:
@@ -431,6 +450,7 @@ def run_single(args, procs):
     network = load_model(args, scale, procs.device)
     engines = build_engines(network, procs.device, scale, args)
     wave = load_wave(source)
+    warn_resampling(source)
     output = Path(args.output)
     expected = (source.n_frames - 1) * scale + 1
     written = 0

@@ -214,6 +214,15 @@ def frame_times(path, index=None):
     return index.start_time + np.arange(len(index.pts), dtype=np.float64) / index.fps
 
 
+def constant_rate_drift(times, fps, tolerance=0.1):
+    """Largest gap (s) between frame times and the constant-rate timeline start + index/fps, when the
+    frame intervals spread by more than `tolerance` of 1/fps (a variable-frame-rate file); else None."""
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) < 3 or np.ptp(np.diff(times)) <= tolerance / fps:
+        return None
+    return float(np.abs(times - (times[0] + np.arange(len(times)) / fps)).max())
+
+
 def iter_frames(path):
     """Stream (H, W, 3) uint8 RGB frames in decode order without holding the video in memory."""
     with _open(path) as container:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -174,3 +175,37 @@ def test_confined_refuses_a_symlink_that_leads_outside_the_video_folder(tmp_path
     assert runs.confined(videos, "Cat/v_real.mp4") == videos / "Cat" / "v_real.mp4"
     with pytest.raises(ASVFIError, match=r"'Cat/v_link.mp4'.*outside"):
         runs.confined(videos, "Cat/v_link.mp4", "split CSV path")
+
+
+def vfr_video(path, times_ms):
+    """A 64x48 H.264 MP4 whose frames sit at `times_ms` (irregular pts: variable frame rate)."""
+    import fractions
+
+    import av
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 12 * i, np.uint8), format="rgb24")
+            frame.pts = ms
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_variable_frame_rate_input_is_resampled_with_a_warning_and_an_identity_field(tmp_path):
+    times_ms = [0, 40, 80, 200, 240, 280, 400, 440, 480, 600]  # 25 fps with three 120 ms holes
+    source_path = vfr_video(tmp_path / "vfr.mp4", times_ms)
+    steady = inference.open_source(vfr_video(tmp_path / "cfr.mp4", [40 * i for i in range(10)]))
+    assert steady.vfr_drift is None and inference.resampling_setting(steady) == {}
+    source = inference.open_source(source_path)
+    np.testing.assert_allclose(video_io.frame_times(source_path), np.array(times_ms) / 1000)
+    constant_rate = np.arange(10) / source.fps  # the output's timeline at the stream's average rate
+    assert source.vfr_drift == pytest.approx(np.abs(np.array(times_ms) / 1000 - constant_rate).max())
+    assert source.vfr_drift > 0.05
+    with pytest.warns(UserWarning, match=r"vfr\.mp4: variable frame rate; .* constant .* up to \d+ ms"):
+        assert run("--model", "blend", "--input", source_path, "--output", tmp_path / "out.mp4") == 0
+    records = inference.records_of(source, tmp_path, 10, 2, ("blend", None, {"seed": 0}))
+    setting = records.output["settings"]["resampled_to_constant_fps"]
+    assert setting["max_drift_ms"] == round(source.vfr_drift * 1000, 1) and records.output["settings"]["seed"] == 0
