@@ -81,7 +81,9 @@ def processes(device_name=None, join_group=True):
     """Processes of this run; under torchrun with join_group, a process group for the block's duration."""
     device = pick_device(device_name)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    grouped = join_group and world > 1
+    # Under torchrun (WORLD_SIZE set) the group is joined even with one process, so that
+    # `torchrun --nproc_per_node=1` runs the same DDP/NCCL path as a multi-GPU job.
+    grouped = join_group and "WORLD_SIZE" in os.environ
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if grouped:
