@@ -262,13 +262,13 @@ def removed_on_failure(*paths):
 
 
 @contextlib.contextmanager
-def write_errors_named(folder):
+def write_errors_named(where, kept="finished videos are kept"):
     """Disk full, read-only folder, ...: one clear message naming where, and the run stops."""
     try:
         yield
     except OSError as error:
-        raise WriteError(f"{folder}: cannot write the results ({error}); free disk space or fix the "
-                         f"folder's permissions, then run again (finished videos are kept)") from error
+        raise WriteError(f"{where}: cannot write the results ({error}); free disk space or fix the "
+                         f"folder's permissions, then run again ({kept})") from error
 
 
 def write_test_video(source, dest, engines, scale, batch, records):
@@ -456,8 +456,9 @@ def run_single(args, procs):
     written = 0
     audio = None if wave is None else source.path
     # VideoWriter writes to a temporary file and renames it on success: no half-written output.
-    with video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
-                              audio_until=audio_cut(source, wave)) as writer:
+    with write_errors_named(output, "nothing was written there"), \
+            video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
+                                 audio_until=audio_cut(source, wave)) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)
         for frame, _ in tqdm(stream, total=expected, desc=f"{scale}x", unit="frame"):
             writer.write(frame)

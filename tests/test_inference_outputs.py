@@ -209,3 +209,19 @@ def test_variable_frame_rate_input_is_resampled_with_a_warning_and_an_identity_f
     records = inference.records_of(source, tmp_path, 10, 2, ("blend", None, {"seed": 0}))
     setting = records.output["settings"]["resampled_to_constant_fps"]
     assert setting["max_drift_ms"] == round(source.vfr_drift * 1000, 1) and records.output["settings"]["seed"] == 0
+
+
+def test_single_video_on_a_full_disk_names_the_output_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    source = vfr_video(tmp_path / "in.mp4", [40 * i for i in range(6)])
+    written = []
+
+    def disk_full(self, frame):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(frame)
+    monkeypatch.setattr(video_io.VideoWriter, "write", disk_full)
+    output = tmp_path / "out" / "result.mp4"
+    assert run("--model", "blend", "--input", source, "--output", output) == 1
+    message = capsys.readouterr().err
+    assert f"{output}: cannot write the results" in message and "No space left on device" in message
+    assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary file
