@@ -10,10 +10,11 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 DATA_ROOT ?= ../data
-# The demo: a small ASVFI (width 0.125) on the synthetic audio-visual set, ~5 min of training on 2 CPU cores.
+# The demo: a small ASVFI (width 0.125) on the synthetic audio-visual set, ~5 min of training on 2 CPU cores;
+# a scripted run, so a second `make demo` starts it again (--overwrite) instead of stopping.
 DEMO_DATA := --dataset demo --data-root $(DATA_ROOT)
 DEMO_RUN := --optimizer adamw --lr 2e-3
-DEMO_TRAIN ?= $(DEMO_RUN) --width 0.125 --crop 96 --batch_size 8 --windows-per-video 24 --val-windows 64 \
+DEMO_TRAIN ?= $(DEMO_RUN) --overwrite --width 0.125 --crop 96 --batch_size 8 --windows-per-video 24 --val-windows 64 \
 	--gate-lr-mult 10 --epochs 6 --workers 1
 
 # One stamp per torch choice, so `make test TORCH=...` reinstalls instead of reusing another build.
