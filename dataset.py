@@ -160,9 +160,10 @@ def read_split(csv_path, split=None):
     if bad:  # a path outside the video folder would make inference read and write outside the data root
         raise ASVFIError(f"{csv_path}: {len(bad)} path(s) not under the video folder: {'; '.join(bad[:5])}; "
                          f"fix those rows or re-run prepare")
-    # prepare names every file it saw; a CSV written without names gets them from its own rows
-    names = (dict(zip(table["path"].astype(str), table["name"].astype(str))) if "name" in table.columns
-             else runs.video_names(table["path"].astype(str)))
+    # prepare names every file it saw; rows written without a name get one from the CSV's own rows
+    names = runs.video_names(table["path"].astype(str))
+    if "name" in table.columns:
+        names.update({str(path): str(name) for path, name in zip(table["path"], table["name"]) if not pd.isna(name)})
     if split is not None:
         table = table[table["split"] == split]
     return [
