@@ -253,3 +253,24 @@ def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
     assert evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", "psnr,lpips",
                           "--device", "cpu", "--offline"]) == 0
     assert "LPIPS           unavailable (" in capsys.readouterr().out
+
+
+def test_chunked_reading_with_one_torch_thread_matches_the_reference(data, monkeypatch):
+    """Chunks smaller than a video (decoded ahead in the pool) give the per-frame reference values;
+    on CPU the scoring runs with one torch thread and the caller's thread count comes back."""
+    root, frames = data
+    monkeypatch.setattr(evaluate, "FRAME_CHUNK", 4)
+    threads_seen, ssim = [], evaluate.metrics.ssim
+    monkeypatch.setattr(evaluate.metrics, "ssim", lambda *a, **k: threads_seen.append(torch.get_num_threads())
+                        or ssim(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert run(root) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert threads_seen and set(threads_seen) == {1}
+    for row in pd.read_csv(csv_path()).itertuples():
+        psnr, ssim_value, _ = expected_scores(frames[row.category, row.video], SCALE)
+        assert row.psnr == pytest.approx(psnr, abs=1e-6) and row.ssim == pytest.approx(ssim_value, abs=1e-6)
