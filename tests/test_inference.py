@@ -364,8 +364,9 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     """
     frames = np.stack(moving_frames(4, 80, 112))[None]
     audio, times = dataset.audio_segment(tone(0.3), 0.04, 0.08, 4160)
-    tiled = interpolate.Engine(network, CPU, 2, tile=64, tile_overlap=16)(frames, audio[None], times[None], True)
     as_inputs = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
+    tiled = interpolate.Engine(network, CPU, 2, tile=64, tile_overlap=16)(as_inputs(frames), audio[None], times[None],
+                                                                          True)
     whole_mean = as_inputs(frames).mean(dim=(1, 3, 4))
 
     def tile_prediction(crop):
@@ -392,7 +393,7 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
 def test_tiling_matches_untiled_for_a_local_model():
     """Blend is local, so tiled output must equal untiled output: the blend weights add up exactly."""
     blend = registry.build_model(registry.default_config("blend", scale=2))
-    frames = np.stack(moving_frames(4, 51, 75))[None]
+    frames = torch.from_numpy(np.stack(moving_frames(4, 51, 75))[None]).permute(0, 1, 4, 2, 3).float() / 255
     audio = np.zeros((1, 10), np.float32)
     whole = interpolate.Engine(blend, CPU, 2)(frames, audio, audio, False)
     tiled = interpolate.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False)
