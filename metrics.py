@@ -4,7 +4,7 @@ Frames are (B, 3, H, W) RGB tensors in [0, 1] on any device; videos are (N, 3, H
 
 | metric   | reference it reproduces                                            | weights            |
 |----------|--------------------------------------------------------------------|--------------------|
-| PSNR     | 10·log10(1 / MSE) per frame (float64 mean; +inf when identical)     | —                  |
+| PSNR     | 10·log10(1 / MSE) per frame (float64 mean; 100 dB when identical)  | —                  |
 | SSIM     | skimage `structural_similarity(gaussian_weights=True, sigma=1.5,    | —                  |
 |          | use_sample_covariance=False, data_range=1, channel_axis=...)`       |                    |
 | LPIPS    | lpips 0.1.4, v0.1, AlexNet                                          | alexnet, lpips_alex|
