@@ -227,8 +227,18 @@ def format_table(summary):
                                            f"{'; '.join(entry['why'])}" if entry.get("without_value") else ""]))
             lines.append(f"{label:<{LABEL}}{format_number(entry['mean']):>12}{format_number(entry['std']):>12}"
                          f"{entry['n']:>8}  {note}".rstrip())
+    lines += weights_lines(summary)
     lines += [f"FAILED {failure}" for failure in summary["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def weights_lines(summary):
+    """How each learned metric's pretrained files were checked (sha256 / sha256-prefix / unverified)."""
+    checked = [f"{DISPLAY[name]} {entry['weights']}" for name, entry in summary["metrics"].items()
+               if entry.get("weights")]
+    if not checked:
+        return []
+    return [f"weights checked by: {'; '.join(checked)} (unverified = no published hash, format checked only)"]
 
 
 def paper_row(summary, decimals):

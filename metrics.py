@@ -457,6 +457,17 @@ class Metric:
 METRIC_NAMES = ("psnr", "ssim", "lpips", "flolpips", "vfips", "fvd")
 FRAME_METRICS = ("psnr", "ssim", "lpips")  # the ones an image test set (one target per sample) can have
 FLOW_NAMES = {"pwc": "PWC-Net", "dis": "OpenCV DIS"}
+# The pretrained files (weights.py registry names) behind each learned metric, for the report's
+# statement of how sure we are that they are the authors' files.
+METRIC_WEIGHTS = {"lpips": ("alexnet", "lpips_alex"), "vfips": ("vfips",), "fvd": ("i3d",)}
+FLOW_WEIGHTS = {"pwc": ("pwcnet",), "dis": ()}
+
+
+def weights_provenance(name, flow_name="pwc"):
+    """'alexnet: sha256-prefix, lpips_alex: sha256' for a metric's files ('' when it has none)."""
+    files = (METRIC_WEIGHTS["lpips"] + FLOW_WEIGHTS[flow_name] if name == "flolpips"
+             else METRIC_WEIGHTS.get(name, ()))
+    return ", ".join(f"{file}: {weights.verification(file)}" for file in files)
 
 
 def metric_column(name, flow_name="pwc"):
@@ -536,6 +547,9 @@ def build_metrics(names, device=None, weights_dir=None, allow_download=True, flo
     for name in names:
         try:
             built[name] = _build_one(name, source, shared)
+            provenance = weights_provenance(name, flow_name)
+            if provenance:
+                built[name].info["weights"] = provenance
         except ASVFIError as err:
             unavailable[name] = str(err)
     return built, unavailable

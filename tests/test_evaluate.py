@@ -218,13 +218,15 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
     summary_path = Path(str(csv_path().with_suffix("")) + "_summary.json")
     first = json.loads(summary_path.read_text())["metrics"]["fvd"]
     assert first["status"] == "ok" and first["clips"] == 1 + 2 and first["value"] > 0
+    assert first["weights"] == "i3d: unverified"  # no published hash: the report says so
     table = pd.read_csv(csv_path())
     assert list(table["fvd_clips"]) == [1, 2, 0] and "no FVD clip" in table.loc[2, "notes"]
     lines = csv_path().read_text().splitlines()
     csv_path().write_text("\n".join(lines[:2]) + "\n")  # as if interrupted after the first video
     assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
     assert json.loads(summary_path.read_text())["metrics"]["fvd"] == first
-    assert "3 clips of 16 frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 clips of 16 frames" in out and "weights checked by: FVD i3d: unverified" in out
 
 
 def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
