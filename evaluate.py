@@ -41,10 +41,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 
 import cli
+import dataset
 import eval_report
 import identity
 import metrics
@@ -129,8 +129,8 @@ def list_videos(gt_root, split_csv=None):
                          f"(it writes the ground truth next to the generated frames)")
     videos = finished_folders(gt_root)
     if split_csv is not None:
-        table = pd.read_csv(split_csv)
-        test = {(Path(p).parent.name, Path(p).stem) for p in table.loc[table["split"] == "test", "path"]}
+        # The folder name inference used: the stem, or <stem>_<ext> when two files share a stem.
+        test = {(Path(entry.path).parent.name, entry.name) for entry in dataset.read_split(split_csv, "test")}
         videos = [v for v in videos if v in test]
     return videos
 

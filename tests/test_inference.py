@@ -11,8 +11,10 @@ import torch
 
 import checkpoints
 import dataset
+import evaluate
 import inference
 import interpolate
+import runs
 import registry
 import video_io
 from utils import ASVFIError
@@ -499,3 +501,5 @@ def test_videos_sharing_a_stem_get_their_own_output_and_gt_folders(demo_root, tm
     blend = root / "Blend" / "scale" / "2" / "PulsingDisc"
     assert (blend / "v_PulsingDisc_g01_c01_avi.mp4").is_file() and (blend / "v_PulsingDisc_g01_c01_mp4.mp4").is_file()
     assert (root / "GT" / "scale" / "2" / "BouncingBall" / "v_BouncingBall_g01_c01").is_dir()  # the usual layout
+    scored = evaluate.list_videos(root / "GT" / "scale" / "2", runs.dataset_paths(root, "demo")["split_csv"])
+    assert {("PulsingDisc", "v_PulsingDisc_g01_c01_avi"), ("PulsingDisc", "v_PulsingDisc_g01_c01_mp4")} <= set(scored)
