@@ -14,8 +14,8 @@ import dataset
 import evaluate
 import inference
 import interpolate
-import runs
 import registry
+import runs
 import video_io
 from utils import ASVFIError
 
