@@ -36,7 +36,9 @@ def add_run_flags(parser):
     group = parser.add_argument_group("run name")
     group.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"],
                        help="optimiser; with --lr and --tag it names the run (default adamw)")
-    group.add_argument("--lr", default="6e-4", type=lr_string, help="learning rate, kept as typed for the run name")
+    group.add_argument("--lr", default=None, type=lr_string,
+                       help="learning rate, kept as typed for the run name (default: the model's preset, "
+                            "6e-4 asvfi, 5e-4 pervfi)")
     group.add_argument("--tag", default=None, help="run-name suffix, e.g. noaudio -> adamw_6e-4_noaudio")
     return group
 
@@ -72,6 +74,14 @@ def add_amp_flag(parser):
     parser.add_argument("--amp", nargs="?", const="bf16", default=None, choices=["bf16", "fp16"],
                         help="autocast on CUDA (bare --amp = bf16; fp16 adds a GradScaler in training); "
                              "ignored on CPU")
+
+
+def fill_preset_lr(args):
+    """Part of parsing: without --lr a trained model's run is the one its preset trains (adamw_6e-4 for
+    asvfi, adamw_5e-4 for pervfi), so main.py → inference.py → evaluate.py chain without flags."""
+    if args.lr is None:
+        args.lr = runs.default_lr(args.model)
+    return args
 
 
 def dataset_of(args):

@@ -328,7 +328,7 @@ def metric_names(args):
 
 def parse_args(argv=None):
     p = build_parser()
-    args = p.parse_args(argv)
+    args = cli.fill_preset_lr(p.parse_args(argv))
     names = metric_names(args)
     unknown = [m for m in names if m not in metrics.METRIC_NAMES]
     if unknown or not names:

@@ -495,7 +495,7 @@ def build_parser():
 
 def parse_args(argv=None):
     p = build_parser()
-    args = p.parse_args(argv)
+    args = cli.fill_preset_lr(p.parse_args(argv))
     if bool(args.input) != bool(args.output):
         p.error("--input and --output go together")
     if args.fps and not args.input:

@@ -28,13 +28,14 @@ import sys
 import cli
 import losses
 import registry
+import runs
 import runtime
 import train
 
 PRESETS = {  # weight_decay None = the optimiser's own default
-    "asvfi": {"lr": "6e-4", "beta2": 0.99, "weight_decay": None, "scheduler": "cosine", "grad_clip": 0.0,
+    "asvfi": {"lr": runs.PRESET_LR["asvfi"], "beta2": 0.99, "weight_decay": None, "scheduler": "cosine", "grad_clip": 0.0,
               "loss": "1*L1"},
-    "pervfi": {"lr": "5e-4", "beta2": 0.999, "weight_decay": 0.01, "scheduler": "onecycle", "grad_clip": 0.1,
+    "pervfi": {"lr": runs.PRESET_LR["pervfi"], "beta2": 0.999, "weight_decay": 0.01, "scheduler": "onecycle", "grad_clip": 0.1,
                "loss": "1*NLL+0.1*PerVFILap+0.2*VGG"},
 }
 ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"))
@@ -65,7 +66,6 @@ def build_parser():
     data.add_argument("--workers", type=int, default=4, help="DataLoader worker processes")
 
     cli.add_run_flags(p)
-    p.set_defaults(lr=None)  # the preset's (the run name keeps the value as typed)
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: the --model name")
     optim.add_argument("--beta1", type=float, default=0.9)

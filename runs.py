@@ -19,6 +19,9 @@ from utils import ASVFIError
 # Model names as they appear in output folders and report names.
 DISPLAY_NAMES = {"asvfi": "ASVFI", "pervfi": "PerVFI", "repeat": "Repeat", "blend": "Blend", "dis": "DIS"}
 TRAINED_MODELS = ("asvfi", "pervfi")
+# The learning rate each model's training preset uses, as typed: with --optimizer adamw it names
+# the run the three scripts look for when --lr is not given (adamw_6e-4, adamw_5e-4).
+PRESET_LR = {"asvfi": "6e-4", "pervfi": "5e-4"}
 DATASET_FOLDERS = {"ucf101": "UCF-101", "demo": "demo"}
 # The standard image test sets (testsets.py), each under --data-root by the folder name its
 # publishers use; `testset_dir` / `testset_output_dir` give their input and output folders.
@@ -28,6 +31,11 @@ _GROUP_PATTERN = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
 # ----------------------------------------------------------------------------- runs and checkpoints
+def default_lr(model):
+    """--lr when none is given: the model's preset learning rate (None for the baselines)."""
+    return PRESET_LR.get(model)
+
+
 def run_name(optimizer, lr, tag=None):
     """`<optimizer>_<lr>` with the learning rate exactly as typed (`6e-4` stays `6e-4`)."""
     name = f"{optimizer}_{lr}"

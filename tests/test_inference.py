@@ -14,6 +14,7 @@ import dataset
 import evaluate
 import inference
 import interpolate
+import main
 import registry
 import runs
 import video_io
@@ -503,3 +504,12 @@ def test_videos_sharing_a_stem_get_their_own_output_and_gt_folders(demo_root, tm
     assert (root / "GT" / "scale" / "2" / "BouncingBall" / "v_BouncingBall_g01_c01").is_dir()  # the usual layout
     scored = evaluate.list_videos(root / "GT" / "scale" / "2", runs.dataset_paths(root, "demo")["split_csv"])
     assert {("PulsingDisc", "v_PulsingDisc_g01_c01_avi"), ("PulsingDisc", "v_PulsingDisc_g01_c01_mp4")} <= set(scored)
+
+
+def test_without_lr_each_script_looks_for_the_run_its_model_preset_trains():
+    """main.py trains pervfi at its preset's 5e-4, so inference.py and evaluate.py must look there too."""
+    for parse in (inference.parse_args, evaluate.parse_args):
+        assert parse(["--model", "pervfi"]).lr == "5e-4"
+        assert parse(["--model", "asvfi"]).lr == "6e-4"
+        assert parse(["--model", "pervfi", "--lr", "1e-4"]).lr == "1e-4"
+    assert main.parse_args(["--model", "pervfi", "--dataset", "demo"]).lr == "5e-4"
