@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import cli
 import dataset
+import flow
 import identity
 import pipeline
 import prepare
@@ -82,12 +83,23 @@ def load_model(args, scale, device):
     path = checkpoint_file(args)
     if not path.is_file():
         raise ASVFIError(missing_checkpoint_message(args, path, scale))
-    overrides = {"heat": args.heat} if args.model == "pervfi" else {}
-    network, checkpoint = registry.load_model(path, overrides, weights_dir=args.weights_dir)
+    network, checkpoint = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir)
     if checkpoint["config"]["model"] != args.model:
         raise ASVFIError(f"{path}: holds a {checkpoint['config']['model']} checkpoint; pass --model "
                          f"{checkpoint['config']['model']}")
-    return network.to(device).eval()
+    network = network.to(device).eval()
+    if args.model == "pervfi" and network.flow_estimator is None:
+        # Built now, not at the first frame, so the output records name the estimator that runs
+        # (DIS with a warning when a learned estimator's weights cannot be had).
+        network.set_flow_estimator(weights_dir=args.weights_dir)
+    return network
+
+
+def pervfi_overrides(args):
+    """PerVFI's sampling heat and, when given, its flow estimator; nothing for other models."""
+    if args.model != "pervfi":
+        return {}
+    return {"heat": args.heat, **({"flow_estimator": args.flow_estimator} if args.flow_estimator else {})}
 
 
 # ----------------------------------------------------------------------------- sources
@@ -245,8 +257,12 @@ def made_by_of(args, network):
 def settings_of(args, network):
     """What besides the weights decides the frames (the model config holds heat, flow estimator, ...)."""
     config = json.loads(json.dumps(network.config, default=str))
-    return {"config": config, "seed": args.seed, "amp": args.amp,
-            "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else 0}
+    settings = {"config": config, "seed": args.seed, "amp": args.amp,
+                "tile": args.tile, "tile_overlap": args.tile_overlap if args.tile else 0}
+    if args.model == "pervfi":
+        settings.update(flow_estimator_used=network.flow_estimator_used,
+                        flow_estimator_note=network.flow_estimator_note)
+    return settings
 
 
 @contextlib.contextmanager
@@ -485,6 +501,9 @@ def build_parser():
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--heat", type=float, default=0.3, help="PerVFI sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling models (PerVFI), per video")
+    p.add_argument("--flow-estimator", default=None, choices=flow.FLOW_ESTIMATORS,
+                   help="PerVFI's flow estimator (default: the checkpoint's; raft_sintel for the authors' "
+                        "v00.pth, with DIS and a warning when its weights cannot be had)")
     single = p.add_argument_group("single-video mode")
     single.add_argument("--input", default=None, help="a video file or a folder of frames")
     single.add_argument("--output", default=None, help="output MP4")

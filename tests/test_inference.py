@@ -513,3 +513,14 @@ def test_without_lr_each_script_looks_for_the_run_its_model_preset_trains():
         assert parse(["--model", "asvfi"]).lr == "6e-4"
         assert parse(["--model", "pervfi", "--lr", "1e-4"]).lr == "1e-4"
     assert main.parse_args(["--model", "pervfi", "--dataset", "demo"]).lr == "5e-4"
+
+
+def test_pervfi_outputs_record_the_flow_estimator_that_ran():
+    """--flow-estimator reaches PerVFI's config, and the output identity names the estimator in use."""
+    args = inference.parse_args(["--model", "pervfi", "--flow-estimator", "dis", "--heat", "0.5"])
+    assert inference.pervfi_overrides(args) == {"heat": 0.5, "flow_estimator": "dis"}
+    assert inference.pervfi_overrides(inference.parse_args(["--model", "asvfi"])) == {}
+    network = registry.build_model(registry.default_config("pervfi", width=0.125, **inference.pervfi_overrides(args)))
+    network.set_flow_estimator()
+    settings = inference.settings_of(args, network)
+    assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
