@@ -4,6 +4,7 @@
     python tools.py bench-model                # ASVFI forward / training-step ms, audio on vs off
     python tools.py bench-infer                # interpolated frames/s and peak memory
     python tools.py bench-metrics              # frames/s per metric
+    python tools.py bench-pipeline             # test-split path (decode, inference, evaluation) and UCF-101 projection
     python tools.py params                     # parameter counts of the default models
     python tools.py inspect-checkpoint CKPT    # what a checkpoint holds (`inspect` works too)
     python tools.py audio_ablation             # ASVFI with audio vs --audio none on the demo data (see README)
