@@ -9,6 +9,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 import protocols
+import yuv420
 from compat import load_fixture
 
 FIXTURE = load_fixture("protocols_compat.pt")
@@ -223,7 +224,7 @@ def test_video_plan_refuses_what_it_cannot_plan():
 # ----------------------------------------------------------------------------- YUV 4:2:0
 def test_yuv420p_to_rgb_exact():
     planes = YUV["raw_yuv420p"]
-    back = protocols.yuv420p_to_rgb(planes["Y"].numpy(), planes["U"].numpy(), planes["V"].numpy())
+    back = yuv420.yuv420p_to_rgb(planes["Y"].numpy(), planes["U"].numpy(), planes["V"].numpy())
     assert np.array_equal(back, YUV["raw_rgb_back_u8"].numpy())
     assert np.array_equal(back, YUV["mp4_lossless_qp0_rgb_back_u8"].numpy())
 
@@ -239,20 +240,20 @@ def test_yuv420p_to_rgb_equals_opencv():
         y[dy::2, dx::2] = (offset + 4 * repeat + k) % 256
     y, u, v = (plane.astype(np.uint8) for plane in (y, u, v))
     i420 = np.concatenate([y, u.reshape(256, 1024), v.reshape(256, 1024)])
-    assert np.array_equal(protocols.yuv420p_to_rgb(y, u, v), cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420))
+    assert np.array_equal(yuv420.yuv420p_to_rgb(y, u, v), cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420))
 
 
 def test_rgb_to_yuv420p_within_one_level_of_ffmpeg():
-    planes = protocols.rgb_to_yuv420p(YUV["frame_rgb_u8"].numpy())
+    planes = yuv420.rgb_to_yuv420p(YUV["frame_rgb_u8"].numpy())
     for plane, name in zip(planes, "YUV"):
         diff = np.abs(plane.astype(int) - YUV["raw_yuv420p"][name].numpy().astype(int)).max()
         assert diff <= TOL["yuv_forward_levels"], name
     assert np.array_equal(planes[0], YUV["raw_yuv420p"]["Y"].numpy())
     # One level of Y, U or V moves R, G or B by at most 3 levels (coefficients up to 2.02).
-    back = protocols.yuv420_round_trip(YUV["frame_rgb_u8"].numpy())
+    back = yuv420.yuv420_round_trip(YUV["frame_rgb_u8"].numpy())
     assert np.abs(back.astype(int) - YUV["raw_rgb_back_u8"].numpy().astype(int)).max() <= 3
     with pytest.raises(ValueError, match="even"):
-        protocols.rgb_to_yuv420p(np.zeros((3, 4, 3), np.uint8))
+        yuv420.rgb_to_yuv420p(np.zeros((3, 4, 3), np.uint8))
 
 
 def test_flolpips_input_per_protocol():
