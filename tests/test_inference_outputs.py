@@ -12,6 +12,7 @@ import pytest
 
 import identity
 import inference
+import sources
 import video_io
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,9 +198,9 @@ def vfr_video(path, times_ms):
 def test_variable_frame_rate_input_is_resampled_with_a_warning_and_an_identity_field(tmp_path):
     times_ms = [0, 40, 80, 200, 240, 280, 400, 440, 480, 600]  # 25 fps with three 120 ms holes
     source_path = vfr_video(tmp_path / "vfr.mp4", times_ms)
-    steady = inference.open_source(vfr_video(tmp_path / "cfr.mp4", [40 * i for i in range(10)]))
-    assert steady.vfr_drift is None and inference.resampling_setting(steady) == {}
-    source = inference.open_source(source_path)
+    steady = sources.open_source(vfr_video(tmp_path / "cfr.mp4", [40 * i for i in range(10)]))
+    assert steady.vfr_drift is None and sources.resampling_setting(steady) == {}
+    source = sources.open_source(source_path)
     np.testing.assert_allclose(video_io.frame_times(source_path), np.array(times_ms) / 1000)
     constant_rate = np.arange(10) / source.fps  # the output's timeline at the stream's average rate
     assert source.vfr_drift == pytest.approx(np.abs(np.array(times_ms) / 1000 - constant_rate).max())
