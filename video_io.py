@@ -364,13 +364,15 @@ class VideoWriter:
     time (s). Sample n plays at n/rate, frame k at k/fps.
     """
 
-    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, quality=18, audio_until=None):
+    QUALITY = 18  # x264 CRF (visually lossless); the AVI quantiser is derived from it
+
+    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, audio_until=None):
         if audio is not None and audio_from is not None:
             raise ValueError(f"{path}: give either audio=(waveform, rate) or audio_from=path, not both")
         self.path = Path(path)
         self.fps = fractions.Fraction(fps).limit_denominator(1001)
         self.size = (int(width), int(height))
-        self.gop, self.quality = gop, quality
+        self.gop = gop
         if audio_from is not None:
             decoded = _decode_audio(audio_from)
             audio = None if decoded is None else decoded
@@ -396,12 +398,12 @@ class VideoWriter:
         self.video.gop_size = self.gop
         self.video.codec_context.time_base = 1 / self.fps
         if avi:  # quantiser 2..31 (2 best); single thread keeps the bytes deterministic
-            self.video.options = {"flags": "+qscale", "global_quality": str(max(2, self.quality // 6) * 118)}
+            self.video.options = {"flags": "+qscale", "global_quality": str(max(2, self.QUALITY // 6) * 118)}
             self.video.codec_context.thread_count = 1
         else:
             # veryfast: half the encode time of "fast" at the same crf (files ~10 % larger); the
             # MP4 is for watching, every metric reads the lossless PNG frames
-            self.video.options = {"crf": str(self.quality), "preset": "veryfast"}
+            self.video.options = {"crf": str(self.QUALITY), "preset": "veryfast"}
         self.frames_written = 0
         self.audio_written = 0
         if self.audio is not None:
