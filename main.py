@@ -38,7 +38,8 @@ PRESETS = {  # weight_decay None = the optimiser's own default
     "pervfi": {"lr": runs.PRESET_LR["pervfi"], "beta2": 0.999, "weight_decay": 0.01, "scheduler": "onecycle", "grad_clip": 0.1,
                "loss": "1*NLL+0.1*PerVFILap+0.2*VGG"},
 }
-ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"))
+ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"),
+              ("--fusion-init", "fusion_init"))
 AT_LEAST_ONE = ("epochs", "batch_size", "windows_per_video")
 NOT_NEGATIVE = ("crop", "val_windows", "workers", "save_every", "limit_steps", "grad_clip")
 
@@ -52,6 +53,9 @@ def build_parser():
     model.add_argument("--width", type=float, default=None,
                        help="channel multiplier (default 1.0 = FLAVR's / PerVFI's published size)")
     model.add_argument("--audio", default=None, choices=["mel", "none"], help="ASVFI audio branch (default mel)")
+    model.add_argument("--fusion-init", default=None, choices=["zero_out", "zero_gate"],
+                       help="how a fresh audio fusion adds zero (default zero_out: zero output projections, so "
+                            "the whole branch learns after one step; zero_gate: zero gates, for ablations)")
     model.add_argument("--pretrained", default=None, metavar="PATH",
                        help="FLAVR checkpoint loaded into the ASVFI video branch before training")
 
@@ -75,7 +79,7 @@ def build_parser():
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step (preset)")
     optim.add_argument("--gate-lr-mult", type=float, default=1.0,
-                       help="learning-rate factor of ASVFI's zero-initialised audio gates (they open slowly)")
+                       help="learning-rate factor of ASVFI's audio gates (10 helps --fusion-init zero_gate)")
     optim.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (preset)")
     optim.add_argument("--loss", default=None, help="loss string, e.g. '1*L1+0.1*Lap' (preset)")
     optim.add_argument("--epochs", type=int, default=200, help="total epochs")

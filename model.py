@@ -10,8 +10,9 @@ front-end (VGGish definition, computed in torch on the model's device) -> small 
 frame 2, target k of scale s at k/s). Fusion: video features (queries, with space-time position
 encodings; the four input frames sit at times -1, 0, 1, 2) attend to the audio tokens once per
 target time k/s, with a per-head bias that favours audio close to that target time; the result is
-added through zero-initialised gates, so a fresh model computes exactly what FLAVR computes. A
-learned "no audio" token replaces the tokens of clips without sound.
+added through a zero-initialised output projection (default) or zero-initialised gates (the older
+scheme, kept for ablations), so a fresh model computes exactly what FLAVR computes. A learned
+"no audio" token replaces the tokens of clips without sound.
 
 Every architecture choice lives in the config dict (plain types, stored in checkpoints).
 """
@@ -27,6 +28,12 @@ from UNet import N_INPUT_FRAMES, VideoUNet
 from utils import AUDIO_RATE, MEL_BANDS, MEL_HOP, ASVFIError
 
 AUDIO_MODES = ("mel", "none")
+# How a fresh fusion block adds nothing: "zero_out" zeroes its output projection (after the first
+# update every audio parameter gets gradient), "zero_gate" zeroes its gates (only the gates learn
+# until they grow).
+FUSION_INITS = ("zero_out", "zero_gate")
+# The gate value under "zero_out": open from the start, so the gate does not hold the branch back.
+OPEN_GATE = 1.0
 # Times of the four input frames in target-interval units (the targets lie between 0 and 1).
 INPUT_FRAME_TIMES = (-1.0, 0.0, 1.0, 2.0)
 # Top-level modules of the FLAVR video branch; everything else belongs to the audio branch.
@@ -43,7 +50,7 @@ def default_config(**overrides):
     bottleneck), audio_dim (token and bottleneck attention width), decoder_fusion_dim
     (attention width at the decoder scale, small because it runs on H/2 x W/2 x 4 positions),
     audio_heads, audio_stride (mel frames per token; 1 keeps 10 ms resolution, which click
-    timing needs).
+    timing needs), fusion_init ("zero_out"|"zero_gate", see FUSION_INITS).
     """
     config = {
         "model": "asvfi",
@@ -57,6 +64,7 @@ def default_config(**overrides):
         "decoder_fusion_dim": 32,
         "audio_heads": 4,
         "audio_stride": 1,
+        "fusion_init": "zero_out",
     }
     unknown = sorted(set(overrides) - set(config))
     if unknown:
@@ -76,6 +84,8 @@ def validate_config(config):
         raise ASVFIError(f"unknown depth {config['depth']!r}; choose one of {sorted(ENCODER_LAYERS)}")
     if config["audio"] not in AUDIO_MODES:
         raise ASVFIError(f"unknown audio mode {config['audio']!r}; choose one of {list(AUDIO_MODES)}")
+    if config["fusion_init"] not in FUSION_INITS:
+        raise ASVFIError(f"unknown fusion_init {config['fusion_init']!r}; choose one of {list(FUSION_INITS)}")
     if not config["width"] > 0:
         raise ASVFIError(f"width must be positive, got {config['width']!r}")
     for key in ("audio_dim", "decoder_fusion_dim"):
@@ -204,21 +214,24 @@ class AudioEncoder(nn.Module):
 
 
 class AudioFusion(nn.Module):
-    """Cross-attention from video features to audio tokens, once per target time, zero-gated.
+    """Cross-attention from video features to audio tokens, once per target time, added as zero at init.
 
     Query of video token (t_j, y, x) for target k: proj(LN(feature)) + proj(encodings of t_j, y,
     x) + proj(encoding of k/s). Keys: LN(audio token + proj(encoding of its time)); values: the
     token. Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned, initialised
     from broad to sharp), so attention can pick the sound at the target instant. The per-target
     results are concatenated (targets stay distinguishable for the output head), projected to the
-    feature channels and added as x + tanh(gate) * result with gate = 0 at init.
+    feature channels and added as x + tanh(gate) * result. A fresh block adds zero: with init
+    "zero_out" the output projection is zero and the gates open (tanh(1) = 0.76), so its first
+    update makes every upstream parameter learn; with "zero_gate" the gates are zero and only they
+    learn until they grow.
 
     Cost: the position encodings are separable (one small projection per axis, broadcast), and
     the target-time term of q_k = q + e_k enters as e_k . key, a per-(target, token) logit bias,
     so no (video tokens x dim) tensor is built per target outside the attention itself.
     """
 
-    def __init__(self, channels, token_dim, dim, heads, n_targets):
+    def __init__(self, channels, token_dim, dim, heads, n_targets, init="zero_out"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} must be a multiple of the number of heads {heads}")
@@ -238,6 +251,10 @@ class AudioFusion(nn.Module):
         initial_slopes = torch.logspace(0, math.log10(64.0), heads) if heads > 1 else torch.tensor([8.0])
         self.time_slope = nn.Parameter(torch.log(torch.expm1(initial_slopes)))  # softplus^-1
         self.gate = nn.Parameter(torch.zeros(channels))
+        if init == "zero_out":
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+            nn.init.constant_(self.gate, OPEN_GATE)
 
     def _split_heads(self, x):
         """(..., L, dim) -> (..., heads, L, dim / heads)."""
@@ -288,12 +305,16 @@ class AudioBranch(nn.Module):
         self.frontend = LogMel()
         self.encoder = AudioEncoder(n_mels=MEL_BANDS, dim=dim, stride=config["audio_stride"])
         self.no_audio_token = nn.Parameter(0.02 * torch.randn(dim))
-        self.bottleneck_fusion = AudioFusion(bottleneck_channels, dim, dim, heads, n_targets)
-        self.decoder_fusion = (AudioFusion(decoder_channels, dim, config["decoder_fusion_dim"], heads, n_targets)
-                               if config["fuse_decoder"] else None)
+        init = config["fusion_init"]
+        self.bottleneck_fusion = AudioFusion(bottleneck_channels, dim, dim, heads, n_targets, init)
+        self.decoder_fusion = (AudioFusion(decoder_channels, dim, config["decoder_fusion_dim"], heads, n_targets,
+                                           init) if config["fuse_decoder"] else None)
+
+    def fusions(self):
+        return [fusion for fusion in (self.bottleneck_fusion, self.decoder_fusion) if fusion is not None]
 
     def gates(self):
-        return [fusion.gate for fusion in (self.bottleneck_fusion, self.decoder_fusion) if fusion is not None]
+        return [fusion.gate for fusion in self.fusions()]
 
     def tokens(self, audio, audio_times, has_audio, batch, device):
         """(tokens (B, S, dim), token times (B, S)); the "no audio" token where there is no sound."""

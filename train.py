@@ -191,7 +191,8 @@ def to_device(batch, device):
 # ----------------------------------------------------------------------------- model and optimiser
 def model_config(args):
     """The network config: the model's defaults with the flags that were given."""
-    overrides = {"scale": args.scale, "depth": args.depth, "width": args.width, "audio": args.audio}
+    overrides = {"scale": args.scale, "depth": args.depth, "width": args.width, "audio": args.audio,
+                 "fusion_init": args.fusion_init}
     return registry.default_config(args.model, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -203,22 +204,40 @@ def build_network(args, config, device):
 
 
 def audio_gates(network):
-    """ASVFI's zero-initialised audio gates (none for other models or with --audio none)."""
+    """ASVFI's audio gates (none for other models or with --audio none)."""
     if network.config["model"] != "asvfi" or network.audio is None:
         return []
     return network.audio.gates()
 
 
-def build_optimizer(args, network):
-    """The optimiser; ASVFI's audio gates get `--gate-lr-mult` × the learning rate in a group of their own."""
+def takes_weight_decay(name, parameter):
+    """Decay only weight matrices and kernels: biases, norms, gates, attention time slopes (all
+    1-D) and learned tokens are not pulled towards zero (or towards broad attention)."""
+    return parameter.ndim >= 2 and not name.rsplit(".", 1)[-1].endswith("token")
+
+
+def parameter_groups(args, network):
+    """Optimiser groups: (decay, no decay) x (learning rate, gates at `--gate-lr-mult` x it), the empty ones left out."""
     gates = {id(p) for p in audio_gates(network)}
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) not in gates], "lr": float(args.lr)}]
-    if gates:
-        groups.append({"params": [p for p in trainable if id(p) in gates], "lr": float(args.lr) * args.gate_lr_mult})
+    groups = {}
+    for name, parameter in network.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        gate, decay = id(parameter) in gates, takes_weight_decay(name, parameter)
+        group = groups.setdefault((gate, decay), {
+            "name": ("gates" if gate else "main") + ("" if decay else "_no_decay"), "params": [],
+            "lr": float(args.lr) * (args.gate_lr_mult if gate else 1.0)})
+        if not decay:
+            group["weight_decay"] = 0.0  # the decay groups take --weight-decay or the optimiser's default
+        group["params"].append(parameter)
+    return [groups[key] for key in sorted(groups)]
+
+
+def build_optimizer(args, network):
+    """The optimiser over `parameter_groups`."""
     kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
     decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
-    return kinds[args.optimizer](groups, betas=(args.beta1, args.beta2), **decay)
+    return kinds[args.optimizer](parameter_groups(args, network), betas=(args.beta1, args.beta2), **decay)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):

@@ -36,15 +36,18 @@ def demo_audio(batch, samples=4800, seed=0):
     return audio, times
 
 
-def open_gates(model, value=0.5):
+def wake_audio(model, gate=0.5, seed=1):
+    """A trained-looking audio branch: gates open and non-zero output projections (fresh ones are zero)."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for gate in model.audio.gates():
-            gate.fill_(value)
+        for fusion in model.audio.fusions():
+            fusion.gate.fill_(gate)
+            fusion.out.weight.copy_(0.05 * torch.randn(fusion.out.weight.shape, generator=generator))
 
 
 # ----------------------------------------------------------------------------- FLAVR fixture
-@pytest.mark.parametrize("scale", [2, 4])
-def test_matches_flavr_fixture_with_audio_off_and_with_closed_gates(flavr, scale):
+@pytest.mark.parametrize("scale,fusion_init", [(2, "zero_out"), (4, "zero_out"), (2, "zero_gate")])
+def test_fresh_model_matches_flavr_fixture_with_audio_off_and_on(flavr, scale, fusion_init):
     keys = flavr[f"keys_{scale}x"]
     weights = recipe_state(flavr, keys=keys)
     assert torch.allclose(weight_stats(weights), flavr[f"weight_stats_{scale}x"], rtol=1e-9, atol=1e-6)
@@ -56,7 +59,7 @@ def test_matches_flavr_fixture_with_audio_off_and_with_closed_gates(flavr, scale
     assert [(k, list(v.shape)) for k, v in video_only.state_dict().items()] == [(k, list(s)) for k, s in keys]
     assert sum(p.numel() for p in video_only.parameters()) == flavr[f"param_count_{scale}x"]
     video_only.load_state_dict(weights, strict=True)
-    with_audio = build_model(default_config(scale=scale, audio="mel")).eval()
+    with_audio = build_model(default_config(scale=scale, audio="mel", fusion_init=fusion_init)).eval()
     with_audio.load_state_dict(weights, strict=False)
     with torch.no_grad():
         pred_video = video_only(frames)["pred"]
@@ -258,7 +261,7 @@ def test_time_bias_lets_each_target_read_the_audio_at_its_instant():
 
 
 # ----------------------------------------------------------------------------- gates and the no-audio token
-def test_fresh_model_ignores_audio_and_open_gates_use_it():
+def test_fresh_model_ignores_audio_and_a_trained_branch_uses_it():
     torch.manual_seed(0)
     model = build_model(tiny_config(scale=4)).eval()
     video_only = build_model(tiny_config(scale=4, audio="none")).eval()
@@ -270,7 +273,7 @@ def test_fresh_model_ignores_audio_and_open_gates_use_it():
         closed = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
         silent = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([False, False]))["pred"]
         assert torch.equal(closed, baseline) and torch.equal(silent, baseline)
-        open_gates(model)
+        wake_audio(model)
         sounding = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
         other_sound = model(inputs, audio=audio.flip(-1), audio_times=times,
                             has_audio=torch.tensor([True, True]))["pred"]
@@ -286,7 +289,7 @@ def test_fresh_model_ignores_audio_and_open_gates_use_it():
 def test_mixed_batch_uses_no_audio_token_only_where_there_is_no_sound():
     torch.manual_seed(0)
     model = build_model(tiny_config()).eval()
-    open_gates(model)
+    wake_audio(model)
     inputs = torch.rand(2, 4, 3, 16, 24)
     audio, times = demo_audio(2)
     with torch.no_grad():
@@ -296,26 +299,43 @@ def test_mixed_batch_uses_no_audio_token_only_where_there_is_no_sound():
     assert torch.allclose(mixed[:1], first, atol=1e-5) and torch.allclose(mixed[1:], second, atol=1e-5)
 
 
-def test_gradients_reach_the_audio_branch():
+def audio_gradients_after_steps(fusion_init, steps):
+    """{name: grad} of every audio-branch parameter after `steps` AdamW updates of a fresh model.
+
+    Half the batch has no sound, so the "no audio" token is used too."""
     torch.manual_seed(0)
-    model = build_model(tiny_config(scale=4)).train()
-    inputs, target = torch.rand(1, 4, 3, 16, 16), torch.rand(1, 3, 3, 16, 16)
-    audio, times = demo_audio(1)
+    model = build_model(tiny_config(scale=4, fusion_init=fusion_init)).train()
+    inputs, target = torch.rand(2, 4, 3, 16, 16), torch.rand(2, 3, 3, 16, 16)
+    audio, times = demo_audio(2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(steps + 1):
+        optimizer.zero_grad()
+        pred = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, False]))["pred"]
+        (pred - target).abs().mean().backward()
+        if step < steps:
+            optimizer.step()
+    return {name: p.grad for name, p in model.audio.named_parameters()}
 
-    def gradients():
-        model.zero_grad()
-        loss = (model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True]))["pred"] - target).abs()
-        loss.mean().backward()
-        return {name: p.grad for name, p in model.audio.named_parameters()}
 
-    closed = gradients()  # at init only the gates learn; that is what opens them
-    assert all(closed[name].abs().sum() > 0 for name in closed if name.endswith("gate"))
-    assert closed["encoder.layers.0.weight"] is None or closed["encoder.layers.0.weight"].abs().sum() == 0
-    open_gates(model, 0.1)
-    opened = gradients()
-    for name in ("encoder.layers.0.weight", "bottleneck_fusion.query.weight", "decoder_fusion.key.weight",
-                 "decoder_fusion.time_slope", "bottleneck_fusion.value.weight"):
-        assert opened[name] is not None and opened[name].abs().sum() > 0, name
+def test_every_audio_parameter_learns_after_one_step_from_a_fresh_model():
+    fresh = audio_gradients_after_steps("zero_out", steps=0)
+    learning = {name for name, grad in fresh.items() if grad is not None and grad.abs().sum() > 0}
+    assert learning == {f"{block}.out.{kind}" for block in ("bottleneck_fusion", "decoder_fusion")
+                        for kind in ("weight", "bias")}  # the zero projections: the rest sees them as zero
+    after_one = audio_gradients_after_steps("zero_out", steps=1)
+    assert len(after_one) > 30
+    for name, grad in after_one.items():
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_zero_gates_keep_the_branch_upstream_of_them_frozen():
+    """The older scheme, kept for ablations: a step later only the gates and the projections behind them learn."""
+    after_one = audio_gradients_after_steps("zero_gate", steps=1)
+    assert after_one["bottleneck_fusion.gate"].abs().sum() > 0
+    assert after_one["encoder.layers.0.weight"].abs().sum() > 0  # reached only through the grown gates
+    fresh = audio_gradients_after_steps("zero_gate", steps=0)
+    silent = [n for n, g in fresh.items() if g is None or g.abs().sum() == 0]
+    assert "encoder.layers.0.weight" in silent and "bottleneck_fusion.gate" not in silent
 
 
 def test_frame_mean_replaces_the_frames_own_mean():

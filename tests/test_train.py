@@ -315,12 +315,30 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
 def test_audio_gates_get_their_own_learning_rate():
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
     args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99, weight_decay=None)
-    groups = train.build_optimizer(args, network).param_groups
+    groups = {g["name"]: g for g in train.build_optimizer(args, network).param_groups}
     gates = {id(p) for p in network.audio.gates()}
-    assert [g["lr"] for g in groups] == [pytest.approx(2e-3), pytest.approx(2e-2)]
-    assert {id(p) for p in groups[1]["params"]} == gates and len(gates) == 2
-    assert not gates & {id(p) for p in groups[0]["params"]}
-    assert sum(len(g["params"]) for g in groups) == len(list(network.parameters()))
+    assert {id(p) for p in groups["gates_no_decay"]["params"]} == gates and len(gates) == 2
+    assert groups["gates_no_decay"]["lr"] == pytest.approx(2e-2)
+    assert groups["main"]["lr"] == groups["main_no_decay"]["lr"] == pytest.approx(2e-3)
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(network.parameters()))
+
+
+@pytest.mark.parametrize("weight_decay,expected", [(None, 0.01), (0.05, 0.05)])
+def test_no_weight_decay_on_gates_norms_biases_tokens_and_time_slopes(weight_decay, expected):
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
+    args = SimpleNamespace(lr="2e-3", gate_lr_mult=1.0, optimizer="adamw", beta1=0.9, beta2=0.99,
+                           weight_decay=weight_decay)
+    decay_of = {id(p): g["weight_decay"] for g in train.build_optimizer(args, network).param_groups
+                for p in g["params"]}
+    names = dict(network.named_parameters())
+    free = [n for n in names if n.endswith(("bias", "gate", "time_slope", "no_audio_token"))
+            or "norm" in n or ".bn" in n]
+    assert {"audio.no_audio_token", "audio.bottleneck_fusion.gate", "audio.decoder_fusion.time_slope",
+            "audio.bottleneck_fusion.key_norm.weight", "audio.encoder.layers.0.bias"} <= set(free)
+    for name in free:
+        assert decay_of[id(names[name])] == 0.0, name
+    for name in ("audio.bottleneck_fusion.query.weight", "audio.encoder.layers.0.weight", "encoder.stem.0.weight"):
+        assert decay_of[id(names[name])] == pytest.approx(expected), name
 
 
 def test_validation_scores_full_frames_unless_asked(demo_root):
