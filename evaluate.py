@@ -47,7 +47,7 @@ import cli
 import dataset
 import eval_report
 import identity
-import metrics
+import metric_registry
 import protocols
 import registry
 import runs
@@ -308,8 +308,8 @@ def build_parser():
     p.add_argument("--protocol", default="asvfi", choices=list(protocols.PROTOCOLS),
                    help="published evaluation protocol to reproduce (protocols.py; default: this toolkit's)")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {','.join(metrics.METRIC_NAMES)} (default: the protocol's)")
-    p.add_argument("--flow", default="pwc", choices=list(metrics.FLOW_NAMES),
+                   help=f"comma-separated subset of {','.join(metric_registry.METRIC_NAMES)} (default: the protocol's)")
+    p.add_argument("--flow", default="pwc", choices=list(metric_registry.FLOW_NAMES),
                    help="FloLPIPS flow: pwc (the reference's PWC-Net) or dis (OpenCV DIS, no weights)")
     p.add_argument("--offline", action="store_true", help="never download weights")
     p.add_argument("--limit", type=int, default=0, help="only the first N videos")
@@ -322,7 +322,7 @@ def metric_names(args):
     on an image test set its per-frame metrics)."""
     protocol = protocols.get_protocol(args.protocol)
     if args.metrics is None:
-        return [m for m in protocol.metrics if not is_testset(args) or m in metrics.FRAME_METRICS]
+        return [m for m in protocol.metrics if not is_testset(args) or m in metric_registry.FRAME_METRICS]
     return list(dict.fromkeys(m.strip() for m in args.metrics.split(",") if m.strip()))
 
 
@@ -330,9 +330,9 @@ def parse_args(argv=None):
     p = build_parser()
     args = cli.fill_preset_lr(p.parse_args(argv))
     names = metric_names(args)
-    unknown = [m for m in names if m not in metrics.METRIC_NAMES]
+    unknown = [m for m in names if m not in metric_registry.METRIC_NAMES]
     if unknown or not names:
-        p.error(f"--metrics: unknown {unknown}; choose from {','.join(metrics.METRIC_NAMES)}")
+        p.error(f"--metrics: unknown {unknown}; choose from {','.join(metric_registry.METRIC_NAMES)}")
     return args
 
 
@@ -437,18 +437,18 @@ def evaluate(argv=None):
     args = parse_args(argv)
     protocol = protocols.for_dataset(args.protocol, args.dataset)
     names = metric_names(args)
-    if is_testset(args) and set(names) - set(metrics.FRAME_METRICS):
-        raise ASVFIError(f"{args.dataset} holds single target frames: {', '.join(set(names) - set(metrics.FRAME_METRICS))} "
-                         f"need videos; choose from {', '.join(metrics.FRAME_METRICS)}")
+    if is_testset(args) and set(names) - set(metric_registry.FRAME_METRICS):
+        raise ASVFIError(f"{args.dataset} holds single target frames: {', '.join(set(names) - set(metric_registry.FRAME_METRICS))} "
+                         f"need videos; choose from {', '.join(metric_registry.FRAME_METRICS)}")
     with runtime.processes(args.device) as procs, ThreadPoolExecutor(READ_THREADS) as pool, \
             scoring_threads(procs.device):
         items, extra, title = collect_items(args, protocol)
-        built, unavailable = metrics.build_metrics(names, procs.device, args.weights_dir, not args.offline,
+        built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
         run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
                   args.flow)
         csv_path = report_path(args)
-        columns = eval_report.csv_columns(built[n].column if n in built else metrics.metric_column(n, args.flow)
+        columns = eval_report.csv_columns(built[n].column if n in built else metric_registry.metric_column(n, args.flow)
                                           for n in names)
         current = {(i.category, i.video): i.signature for i in items}
         results = eval_report.ResultsCSV(csv_path, columns, current, args.restart, write=procs.is_main)

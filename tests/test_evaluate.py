@@ -15,6 +15,7 @@ from skimage.metrics import structural_similarity
 
 import evaluate
 import inference
+import metrics
 import runs
 import video_io
 import weights
@@ -262,8 +263,8 @@ def test_chunked_reading_with_one_torch_thread_matches_the_reference(data, monke
     on CPU the scoring runs with one torch thread and the caller's thread count comes back."""
     root, frames = data
     monkeypatch.setattr(evaluate, "FRAME_CHUNK", 4)
-    threads_seen, ssim = [], evaluate.metrics.ssim
-    monkeypatch.setattr(evaluate.metrics, "ssim", lambda *a, **k: threads_seen.append(torch.get_num_threads())
+    threads_seen, ssim = [], metrics.ssim
+    monkeypatch.setattr(metrics, "ssim", lambda *a, **k: threads_seen.append(torch.get_num_threads())
                         or ssim(*a, **k))
     before = torch.get_num_threads()
     torch.set_num_threads(2)

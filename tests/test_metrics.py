@@ -14,6 +14,7 @@ from skimage.metrics import structural_similarity
 import flow
 import fvd
 import lpips_parts
+import metric_registry
 import metrics
 import protocols
 import vfips
@@ -459,7 +460,7 @@ def test_i3d_clip_layout_and_range():
 # ----------------------------------------------------------------------------- registry
 def test_build_metrics_offline_lists_unavailable_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    built, unavailable = metrics.build_metrics(list(metrics.METRIC_NAMES), weights_dir=tmp_path / "empty",
+    built, unavailable = metric_registry.build_metrics(list(metric_registry.METRIC_NAMES), weights_dir=tmp_path / "empty",
                                                allow_download=False, flow_name="dis")
     assert set(built) == {"psnr", "ssim"}
     assert set(unavailable) == {"lpips", "flolpips", "vfips", "fvd"}
@@ -475,12 +476,12 @@ def test_build_metrics_offline_lists_unavailable_weights(tmp_path, monkeypatch):
 def test_build_metrics_with_stand_in_detector_and_dis_flow_column(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     torch.jit.script(StandInI3D()).save(str(tmp_path / weights.REGISTRY["i3d"].filename))
-    built, unavailable = metrics.build_metrics(["fvd", "psnr"], weights_dir=tmp_path, allow_download=False)
+    built, unavailable = metric_registry.build_metrics(["fvd", "psnr"], weights_dir=tmp_path, allow_download=False)
     assert set(built) == {"fvd", "psnr"} and not unavailable and built["fvd"].scope == "set"
-    assert metrics.metric_column("flolpips", "dis") == "flolpips_dis"
-    assert metrics.metric_column("flolpips", "pwc") == "flolpips"
+    assert metric_registry.metric_column("flolpips", "dis") == "flolpips_dis"
+    assert metric_registry.metric_column("flolpips", "pwc") == "flolpips"
     with pytest.raises(ValueError, match="unknown metric"):
-        metrics.build_metrics(["psnr", "niqe"])
+        metric_registry.build_metrics(["psnr", "niqe"])
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -503,7 +504,7 @@ def test_protocol_frame_metrics_equal_protocols_score_frame(protocol):
 def test_default_protocol_frame_metrics_are_finite_for_identical_constant_and_tiny_frames(shape):
     for frame in (torch.zeros(shape), torch.full(shape, 0.5), torch.rand(shape)):
         for name in ("psnr", "ssim"):
-            built, _ = metrics.build_metrics([name], allow_download=False)
+            built, _ = metric_registry.build_metrics([name], allow_download=False)
             scorer = built[name].scorer()
             scorer.update(frame[None], frame[None].clone())
             assert math.isfinite(scorer.result().value), (name, shape)
@@ -511,14 +512,14 @@ def test_default_protocol_frame_metrics_are_finite_for_identical_constant_and_ti
 
 def test_protocol_refuses_metrics_it_does_not_define():
     with pytest.raises(ASVFIError, match="'flavr' does not define lpips"):
-        metrics.build_metrics(["psnr", "lpips"], protocol="flavr")
+        metric_registry.build_metrics(["psnr", "lpips"], protocol="flavr")
 
 
 def test_corrupt_cached_weight_file_makes_that_metric_alone_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     for name in ("i3d", "vfips"):
         (tmp_path / weights.REGISTRY[name].filename).write_bytes(b"not a torch file")
-    built, unavailable = metrics.build_metrics(["psnr", "vfips", "fvd"], weights_dir=tmp_path, allow_download=False)
+    built, unavailable = metric_registry.build_metrics(["psnr", "vfips", "fvd"], weights_dir=tmp_path, allow_download=False)
     assert set(built) == {"psnr"}
     for name in ("i3d", "vfips"):
         assert str(tmp_path / weights.REGISTRY[name].filename) in unavailable[name if name != "i3d" else "fvd"]
