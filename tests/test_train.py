@@ -341,6 +341,19 @@ def test_no_weight_decay_on_gates_norms_biases_tokens_and_time_slopes(weight_dec
         assert decay_of[id(names[name])] == pytest.approx(expected), name
 
 
+def test_validation_subset_is_bounded_evenly_spaced_and_the_same_for_every_seed(demo_root):
+    assert main.parse_args([]).val_windows == 64
+    subsets = []
+    for seed in ("1", "2"):
+        args = main.parse_args(["--dataset", "demo", "--data-root", str(demo_root), "--crop", "64",
+                                "--val-windows", "5", "--random-seed", seed])
+        _, val_set = train.build_datasets(args, runtime.Processes())
+        subsets.append(val_set.indices)
+    total = len(val_set.dataset)
+    assert total > 5 and subsets[0] == subsets[1] and len(subsets[0]) == 5
+    assert subsets[0][0] == 0 and subsets[0][-1] == total - 1 and subsets[0] == sorted(set(subsets[0]))
+
+
 def test_validation_scores_full_frames_unless_asked(demo_root):
     args = main.parse_args(["--dataset", "demo", "--data-root", str(demo_root), "--crop", "64"])
     assert args.val_crop == 0
