@@ -110,6 +110,9 @@ def resolve_defaults(args, parser):
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
+    if args.dataset in runs.TESTSET_FOLDERS:
+        parser.error(f"--dataset {args.dataset} is an image test set: score models on it with inference.py and "
+                     f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)})")
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
     if args.model != "asvfi" and given:
         parser.error(f"{', '.join(given)} configure ASVFI and do not apply to --model {args.model}")

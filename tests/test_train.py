@@ -371,3 +371,9 @@ def test_tools_inspect_describes_a_checkpoint(straight_run, capsys):
     assert "width = 0.125" in out
     assert tools.main(["inspect", str(straight_run / "missing.pth")]) == 1
     assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def test_an_image_test_set_is_refused_for_training_with_a_message(capsys):
+    with pytest.raises(SystemExit):
+        main.parse_args(["--dataset", "flavr-ucf101", "--data-root", "nowhere"])
+    assert "is an image test set" in capsys.readouterr().err
