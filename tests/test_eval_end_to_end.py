@@ -47,13 +47,13 @@ def expected_psnr(left, right, target, protocol):
     """The reference's PSNR of the mid-point blend: rife rounds to 8 bits, no epsilon; flavr scores
     the raw float prediction of the centre 224 crop with +1e-8."""
     left, right, target = (f.astype(np.float32) / np.float32(255) for f in (left, right, target))
-    if protocol == "flavr":
+    if protocol == "flavr":  # its UCF101 loader crops; its Vimeo-90K loader ("flavr-whole") does not
         left, right, target = (centre_crop(f, 224) for f in (left, right, target))
     pred = np.float32(0.5) * left + np.float32(0.5) * right
     if protocol == "rife":
         pred = np.round(pred * 255) / np.float32(255)
     mse = np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2)
-    return -10 * np.log10(mse + (1e-8 if protocol == "flavr" else 0.0))
+    return -10 * np.log10(mse + (1e-8 if protocol.startswith("flavr") else 0.0))
 
 
 @pytest.mark.parametrize("dataset", list(SETS))
@@ -74,3 +74,36 @@ def test_blend_inference_then_evaluation_gives_the_reference_psnr(dataset, tmp_p
     summary = json.loads(Path(str(csv.with_suffix("")) + "_summary.json").read_text())
     assert summary["metrics"]["psnr"]["mean"] == pytest.approx(table["psnr"].mean(), abs=1e-9)
     assert f"{table['psnr'].mean():.2f}" in capsys.readouterr().out  # the paper-style row
+
+
+def make_vimeo_septuplets(root, sequences=("00001/0001", "00001/0002", "00002/0001")):
+    """Vimeo-90K's layout: sep_testlist.txt and sequences/<xxxxx>/<yyyy>/im1..im7.png; {id: (im3, im5, im4)}."""
+    folder = runs.testset_dir(root, "vimeo-septuplet")
+    rng = np.random.default_rng(3)
+    frames = {}
+    for sequence in sequences:
+        coarse = rng.random((8, 12, 3))
+        images = {}
+        for n in range(1, 8):
+            frame = np.kron(np.roll(coarse, n, axis=1), np.ones((4, 4, 1))) + rng.normal(0, 0.05, (32, 48, 3))
+            images[n] = np.clip(np.round(frame * 255), 0, 255).astype(np.uint8)
+            (folder / "sequences" / sequence).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[n]).save(folder / "sequences" / sequence / f"im{n}.png")
+        frames[sequence] = (images[3], images[5], images[4])
+    (folder / "sep_testlist.txt").write_text("\n".join(sequences) + "\n\n")
+    return frames
+
+
+def test_vimeo_septuplets_blend_under_flavr_protocol_scores_whole_frames(tmp_path):
+    """FLAVR's Vimeo-90K test: im1,3,5,7 in, im4 out, whole frames (no 224 crop), raw float, +1e-8."""
+    root = tmp_path / "data"
+    frames = make_vimeo_septuplets(root)
+    common = ["--model", "blend", "--dataset", "vimeo-septuplet", "--data-root", str(root), "--device", "cpu"]
+    assert inference.main(common) == 0
+    out_dir = tmp_path / "out"
+    assert evaluate.main(common + ["--protocol", "flavr", "--metrics", "psnr,ssim", "--offline",
+                                   "--out-dir", str(out_dir)]) == 0
+    table = pd.read_csv(next(Path(out_dir).rglob("Blend_*vimeo-septuplet_flavr.csv")))
+    assert len(table) == len(frames)
+    expected = sorted(expected_psnr(*triple, protocol="flavr-whole") for triple in frames.values())
+    assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5)
