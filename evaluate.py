@@ -72,6 +72,9 @@ class Item:
     gt: object
     out: Path
     signature: dict
+    # test sets: the crop their reader applies (FLAVR's UCF101: centre 224), which inference applied to
+    # the inputs, so the targets get it too before the protocol's own crop
+    gt_crop: str = None
 
 
 @dataclass
@@ -166,7 +169,7 @@ def testset_items(args, protocol, testset, out_root):
         preds = prediction_files(out, len(targets))
         items.append(Item(testset.name, sample_id, targets, out,
                           signature(args, protocol, folder_digest(targets[0].parent, targets),
-                                    folder_digest(out, preds) if preds else "")))
+                                    folder_digest(out, preds) if preds else ""), testset.crop))
     return items
 
 
@@ -279,7 +282,8 @@ def score_sample(item, run, fvd_clips=None):
     if not preds:
         raise VideoMismatch(f"{eval_report.MISSING_OUTPUT}: no pred.npy or pred_0..{len(item.gt) - 1}.png in "
                             f"{item.out} (run inference.py --dataset {item.category})")
-    ref = torch.stack([testsets.read_frame(path, run.protocol.frame_crop) for path in item.gt]).to(run.device)
+    targets = [protocols.apply_frame_crop(read_png(path), item.gt_crop) for path in item.gt]
+    ref = to_tensor(targets, run.protocol.frame_crop, run.device)
     if preds[0].suffix == ".npy":
         raw = np.load(preds[0])
         if raw.ndim != 4 or raw.shape[:2] != (len(item.gt), 3):

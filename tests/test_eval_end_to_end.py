@@ -43,36 +43,50 @@ def centre_crop(frame, size):
     return frame[top:top + size, left:left + size]
 
 
-def expected_psnr(left, right, target, protocol):
-    """The reference's PSNR of the mid-point blend: rife rounds to 8 bits, no epsilon; flavr scores
-    the raw float prediction of the centre 224 crop with +1e-8."""
+def expected_psnr(left, right, target, protocol, dataset):
+    """The reference's PSNR of the mid-point blend under `protocol` (FLAVR's UCF101 set is read at its
+    centre 224 crop whatever the protocol, as the model saw it): flavr scores the raw float prediction
+    with +1e-8; rife rounds to 8 bits, no epsilon; vfibench truncates to 8 bits, +1e-8; asvfi clamps
+    and rounds (its PNGs), MSE floor."""
     left, right, target = (f.astype(np.float32) / np.float32(255) for f in (left, right, target))
-    if protocol == "flavr":  # its UCF101 loader crops; its Vimeo-90K loader ("flavr-whole") does not
+    if dataset == "flavr-ucf101":
         left, right, target = (centre_crop(f, 224) for f in (left, right, target))
     pred = np.float32(0.5) * left + np.float32(0.5) * right
-    if protocol == "rife":
-        pred = np.round(pred * 255) / np.float32(255)
+    if protocol in ("rife", "asvfi"):
+        pred = np.round(np.clip(pred, 0, 1) * 255) / np.float32(255)
+    elif protocol == "vfibench":
+        pred = np.floor(np.clip(pred, 0, 1) * 255) / np.float32(255)
     mse = np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2)
-    return -10 * np.log10(mse + (1e-8 if protocol.startswith("flavr") else 0.0))
+    return -10 * np.log10(mse + (1e-8 if protocol in ("flavr", "vfibench") else 0.0))
+
+
+FRAME_PROTOCOLS = ("asvfi", "flavr", "rife", "vfibench")
+
+
+def score(common, protocol, out_dir, dataset):
+    """evaluate.py under `protocol`: its per-sample table (indexed by sample) and the printed output."""
+    assert evaluate.main(common + ["--protocol", protocol, "--metrics", "psnr,ssim", "--offline",
+                                   "--out-dir", str(out_dir)]) == 0
+    suffix = "" if protocol == "asvfi" else f"_{protocol}"
+    csv = next(Path(out_dir).rglob(f"Blend_*{dataset}{suffix}.csv"))
+    return pd.read_csv(csv).set_index("video"), csv
 
 
 @pytest.mark.parametrize("dataset", list(SETS))
-def test_blend_inference_then_evaluation_gives_the_reference_psnr(dataset, tmp_path, capsys):
-    protocol = SETS[dataset][0]
+def test_blend_inference_then_evaluation_gives_each_protocols_psnr(dataset, tmp_path, capsys):
     root = tmp_path / "data"
     frames = make_testset(root, dataset)
     common = ["--model", "blend", "--dataset", dataset, "--data-root", str(root), "--device", "cpu"]
     assert inference.main(common) == 0
-    out_dir = tmp_path / "out"
-    assert evaluate.main(common + ["--protocol", protocol, "--metrics", "psnr,ssim", "--offline",
-                                   "--out-dir", str(out_dir)]) == 0
-    csv = next(Path(out_dir).rglob(f"Blend_*{dataset}_{protocol}.csv"))
-    table = pd.read_csv(csv).set_index("video")
-    assert sorted(table.index) == sorted(frames)
-    for sample, (left, right, target) in frames.items():
-        assert table.loc[sample, "psnr"] == pytest.approx(expected_psnr(left, right, target, protocol), abs=1e-5)
-    summary = json.loads(Path(str(csv.with_suffix("")) + "_summary.json").read_text())
-    assert summary["metrics"]["psnr"]["mean"] == pytest.approx(table["psnr"].mean(), abs=1e-9)
+    for protocol in FRAME_PROTOCOLS:
+        table, csv = score(common, protocol, tmp_path / "out", dataset)
+        assert sorted(table.index) == sorted(frames)
+        for sample, (left, right, target) in frames.items():
+            assert table.loc[sample, "psnr"] == pytest.approx(
+                expected_psnr(left, right, target, protocol, dataset), abs=1e-5), protocol
+        summary = json.loads(Path(str(csv.with_suffix("")) + "_summary.json").read_text())
+        assert summary["metrics"]["psnr"]["mean"] == pytest.approx(table["psnr"].mean(), abs=1e-9)
+        assert summary["protocol"]["name"] == protocol
     assert f"{table['psnr'].mean():.2f}" in capsys.readouterr().out  # the paper-style row
 
 
@@ -94,16 +108,13 @@ def make_vimeo_septuplets(root, sequences=("00001/0001", "00001/0002", "00002/00
     return frames
 
 
-def test_vimeo_septuplets_blend_under_flavr_protocol_scores_whole_frames(tmp_path):
-    """FLAVR's Vimeo-90K test: im1,3,5,7 in, im4 out, whole frames (no 224 crop), raw float, +1e-8."""
+def test_vimeo_septuplets_blend_under_each_protocol_scores_whole_frames(tmp_path):
+    """FLAVR's Vimeo-90K test: im1,3,5,7 in, im4 out, whole frames (no 224 crop) under every protocol."""
     root = tmp_path / "data"
     frames = make_vimeo_septuplets(root)
     common = ["--model", "blend", "--dataset", "vimeo-septuplet", "--data-root", str(root), "--device", "cpu"]
     assert inference.main(common) == 0
-    out_dir = tmp_path / "out"
-    assert evaluate.main(common + ["--protocol", "flavr", "--metrics", "psnr,ssim", "--offline",
-                                   "--out-dir", str(out_dir)]) == 0
-    table = pd.read_csv(next(Path(out_dir).rglob("Blend_*vimeo-septuplet_flavr.csv")))
-    assert len(table) == len(frames)
-    expected = sorted(expected_psnr(*triple, protocol="flavr-whole") for triple in frames.values())
-    assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5)
+    for protocol in FRAME_PROTOCOLS:
+        table, _ = score(common, protocol, tmp_path / "out", "vimeo-septuplet")
+        expected = sorted(expected_psnr(*triple, protocol, "vimeo-septuplet") for triple in frames.values())
+        assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5), protocol
