@@ -217,7 +217,8 @@ def takes_weight_decay(name, parameter):
 
 
 def parameter_groups(args, network):
-    """Optimiser groups: (decay, no decay) x (learning rate, gates at `--gate-lr-mult` x it), the empty ones left out."""
+    """Optimiser groups: (decay, no decay) x (the learning rate, gates at `--gate-lr-mult` x it);
+    empty ones are left out."""
     gates = {id(p) for p in audio_gates(network)}
     groups = {}
     for name, parameter in network.named_parameters():

@@ -43,11 +43,13 @@ def parse_args(argv):
                    help="WxH: generate the demo at this frame size in --data-root first (default: 320x240)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--windows-per-video", type=int, default=8)
-    p.add_argument("--val-windows", type=int, default=200)
+    p.add_argument("--val-windows", type=int, default=64)
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"])
     p.add_argument("--lr", default="6e-4", help="as typed: part of the run names")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "none"])
     p.add_argument("--gate-lr-mult", type=float, default=1.0)
+    p.add_argument("--fusion-init", default="zero_out", choices=["zero_out", "zero_gate"],
+                   help="the audio fusion's init (main.py --fusion-init)")
     p.add_argument("--start-epoch", type=int, default=0, help="resume both arms after this many epochs")
     p.add_argument("--tag-prefix", default="", help="prefix of the two run tags (e.g. tiny_ -> tiny_audio)")
     p.add_argument("--parallel", action="store_true",
@@ -67,6 +69,7 @@ def training_flags(args, tag, audio):
              "--val-windows", str(args.val_windows), "--optimizer", args.optimizer, "--lr", args.lr,
              "--random_seed", str(args.seed), "--workers", str(args.workers), "--out-dir", args.out_dir,
              "--scheduler", args.scheduler, "--gate-lr-mult", str(args.gate_lr_mult),
+             "--fusion-init", args.fusion_init,
              "--start_epoch", str(args.start_epoch)]
     return flags + (["--device", args.device] if args.device else [])
 
