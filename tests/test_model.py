@@ -95,6 +95,20 @@ def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp
     assert "outconv.1.weight" in message  # 9 vs 3 output channels
 
 
+def test_checkpoint_from_before_fusion_init_loads_and_computes_the_same(tmp_path):
+    """Checkpoints written before the config had fusion_init: same keys, same forward."""
+    torch.manual_seed(0)
+    trained = build_model(tiny_config())
+    wake_audio(trained)
+    old_config = {k: v for k, v in trained.config.items() if k != "fusion_init"}
+    checkpoints.save({"model": "asvfi", "config": old_config, "state_dict": trained.state_dict()}, tmp_path / "old.pth")
+    loaded, _ = load_model(tmp_path / "old.pth")
+    inputs, (audio, times) = torch.rand(1, 4, 3, 16, 16), demo_audio(1)
+    with torch.no_grad():
+        expected = trained.eval()(inputs, audio=audio, audio_times=times)["pred"]
+        assert torch.equal(loaded.eval()(inputs, audio=audio, audio_times=times)["pred"], expected)
+
+
 def test_load_checkpoint_strips_prefix_and_reports_bad_files(tmp_path):
     model = build_model(tiny_config())
     path = tmp_path / "run.pth"
