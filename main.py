@@ -53,9 +53,9 @@ def build_parser():
     model.add_argument("--width", type=float, default=None,
                        help="channel multiplier (default 1.0 = FLAVR's / PerVFI's published size)")
     model.add_argument("--audio", default=None, choices=["mel", "none"], help="ASVFI audio branch (default mel)")
-    model.add_argument("--fusion-init", default=None, choices=["zero_out", "zero_gate"],
-                       help="how a fresh audio fusion adds zero (default zero_out: zero output projections, so "
-                            "the whole branch learns after one step; zero_gate: zero gates, for ablations)")
+    model.add_argument("--fusion-init", default=None, choices=["zero_gate", "zero_out"],
+                       help="how a fresh audio fusion adds zero (default zero_gate: zero gates, with "
+                            "--gate-lr-mult; zero_out: zero output projections, for ablations)")
     model.add_argument("--pretrained", default=None, metavar="PATH",
                        help="FLAVR checkpoint loaded into the ASVFI video branch before training")
 
@@ -79,8 +79,8 @@ def build_parser():
                        help="AdamW/Adam weight decay (preset: 0.01 pervfi; the optimiser's default for asvfi)")
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step (preset)")
-    optim.add_argument("--gate-lr-mult", type=float, default=1.0,
-                       help="learning-rate factor of ASVFI's audio gates (10 helps --fusion-init zero_gate)")
+    optim.add_argument("--gate-lr-mult", type=float, default=10.0,
+                       help="learning-rate factor of ASVFI's audio gates (zero at init, they open slowly at 1)")
     optim.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (preset)")
     optim.add_argument("--loss", default=None, help="loss string, e.g. '1*L1+0.1*Lap' (preset)")
     optim.add_argument("--epochs", type=int, default=200, help="total epochs")

@@ -47,8 +47,8 @@ def parse_args(argv):
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"])
     p.add_argument("--lr", default="6e-4", help="as typed: part of the run names")
     p.add_argument("--scheduler", default="cosine", choices=["cosine", "onecycle", "none"])
-    p.add_argument("--gate-lr-mult", type=float, default=1.0)
-    p.add_argument("--fusion-init", default="zero_out", choices=["zero_out", "zero_gate"],
+    p.add_argument("--gate-lr-mult", type=float, default=10.0)
+    p.add_argument("--fusion-init", default="zero_gate", choices=["zero_gate", "zero_out"],
                    help="the audio fusion's init (main.py --fusion-init)")
     p.add_argument("--start-epoch", type=int, default=0, help="resume both arms after this many epochs")
     p.add_argument("--tag-prefix", default="", help="prefix of the two run tags (e.g. tiny_ -> tiny_audio)")

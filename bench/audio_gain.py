@@ -4,8 +4,8 @@
     python tools.py audio_gain --data-root ../data --crop 96      # the 320x240 demo, 96-px crops
 
 A fresh small ASVFI (width 0.125, seed 12345) takes the same demo training batches under each
-scheme: zero output projections (`--fusion-init zero_out`, the default), zero gates at the same
-learning rate, and zero gates at 10x the learning rate (`--gate-lr-mult 10`). After each AdamW
+scheme: zero output projections (`--fusion-init zero_out`), zero gates at the same learning rate,
+and zero gates at 10x the learning rate (`--gate-lr-mult 10`, the default). After each AdamW
 step the table reports the gradient norm reaching the audio branch *upstream* of its gates and
 output projections (encoder, queries, keys, values, time slopes, norms, the no-audio token): the
 part that must learn to read the sound. It is zero for a fresh model under every scheme.
@@ -26,8 +26,8 @@ import main as train_entry  # noqa: E402
 import runtime  # noqa: E402
 import train  # noqa: E402
 
-SCHEMES = (("zero_out", 1.0, "zero output projections (default)"), ("zero_gate", 1.0, "zero gates"),
-           ("zero_gate", 10.0, "zero gates, --gate-lr-mult 10"))
+SCHEMES = (("zero_out", 1.0, "zero output projections"), ("zero_gate", 1.0, "zero gates"),
+           ("zero_gate", 10.0, "zero gates, --gate-lr-mult 10 (default)"))
 
 
 def parse_args(argv):
