@@ -201,8 +201,9 @@ def standard_uniform(like, generator=None):
 
 
 class PerVFI(nn.Module):
-    """PerVFI with the shared model interface of model.py: forward(inputs, audio, audio_times, has_audio,
-    ts, target) -> {"pred", and "nll" with a target} (see the module docstring)."""
+    """PerVFI with the shared model interface: forward(inputs, ts, target) -> {"pred", and "nll" with a
+    target} (see the module docstring); the audio arguments of ASVFI's interface are not taken,
+    since `registry.consumes` says PerVFI reads no sound."""
 
     uses_audio = False
     arbitrary_t = True  # any t in (0, 1) in one pass: 4x/8x need no recursion
@@ -364,11 +365,10 @@ class PerVFI(nn.Module):
 
     # --- public API ---------------------------------------------------------------------------
 
-    def forward(self, inputs, audio=None, audio_times=None, has_audio=None, ts=None, target=None,
-                heat=None, generator=None, flows=None):
+    def forward(self, inputs, ts=None, target=None, heat=None, generator=None, flows=None):
         """inputs (B, 4, 3, H, W) in [0, 1] (uses frames 1 and 2); ts (B, n) in (0, 1) or None
         (k/scale); target (B, n, 3, H, W) adds "nll" (B,): the official NLL (`official_nll`).
-        Audio arguments are ignored.
+        PerVFI reads no sound (registry.consumes says so), so it takes no audio arguments.
 
         "pred" (B, n, 3, H, W), not clamped: with a target in training mode, a sample at the
         training heat (the official training code's choice for the Lap/perceptual terms);

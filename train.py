@@ -266,9 +266,11 @@ def follow_schedule(scheduler, optimizer):
 
 def predict(network, batch, amp, device, target=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
+    model = network.module if isinstance(network, DistributedDataParallel) else network
+    audio = ({"audio": batch["audio"], "audio_times": batch["audio_times"], "has_audio": batch["has_audio"]}
+             if registry.consumes(model.config).audio else {})  # only a model that reads sound gets it
     with runtime.autocast(device, amp):
-        out = network(batch["inputs"], audio=batch["audio"], audio_times=batch["audio_times"],
-                      has_audio=batch["has_audio"], ts=batch["ts"], target=target)
+        out = network(batch["inputs"], ts=batch["ts"], target=target, **audio)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
 
 
