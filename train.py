@@ -425,6 +425,12 @@ def restore(path, checkpoint, state, procs):
                           f"this run {scheduler.total_steps}; resume with the same --epochs, --batch_size, "
                           f"--windows-per-video and --limit-steps")
     state.network.load_state_dict(checkpoint["state_dict"])
+    saved_groups = len(checkpoint["optimizer"]["param_groups"])
+    if saved_groups != len(state.optimizer.param_groups):
+        raise ResumeError(f"{path}: its optimiser state has {saved_groups} parameter groups, this run "
+                          f"{len(state.optimizer.param_groups)} (it was written before weight decay was split "
+                          f"off the 1-D parameters, or with other flags); it cannot be resumed: start a new run "
+                          f"from its weights, or train it again with --overwrite")
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     if scheduler is not None and checkpoint["scheduler"] is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])

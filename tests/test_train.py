@@ -189,6 +189,20 @@ def test_resume_errors_name_the_file(demo_root, straight_run, tmp_path, capsys):
         (tmp_path / "moved.pth").rename(straight_run / f"weights/asvfi/{RUN}_epoch1.pth")
 
 
+def test_a_checkpoint_with_other_optimiser_groups_is_refused_naming_the_file(demo_root, tmp_path, capsys):
+    assert run_main(demo_root, tmp_path, "--epochs", "1", "--limit-steps", "1", "--val-windows", "2") == 0
+    path = tmp_path / f"weights/asvfi/{RUN}.pth"
+    checkpoint = load(path)
+    groups = checkpoint["optimizer"]["param_groups"]
+    merged = {**groups[0], "params": [i for g in groups for i in g["params"]]}
+    checkpoint["optimizer"]["param_groups"] = [merged]  # as written before the no-decay groups existed
+    torch.save(checkpoint, path)
+    assert run_main(demo_root, tmp_path, "--epochs", "2", "--start_epoch", "1", "--limit-steps", "1",
+                    "--val-windows", "2") == 1
+    err = capsys.readouterr().err
+    assert f"{path}: its optimiser state has 1 parameter groups, this run {len(groups)}" in err
+
+
 # ----------------------------------------------------------------------------- NaN
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, poison, capsys):
     poison.first_bad_call = 5  # epoch 1 = 2 training steps + 2 validation batches
