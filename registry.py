@@ -24,6 +24,9 @@ class Consumes:
     audio: bool  # audio / audio_times / has_audio (otherwise they are not even built)
     any_t: bool  # ts at any times in (0, 1), one pass for any scale (otherwise only k/scale)
     frame_mean: bool  # frame_mean: centre by a given mean (tiles then share the whole frame's)
+    # how many input frames it can use: ASVFI 4, PerVFI 2; the baselines read only the two around
+    # the target, so a 2- or a 4-frame test-set sample gives them the same pair
+    input_frames: tuple = (4,)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ def _build_pervfi(config, weights_dir=None):
 def _baseline(name):
     return ModelSpec(default_config=lambda **overrides: baselines.default_config(name, **overrides),
                      build=lambda config, weights_dir=None: baselines.build_baseline(config),
-                     consumes=lambda config: Consumes(audio=False, any_t=True, frame_mean=False),
+                     consumes=lambda config: Consumes(audio=False, any_t=True, frame_mean=False,
+                                                      input_frames=(2, 4)),
                      trained=False)
 
 
@@ -56,7 +60,8 @@ MODELS = {
                        trained=True, fit_hint=asvfi.fit_hint),
     "pervfi": ModelSpec(default_config=pervfi.default_pervfi_config, build=_build_pervfi,
                         consumes=lambda config: Consumes(audio=pervfi.PerVFI.uses_audio,
-                                                         any_t=pervfi.PerVFI.arbitrary_t, frame_mean=False),
+                                                         any_t=pervfi.PerVFI.arbitrary_t, frame_mean=False,
+                                                         input_frames=(2,)),
                         trained=True),
     **{name: _baseline(name) for name in baselines.BASELINES},
 }

@@ -28,13 +28,9 @@ import video_io
 from interpolate import Engine
 from utils import ASVFIError
 
-# Input frames each model reads. The baselines use only the two frames around the target, so a
-# 4-frame sample gives them the same pair as a 2-frame one: they are scored on either kind of set.
-INPUT_FRAMES = {"asvfi": (4,), "pervfi": (2,), **{name: (2, 4) for name in registry.BASELINES}}
-
-
-def model_input_count(model, testset):
-    allowed = INPUT_FRAMES[model]
+def model_input_count(config, testset):
+    """The number of inputs the model takes on this set (registry.consumes(config).input_frames)."""
+    allowed = registry.consumes(config).input_frames
     return testset.n_inputs if testset.n_inputs in allowed else allowed[0]
 
 
@@ -47,11 +43,11 @@ def open_checked(args):
         raise ASVFIError(f"{error} (under --data-root {args.data_root})") from None
 
 
-def check_fits(model, testset):
+def check_fits(network, testset):
     try:
-        testsets.check_model_fits(model_input_count(model, testset), testset)
+        testsets.check_model_fits(model_input_count(network.config, testset), testset)
     except ValueError as error:
-        raise ASVFIError(f"--model {model}: {error}") from None
+        raise ASVFIError(f"--model {network.config['model']}: {error}") from None
 
 
 def scale_of(target_times):
@@ -105,7 +101,7 @@ def run_testset(args, procs, network, made_by, run):
     """Predict every sample of --dataset; made_by = (model, checkpoint, settings) for the records,
     run = the run part of the output folder (None for baselines)."""
     testset = open_checked(args)
-    check_fits(args.model, testset)
+    check_fits(network, testset)
     engine = Engine(network, procs.device, network.config["scale"], args.amp, args.tile, args.tile_overlap)
     model, checkpoint, settings = made_by
     out_root = runs.testset_output_dir(args.data_root, model, args.dataset, run)
