@@ -53,11 +53,9 @@ def checkpoint_path(model, run, epoch=0, out_dir="."):
     return checkpoint_dir(model, out_dir) / f"{run}{suffix}.pth"
 
 
-def best_checkpoint_path(model, tag=None, out_dir="."):
-    """`best_<model>.pth`; a tagged run (an ablation arm) gets `best_<model>_<tag>.pth` so that it
-    never replaces the main run's best model."""
-    suffix = f"_{tag}" if tag else ""
-    return checkpoint_dir(model, out_dir) / f"best_{model}{suffix}.pth"
+def best_checkpoint_path(model, run, out_dir="."):
+    """`<run>_best.pth`: every run keeps its own best checkpoint, so no run replaces another's."""
+    return checkpoint_dir(model, out_dir) / f"{run}_best.pth"
 
 
 def figure_path(run, out_dir="."):

@@ -70,8 +70,7 @@ class RunPaths:
 
     @property
     def best(self):
-        """`<run>_best.pth`: every run keeps its own best checkpoint."""
-        return runs.checkpoint_path(self.model, f"{self.run}_best", out_dir=self.root)
+        return runs.best_checkpoint_path(self.model, self.run, out_dir=self.root)
 
     def existing(self):
         """The outputs of this run already on disk (what starting it from scratch would replace)."""
