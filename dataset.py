@@ -135,13 +135,76 @@ def audio_segment(waveform, t0, t1, n_samples):
     return segment, times.astype(np.float32)
 
 
-def _crop_size(crop):
+def crop_size(crop):
+    """(height, width) of a crop given as an int (square) or a pair; None stays None (whole frames)."""
     if crop is None:
         return None
     if isinstance(crop, int):
         return crop, crop
     height, width = crop
     return int(height), int(width)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def draw_augmentation(rng, frame_size, sampling):
+    """One training Augmentation for frames of `frame_size` (height, width): a random crop of
+    sampling.crop (whole frames when None) and each flip / reversal the sampling allows with
+    probability 1/2. Every training set draws through this, so all train alike."""
+    height, width = crop_size(sampling.crop) or frame_size
+    top = int(rng.integers(0, frame_size[0] - height + 1))
+    left = int(rng.integers(0, frame_size[1] - width + 1))
+    hflip, vflip, reverse = (rng.random(3) < 0.5).tolist()
+    return Augmentation(top=top, left=left, height=height, width=width, hflip=sampling.hflip and hflip,
+                        vflip=sampling.vflip and vflip, reverse=sampling.reverse and reverse)
+
+
+def centre_crop(frame_size, crop):
+    """The evaluation Augmentation: the centre `crop` (int or (h, w)) of frames of `frame_size`, or whole frames."""
+    if crop is None:
+        return Augmentation()
+    height, width = crop_size(crop)
+    return Augmentation(top=(frame_size[0] - height) // 2, left=(frame_size[1] - width) // 2,
+                        height=height, width=width)
+
+
+def augment(frames, positions, augmentation):
+    """uint8 (M, H, W, 3) frames → float32 (N, 3, h, w) in [0, 1]: frames[positions], cropped and
+    flipped as `augmentation` says (reversal is the caller's order of `positions`).
+
+    Crops are taken before anything is copied, so only cropped pixels are converted to float.
+    """
+    a = augmentation
+    height, width = a.height or frames.shape[1], a.width or frames.shape[2]
+    window = frames[:, a.top:a.top + height, a.left:a.left + width][positions]
+    if a.hflip:
+        window = window[:, :, ::-1]
+    if a.vflip:
+        window = window[:, ::-1]
+    chw = np.ascontiguousarray(window.transpose(0, 3, 1, 2))
+    return torch.from_numpy(chw).to(torch.float32).div_(255)
+
+
+class EpochDraws(Dataset):
+    """A data set whose training items are drawn from (seed, epoch, index) only: the same item comes
+    out whatever the number of workers or ranks, and a resumed run sees the same batches."""
+
+    def __init__(self, seed):
+        self.seed = int(seed)
+        # Shared with forked workers, so set_epoch reaches persistent workers too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch):
+        """Choose the epoch whose training draws __getitem__ returns (call before iterating)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self):
+        return int(self._epoch)
+
+    def rng(self, index, epoch=None):
+        """RNG of one training item: a function of (seed, epoch, index) only."""
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
 
 
 # ----------------------------------------------------------------------------- split CSV
@@ -181,7 +244,7 @@ def _as_bool(value):
 
 
 # ----------------------------------------------------------------------------- the dataset
-class VFIWindows(Dataset):
+class VFIWindows(EpochDraws):
     """Windows of one split of `--dataset {ucf101,demo}` under data_root (see module docstring).
 
     sampling: a Sampling (training draws or evaluation windows). frames_root: folder of extracted
@@ -195,16 +258,16 @@ class VFIWindows(Dataset):
             raise ValueError(f"scale must be one of {SCALES}, got {scale}")
         if int(windows_per_video) < 1:
             raise ValueError(f"windows_per_video must be >= 1, got {windows_per_video}")
-        if crop is not None and min(_crop_size(crop)) < 1:
+        if crop is not None and min(crop_size(crop)) < 1:
             raise ValueError(f"crop must be positive, got {crop}")
+        super().__init__(sampling.seed)
         paths = runs.dataset_paths(data_root, dataset)
         self.video_dir, self.csv_path, self.audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
         self.frames_root = Path(frames_root) if frames_root is not None else None
         self.split, self.scale, self.train = split, int(scale), bool(sampling.train)
-        self.crop = _crop_size(crop)
+        self.crop = crop_size(crop)
         self.windows_per_video = int(windows_per_video)
-        self.seed = int(sampling.seed)
-        self.hflip, self.vflip, self.reverse = bool(sampling.hflip), bool(sampling.vflip), bool(sampling.reverse)
+        self.sampling = sampling
         all_rows = read_split(self.csv_path)
         if not all_rows:
             raise ValueError(f"{self.csv_path}: no videos listed")
@@ -213,8 +276,6 @@ class VFIWindows(Dataset):
         self.eval_windows = [] if self.train else [
             (v, start) for v, entry in enumerate(self.videos)
             for start in evaluation_starts(entry.n_frames, self.scale, sampling.max_windows_per_video)]
-        # Shared with forked workers, so set_epoch reaches persistent workers too.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._frame_indices, self._frame_times = {}, {}
         self._waveforms = OrderedDict()
         self.target_times = torch.arange(1, self.scale, dtype=torch.float32) / self.scale
@@ -243,14 +304,6 @@ class VFIWindows(Dataset):
         return usable, skipped
 
     # ------------------------------------------------------------------ Dataset protocol
-    def set_epoch(self, epoch):
-        """Choose the epoch whose training draws __getitem__ returns (call before iterating)."""
-        self._epoch.fill_(int(epoch))
-
-    @property
-    def epoch(self):
-        return int(self._epoch)
-
     def __len__(self):
         return len(self.videos) * self.windows_per_video if self.train else len(self.eval_windows)
 
@@ -265,31 +318,16 @@ class VFIWindows(Dataset):
         return self.window(video_index, start, augmentation)
 
     # ------------------------------------------------------------------ augmentation draws
-    def rng(self, index, epoch=None):
-        """RNG of one training item: a function of (seed, epoch, index) only."""
-        epoch = self.epoch if epoch is None else epoch
-        return np.random.default_rng([self.seed, int(epoch), int(index)])
-
     def training_draw(self, index, epoch=None):
         """(video index, window start, Augmentation) of training item `index` in `epoch`."""
         video_index = index // self.windows_per_video
         entry = self.videos[video_index]
         rng = self.rng(index, epoch)
         start = int(rng.integers(0, entry.n_frames - frames_needed(self.scale) + 1))
-        height, width = self.crop or (entry.height, entry.width)
-        top = int(rng.integers(0, entry.height - height + 1))
-        left = int(rng.integers(0, entry.width - width + 1))
-        hflip, vflip, reverse = (rng.random(3) < 0.5).tolist()
-        return video_index, start, Augmentation(
-            top=top, left=left, height=height, width=width, hflip=self.hflip and hflip,
-            vflip=self.vflip and vflip, reverse=self.reverse and reverse)
+        return video_index, start, draw_augmentation(rng, (entry.height, entry.width), self.sampling)
 
     def centre_crop(self, entry):
-        if self.crop is None:
-            return Augmentation()
-        height, width = self.crop
-        return Augmentation(top=(entry.height - height) // 2, left=(entry.width - width) // 2,
-                            height=height, width=width)
+        return centre_crop((entry.height, entry.width), self.crop)
 
     # ------------------------------------------------------------------ one window
     def window(self, video_index, start, augmentation=Augmentation()):
@@ -318,23 +356,12 @@ class VFIWindows(Dataset):
         }
 
     def _augmented_frames(self, entry, indices, augmentation):
-        """Frames at `indices` cropped and flipped, as float32 (N, 3, h, w) in [0, 1].
-
-        Crops are taken before anything is copied, so only cropped pixels are converted to float.
-        """
+        """Frames at `indices` cropped and flipped, as float32 (N, 3, h, w) in [0, 1]."""
         frames, positions = self._read_frames(entry, indices)
         if frames.shape[1:3] != (entry.height, entry.width):
             raise ValueError(f"{self.video_dir / entry.path}: frames are {frames.shape[2]}x{frames.shape[1]} "
                              f"but the split CSV says {entry.width}x{entry.height}; re-run prepare")
-        a = augmentation
-        height, width = a.height or entry.height, a.width or entry.width
-        window = frames[:, a.top:a.top + height, a.left:a.left + width][positions]
-        if a.hflip:
-            window = window[:, :, ::-1]
-        if a.vflip:
-            window = window[:, ::-1]
-        chw = np.ascontiguousarray(window.transpose(0, 3, 1, 2))
-        return torch.from_numpy(chw).to(torch.float32).div_(255)
+        return augment(frames, positions, augmentation)
 
     def _read_frames(self, entry, indices):
         """(uint8 (M, H, W, 3) frames, position of each of `indices` in them).

@@ -4,6 +4,7 @@
     python main.py --dataset demo --width 0.125 --crop 128 --batch-size 4 --epochs 6 --windows-per-video 8
     python main.py --optimizer adamw --lr 6e-4 --start-epoch 10      # resume after 10 finished epochs
     python main.py --model pervfi --loss '1*NLL+0.1*Lap'             # PerVFI recipe without VGG weights
+    python main.py --dataset vimeo-septuplet --data-root ../data --audio none  # FLAVR's data: README has its recipe
     torchrun --nproc_per_node=4 main.py ...                          # DDP (NCCL on GPUs, gloo on CPU)
 
 The run name is `<optimizer>_<lr>` with the learning rate as typed (`--lr 6e-4` -> `adamw_6e-4`),
@@ -30,6 +31,7 @@ import losses
 import registry
 import runs
 import runtime
+import testsets
 import train
 
 PRESETS = {  # weight_decay None = the optimiser's own default
@@ -110,12 +112,11 @@ def resolve_defaults(args, parser):
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
-    if args.dataset in runs.TESTSET_FOLDERS:
-        parser.error(f"--dataset {args.dataset} is an image test set: score models on it with inference.py and "
-                     f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)})")
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
     if args.model != "asvfi" and given:
         parser.error(f"{', '.join(given)} configure ASVFI and do not apply to --model {args.model}")
+    if args.dataset in runs.TESTSET_FOLDERS:
+        check_image_set_training(args, parser)
     for name in AT_LEAST_ONE:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -125,6 +126,21 @@ def resolve_defaults(args, parser):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
     return args
+
+
+def check_image_set_training(args, parser):
+    """Only a set with a training list trains (Vimeo-90K septuplets): its one target, im4, lies midway
+    between the central inputs, and it has no sound for a model to read."""
+    if args.dataset not in testsets.TRAINABLE:
+        parser.error(f"--dataset {args.dataset} is an image test set: score models on it with inference.py and "
+                     f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)}) "
+                     f"and on {', '.join(testsets.TRAINABLE)}")
+    if args.scale != 2:
+        parser.error(f"--dataset {args.dataset} has one target frame, midway between the central inputs: "
+                     f"train with --scale 2, not {args.scale}")
+    if registry.consumes(train.model_config(args)).audio:
+        parser.error(f"--dataset {args.dataset} has no audio: --model {args.model} with its audio branch would "
+                     f"learn from silence; pass --audio none (FLAVR's setting: im1, im3, im5, im7 -> im4)")
 
 
 def parse_args(argv=None):

@@ -16,7 +16,11 @@ frames with OpenCV (BGR); these readers return RGB, and the "rife" protocol reco
 
 A reader checks its whole layout when it is built and names the first missing file.
 `check_model_fits` refuses a model whose number of inputs differs from the set's (never padded).
+
+`training_windows` turns Vimeo-90K septuplets (the set FLAVR trains on) into the training and
+validation items of `main.py --dataset vimeo-septuplet`, in dataset.VFIWindows' item format.
 """
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+import dataset
 import protocols
+from utils import ASVFIError
+
+TRAINABLE = ("vimeo-septuplet",)  # the sets with a training list: main.py trains on them
 
 
-class LayoutError(ValueError):
+class LayoutError(ASVFIError, ValueError):
     """A test-set folder does not have the published layout (the message names what is missing)."""
 
 
@@ -40,11 +48,18 @@ class Sample:
     target_times: tuple
 
 
+def read_pixels(path):
+    """uint8 (H, W, 3) RGB of an image file; an unreadable file is a LayoutError naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise LayoutError(f"{path}: cannot be read as an image ({error})") from None
+
+
 def read_frame(path, crop=None):
     """(3, H, W) float32 RGB in [0, 1] of an image file, after an optional protocol crop."""
-    with Image.open(path) as image:
-        pixels = np.array(image.convert("RGB"))
-    pixels = protocols.apply_frame_crop(pixels, crop)
+    pixels = protocols.apply_frame_crop(read_pixels(path), crop)
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div(255)
 
 
@@ -145,6 +160,7 @@ class VimeoSeptuplet(FrameFolderSet):
     name = "vimeo-septuplet"
     list_files = {"test": "sep_testlist.txt", "train": "sep_trainlist.txt"}
     target_frame = 4
+    input_frames_for = {4: "1357", 2: "35"}  # FLAVR's inputs for a model of 4 and of 2 frames
 
     def __init__(self, root, split="test", input_frames="1357"):
         if split not in self.list_files:
@@ -171,11 +187,14 @@ class VimeoSeptuplet(FrameFolderSet):
                              f"numbers of 1..7, half before {cls.target_frame} and half after (e.g. '1357', '35')")
         return tuple(numbers)
 
+    @property
+    def list_file(self):
+        return self.root / self.list_files[self.split]
+
     def list_samples(self):
-        list_file = self.root / self.list_files[self.split]
-        if not list_file.is_file():
-            raise LayoutError(f"{self.name}: missing {list_file}; expected {self.layout}")
-        return [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        if not self.list_file.is_file():
+            raise LayoutError(f"{self.name}: missing {self.list_file}; expected {self.layout}")
+        return [line.strip() for line in self.list_file.read_text().splitlines() if line.strip()]
 
     def input_files(self, sample_id):
         return [self.root / "sequences" / sample_id / f"im{n}.png" for n in self.frame_numbers]
@@ -185,6 +204,91 @@ class VimeoSeptuplet(FrameFolderSet):
 
 
 TESTSETS = {reader.name: reader for reader in (FlavrUCF101, UCF101Triplets, VimeoSeptuplet)}
+
+
+# ----------------------------------------------------------------------------- training on a set's lists
+class ImageSetWindows(dataset.EpochDraws):
+    """A reader's samples as training or validation items in dataset.VFIWindows' format, so train.py
+    trains on them as on video windows: inputs (4, 3, h, w), targets, ts, video (the sample id),
+    indices (each frame's position in the sample's files, inputs then targets) and silent audio
+    placeholders (has_audio False: main.py refuses models that read sound on these sets).
+
+    Training draws crop / flips / temporal reversal with dataset.draw_augmentation from (seed,
+    epoch, index), sampling.windows_per_video items per sample; evaluation takes the centre
+    sampling.crop (None = whole frames). A 2-frame sample fills the four input slots as a, a, b, b
+    (two-frame models read the middle two, as in test-set inference). Reversal plays the inputs and
+    targets backwards and maps each target time t to 1 - t.
+    """
+
+    def __init__(self, reader, sampling):
+        if reader.n_inputs not in (2, 4):
+            raise ValueError(f"{reader.name}: samples of {reader.n_inputs} inputs do not fill 4 input slots")
+        super().__init__(sampling.seed)
+        self.reader, self.sampling = reader, sampling
+        self.repeats = int(sampling.windows_per_video) if sampling.train else 1
+        self.csv_path = getattr(reader, "list_file", reader.root)  # what train.py's messages name
+        first = reader.input_files(reader.sample_ids[0])[0]
+        with Image.open(first) as image:  # a crop that does not fit fails now, not in a worker
+            self.check_crop_fits(first, image.size[::-1])
+        segment, times = dataset.audio_segment(None, 0.0, 1 / 25, dataset.audio_samples_for(25, 1))
+        self.silence = torch.from_numpy(segment), torch.from_numpy(times)
+
+    def check_crop_fits(self, path, frame_size):
+        crop = dataset.crop_size(self.sampling.crop)
+        if crop and (crop[0] > frame_size[0] or crop[1] > frame_size[1]):
+            raise ASVFIError(f"{path}: frames are {frame_size[1]}x{frame_size[0]}, smaller than the "
+                             f"{'training' if self.sampling.train else 'validation'} crop {crop[1]}x{crop[0]} "
+                             f"({'--crop' if self.sampling.train else '--val-crop'}; 0 = whole frames)")
+
+    def __len__(self):
+        return len(self.reader) * self.repeats
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range ({len(self)})")
+        sample_id = self.reader.sample_ids[index // self.repeats]
+        files = self.reader.input_files(sample_id) + self.reader.target_files(sample_id)
+        frames = self.read_sample(files)
+        size = frames.shape[1:3]
+        augmentation = (dataset.draw_augmentation(self.rng(index), size, self.sampling) if self.sampling.train
+                        else dataset.centre_crop(size, self.sampling.crop))
+        n_inputs = self.reader.n_inputs
+        inputs = list(range(4)) if n_inputs == 4 else [0, 0, 1, 1]
+        targets = list(range(n_inputs, len(files)))
+        ts = torch.tensor(self.reader.target_times, dtype=torch.float32)
+        if augmentation.reverse:
+            inputs, targets, ts = inputs[::-1], targets[::-1], 1.0 - ts.flip(0)
+        pixels = dataset.augment(frames, inputs + targets, augmentation)
+        audio, audio_times = self.silence
+        return {"inputs": pixels[:4], "targets": pixels[4:], "audio": audio, "audio_times": audio_times,
+                "has_audio": torch.tensor(False), "video": sample_id,
+                "indices": torch.tensor(inputs + targets, dtype=torch.int64), "ts": ts}
+
+    def read_sample(self, files):
+        """uint8 (N, H, W, 3) of a sample's files; frames of another size than the first are refused."""
+        frames = [read_pixels(path) for path in files]
+        for path, pixels in zip(files, frames):
+            if pixels.shape != frames[0].shape:
+                raise LayoutError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]}, but {files[0]} is "
+                                  f"{frames[0].shape[1]}x{frames[0].shape[0]}; a sample's frames must share a size")
+        self.check_crop_fits(files[0], frames[0].shape[:2])
+        return np.stack(frames)
+
+
+def training_windows(name, root, role, n_inputs, sampling):
+    """Training (role "train") or validation ("val") items of a set in TRAINABLE with the frames a
+    model of `n_inputs` inputs reads: Vimeo-90K septuplets as FLAVR trains on them (the train list,
+    vertical flips too; the test list for validation), im1, im3, im5, im7 or im3, im5 → im4."""
+    if name not in TRAINABLE:
+        raise ValueError(f"{name}: not a set with a training list; trainable: {', '.join(TRAINABLE)}")
+    if n_inputs not in VimeoSeptuplet.input_frames_for:
+        raise ValueError(f"{name}: no input frames for a model of {n_inputs} inputs "
+                         f"(known: {sorted(VimeoSeptuplet.input_frames_for)})")
+    split = {"train": "train", "val": "test"}[role]
+    reader = VimeoSeptuplet(root, split, VimeoSeptuplet.input_frames_for[n_inputs])
+    if sampling.train:
+        sampling = dataclasses.replace(sampling, vflip=True)  # FLAVR's Vimeo transforms flip vertically too
+    return ImageSetWindows(reader, sampling)
 
 
 def open_testset(name, root, **options):

@@ -36,6 +36,7 @@ import prepare
 import registry
 import runs
 import runtime
+import testsets
 import training_log
 from dataset import Sampling, VFIWindows
 from utils import ASVFIError
@@ -150,15 +151,23 @@ def restore_rng(state):
 def build_datasets(args, procs):
     """Training windows (random crops, per-epoch draws) and a fixed, evenly spaced val subset.
 
-    Process 0 generates the demo data on first use while the others wait.
+    Process 0 generates the demo data on first use while the others wait. An image set with a
+    training list (Vimeo-90K septuplets) gives the input frames the model reads (registry.consumes).
     """
-    if procs.is_main:
+    if procs.is_main and args.dataset in runs.DATASET_FOLDERS:
         prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
     crop = args.crop or None
     training = Sampling(train=True, crop=crop, windows_per_video=args.windows_per_video, seed=args.random_seed)
-    train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, training)
-    val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, Sampling(crop=args.val_crop or None))
+    validation = Sampling(crop=args.val_crop or None)
+    if args.dataset in runs.TESTSET_FOLDERS:
+        root = runs.testset_dir(args.data_root, args.dataset)
+        n_inputs = registry.consumes(model_config(args)).input_frames[0]
+        train_set = testsets.training_windows(args.dataset, root, "train", n_inputs, training)
+        val_set = testsets.training_windows(args.dataset, root, "val", n_inputs, validation)
+    else:
+        train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, training)
+        val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, validation)
     if args.val_windows and len(val_set) > args.val_windows:
         keep = np.unique(np.round(np.linspace(0, len(val_set) - 1, args.val_windows)).astype(int))
         val_set = Subset(val_set, keep.tolist())
