@@ -57,53 +57,6 @@ def backward_warp(image, flow, padding_mode="border"):
     return sample_at_pixels(image, coords.permute(0, 2, 3, 1), padding_mode)
 
 
-def forward_splat(values, flow):
-    """Summation splatting: every source pixel adds its value bilinearly at p + flow(p).
-
-    Pure torch (scatter-add), differentiable w.r.t. `values` and `flow`, CPU and CUDA.
-    """
-    batch, channels, height, width = values.shape
-    target = pixel_grid(height, width, values.device, flow.dtype) + flow
-    x0 = torch.floor(target[:, 0])
-    y0 = torch.floor(target[:, 1])
-    out = values.new_zeros(batch, channels, height * width)
-    flat_values = values.reshape(batch, channels, -1)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            xs, ys = x0 + dx, y0 + dy
-            weight = (1 - (target[:, 0] - xs).abs()) * (1 - (target[:, 1] - ys).abs())
-            inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-            weight = (weight * inside).reshape(batch, 1, -1).to(values.dtype)
-            index = (ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)).long().reshape(batch, 1, -1)
-            out = out.scatter_add(2, index.expand(-1, channels, -1), flat_values * weight)
-    return out.reshape(batch, channels, height, width)
-
-
-def softmax_splat(values, flow, metric, eps=1e-7):
-    """Softmax splatting (Niklaus & Liu, CVPR 2020): Σ exp(Z)·x / Σ exp(Z) at the target.
-
-    Returns the splatted values and the splatted weight mass (B, 1, H, W); a mass near zero marks
-    a hole that no source pixel reached. `metric` Z is (B, 1, H, W); it is shifted by its maximum
-    per sample before the exponential, which leaves the ratio unchanged and avoids overflow.
-    """
-    metric = metric - metric.amax(dim=(1, 2, 3), keepdim=True).detach()
-    importance = metric.exp()
-    splatted = forward_splat(torch.cat([values * importance, importance], 1), flow)
-    numerator, mass = splatted[:, :-1], splatted[:, -1:]
-    return numerator / (mass + eps), mass
-
-
-def splat_coverage(flow):
-    """(B, 1, H, W) bilinear weight that forward splatting along `flow` puts on each target pixel.
-
-    Independent of any softmax metric, so `splat_coverage(flow) < 0.5` is a hole mask (pixels no
-    source pixel substantially reached); a pure integer shift gives exactly 1 inside and 0 in the
-    uncovered border.
-    """
-    ones = flow.new_ones(flow.shape[0], 1, *flow.shape[2:])
-    return forward_splat(ones, flow)
-
-
 # ---------------------------------------------------------------------------------------------
 # Frozen estimators
 # ---------------------------------------------------------------------------------------------

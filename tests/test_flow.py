@@ -8,6 +8,7 @@ from compat import load_fixture, recipe_state
 
 import checkpoints
 import flow
+import pervfi_features
 import raft
 import weights
 
@@ -442,31 +443,30 @@ def test_softmax_splat_of_integer_flow_is_a_shift_with_holes():
     image = torch.rand(1, 3, 7, 9, generator=torch.Generator().manual_seed(5))
     shift = constant_flow(2.0, 1.0, 7, 9)
     metric = torch.randn(1, 1, 7, 9, generator=torch.Generator().manual_seed(6))
-    splatted, mass = flow.softmax_splat(image, shift, metric)
+    splatted = pervfi_features.softsplat(image, shift, metric, "soft")
     torch.testing.assert_close(splatted[..., 1:, 2:], image[..., :-1, :-2])
-    coverage = flow.splat_coverage(shift)
-    expected_coverage = torch.zeros(1, 1, 7, 9)
-    expected_coverage[..., 1:, 2:] = 1
-    torch.testing.assert_close(coverage, expected_coverage)
-    assert (mass[..., :1, :] == 0).all() and (mass[..., :, :2] == 0).all() and (mass[..., 1:, 2:] > 0).all()
+    hole = pervfi_features.binary_hole(shift)
+    expected_hole = torch.ones(1, 1, 7, 9)
+    expected_hole[..., 1:, 2:] = 0
+    torch.testing.assert_close(hole, expected_hole)
     assert (splatted[..., :1, :] == 0).all()  # holes stay empty instead of dividing by zero
 
 
 def test_subpixel_splatting_distributes_bilinear_weights():
     values = torch.zeros(1, 1, 5, 5)
     values[0, 0, 1, 1] = 1.0
-    splatted = flow.forward_splat(values, constant_flow(0.25, 0.5, 5, 5))
+    splatted = pervfi_features.splat_sum(values, constant_flow(0.25, 0.5, 5, 5))
     expected = torch.zeros(1, 1, 5, 5)
     expected[0, 0, 1, 1], expected[0, 0, 1, 2] = 0.375, 0.125
     expected[0, 0, 2, 1], expected[0, 0, 2, 2] = 0.375, 0.125
     torch.testing.assert_close(splatted, expected)
     # every target pixel reached from a full neighbourhood receives total weight exactly 1
-    coverage = flow.splat_coverage(constant_flow(0.25, 0.5, 5, 5))
+    coverage = pervfi_features.splat_sum(torch.ones(1, 1, 5, 5), constant_flow(0.25, 0.5, 5, 5))
     torch.testing.assert_close(coverage[..., 1:, 1:], torch.ones(1, 1, 4, 4))
     assert coverage[0, 0, 0, 0].item() == pytest.approx(0.75 * 0.5)
     # softmax splatting of a constant image stays that constant wherever anything landed
     constant = torch.full((1, 2, 5, 5), 0.7)
-    splatted, mass = flow.softmax_splat(constant, constant_flow(0.25, 0.5, 5, 5), torch.zeros(1, 1, 5, 5))
+    splatted = pervfi_features.softsplat(constant, constant_flow(0.25, 0.5, 5, 5), torch.zeros(1, 1, 5, 5))
     torch.testing.assert_close(splatted, torch.full_like(splatted, 0.7), atol=1e-5, rtol=0)
 
 
@@ -477,7 +477,7 @@ def test_backward_warp_inverts_a_shift_and_matches_forward_splat():
     flow01 = constant_flow(3.0, 2.0, 20, 28)
     warped = flow.backward_warp(img1, flow01)
     torch.testing.assert_close(warped[..., :-2, :-3], img0[..., :-2, :-3])
-    splatted = flow.forward_splat(img0, flow01)
+    splatted = pervfi_features.splat_sum(img0, flow01)
     torch.testing.assert_close(splatted[..., 2:, 3:], img1[..., 2:, 3:])
     half = flow.backward_warp(base, constant_flow(0.5, 0.0, 32, 40))
     torch.testing.assert_close(half[..., :-1], (base[..., :-1] + base[..., 1:]) / 2)
@@ -495,12 +495,12 @@ def tiny_double_case(seed):
 
 def test_forward_splat_is_differentiable_wrt_values_and_flow():
     values, flow_, _ = tiny_double_case(8)
-    assert torch.autograd.gradcheck(flow.forward_splat, (values, flow_))
+    assert torch.autograd.gradcheck(pervfi_features.splat_sum, (values, flow_))
 
 
 def test_softmax_splat_is_differentiable_wrt_values_flow_and_metric():
     values, flow_, metric = tiny_double_case(9)
-    assert torch.autograd.gradcheck(lambda v, f, z: flow.softmax_splat(v, f, z)[0], (values, flow_, metric))
+    assert torch.autograd.gradcheck(lambda v, f, z: pervfi_features.softsplat(v, f, z, "soft"), (values, flow_, metric))
 
 
 def test_backward_warp_is_differentiable_wrt_image_and_flow():
