@@ -174,7 +174,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
     Called with the output's lock held. Everything is written under names private to this run and
     renamed when complete: GT (unless already current), MP4, then the frames folder with its
     identity. Decoding, the model, PNG writes and H.264 encoding overlap (pipeline.py). Returns the
-    number of output frames and the bytes they take on disk.
+    number of output frames and the bytes they add on disk (frames shared with the GT not counted).
     """
     n_out = (source.n_frames - 1) // scale * scale + 1
     wave = load_wave(source)
@@ -196,7 +196,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
         publish.publish(tmp_mp4, dest.mp4)
         identity.write_identity(tmp_frames, records.output)
         publish.publish(tmp_frames, dest.frames)
-    return n_out, folder_bytes(dest.frames) + dest.mp4.stat().st_size
+    return n_out, own_bytes(dest.frames, dest.gt) + dest.mp4.stat().st_size
 
 
 @contextlib.contextmanager
@@ -217,8 +217,9 @@ def gt_writer(gt, record):
 def stream_test_video(source, temporaries, engines, shape, wave):
     """Decode → model → (PNG frames, H.264, PNG ground truth), overlapped in threads; frames written.
 
-    Output frame k·s is input frame k·s, so it is the ground truth's frame: encoded once and written
-    into both folders, or hard-linked from the published ground truth when that is current.
+    Output frame k·s is input frame k·s, so it is the ground truth's frame: encoded once, written into
+    the ground truth and hard-linked into the output, or hard-linked from the published ground truth
+    when that is current.
     """
     tmp_frames, tmp_mp4, tmp_gt, published_gt = temporaries
     scale, batch, n_out = shape
@@ -252,10 +253,16 @@ def stream_test_video(source, temporaries, engines, shape, wave):
 
 
 def write_png(frame, index, folders):
-    """One PNG encode of a frame, written as `frame_<index>.png` into every folder."""
+    """One PNG encode of a frame, written as `frame_<index>.png` into the first folder and hard-linked
+    into the others (the ground truth and the output share an input frame's bytes on disk)."""
     data = video_io.encode_png(frame)
-    for folder in folders:
-        video_io.write_png_bytes(Path(folder) / video_io.png_name(index), data)
+    first, *others = (Path(folder) / video_io.png_name(index) for folder in folders)
+    video_io.write_png_bytes(first, data)
+    for path in others:
+        try:
+            os.link(first, path)
+        except OSError:  # a file system without hard links
+            video_io.write_png_bytes(path, data)
 
 
 def link_png(gt, folder, frame, index):
@@ -268,8 +275,14 @@ def link_png(gt, folder, frame, index):
         write_png(frame, index, (folder,))
 
 
-def folder_bytes(folder):
-    return sum(entry.stat().st_size for entry in Path(folder).iterdir() if entry.is_file())
+def own_bytes(folder, shared_with):
+    """Bytes of a folder's files, those hard-linked to the same name in `shared_with` not counted."""
+    own = 0
+    for entry in Path(folder).iterdir():
+        twin = Path(shared_with) / entry.name
+        if entry.is_file() and not (twin.is_file() and os.path.samefile(entry, twin)):
+            own += entry.stat().st_size
+    return own
 
 
 def test_sources(args, entries, video_dir):
@@ -306,7 +319,8 @@ def run_test_split(args, procs):
         except UNREADABLE_ERRORS as error:  # one bad video must not stop the run; reported below
             failures.append(f"{entry.path}: {error}")
             tqdm.write(f"skipped {entry.path}: {error}", file=sys.stderr)
-    per_frame = f", {bytes_out / frames_out / 1024:.0f} KiB per output frame (PNG + MP4)" if frames_out else ""
+    per_frame = (f", {bytes_out / frames_out / 1024:.0f} KiB per output frame (PNG + MP4; input frames "
+                 f"hard-linked to the ground truth not counted)") if frames_out else ""
     print(f"{written} video(s) written to {out_root}, {skipped} already finished (--overwrite redoes them), "
           f"{len(failures)} failed; ground truth in {gt_root}{per_frame}")
     for failure in failures:

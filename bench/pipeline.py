@@ -3,13 +3,19 @@
     python tools.py bench-pipeline                     # 8 demo test videos of 320x240, 100 frames
     python tools.py bench-pipeline --groups 12         # 16 test videos instead of 8
     python tools.py bench-pipeline --skip-inference    # decode and evaluation only (outputs already there)
+    python tools.py bench-pipeline --model blend --frame-stores   # + disk use and read speed, PNG vs FFV1
 
 One run times, on the same videos and the same machine state: pure decoding of the test videos
 (video_io.iter_frames), reading the PNG pairs evaluation reads (ground truth + output, the same
-decode pool), `inference.py --model repeat -s 2` and `evaluate.py --metrics psnr,ssim`; it prints
-frames/s per stage, each stage's ratio to pure decoding, and what the stages would take for the
-UCF-101 split-1 test set (3,783 videos, ~700k frames) on this machine. The load average before
-and after is printed: on a shared machine only the ratios within one run mean much.
+decode pool), `inference.py --model repeat -s 2` (or `--model blend`) and `evaluate.py --metrics
+psnr,ssim`; it prints frames/s per stage, each stage's ratio to pure decoding, and what the
+stages would take for the UCF-101 split-1 test set (3,783 videos, ~700k frames) on this machine.
+The load average before and after is printed: on a shared machine only the ratios within one run
+mean much.
+
+`--frame-stores` also stores the same ground-truth and output frames as lossless FFV1/Matroska
+(bench/_pipeline_stores.py; the round trip is checked bit-exact) and prints bytes per frame and
+read frames/s (back to uint8 RGB) of the PNG folders and of each FFV1 variant.
 """
 import argparse
 import os
@@ -29,8 +35,11 @@ import evaluate  # noqa: E402
 import inference  # noqa: E402
 import prepare  # noqa: E402
 import runs  # noqa: E402
+import tools  # noqa: E402
 import video_io  # noqa: E402
 from utils import ASVFIError  # noqa: E402
+
+STORES = tools.load_bench("_pipeline_stores")
 
 UCF101_TEST_VIDEOS, UCF101_TEST_FRAMES = 3783, 700_000  # split 1 (testlist01), ~185 frames per video
 
@@ -42,7 +51,10 @@ def parse_args(argv):
                                                               "one in six for testing, 2 clips each: 6 -> 8 test videos")
     parser.add_argument("--frames", type=int, default=100, help="frames per demo video")
     parser.add_argument("--size", default="320x240")
+    parser.add_argument("--model", default="repeat", choices=["repeat", "blend"], help="the baseline inference runs")
     parser.add_argument("--skip-inference", action="store_true", help="reuse the outputs of an earlier run")
+    parser.add_argument("--frame-stores", action="store_true",
+                        help="also compare disk use and read speed of PNG folders and FFV1/Matroska on the same frames")
     return parser.parse_args(argv)
 
 
@@ -72,12 +84,16 @@ def decode_videos(root):
                for _ in video_io.iter_frames(paths["videos"] / entry.path))
 
 
-def read_png_pairs(root, model_dir):
+def folder_pairs(root, model):
+    """(ground truth, output) frame folders of every finished test video at 2x."""
+    gt_root, out_root = runs.gt_dir(root, 2), runs.output_dir(root, model, 2)
+    return [(gt_root / category / video, out_root / category / video)
+            for category, video in evaluate.finished_folders(gt_root)]
+
+
+def read_png_pairs(root, model):
     """Decode every (ground truth, output) PNG pair the way evaluation reads them; frames read."""
-    gt_root, out_root = runs.gt_dir(root, 2), runs.output_dir(root, model_dir, 2)
-    files = [f for category, video in evaluate.finished_folders(gt_root)
-             for folder in (gt_root / category / video, out_root / category / video)
-             for f in evaluate.frame_files(folder)]
+    files = [f for pair in folder_pairs(root, model) for folder in pair for f in evaluate.frame_files(folder)]
     with ThreadPoolExecutor(evaluate.READ_THREADS) as pool, evaluate.scoring_threads(torch.device("cpu")):
         for _ in pool.map(lambda f: evaluate.read_frame_tensor(f, None, None), files):
             pass
@@ -95,11 +111,11 @@ def main(argv=None):
     print(f"before: {load_line()}; torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)")
     frames = decode_videos(root)  # warms the page cache for every stage alike
     seconds = {"pure decode (video_io.iter_frames)": timed(lambda: decode_videos(root))}
-    common = ["--model", "repeat", "-s", "2", "--data-root", str(root), "--dataset", "demo", "--device", "cpu"]
+    common = ["--model", args.model, "-s", "2", "--data-root", str(root), "--dataset", "demo", "--device", "cpu"]
     if not args.skip_inference:
-        seconds["inference.py --model repeat"] = timed(
+        seconds[f"inference.py --model {args.model}"] = timed(
             lambda: run_command(inference.main, common + ["--overwrite"], "inference.py"))
-    seconds["read PNG pairs (GT + output)"] = timed(lambda: read_png_pairs(root, "repeat"))
+    seconds["read PNG pairs (GT + output)"] = timed(lambda: read_png_pairs(root, args.model))
     seconds["evaluate.py --metrics psnr,ssim"] = timed(lambda: run_command(
         evaluate.main, common + ["--metrics", "psnr,ssim", "--restart", "--out-dir", str(root)], "evaluate.py"))
     print(f"\ndemo test split: {frames} frames of {args.size}; after: {load_line()}")
@@ -113,7 +129,16 @@ def main(argv=None):
     total = sum(s for stage, (s, _) in seconds.items() if not stage.startswith("read PNG"))
     print(f"whole test-split path on this machine: {UCF101_TEST_FRAMES / (frames / total) / 3600:.1f} h for "
           f"UCF-101 split 1 ({UCF101_TEST_VIDEOS} videos); per GPU it needs a GPU run of this command")
-    return 0
+    return compare_frame_stores(args, root) if args.frame_stores else 0
+
+
+def compare_frame_stores(args, root):
+    """Print the PNG vs FFV1 table on this run's frames; 1 when a store does not give them back exactly."""
+    figures = STORES.compare_stores(folder_pairs(root, args.model), Path(args.work) / "frame_stores")
+    print(f"\nframe stores of the same {figures[0].frames} ground-truth and {figures[0].frames} {args.model} "
+          f"output frames ({args.size}); B = bytes, hard links counted once; after: {load_line()}")
+    print("\n".join(STORES.table(figures)))
+    return 0 if all(f.exact for f in figures) else 1
 
 
 if __name__ == "__main__":
