@@ -49,6 +49,7 @@ import eval_report
 import identity
 import metric_registry
 import protocols
+import publish
 import registry
 import runs
 import runtime
@@ -121,8 +122,9 @@ def test_split_csv(args):
 
 
 def finished_folders(root):
+    """(category, video) of the published frame folders under `root`; partials are not results yet."""
     return [(f.parent.name, f.name) for f in sorted(Path(root).glob("*/*"))
-            if f.is_dir() and not f.name.endswith(".partial") and (f / "frame_00000.png").is_file()]
+            if f.is_dir() and not publish.is_partial(f) and (f / "frame_00000.png").is_file()]
 
 
 def list_videos(gt_root, split_csv=None):

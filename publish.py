@@ -42,6 +42,11 @@ def partial_name(final):
     return final.with_name(f"{final.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
+def is_partial(path):
+    """Whether `path` is a partial_name (a result still being written, or left by a run that died)."""
+    return ".partial-" in Path(path).name
+
+
 def remove_leftovers(final):
     """Delete partials of `final` left by interrupted runs; call with final's lock held."""
     final = Path(final)

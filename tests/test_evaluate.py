@@ -16,6 +16,7 @@ from skimage.metrics import structural_similarity
 import evaluate
 import inference
 import metrics
+import publish
 import runs
 import video_io
 import weights
@@ -277,3 +278,13 @@ def test_chunked_reading_with_one_torch_thread_matches_the_reference(data, monke
     for row in pd.read_csv(csv_path()).itertuples():
         psnr, ssim_value, _ = expected_scores(frames[row.category, row.video], SCALE)
         assert row.psnr == pytest.approx(psnr, abs=1e-6) and row.ssim == pytest.approx(ssim_value, abs=1e-6)
+
+
+def test_partial_folders_left_by_a_dead_run_are_not_scored(tmp_path):
+    finished = tmp_path / "Cat" / "v_Cat_g01_c01"
+    left_over = publish.partial_name(tmp_path / "Cat" / "v_Cat_g01_c02")
+    for folder in (finished, left_over):
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "frame_00000.png")
+    assert publish.is_partial(left_over) and not publish.is_partial(finished)
+    assert evaluate.finished_folders(tmp_path) == [("Cat", "v_Cat_g01_c01")]
