@@ -58,6 +58,7 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default=None)
     p.add_argument("--out-dir", default=".", help="root of weights/ and figs/ (as main.py)")
+    p.add_argument("--overwrite", action="store_true", help="start both arms again (main.py --overwrite)")
     p.add_argument("--report-only", action="store_true", help="skip training; report from the existing logs")
     return p.parse_args(argv)
 
@@ -71,7 +72,7 @@ def training_flags(args, tag, audio):
              "--scheduler", args.scheduler, "--gate-lr-mult", str(args.gate_lr_mult),
              "--fusion-init", args.fusion_init,
              "--start_epoch", str(args.start_epoch)]
-    return flags + (["--device", args.device] if args.device else [])
+    return flags + (["--device", args.device] if args.device else []) + (["--overwrite"] if args.overwrite else [])
 
 
 def log_path(args, tag):
@@ -138,7 +139,7 @@ def main(argv=None):
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
     command = "python tools.py audio_ablation " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k not in ("report_only", "out_dir", "device", "start_epoch", "parallel") and v is not None and v != "")
+        if k not in ("report_only", "out_dir", "device", "start_epoch", "parallel", "overwrite") and v is not None and v != "")
     report = f"{markdown_table(logs)}\n\nCommand: `{command}`\n"
     out = Path(args.out_dir) / "figs"
     name = f"{args.tag_prefix}audio_ablation"

@@ -1,0 +1,174 @@
+"""The demo end to end: does the sound help? Trained, generated and scored in one command (`make demo`).
+
+    python tools.py demo                                   # ../data/demo-160x120, ~6 min on 2 CPU cores
+    python tools.py demo --size 320x240 --data-root ../data/demo-320x240 --epochs 12
+
+1. generates the demo set at --size under --data-root (once);
+2. trains the small ASVFI twice, with audio and with `--audio none`, at the same time (one CPU
+   thread each; `tools.py audio_ablation` with the tag prefix `demo_`);
+3. regenerates the test split at 2x with both arms' best checkpoints and with the repeat, blend
+   and DIS baselines (two processes at once);
+4. scores all five with PSNR and SSIM and prints one table, best first, and the time each stage took.
+
+Every step is an ordinary script run; the commands are printed so that each can be rerun alone.
+The table is also written to `figs/demo.md`.
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import prepare  # noqa: E402
+import runs  # noqa: E402
+import tools  # noqa: E402
+import utils  # noqa: E402
+
+BASELINES = (("repeat", "Repeat (previous frame)"), ("blend", "Blend (mean of neighbours)"),
+             ("dis", "DIS (OpenCV optical flow, bidirectional warp)"))
+ARMS = (("audio", "ASVFI, audio"), ("noaudio", "ASVFI, no audio"))
+TAG_PREFIX = "demo_"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tools.py demo", description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default="../data/demo-160x120", help="the demo set is generated here once")
+    p.add_argument("--size", default="160x120", help="WxH of the generated demo frames")
+    p.add_argument("--frames", type=int, default=100, help="frames per generated clip (25 fps)")
+    p.add_argument("--epochs", type=int, default=6)
+    # Small crops: on 2 CPU cores a step's cost is proportional to its pixels, and 768 steps of
+    # 32-pixel crops teach the sound within the budget where 320 steps of 64-pixel crops did not.
+    p.add_argument("--crop", type=int, default=32, help="random training crop; 0 = full frames")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--windows-per-video", type=int, default=32)
+    p.add_argument("--val-windows", type=int, default=16, help="about a tenth of an epoch's time")
+    p.add_argument("--lr", default="2e-3")
+    p.add_argument("--out-dir", default=".", help="root of weights/, figs/ and evals/ (as main.py)")
+    return p.parse_args(argv)
+
+
+class Stages:
+    """Wall-clock time of each named stage, for the summary."""
+
+    def __init__(self):
+        self.times, self.start = [], time.perf_counter()
+
+    def run(self, name, work):
+        began = time.perf_counter()
+        result = work()
+        self.times.append((name, time.perf_counter() - began))
+        return result
+
+    def summary(self):
+        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.times)
+        return f"total {time.perf_counter() - self.start:.0f} s ({parts})"
+
+
+def ensure_demo(args):
+    """Generate the demo set at --size unless it is there; refuse one of another size or length."""
+    width, height = prepare.parse_size(args.size)
+    split_csv = runs.dataset_paths(args.data_root, "demo")["split_csv"]
+    if not split_csv.is_file():
+        prepare.build_demo(args.data_root, size=(width, height), frames=args.frames)
+        return
+    with open(split_csv) as f:
+        found = {(int(r["width"]), int(r["height"]), int(r["n_frames"])) for r in csv.DictReader(f)}
+    if found != {(width, height, args.frames)}:
+        shapes = ", ".join(f"{w}x{h}, {n} frames" for w, h, n in sorted(found))
+        raise utils.ASVFIError(f"{split_csv}: the demo there is {shapes}, not {width}x{height}, {args.frames} "
+                               f"frames; use another --data-root, or the --size and --frames it was made with")
+
+
+def train_both_arms(args):
+    """The two ASVFI arms at once: `tools.py audio_ablation` (it also writes their validation curves)."""
+    flags = ["--data-root", args.data_root, "--epochs", str(args.epochs), "--crop", str(args.crop),
+            "--batch-size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
+            "--val-windows", str(args.val_windows), "--lr", args.lr, "--workers", "0", "--parallel",
+            "--overwrite", "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir]
+    print("$ python tools.py audio_ablation " + " ".join(flags), flush=True)
+    if tools.run_bench("audio_ablation", flags) != 0:
+        raise utils.ASVFIError("training the demo's ASVFI arms failed (see above)")
+
+
+def best_checkpoint(args, tag):
+    run = runs.run_name("adamw", args.lr, TAG_PREFIX + tag)
+    return runs.best_checkpoint_path("asvfi", run, out_dir=args.out_dir)
+
+
+def jobs(args):
+    """(label, model flags) of the five methods in the table."""
+    common = ["--dataset", "demo", "--data-root", args.data_root, "--out-dir", args.out_dir, "-s", "2"]
+    methods = [(label, ["--model", model]) for model, label in BASELINES]
+    methods += [(label, ["--model", "asvfi", "--checkpoint", str(best_checkpoint(args, tag))]) for tag, label in ARMS]
+    return [(label, flags + common) for label, flags in methods]
+
+
+def run_scripts(commands):
+    """Run the scripts two at a time, one CPU thread each; raise naming the first that failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pending, running = list(commands), []
+    while pending or running:
+        while pending and len(running) < 2:
+            command = pending.pop(0)
+            print("$ python " + " ".join(command), flush=True)
+            running.append((command, subprocess.Popen([sys.executable, *command], env=env, cwd=REPO,
+                                                       stdout=subprocess.DEVNULL)))
+        command, proc = running.pop(0)
+        if proc.wait() != 0:
+            raise utils.ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); rerun it to see why")
+
+
+def generate_all(args):
+    run_scripts([["inference.py", *flags, "--overwrite"] for _, flags in jobs(args)])
+
+
+def score_all(args):
+    run_scripts([["evaluate.py", *flags, "--metrics", "psnr,ssim", "--restart"] for _, flags in jobs(args)])
+
+
+def summary_of(args, flags):
+    """The evaluation summary JSON that evaluate.py wrote for these model flags."""
+    model = flags[flags.index("--model") + 1]
+    checkpoint = flags[flags.index("--checkpoint") + 1] if "--checkpoint" in flags else None
+    run = runs.generated_run(model, "adamw", args.lr, checkpoint=checkpoint)
+    csv_path = runs.eval_csv_path(model, run, 2, out_dir=args.out_dir)
+    return json.loads(csv_path.with_name(csv_path.stem + "_summary.json").read_text())
+
+
+def result_table(args):
+    """Markdown table of the five methods on the demo test split, best PSNR first."""
+    rows = []
+    for label, flags in jobs(args):
+        metrics = summary_of(args, flags)["metrics"]
+        rows.append((metrics["psnr"]["mean"], metrics["ssim"]["mean"], label))
+    rows.sort(reverse=True)
+    lines = [f"Demo test split ({args.size}, 2x: frames 0, 2, 4, ... in, every other frame generated; "
+             f"mean over videos of the per-video mean; protocol asvfi)", "",
+             "| model | PSNR (dB) | SSIM |", "|---|---:|---:|"]
+    lines += [f"| {label} | {psnr:.2f} | {ssim:.3f} |" for psnr, ssim, label in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    stages = Stages()
+    stages.run("data", lambda: ensure_demo(args))
+    stages.run("training", lambda: train_both_arms(args))
+    stages.run("inference", lambda: generate_all(args))
+    stages.run("evaluation", lambda: score_all(args))
+    table = result_table(args)
+    utils.atomic_write_text(Path(args.out_dir) / "figs" / "demo.md", table + "\n")
+    print("\n" + table + "\n")
+    print(f"make demo: {stages.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""`python tools.py demo` (what `make demo` runs) end to end on a tiny demo set."""
+import re
+
+import pytest
+
+import tools
+from utils import ASVFIError
+
+TINY = ["--size", "64x48", "--frames", "12", "--epochs", "1", "--windows-per-video", "1", "--val-windows", "4"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    flags = ["--data-root", str(root / "data"), "--out-dir", str(root / "out"), *TINY]
+    assert tools.run_bench("demo", flags) == 0
+    return root, flags
+
+
+def test_demo_ends_with_one_table_of_five_methods_best_first(demo_run, capsys):
+    root, _ = demo_run
+    table = (root / "out" / "figs" / "demo.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
+    labels = [label for label, _, _ in rows]
+    assert sorted(labels) == sorted(["Repeat (previous frame)", "Blend (mean of neighbours)",
+                                     "DIS (OpenCV optical flow, bidirectional warp)", "ASVFI, audio",
+                                     "ASVFI, no audio"])
+    psnrs = [float(psnr) for _, psnr, _ in rows]
+    assert psnrs == sorted(psnrs, reverse=True) and all(10 < p < 60 for p in psnrs)
+    assert "64x48" in table and "protocol asvfi" in table
+    # both arms were trained by main.py with their own tags, and their curves plotted
+    assert (root / "out" / "figs" / "demo_audio_ablation.png").is_file()
+    for tag in ("demo_audio", "demo_noaudio"):
+        assert (root / "out" / "weights" / "asvfi" / f"adamw_2e-3_{tag}_best.pth").is_file()
+
+
+def test_demo_refuses_a_demo_set_of_another_size(demo_run):
+    root, flags = demo_run
+    other = [*flags[:flags.index("--size")], "--size", "32x24", *flags[flags.index("--size") + 2:]]
+    with pytest.raises(ASVFIError, match=r"demo_split.csv: the demo there is 64x48, 12 frames, not 32x24"):
+        tools.run_bench("demo", other)
