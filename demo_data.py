@@ -3,9 +3,13 @@
     make_demo("../data")   # ../data/demo/<Category>/v_<Category>_gXX_cYY.avi (prepare.py writes its split)
 
 Each category shows one way in which the sound tells what the frames cannot:
-  loudness: a shape whose size follows the loudness of a tone; the loudness is redrawn at random for
-            every frame (constant over the 40 ms centred on the frame), so the size of an in-between
-            frame is independent of its neighbours but readable from the audio at that instant.
+  loudness: a lamp (a still disc or square) whose brightness follows the loudness of a tone and which
+            lights the scene (the background brightens with it); the loudness is redrawn at random
+            for every frame (constant over the 40 ms centred on the frame), so the light of an
+            in-between frame is independent of its neighbours but readable from the audio at that
+            instant. Light, not size: every pixel carries the information, so a convolutional
+            network reads it locally at any frame size (a size would be readable only by comparing
+            the shape's edge with its centre, far apart at 320×240).
   impacts:  a ball that changes direction at random sub-frame instants (and at the walls), each
             impact making a click at exactly that moment.
 """
@@ -24,13 +28,15 @@ DEMO_CATEGORIES = {  # name → (mechanisms, shape of the pulsing object)
 }
 DEMO_AUDIO_RATE = 44100
 DEMO_FPS = 25
-DEMO_MIN_SIZE, DEMO_MAX_SIZE = 0.04, 0.22  # shape radius as a fraction of the frame width
+DEMO_SHAPE_RADIUS = (0.16, 0.21)  # range of the pulsing shape's radius, a fraction of the frame width
+DEMO_MIN_BRIGHTNESS = 0.15  # the lamp's colour scale at loudness 0 (1.0 at loudness 1)
+DEMO_LAMP_LIGHT = 60.0  # grey levels the lamp adds to the background at loudness 1 (0 at loudness 0)
 DEMO_LOUDNESS_DB = 36.0  # loudness 0 → -36 dB, loudness 1 → 0 dB (peak amplitude 0.7)
 
 
-def demo_loudness_to_size(loudness, width):
-    """Radius (pixels) of the pulsing shape for a loudness in [0, 1]; monotonic, linear."""
-    return width * (DEMO_MIN_SIZE + (DEMO_MAX_SIZE - DEMO_MIN_SIZE) * np.asarray(loudness))
+def demo_loudness_to_brightness(loudness):
+    """Scale of the lamp's colour for a loudness in [0, 1]; monotonic, linear."""
+    return DEMO_MIN_BRIGHTNESS + (1.0 - DEMO_MIN_BRIGHTNESS) * np.asarray(loudness)
 
 
 def demo_loudness_to_amplitude(loudness):
@@ -39,8 +45,9 @@ def demo_loudness_to_amplitude(loudness):
 
 
 def _demo_background(rng, width, height, frames):
-    """A smooth random texture, larger than the frame, panned at a constant whole-pixel velocity."""
-    velocity = rng.integers(-3, 4, size=2)
+    """A smooth random texture, larger than the frame, panned at a constant velocity of -1, 0 or 1 pixel
+    per frame on each axis (a slow camera pan)."""
+    velocity = rng.integers(-1, 2, size=2)
     margin = np.abs(velocity) * frames + 1
     big_h, big_w = height + margin[1], width + margin[0]
     noise = rng.random((big_h // 8 + 2, big_w // 8 + 2, 3)).astype(np.float32)
@@ -128,7 +135,8 @@ def make_demo_clip(path, seed, kinds, shape="disc", frames=100, size=(320, 240),
         loudness, amplitude = _demo_loudness_track(rng, frames, fps, rate, n_samples)
         wave += (amplitude * np.sin(2 * np.pi * tone_hz * np.arange(n_samples) / rate)).astype(np.float32)
         center = group_rng.uniform([0.3 * width, 0.3 * height], [0.7 * width, 0.7 * height])
-        truth.update(loudness=loudness, center=center, shape_color=shape_color)
+        radius = group_rng.uniform(*DEMO_SHAPE_RADIUS) * width
+        truth.update(loudness=loudness, center=center, radius=radius, shape_color=shape_color)
     if "impacts" in kinds:
         ball_radius = 0.035 * width
         ball, impacts = _demo_ball_path(rng, frames, fps, width, height, ball_radius)
@@ -142,8 +150,9 @@ def make_demo_clip(path, seed, kinds, shape="disc", frames=100, size=(320, 240),
         for k in range(frames):
             image = background(k)
             if "loudness" in kinds:
-                radius = demo_loudness_to_size(truth["loudness"][k], width)
-                _draw_shape(image, center, radius, shape_color, shape == "square")
+                image = np.clip(image + DEMO_LAMP_LIGHT * loudness[k], 0, 255).astype(np.uint8)
+                color = tuple(float(c) * demo_loudness_to_brightness(loudness[k]) for c in shape_color)
+                _draw_shape(image, center, radius, color, shape == "square")
             if "impacts" in kinds:
                 _draw_shape(image, truth["ball"][k], ball_radius, ball_color, False)
             writer.write(image)
