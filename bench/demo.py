@@ -8,7 +8,8 @@
    thread each; `tools.py audio_ablation` with the tag prefix `demo_`);
 3. regenerates the test split at 2x with both arms' best checkpoints and with the repeat, blend
    and DIS baselines (two processes at once);
-4. scores all five with PSNR and SSIM and prints one table, best first, and the time each stage took.
+4. scores all five with PSNR and SSIM and prints one table, best first, and the time each stage took;
+5. plots why (`tools.py demo-figure`): the light of each generated lamp frame against the truth.
 
 Every step is an ordinary script run; the commands are printed so that each can be rerun alone.
 The table is also written to `figs/demo.md`.
@@ -166,6 +167,8 @@ def main(argv=None):
     table = result_table(args)
     utils.atomic_write_text(Path(args.out_dir) / "figs" / "demo.md", table + "\n")
     print("\n" + table + "\n")
+    stages.run("figure", lambda: tools.run_bench("demo_figure", ["--data-root", args.data_root, "--lr", args.lr,
+                                                                 "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir]))
     print(f"make demo: {stages.summary()}")
     return 0
 

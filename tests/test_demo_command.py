@@ -30,8 +30,17 @@ def test_demo_ends_with_one_table_of_five_methods_best_first(demo_run, capsys):
     assert "64x48" in table and "protocol asvfi" in table
     # both arms were trained by main.py with their own tags, and their curves plotted
     assert (root / "out" / "figs" / "demo_audio_ablation.png").is_file()
+    assert (root / "out" / "figs" / "demo_light.png").is_file()
     for tag in ("demo_audio", "demo_noaudio"):
         assert (root / "out" / "weights" / "asvfi" / f"adamw_2e-3_{tag}_best.pth").is_file()
+
+
+def test_light_slopes_of_the_figure_read_the_generated_frames(demo_run, capsys):
+    root, flags = demo_run
+    assert tools.run_bench("demo_figure", ["--data-root", str(root / "data"), "--out-dir", str(root / "out")]) == 0
+    slopes = dict(re.findall(r"^(ASVFI, audio|ASVFI, no audio|DIS) +slope ([-+][\d.]+)", capsys.readouterr().out, re.M))
+    assert set(slopes) == {"ASVFI, audio", "ASVFI, no audio", "DIS"}
+    assert abs(float(slopes["DIS"])) < 0.2  # flow warping cannot know the light of an in-between frame
 
 
 def test_demo_refuses_a_demo_set_of_another_size(demo_run):

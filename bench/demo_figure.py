@@ -1,0 +1,119 @@
+"""Why the sound helps, shown: how much brighter each generated frame is than its neighbours, against the truth.
+
+    python tools.py demo-figure --data-root ../data/demo-160x120 --tag-prefix demo_   # after `make demo`
+
+On the demo's lamp videos the light of a frame follows the loudness at that instant and is
+redrawn every frame, so the neighbours cannot tell it. For every generated frame of the test
+split this plots, per method, the mean brightness of the prediction minus the mean of its two
+input neighbours against the same for the ground truth. A model that reads the sound lies on the
+diagonal (slope 1); one that cannot lies on the horizontal line (slope 0). Reads the frames that
+`tools.py demo` (or inference.py) wrote; writes `figs/<prefix>light.png` and prints each slope.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import demo_data  # noqa: E402
+import runs  # noqa: E402
+import utils  # noqa: E402
+
+SCALE = 2
+LAMP_CATEGORIES = [name for name, (kinds, _) in demo_data.DEMO_CATEGORIES.items() if "loudness" in kinds]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tools.py demo-figure", description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default="../data/demo-160x120")
+    p.add_argument("--tag-prefix", default="demo_", help="of the two ASVFI runs (tools.py demo: demo_)")
+    p.add_argument("--lr", default="2e-3", help="as typed in the runs' names")
+    p.add_argument("--out-dir", default=".", help="root of figs/")
+    return p.parse_args(argv)
+
+
+def methods(args):
+    """(label, folder of its generated frames) for the two ASVFI arms (best checkpoints) and DIS."""
+    def arm(tag):
+        run = runs.generated_run("asvfi", "adamw", args.lr, checkpoint=f"{runs.run_name('adamw', args.lr, tag)}_best.pth")
+        return runs.output_dir(args.data_root, "asvfi", SCALE, run)
+    return [("ASVFI, audio", arm(args.tag_prefix + "audio")), ("ASVFI, no audio", arm(args.tag_prefix + "noaudio")),
+            ("DIS", runs.output_dir(args.data_root, "dis", SCALE))]
+
+
+def mean_brightness(folder, index):
+    path = Path(folder) / f"frame_{index:05d}.png"
+    if not path.is_file():
+        raise utils.ASVFIError(f"{path}: missing; run `python tools.py demo` (or inference.py) first")
+    return float(np.asarray(Image.open(path), dtype=np.float32).mean())
+
+
+def light_changes(gt_video, out_video):
+    """(truth, prediction): each generated frame's mean brightness minus its neighbours' mean."""
+    n_frames = len(list(Path(gt_video).glob("frame_*.png")))
+    truth, prediction = [], []
+    for t in range(1, n_frames - 1, SCALE):
+        neighbours = (mean_brightness(gt_video, t - 1) + mean_brightness(gt_video, t + 1)) / 2
+        truth.append(mean_brightness(gt_video, t) - neighbours)
+        prediction.append(mean_brightness(out_video, t) - neighbours)
+    return truth, prediction
+
+
+def test_lamp_videos(data_root):
+    gt_root = runs.gt_dir(data_root, SCALE)
+    videos = [video for category in LAMP_CATEGORIES for video in sorted((gt_root / category).glob("v_*"))]
+    if not videos:
+        raise utils.ASVFIError(f"{gt_root}: no lamp videos ({', '.join(LAMP_CATEGORIES)}); run `python tools.py demo` first")
+    return videos
+
+
+def collect(args):
+    """label -> (truth, prediction) arrays over every generated frame of the lamp test videos."""
+    results = {}
+    for label, folder in methods(args):
+        pairs = [light_changes(video, folder / video.parent.name / video.name) for video in test_lamp_videos(args.data_root)]
+        results[label] = tuple(np.concatenate([np.asarray(pair[i]) for pair in pairs]) for i in (0, 1))
+    return results
+
+
+def slope(truth, prediction):
+    return float(np.polyfit(truth, prediction, 1)[0])
+
+
+def plot(results, path, title):
+    figure = Figure(figsize=(5.4, 4.4), tight_layout=True)
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    limit = max(np.abs(truth).max() for truth, _ in results.values())
+    axis.plot([-limit, limit], [-limit, limit], color="0.7", lw=1, zorder=0)
+    for (label, (truth, prediction)), marker in zip(results.items(), "o^s"):
+        axis.scatter(truth, prediction, s=10, marker=marker, alpha=0.6, label=f"{label} (slope {slope(truth, prediction):.2f})")
+    axis.set(xlabel="true frame − mean of its neighbours (grey levels)",
+             ylabel="generated frame − mean of its neighbours", title=title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    utils.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    results = collect(args)
+    print(f"generated − neighbours vs true − neighbours, mean brightness of each generated frame of the "
+          f"lamp videos ({', '.join(LAMP_CATEGORIES)}):")
+    path = Path(args.out_dir) / "figs" / f"{args.tag_prefix}light.png"
+    plot(results, path, title=f"Demo test split, lamp videos, 2x ({Path(args.data_root).name})")
+    for label, (truth, prediction) in results.items():
+        print(f"{label:16s} slope {slope(truth, prediction):+.2f} over {len(truth)} generated frames")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
