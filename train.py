@@ -32,6 +32,7 @@ import checkpoints
 import losses
 import metrics
 import model as asvfi
+import optimisation
 import prepare
 import registry
 import runs
@@ -211,67 +212,6 @@ def build_network(args, config, device):
     return network.to(device)
 
 
-def audio_gates(network):
-    """ASVFI's audio gates (none for other models or with --audio none)."""
-    if network.config["model"] != "asvfi" or network.audio is None:
-        return []
-    return network.audio.gates()
-
-
-def takes_weight_decay(name, parameter):
-    """Decay only weight matrices and kernels: biases, norms, gates, attention time slopes (all
-    1-D) and learned tokens are not pulled towards zero (or towards broad attention)."""
-    return parameter.ndim >= 2 and not name.rsplit(".", 1)[-1].endswith("token")
-
-
-def parameter_groups(args, network):
-    """Optimiser groups: (decay, no decay) x (the learning rate, gates at `--gate-lr-mult` x it);
-    empty ones are left out."""
-    gates = {id(p) for p in audio_gates(network)}
-    groups = {}
-    for name, parameter in network.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        gate, decay = id(parameter) in gates, takes_weight_decay(name, parameter)
-        group = groups.setdefault((gate, decay), {
-            "name": ("gates" if gate else "main") + ("" if decay else "_no_decay"), "params": [],
-            "lr": float(args.lr) * (args.gate_lr_mult if gate else 1.0)})
-        if not decay:
-            group["weight_decay"] = 0.0  # the decay groups take --weight-decay or the optimiser's default
-        group["params"].append(parameter)
-    return [groups[key] for key in sorted(groups)]
-
-
-def build_optimizer(args, network):
-    """The optimiser over `parameter_groups`."""
-    kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
-    return kinds[args.optimizer](parameter_groups(args, network), betas=(args.beta1, args.beta2), **decay)
-
-
-def build_scheduler(args, optimizer, steps_per_epoch):
-    """(scheduler or None, steps every batch?). Cosine: once per epoch, from --lr to 0 at --epochs;
-    one-cycle (PerVFI): every step over all --epochs."""
-    if args.scheduler == "cosine":
-        epochs = args.epochs
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))), False
-    if args.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                                   total_steps=args.epochs * steps_per_epoch,
-                                                   anneal_strategy="cos"), True
-    return None, False
-
-
-def follow_schedule(scheduler, optimizer):
-    """After a resume, set the learning rate the cosine curve of the *current* --epochs gives at the
-    restored epoch: a run resumed with a larger --epochs continues on the longer curve (the
-    one-cycle schedule cannot be stretched; resume_checkpoint refuses that case)."""
-    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)
-
-
 def predict(network, batch, amp, device, target=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
     model = network.module if isinstance(network, DistributedDataParallel) else network
@@ -442,7 +382,7 @@ def restore(path, checkpoint, state, procs):
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     if scheduler is not None and checkpoint["scheduler"] is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])
-        follow_schedule(scheduler, state.optimizer)
+        optimisation.follow_schedule(scheduler, state.optimizer)
     if state.scaler is not None and checkpoint.get("scaler"):
         state.scaler.load_state_dict(checkpoint["scaler"])
     states = checkpoint["rng"]
@@ -476,8 +416,8 @@ def check_outputs(paths, args):
 
 
 def build_state(args, network, steps, device):
-    optimizer = build_optimizer(args, network)
-    scheduler, per_batch = build_scheduler(args, optimizer, steps)
+    optimizer = optimisation.build_optimizer(args, network)
+    scheduler, per_batch = optimisation.build_scheduler(args, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" and device.type == "cuda" else None
     return TrainState(network, optimizer, scheduler, per_batch, scaler)
 

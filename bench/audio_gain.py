@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 import losses  # noqa: E402
 import main as train_entry  # noqa: E402
+import optimisation  # noqa: E402
 import runtime  # noqa: E402
 import train  # noqa: E402
 
@@ -56,7 +57,7 @@ def upstream_gradient_norms(targs, steps):
     """Upstream audio gradient norm after 0, 1, ..., steps AdamW updates of a fresh model."""
     train.seed_everything(targs.random_seed)
     network = train.build_network(targs, train.model_config(targs), torch.device("cpu"))
-    optimizer = train.build_optimizer(targs, network)
+    optimizer = optimisation.build_optimizer(targs, network)
     criterion = losses.build_criterion(targs.loss)
     train_set, _ = train.build_datasets(targs, runtime.Processes())
     batches = iter(DataLoader(train_set, batch_size=targs.batch_size, shuffle=False))

@@ -15,6 +15,7 @@ import torch
 
 import losses
 import main
+import optimisation
 import registry
 import runtime
 import train
@@ -329,7 +330,7 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
 def test_audio_gates_get_their_own_learning_rate():
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
     args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99, weight_decay=None)
-    groups = {g["name"]: g for g in train.build_optimizer(args, network).param_groups}
+    groups = {g["name"]: g for g in optimisation.build_optimizer(args, network).param_groups}
     gates = {id(p) for p in network.audio.gates()}
     assert {id(p) for p in groups["gates_no_decay"]["params"]} == gates and len(gates) == 2
     assert groups["gates_no_decay"]["lr"] == pytest.approx(2e-2)
@@ -342,7 +343,7 @@ def test_no_weight_decay_on_gates_norms_biases_tokens_and_time_slopes(weight_dec
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
     args = SimpleNamespace(lr="2e-3", gate_lr_mult=1.0, optimizer="adamw", beta1=0.9, beta2=0.99,
                            weight_decay=weight_decay)
-    decay_of = {id(p): g["weight_decay"] for g in train.build_optimizer(args, network).param_groups
+    decay_of = {id(p): g["weight_decay"] for g in optimisation.build_optimizer(args, network).param_groups
                 for p in g["params"]}
     names = dict(network.named_parameters())
     free = [n for n in names if n.endswith(("bias", "gate", "time_slope", "no_audio_token"))
