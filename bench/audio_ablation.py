@@ -130,12 +130,8 @@ def plot(logs, path, title="Demo data: audio vs no audio"):
     utils.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.size and not args.report_only:
-        make_demo_at_size(args)
-    if not args.report_only and not train_arms(args):
-        raise utils.ASVFIError("training an arm failed (see above)")
+def write_report(args):
+    """The per-epoch table (markdown) and curves of both arms, from their training logs."""
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
     command = "python tools.py audio_ablation " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
@@ -147,6 +143,15 @@ def main(argv=None):
     plot(logs, out / f"{name}.png", title=f"Demo data{f' ({args.size})' if args.size else ''}: audio vs no audio")
     print(report)
     print(f"wrote {out / name}.md and {out / name}.png")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.size and not args.report_only:
+        make_demo_at_size(args)
+    if not args.report_only and not train_arms(args):
+        raise utils.ASVFIError("training an arm failed (see above)")
+    write_report(args)
     return 0
 
 

@@ -5,9 +5,9 @@
 
 1. generates the demo set at --size under --data-root (once);
 2. trains the small ASVFI twice, with audio and with `--audio none`, at the same time (one CPU
-   thread each; `tools.py audio_ablation` with the tag prefix `demo_`);
-3. regenerates the test split at 2x with both arms' best checkpoints and with the repeat, blend
-   and DIS baselines (two processes at once);
+   thread each; the runs of `tools.py audio_ablation` with the tag prefix `demo_`);
+3. regenerates the test split at 2x with the repeat, blend and DIS baselines as soon as a CPU is
+   free, and with each arm's best checkpoint once it is trained (two processes at a time);
 4. scores all five with PSNR and SSIM and prints one table, best first, and the time each stage took;
 5. plots why (`tools.py demo-figure`): the light of each generated lamp frame against the truth.
 
@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,8 @@ import prepare  # noqa: E402
 import runs  # noqa: E402
 import tools  # noqa: E402
 import utils  # noqa: E402
+
+ablation = tools.load_bench("audio_ablation")
 
 BASELINES = (("repeat", "Repeat (previous frame)"), ("blend", "Blend (mean of neighbours)"),
              ("dis", "DIS (OpenCV optical flow, bidirectional warp)"))
@@ -87,15 +90,13 @@ def ensure_demo(args):
                                f"frames; use another --data-root, or the --size and --frames it was made with")
 
 
-def train_both_arms(args):
-    """The two ASVFI arms at once: `tools.py audio_ablation` (it also writes their validation curves)."""
-    flags = ["--data-root", args.data_root, "--epochs", str(args.epochs), "--crop", str(args.crop),
-            "--batch-size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
-            "--val-windows", str(args.val_windows), "--lr", args.lr, "--workers", "0", "--parallel",
-            "--overwrite", "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir]
-    print("$ python tools.py audio_ablation " + " ".join(flags), flush=True)
-    if tools.run_bench("audio_ablation", flags) != 0:
-        raise utils.ASVFIError("training the demo's ASVFI arms failed (see above)")
+def ablation_args(args):
+    """`tools.py audio_ablation`'s settings for the two arms (its report is written from them)."""
+    return ablation.parse_args([
+        "--data-root", args.data_root, "--epochs", str(args.epochs), "--crop", str(args.crop),
+        "--batch-size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
+        "--val-windows", str(args.val_windows), "--lr", args.lr, "--workers", "0", "--parallel",
+        "--overwrite", "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir])
 
 
 def best_checkpoint(args, tag):
@@ -103,35 +104,69 @@ def best_checkpoint(args, tag):
     return runs.best_checkpoint_path("asvfi", run, out_dir=args.out_dir)
 
 
-def jobs(args):
-    """(label, model flags) of the five methods in the table."""
+def methods(args):
+    """(label, tag of the ASVFI arm or None, model flags) of the five methods in the table."""
     common = ["--dataset", "demo", "--data-root", args.data_root, "--out-dir", args.out_dir, "-s", "2"]
-    methods = [(label, ["--model", model]) for model, label in BASELINES]
-    methods += [(label, ["--model", "asvfi", "--checkpoint", str(best_checkpoint(args, tag))]) for tag, label in ARMS]
-    return [(label, flags + common) for label, flags in methods]
+    rows = [(label, None, ["--model", model]) for model, label in BASELINES]
+    rows += [(label, tag, ["--model", "asvfi", "--checkpoint", str(best_checkpoint(args, tag))]) for tag, label in ARMS]
+    return [(label, tag, flags + common) for label, tag, flags in rows]
 
 
-def run_scripts(commands):
-    """Run the scripts two at a time, one CPU thread each; raise naming the first that failed."""
+def generate_and_score(flags):
+    return [["inference.py", *flags, "--overwrite"], ["evaluate.py", *flags, "--metrics", "psnr,ssim", "--restart"]]
+
+
+@dataclass
+class Job:
+    """Scripts run one after another in one process slot, once the jobs named in `after` are done."""
+    name: str
+    commands: list
+    after: tuple = ()
+    quiet: bool = True
+    started: float = 0.0
+
+
+def demo_jobs(args):
+    """Both arms first; the baselines when a slot frees up; each arm's frames once it is trained."""
+    settings = ablation_args(args)
+    jobs = [Job(f"train {tag}", [["main.py", *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]], quiet=False)
+            for tag, audio, _ in ablation.ARMS]
+    baselines = [command for _, tag, flags in methods(args) if tag is None for command in generate_and_score(flags)]
+    jobs.append(Job("baselines", baselines))
+    jobs += [Job(f"ASVFI {tag}", generate_and_score(flags), after=(f"train {tag}",))
+             for _, tag, flags in methods(args) if tag is not None]
+    return jobs
+
+
+def run_jobs(jobs, slots=2):
+    """Run the jobs `slots` at a time (one CPU thread each); raise naming the first script that failed.
+    Returns {job name: seconds}."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pending, running = list(commands), []
+    pending, running, seconds = list(jobs), {}, {}
+
+    def start(job, command):
+        print("$ python " + " ".join(command), flush=True)
+        out = subprocess.DEVNULL if job.quiet else None
+        running[job.name] = (job, command, subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=out))
+
     while pending or running:
-        while pending and len(running) < 2:
-            command = pending.pop(0)
-            print("$ python " + " ".join(command), flush=True)
-            running.append((command, subprocess.Popen([sys.executable, *command], env=env, cwd=REPO,
-                                                       stdout=subprocess.DEVNULL)))
-        command, proc = running.pop(0)
-        if proc.wait() != 0:
-            raise utils.ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); rerun it to see why")
-
-
-def generate_all(args):
-    run_scripts([["inference.py", *flags, "--overwrite"] for _, flags in jobs(args)])
-
-
-def score_all(args):
-    run_scripts([["evaluate.py", *flags, "--metrics", "psnr,ssim", "--restart"] for _, flags in jobs(args)])
+        for job in [j for j in pending if set(j.after) <= set(seconds)][:slots - len(running)]:
+            pending.remove(job)
+            job.started = time.perf_counter()
+            start(job, job.commands[0])
+        time.sleep(0.2)
+        for name, (job, command, proc) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            if proc.returncode != 0:
+                raise utils.ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); rerun it to see why")
+            del running[name]
+            rest = job.commands[job.commands.index(command) + 1:]
+            if rest:
+                start(job, rest[0])
+            else:
+                seconds[name] = time.perf_counter() - job.started
+    return seconds
 
 
 def summary_of(args, flags):
@@ -146,7 +181,7 @@ def summary_of(args, flags):
 def result_table(args):
     """Markdown table of the five methods on the demo test split, best PSNR first."""
     rows = []
-    for label, flags in jobs(args):
+    for label, _, flags in methods(args):
         metrics = summary_of(args, flags)["metrics"]
         rows.append((metrics["psnr"]["mean"], metrics["ssim"]["mean"], label))
     rows.sort(reverse=True)
@@ -161,14 +196,14 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     stages = Stages()
     stages.run("data", lambda: ensure_demo(args))
-    stages.run("training", lambda: train_both_arms(args))
-    stages.run("inference", lambda: generate_all(args))
-    stages.run("evaluation", lambda: score_all(args))
+    seconds = stages.run("training, generation, scoring", lambda: run_jobs(demo_jobs(args)))
+    ablation.write_report(ablation_args(args))
     table = result_table(args)
     utils.atomic_write_text(Path(args.out_dir) / "figs" / "demo.md", table + "\n")
     print("\n" + table + "\n")
     stages.run("figure", lambda: tools.run_bench("demo_figure", ["--data-root", args.data_root, "--lr", args.lr,
                                                                  "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir]))
+    print("jobs, two at a time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
     print(f"make demo: {stages.summary()}")
     return 0
 
