@@ -1,7 +1,9 @@
 """Shared fixtures: a small demo data set made once per test session, deterministic seeds."""
 import random
+import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -35,3 +37,13 @@ def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_data")
     prepare.build_demo(root, seed=0, show_progress=False, **DEMO_TEST_SIZE)
     return root
+
+
+@pytest.fixture
+def one_test_video_root(demo_root, tmp_path):
+    """A private copy of the demo data with only its first test video in the split."""
+    shutil.copytree(demo_root / "demo", tmp_path / "demo")
+    table = pd.read_csv(demo_root / "demo_split.csv")
+    first_test = table.index[table["split"] == "test"][0]
+    table[(table["split"] != "test") | (table.index == first_test)].to_csv(tmp_path / "demo_split.csv", index=False)
+    return tmp_path

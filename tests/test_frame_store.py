@@ -3,11 +3,9 @@ truth through hard links (and its summary does not count them), and the FFV1/Mat
 `tools.py bench-pipeline --frame-stores` compares them with gives every frame back bit-exactly."""
 import os
 import re
-import shutil
 
 import av
 import numpy as np
-import pandas as pd
 import pytest
 
 import evaluate
@@ -99,13 +97,8 @@ def test_store_comparison_counts_links_once_and_measures_every_store(tmp_path):
 
 
 @pytest.fixture
-def root(demo_root, tmp_path):
-    """A private copy of the demo data with only its first test video in the split."""
-    shutil.copytree(demo_root / "demo", tmp_path / "demo")
-    table = pd.read_csv(demo_root / "demo_split.csv")
-    first_test = table.index[table["split"] == "test"][0]
-    table[(table["split"] != "test") | (table.index == first_test)].to_csv(tmp_path / "demo_split.csv", index=False)
-    return tmp_path
+def root(one_test_video_root):
+    return one_test_video_root
 
 
 def test_inference_links_input_frames_to_the_ground_truth_and_reports_only_its_own_bytes(root, capsys):

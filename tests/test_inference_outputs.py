@@ -23,14 +23,8 @@ def run(*argv):
 
 
 @pytest.fixture
-def root(demo_root, tmp_path):
-    """A private copy of the demo data with only its first test video in the split."""
-    import shutil
-    shutil.copytree(demo_root / "demo", tmp_path / "demo")
-    table = pd.read_csv(demo_root / "demo_split.csv")
-    first_test = table.index[table["split"] == "test"][0]
-    table[(table["split"] != "test") | (table.index == first_test)].to_csv(tmp_path / "demo_split.csv", index=False)
-    return tmp_path
+def root(one_test_video_root):
+    return one_test_video_root
 
 
 def first_test_path(root):
