@@ -104,12 +104,26 @@ def best_checkpoint(args, tag):
     return runs.best_checkpoint_path("asvfi", run, out_dir=args.out_dir)
 
 
+@dataclass
+class Method:
+    """One row of the table: its label, the ASVFI arm's tag (None for a baseline) and its script flags."""
+    label: str
+    tag: str
+    model: str
+    checkpoint: str
+    flags: list
+
+
 def methods(args):
-    """(label, tag of the ASVFI arm or None, model flags) of the five methods in the table."""
+    """The five methods of the table: the baselines, then the two ASVFI arms' best checkpoints."""
     common = ["--dataset", "demo", "--data-root", args.data_root, "--out-dir", args.out_dir, "-s", "2"]
-    rows = [(label, None, ["--model", model]) for model, label in BASELINES]
-    rows += [(label, tag, ["--model", "asvfi", "--checkpoint", str(best_checkpoint(args, tag))]) for tag, label in ARMS]
-    return [(label, tag, flags + common) for label, tag, flags in rows]
+    rows = [Method(label, None, model, None, ["--model", model]) for model, label in BASELINES]
+    for tag, label in ARMS:
+        checkpoint = str(best_checkpoint(args, tag))
+        rows.append(Method(label, tag, "asvfi", checkpoint, ["--model", "asvfi", "--checkpoint", checkpoint]))
+    for row in rows:
+        row.flags += common
+    return rows
 
 
 def generate_and_score(flags):
@@ -131,10 +145,10 @@ def demo_jobs(args):
     settings = ablation_args(args)
     jobs = [Job(f"train {tag}", [["main.py", *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]], quiet=False)
             for tag, audio, _ in ablation.ARMS]
-    baselines = [command for _, tag, flags in methods(args) if tag is None for command in generate_and_score(flags)]
-    jobs.append(Job("baselines", baselines))
-    jobs += [Job(f"ASVFI {tag}", generate_and_score(flags), after=(f"train {tag}",))
-             for _, tag, flags in methods(args) if tag is not None]
+    rows = methods(args)
+    jobs.append(Job("baselines", [command for row in rows if row.tag is None for command in generate_and_score(row.flags)]))
+    jobs += [Job(f"ASVFI {row.tag}", generate_and_score(row.flags), after=(f"train {row.tag}",))
+             for row in rows if row.tag is not None]
     return jobs
 
 
@@ -144,46 +158,45 @@ def run_jobs(jobs, slots=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pending, running, seconds = list(jobs), {}, {}
 
-    def start(job, command):
+    def start_next(job, remaining):
+        command = next(remaining, None)
+        if command is None:
+            seconds[job.name] = time.perf_counter() - job.started
+            return
         print("$ python " + " ".join(command), flush=True)
         out = subprocess.DEVNULL if job.quiet else None
-        running[job.name] = (job, command, subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=out))
+        proc = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=out)
+        running[job.name] = (job, remaining, command, proc)
 
     while pending or running:
         for job in [j for j in pending if set(j.after) <= set(seconds)][:slots - len(running)]:
             pending.remove(job)
             job.started = time.perf_counter()
-            start(job, job.commands[0])
+            start_next(job, iter(job.commands))
         time.sleep(0.2)
-        for name, (job, command, proc) in list(running.items()):
+        for name, (job, remaining, command, proc) in list(running.items()):
             if proc.poll() is None:
                 continue
             if proc.returncode != 0:
                 raise utils.ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); rerun it to see why")
             del running[name]
-            rest = job.commands[job.commands.index(command) + 1:]
-            if rest:
-                start(job, rest[0])
-            else:
-                seconds[name] = time.perf_counter() - job.started
+            start_next(job, remaining)
     return seconds
 
 
-def summary_of(args, flags):
-    """The evaluation summary JSON that evaluate.py wrote for these model flags."""
-    model = flags[flags.index("--model") + 1]
-    checkpoint = flags[flags.index("--checkpoint") + 1] if "--checkpoint" in flags else None
-    run = runs.generated_run(model, "adamw", args.lr, checkpoint=checkpoint)
-    csv_path = runs.eval_csv_path(model, run, 2, out_dir=args.out_dir)
+def summary_of(args, row):
+    """The evaluation summary JSON that evaluate.py wrote for one method of the table."""
+    run = runs.generated_run(row.model, "adamw", args.lr, checkpoint=row.checkpoint)
+    csv_path = runs.eval_csv_path(row.model, run, 2, out_dir=args.out_dir)
     return json.loads(csv_path.with_name(csv_path.stem + "_summary.json").read_text())
 
 
 def result_table(args):
     """Markdown table of the five methods on the demo test split, best PSNR first."""
     rows = []
-    for label, _, flags in methods(args):
-        metrics = summary_of(args, flags)["metrics"]
-        rows.append((metrics["psnr"]["mean"], metrics["ssim"]["mean"], label))
+    for row in methods(args):
+        metrics = summary_of(args, row)["metrics"]
+        rows.append((metrics["psnr"]["mean"], metrics["ssim"]["mean"], row.label))
     rows.sort(reverse=True)
     lines = [f"Demo test split ({args.size}, 2x: frames 0, 2, 4, ... in, every other frame generated; "
              f"mean over videos of the per-video mean; protocol asvfi)", "",

@@ -42,8 +42,8 @@ def parse_args(argv):
 def methods(args):
     """(label, folder of its generated frames) for the two ASVFI arms (best checkpoints) and DIS."""
     def arm(tag):
-        run = runs.generated_run("asvfi", "adamw", args.lr, checkpoint=f"{runs.run_name('adamw', args.lr, tag)}_best.pth")
-        return runs.output_dir(args.data_root, "asvfi", SCALE, run)
+        best = runs.best_checkpoint_path("asvfi", runs.run_name("adamw", args.lr, tag))
+        return runs.output_dir(args.data_root, "asvfi", SCALE, runs.generated_run("asvfi", "adamw", args.lr, checkpoint=best))
     return [("ASVFI, audio", arm(args.tag_prefix + "audio")), ("ASVFI, no audio", arm(args.tag_prefix + "noaudio")),
             ("DIS", runs.output_dir(args.data_root, "dis", SCALE))]
 
@@ -55,18 +55,19 @@ def mean_brightness(folder, index):
     return float(np.asarray(Image.open(path), dtype=np.float32).mean())
 
 
-def light_changes(gt_video, out_video):
-    """(truth, prediction): each generated frame's mean brightness minus its neighbours' mean."""
-    n_frames = len(list(Path(gt_video).glob("frame_*.png")))
-    truth, prediction = [], []
-    for t in range(1, n_frames - 1, SCALE):
-        neighbours = (mean_brightness(gt_video, t - 1) + mean_brightness(gt_video, t + 1)) / 2
-        truth.append(mean_brightness(gt_video, t) - neighbours)
-        prediction.append(mean_brightness(out_video, t) - neighbours)
-    return truth, prediction
+def generated_indices(n_frames):
+    """Indices of the frames a 2x run generates: the odd ones with both neighbours."""
+    return range(1, n_frames - 1, SCALE)
 
 
-def test_lamp_videos(data_root):
+def truth_of(gt_video):
+    """(generated indices, each one's true mean brightness, the mean of its two neighbours' means)."""
+    means = [mean_brightness(gt_video, t) for t in range(len(list(Path(gt_video).glob("frame_*.png"))))]
+    indices = generated_indices(len(means))
+    return indices, np.array([means[t] for t in indices]), np.array([(means[t - 1] + means[t + 1]) / 2 for t in indices])
+
+
+def lamp_test_videos(data_root):
     gt_root = runs.gt_dir(data_root, SCALE)
     videos = [video for category in LAMP_CATEGORIES for video in sorted((gt_root / category).glob("v_*"))]
     if not videos:
@@ -75,11 +76,16 @@ def test_lamp_videos(data_root):
 
 
 def collect(args):
-    """label -> (truth, prediction) arrays over every generated frame of the lamp test videos."""
+    """label -> (truth, prediction): each generated frame's mean brightness minus its neighbours'
+    mean, over every generated frame of the lamp test videos (each ground-truth frame read once)."""
+    videos = lamp_test_videos(args.data_root)
+    truth = {video: truth_of(video) for video in videos}
     results = {}
     for label, folder in methods(args):
-        pairs = [light_changes(video, folder / video.parent.name / video.name) for video in test_lamp_videos(args.data_root)]
-        results[label] = tuple(np.concatenate([np.asarray(pair[i]) for pair in pairs]) for i in (0, 1))
+        changes = [(true - around, np.array([mean_brightness(folder / video.parent.name / video.name, t)
+                                             for t in indices]) - around)
+                   for video, (indices, true, around) in truth.items()]
+        results[label] = tuple(np.concatenate([pair[i] for pair in changes]) for i in (0, 1))
     return results
 
 
