@@ -259,20 +259,23 @@ def write_png(frame, index, folders):
     first, *others = (Path(folder) / video_io.png_name(index) for folder in folders)
     video_io.write_png_bytes(first, data)
     for path in others:
-        try:
-            os.link(first, path)
-        except OSError:  # a file system without hard links
-            video_io.write_png_bytes(path, data)
+        hard_link_or(first, path, lambda: video_io.write_png_bytes(path, data))
 
 
 def link_png(gt, folder, frame, index):
     """The input frame's PNG hard-linked from the current ground truth (the same bytes); encoded
     when the link fails (another file system, the GT replaced meanwhile)."""
     name = video_io.png_name(index)
+    hard_link_or(Path(gt) / name, Path(folder) / name, lambda: write_png(frame, index, (folder,)))
+
+
+def hard_link_or(source, path, fallback):
+    """Hard-link `path` to `source`; call `fallback()` where that fails (a file system without hard
+    links, another file system, the source gone)."""
     try:
-        os.link(Path(gt) / name, Path(folder) / name)
+        os.link(source, path)
     except OSError:
-        write_png(frame, index, (folder,))
+        fallback()
 
 
 def own_bytes(folder, shared_with):
