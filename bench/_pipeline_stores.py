@@ -22,6 +22,7 @@ import numpy as np
 
 import evaluate
 import publish
+import utils
 from video_io import MediaError
 
 # This FFmpeg's FFV1 encoder has no 8-bit planar RGB (gbrp); bgr0 is 8-bit RGB with a padding byte.
@@ -53,18 +54,16 @@ def png_frames(folder):
 
 def write_ffv1(path, frames, options, fps=25):
     """Lossless FFV1/Matroska of (H, W, 3) uint8 RGB frames, written atomically."""
-    tmp = publish.partial_name(path)
     height, width = frames[0].shape[:2]
-    try:
+
+    def write(tmp):
         with av.open(str(tmp), "w", format="matroska") as container:
             stream = container.add_stream("ffv1", rate=fps, options=dict(options))
             stream.width, stream.height, stream.pix_fmt = width, height, FFV1_PIXEL_FORMAT
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
             container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        publish.remove(tmp)
+    utils.atomic_write(path, write)
 
 
 def rgb_view(frame, path):
