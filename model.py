@@ -102,7 +102,9 @@ def fit_hint(config):
     """What to check when weights do not fit an ASVFI of this config (registry.load_model adds it)."""
     return (f"The model: scale {config['scale']}, depth {config['depth']}, width {config['width']}, encoder "
             f"biases {encoder_bias(config)}, audio {config['audio']}. FLAVR 2x checkpoints have no encoder "
-            "biases and 4x/8x ones have them; check --scale / encoder_bias.")
+            "biases and 4x/8x ones have them; check --scale / encoder_bias. ASVFI checkpoints with "
+            "audio.*.value_norm keys come from an earlier version that normalised the attention values; "
+            "train them again.")
 
 
 # ----------------------------------------------------------------------------- audio front-end
@@ -217,8 +219,10 @@ class AudioFusion(nn.Module):
     """Cross-attention from video features to audio tokens, once per target time, added as zero at init.
 
     Query of video token (t_j, y, x) for target k: proj(LN(feature)) + proj(encodings of t_j, y,
-    x) + proj(encoding of k/s). Keys: LN(audio token + proj(encoding of its time)); values: the
-    token. Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned, initialised
+    x) + proj(encoding of k/s). Keys: LN(audio token + proj(encoding of its time)); values:
+    proj(audio token), not normalised, because a token's magnitude carries the loudness (a
+    LayerNorm there hid it, and the demo's audio arm then learned to use the sound in some runs
+    and not in others). Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned, initialised
     from broad to sharp), so attention can pick the sound at the target instant. The per-target
     results are concatenated (targets stay distinguishable for the output head), projected to the
     feature channels and added as x + tanh(gate) * result. A fresh block adds zero: with init
@@ -243,7 +247,6 @@ class AudioFusion(nn.Module):
         self.query_target_time = nn.Linear(TIME_FEATURES, dim, bias=False)
         self.key_time = nn.Linear(TIME_FEATURES, token_dim)
         self.key_norm = nn.LayerNorm(token_dim)
-        self.value_norm = nn.LayerNorm(token_dim)
         self.key = nn.Linear(token_dim, dim)
         self.value = nn.Linear(token_dim, dim)
         self.out = nn.Linear(n_targets * dim, channels)
@@ -282,7 +285,7 @@ class AudioFusion(nn.Module):
         query = self._queries(x, frame_times)
         timed_tokens = tokens + self.key_time(time_features(token_times)).to(tokens.dtype)
         keys = self._split_heads(self.key(self.key_norm(timed_tokens)))
-        values = self._split_heads(self.value(self.value_norm(tokens)))
+        values = self._split_heads(self.value(tokens))
         bias = self._logit_bias(keys, token_times, target_times).to(query.dtype)
 
         def per_target(t):  # (B, ...) -> (B * n, ...); no copy when there is a single target

@@ -268,11 +268,40 @@ def test_time_bias_lets_each_target_read_the_audio_at_its_instant():
     fusion.out.register_forward_pre_hook(lambda module, inputs: captured.update(attended=inputs[0]))
     with torch.no_grad():
         fusion(torch.randn(1, 8, 4, 3, 2), tokens, token_times, targets, torch.tensor([-1.0, 0.0, 1.0, 2.0]))
-        values = fusion.value(fusion.value_norm(tokens))[0]
+        values = fusion.value(tokens)[0]
     per_target = captured["attended"].view(1, -1, n_targets, dim)[0]
     for k, t in enumerate(targets):
         nearest = int(torch.argmin((token_times[0] - t).abs()))
         assert torch.allclose(per_target[:, k], values[nearest].expand_as(per_target[:, k]), atol=1e-5)
+
+
+def test_the_loudness_of_a_token_reaches_what_the_fusion_adds():
+    """Values are not normalised: the token's magnitude (the encoder's response to a louder sound) changes
+    what is added. One token, so the attention weight is 1 whatever the keys."""
+    torch.manual_seed(0)
+    fusion = AudioFusion(channels=8, token_dim=16, dim=16, heads=2, n_targets=1)
+    with torch.no_grad():
+        fusion.gate.fill_(0.5)
+    x, token = torch.randn(1, 8, 4, 3, 2), torch.randn(1, 1, 16)
+    times = (torch.zeros(1, 1), torch.tensor([0.5]), torch.tensor(asvfi.INPUT_FRAME_TIMES))
+    with torch.no_grad():
+        quiet, loud = (fusion(x, scale * token, *times) - x for scale in (1.0, 2.0))
+    assert (loud - quiet).abs().max() > 0.1 * quiet.abs().max()
+
+
+def test_checkpoint_with_normalised_values_is_refused_with_advice(tmp_path):
+    model = build_model(tiny_config())
+    state = model.state_dict()
+    for name in ("bottleneck_fusion", "decoder_fusion"):
+        state[f"audio.{name}.value_norm.weight"] = torch.ones(32)
+        state[f"audio.{name}.value_norm.bias"] = torch.zeros(32)
+    path = tmp_path / "old.pth"
+    checkpoints.save({"model": "asvfi", "config": model.config, "state_dict": state}, path)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        load_model(path)
+    message = str(error.value)
+    assert str(path) in message and "audio.bottleneck_fusion.value_norm.weight" in message
+    assert "normalised the attention values" in message
 
 
 # ----------------------------------------------------------------------------- gates and the no-audio token
@@ -290,13 +319,12 @@ def test_fresh_model_ignores_audio_and_a_trained_branch_uses_it():
         assert torch.equal(closed, baseline) and torch.equal(silent, baseline)
         wake_audio(model)
         sounding = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
-        other_sound = model(inputs, audio=audio.flip(-1), audio_times=times,
-                            has_audio=torch.tensor([True, True]))["pred"]
+        quieter = model(inputs, audio=0.1 * audio, audio_times=times, has_audio=torch.tensor([True, True]))["pred"]
         silent = model(inputs, audio=audio, audio_times=times, has_audio=torch.tensor([False, False]))["pred"]
         silent_other = model(inputs, audio=audio.flip(-1), audio_times=times,
                              has_audio=torch.tensor([False, False]))["pred"]
         no_audio_given = model(inputs)["pred"]
-    assert (sounding - baseline).abs().max() > 1e-3 and (sounding - other_sound).abs().max() > 1e-4
+    assert (sounding - baseline).abs().max() > 1e-3 and (sounding - quieter).abs().max() > 1e-4
     assert (silent - sounding).abs().max() > 1e-4
     assert torch.allclose(silent, silent_other, atol=1e-6) and torch.allclose(silent, no_audio_given, atol=1e-6)
 
