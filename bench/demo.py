@@ -1,6 +1,6 @@
 """The demo end to end: does the sound help? Trained, generated and scored in one command (`make demo`).
 
-    python tools.py demo                                   # ../data/demo-160x120, ~6 min on 2 CPU cores
+    python tools.py demo                                   # ../data/demo-160x120, 3-6 min on 2 CPU cores
     python tools.py demo --size 320x240 --data-root ../data/demo-320x240 --epochs 12
 
 1. generates the demo set at --size under --data-root (once);
@@ -46,9 +46,9 @@ def parse_args(argv):
     p.add_argument("--data-root", default="../data/demo-160x120", help="the demo set is generated here once")
     p.add_argument("--size", default="160x120", help="WxH of the generated demo frames")
     p.add_argument("--frames", type=int, default=100, help="frames per generated clip (25 fps)")
-    p.add_argument("--epochs", type=int, default=6)
-    # Small crops: on 2 CPU cores a step's cost is proportional to its pixels, and 768 steps of
-    # 32-pixel crops teach the sound within the budget where 320 steps of 64-pixel crops did not.
+    p.add_argument("--epochs", type=int, default=4)
+    # Small crops: on 2 CPU cores a step's cost is proportional to its pixels, and the sound is
+    # learned sooner from many small steps than from a few large ones (README, "Does the sound help?").
     p.add_argument("--crop", type=int, default=32, help="random training crop; 0 = full frames")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--windows-per-video", type=int, default=32)
