@@ -222,8 +222,8 @@ class AudioFusion(nn.Module):
     x) + proj(encoding of k/s). Keys: LN(audio token + proj(encoding of its time)); values:
     proj(audio token), not normalised, because a token's magnitude carries the loudness (a
     LayerNorm there hid it, and the demo's audio arm then learned to use the sound in some runs
-    and not in others). Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned, initialised
-    from broad to sharp), so attention can pick the sound at the target instant. The per-target
+    and not in others). Each head adds -slope_h * |k/s - t_token| to its logits (slopes learned,
+    initialised from broad to sharp), so attention can pick the sound at the target instant. The per-target
     results are concatenated (targets stay distinguishable for the output head), projected to the
     feature channels and added as x + tanh(gate) * result. A fresh block adds zero: with init
     "zero_gate" the gates are zero (the first step moves only them, later ones the whole branch);
