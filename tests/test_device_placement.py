@@ -11,12 +11,14 @@ are replaced for the test; the values themselves are tested elsewhere.
 """
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import flow
+import interpolate
 import losses
 import lpips_parts
 import metrics
@@ -134,3 +136,12 @@ def test_pixel_losses_stay_on_the_device(loss):
     value = loss(pred, meta_rand(2, 1, 3, 64, 64))
     value.backward()
     assert value.device == META and pred.grad.device == META
+
+
+@pytest.mark.parametrize("tile", [0, 32])
+def test_interpolation_engine_batches_and_tiles_on_the_device(tile):
+    network = asvfi.ASVFI(asvfi.default_config(scale=2, width=0.125, audio="mel")).to(META).eval()
+    engine = interpolate.Engine(network, META, scale=2, tile=tile, tile_overlap=8)
+    samples = np.zeros((3, 4096), dtype=np.float32)
+    pred = engine.predict(meta_rand(3, 4, 3, 48, 64), samples, samples, has_audio=True)
+    assert pred.device == META and pred.shape == (3, 1, 3, 48, 64)
