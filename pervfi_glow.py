@@ -5,6 +5,7 @@ normalisation, with the authors' parameter names.
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -25,6 +26,23 @@ def unsqueeze2d(x):
     return x.reshape(batch, channels // 4, height * 2, width * 2)
 
 
+def summed_over_processes(tensor):
+    """In a training process group (DDP), the sum over every process; otherwise the tensor itself."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def channel_mean_and_std(x):
+    """Per-channel mean and (n - 1) std of an N C H W batch; under DDP, of the batches of all processes
+    together, so that every replica starts from the same statistics. Two passes in float64."""
+    flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
+    count = summed_over_processes(torch.tensor(float(flat.shape[1]), dtype=torch.float64, device=x.device))
+    mean = summed_over_processes(flat.sum(1)) / count
+    variance = summed_over_processes((flat - mean[:, None]).square().sum(1)) / (count - 1)
+    return mean.float(), variance.sqrt().float()
+
+
 def gaussian_log_p(x, mean, log_sd):
     return -0.5 * math.log(2 * math.pi) - log_sd - 0.5 * (x - mean) ** 2 * torch.exp(-2 * log_sd)
 
@@ -33,7 +51,9 @@ class ActNorm(nn.Module):
     """y = (exp(logs) + 1e-8) (x + loc); log|det| = H W sum(logs) (one value for the batch).
 
     While `initialized` is 0, the first call (in either direction) sets loc = -mean and
-    logs = log(1 / (std + 1e-6) + 1e-6) per channel from its input. The inverse is
+    logs = log(1 / (std + 1e-6) + 1e-6) per channel from its input (under DDP, from the inputs of
+    all processes: the official code lets each GPU start from its own batch, and the replicas then
+    never agree). The inverse is
     x = y exp(-logs) - loc (it ignores the 1e-8, as the official code does).
     """
 
@@ -45,9 +65,9 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def initialize(self, x):
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1)
-        self.loc.copy_(-flat.mean(1).view(1, -1, 1, 1))
-        self.logs.copy_(torch.log(1 / (flat.std(1) + 1e-6) + 1e-6).view(1, -1, 1, 1))
+        mean, std = channel_mean_and_std(x)
+        self.loc.copy_(-mean.view(1, -1, 1, 1))
+        self.logs.copy_(torch.log(1 / (std + 1e-6) + 1e-6).view(1, -1, 1, 1))
         self.initialized.fill_(1)
 
     def forward(self, x, reverse=False):

@@ -278,16 +278,21 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
 
 
 # ----------------------------------------------------------------------------- DDP
-def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
-    """2 processes x batch 1 == 1 process x batch 2 (same windows, averaged gradients); ranks end equal."""
-    flags = ["--epochs", "1", "--limit-steps", "3", "--batch_size", "1"]
+def two_process_gloo_run(demo_root, tmp_path, *flags):
+    """main.py's training under torchrun with 2 CPU processes; every rank's final weights."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                "tests/ddp_worker.py", str(tmp_path / "ranks"),
                *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    rank0, rank1 = load(tmp_path / "ranks/rank0.pth"), load(tmp_path / "ranks/rank1.pth")
+    return load(tmp_path / "ranks/rank0.pth"), load(tmp_path / "ranks/rank1.pth")
+
+
+def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
+    """2 processes x batch 1 == 1 process x batch 2 (same windows, averaged gradients); ranks end equal."""
+    flags = ["--epochs", "1", "--limit-steps", "3", "--batch_size", "1"]
+    rank0, rank1 = two_process_gloo_run(demo_root, tmp_path, *flags)
     saved = load(tmp_path / f"ddp/weights/asvfi/{RUN}.pth")
     assert_same_weights(rank0, rank1)
     assert_same_weights(rank0, saved["state_dict"])
@@ -303,6 +308,17 @@ def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
     assert gap < 1e-5 < moved
     for key in ("train_loss", "val_loss", "val_psnr", "val_ssim"):
         assert saved["history"][0][key] == pytest.approx(single["history"][0][key], rel=1e-5)
+
+
+def test_two_process_pervfi_from_scratch_keeps_its_replicas_equal(demo_root, tmp_path):
+    """A fresh PerVFI sets its ActNorms from the first batch; under DDP from every process's batch,
+    so the replicas start, and stay, equal (from its own batch, each replica's ActNorms differ)."""
+    rank0, rank1 = two_process_gloo_run(demo_root, tmp_path, *PERVFI, "--epochs", "1", "--limit-steps", "2",
+                                        "--batch_size", "1")
+    assert_same_weights(rank0, rank1)
+    assert_same_weights(rank0, load(tmp_path / f"ddp/weights/pervfi/{PERVFI_RUN}.pth")["state_dict"])
+    actnorms = [k for k in rank0 if k.endswith("actnorm.initialized")]
+    assert len(actnorms) == 51 and all(rank0[k] == 1 for k in actnorms)
 
 
 # ----------------------------------------------------------------------------- audio ablation report
