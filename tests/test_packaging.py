@@ -51,3 +51,12 @@ def test_fixtures_used_by_the_tests_are_in_the_repository():
     assert used, "the fixture tests load their data through compat.load_fixture"
     missing = sorted(name for name in used if not (ROOT / "tests" / "fixtures" / name).is_file())
     assert not missing
+
+
+def test_benchmarks_parameter_table_is_what_the_params_tool_prints(capsys):
+    import tools
+    assert tools.main(["params", "--models", "pervfi"]) == 0
+    printed = capsys.readouterr().out
+    assert "pervfi (default config): 8,667,545 trainable parameters" in printed  # the published network
+    table = [line for line in printed.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 7 and "\n".join(table) in (ROOT / "BENCHMARKS.md").read_text()
