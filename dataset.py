@@ -21,7 +21,7 @@ the video file (size, mtime); otherwise the video is scanned once per worker.
 import json
 import math
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +143,21 @@ def crop_size(crop):
         return crop, crop
     height, width = crop
     return int(height), int(width)
+
+
+TOO_SHORT, TOO_SMALL = "too short for one window", "smaller than the crop"
+
+
+def unusable_summary(verdicts):
+    """How many videos were dropped for each reason, an example of each, and the way out."""
+    counts, examples = Counter(), {}
+    for entry, (kind, reason) in verdicts:
+        counts[kind] += 1
+        examples.setdefault(kind, f"{entry.path}: {reason}")
+    summary = "; ".join(f"{n} {kind} (e.g. {examples[kind]})" for kind, n in counts.items())
+    if TOO_SMALL in counts:
+        summary += "; train with a smaller --crop, or --crop 0 for whole frames"
+    return summary
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -281,27 +296,34 @@ class VFIWindows(EpochDraws):
         self.target_times = torch.arange(1, self.scale, dtype=torch.float32) / self.scale
 
     def _usable_videos(self, rows):
-        """Drop videos too short for one window (or smaller than the crop), with one warning."""
+        """Drop videos too short for one window (or smaller than the crop), with one warning; when
+        none is left, an error that says why."""
         if not rows:
             raise ValueError(f"{self.csv_path}: split {self.split!r} has no videos")
-        usable, skipped = [], []
-        for entry in rows:
-            if entry.n_frames < frames_needed(self.scale):
-                skipped.append((entry.path, f"{entry.n_frames} frames < {frames_needed(self.scale)} "
-                                            f"needed for one {self.scale}x window"))
-            elif self.crop and (entry.height < self.crop[0] or entry.width < self.crop[1]):
-                skipped.append((entry.path, f"{entry.width}x{entry.height} smaller than crop "
-                                            f"{self.crop[1]}x{self.crop[0]}"))
-            else:
-                usable.append(entry)
+        verdicts = [(entry, self.why_unusable(entry)) for entry in rows]
+        usable = [entry for entry, why in verdicts if why is None]
+        skipped = [(entry.path, why[1]) for entry, why in verdicts if why is not None]
         if skipped:
             listing = "; ".join(f"{path} ({why})" for path, why in skipped)
             warnings.warn(f"{self.csv_path} split {self.split!r}: skipped {len(skipped)} of {len(rows)} "
                           f"videos: {listing}", stacklevel=3)
         if not usable:
-            raise ValueError(f"{self.csv_path} split {self.split!r}: no video has enough frames for a "
-                             f"{self.scale}x window ({frames_needed(self.scale)} frames)")
+            raise ValueError(f"{self.csv_path} split {self.split!r}: none of its {len(rows)} videos is usable: "
+                             f"{unusable_summary(verdicts)}")
         return usable, skipped
+
+    def why_unusable(self, entry):
+        """None for a video that gives windows, else (kind, reason)."""
+        needed = frames_needed(self.scale)
+        if entry.n_frames < needed:
+            return TOO_SHORT, f"{entry.n_frames} frames < {needed} needed for one {self.scale}x window"
+        if self.crop and (entry.height < self.crop[0] or entry.width < self.crop[1]):
+            return TOO_SMALL, f"{entry.width}x{entry.height} smaller than crop {self.crop[1]}x{self.crop[0]}"
+        return None
+
+    def frame_sizes(self):
+        """The (height, width) of its windows: the crop, or the distinct sizes of its videos."""
+        return {self.crop} if self.crop else {(entry.height, entry.width) for entry in self.videos}
 
     # ------------------------------------------------------------------ Dataset protocol
     def __len__(self):

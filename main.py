@@ -3,7 +3,7 @@
     python main.py --optimizer adamw --lr 6e-4                       # -> weights/asvfi/adamw_6e-4.pth, figs/
     python main.py --dataset demo --width 0.125 --crop 128 --batch-size 4 --epochs 6 --windows-per-video 8
     python main.py --optimizer adamw --lr 6e-4 --start-epoch 10      # resume after 10 finished epochs
-    python main.py --model pervfi --loss '1*NLL+0.1*Lap'             # PerVFI recipe without VGG weights
+    python main.py --model pervfi --loss '1*NLL+0.1*PerVFILap'       # PerVFI recipe without VGG weights
     python main.py --dataset vimeo-septuplet --data-root ../data --audio none  # FLAVR's data: README has its recipe
     torchrun --nproc_per_node=4 main.py ...                          # DDP (NCCL on GPUs, gloo on CPU)
 
@@ -62,7 +62,9 @@ def build_parser():
                        help="FLAVR checkpoint loaded into the ASVFI video branch before training")
 
     data = cli.add_data_flags(p)
-    data.add_argument("--crop", type=int, default=256, help="random training crop; 0 = full frames")
+    data.add_argument("--crop", type=int, default=224,
+                      help="random training crop (224 fits UCF-101's 320x240 frames; FLAVR's Vimeo-90K "
+                           "recipe crops 256); 0 = full frames")
     data.add_argument("--val-crop", type=int, default=0,
                       help="validation centre crop; 0 = full frames, as the evaluation protocol scores them")
     data.add_argument("--windows-per-video", type=int, default=1, help="random training windows per video per epoch")

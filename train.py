@@ -175,7 +175,24 @@ def build_datasets(args, procs):
     return train_set, val_set
 
 
+def frame_sizes(windows):
+    """The frame sizes of a set's windows (one for Vimeo-90K, whose frames are all 448x256)."""
+    windows = windows.dataset if isinstance(windows, Subset) else windows
+    return windows.frame_sizes() if isinstance(windows, VFIWindows) else {None}
+
+
+def check_one_frame_size(train_set, args):
+    """Whole-frame training batches need one frame size; say so before the DataLoader fails to stack."""
+    sizes = frame_sizes(train_set)
+    if args.batch_size > 1 and len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:4])
+        raise TrainingStopped(f"{train_set.csv_path}: --crop 0 trains on whole frames, but the train split's videos "
+                              f"have {len(sizes)} frame sizes ({shown}); a batch needs one size: pass --crop N "
+                              f"(at most the smallest frame) or --batch-size 1")
+
+
 def train_loader(train_set, args, procs):
+    check_one_frame_size(train_set, args)
     sampler = DistributedSampler(train_set, num_replicas=procs.world, rank=procs.rank, shuffle=True,
                                  seed=args.random_seed, drop_last=True)
     loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
@@ -188,9 +205,11 @@ def train_loader(train_set, args, procs):
 
 
 def val_loader(val_set, args, procs):
-    """Each process validates its own share (no padding, so every window counts once)."""
+    """Each process validates its own share (no padding, so every window counts once); whole frames
+    of several sizes go one window at a time (the sums do not depend on the batch size)."""
     shard = Subset(val_set, list(range(procs.rank, len(val_set), procs.world)))
-    return DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    batch_size = args.batch_size if len(frame_sizes(val_set)) == 1 else 1
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=args.workers)
 
 
 def to_device(batch, device):

@@ -330,3 +330,10 @@ def test_demo_windows_batch_with_the_default_collate(demo_root):
     assert 0 <= batch["inputs"].min() and batch["inputs"].max() <= 1
     item = val[len(val) - 1]
     assert item["inputs"].shape == (4, 3, 240, 320) and len(val) == 2 * len(val.videos)
+
+
+def test_a_crop_larger_than_every_video_says_so_and_how_to_fix_it(tiny_root):
+    with pytest.raises(ValueError, match=r"none of its 4 videos is usable: 3 smaller than the crop \(e\.g\. "
+                                         r"Coded/v_Coded_g01_c01\.avi: 64x48 smaller than crop 96x96\); "
+                                         r"1 too short .*--crop 0 for whole frames"):
+        windows(tiny_root, 4, train=True, crop=96)

@@ -321,6 +321,49 @@ def test_two_process_pervfi_from_scratch_keeps_its_replicas_equal(demo_root, tmp
     assert len(actnorms) == 51 and all(rank0[k] == 1 for k in actnorms)
 
 
+# ----------------------------------------------------------------------------- frame sizes and crops
+def demo_with_one_video_resized(demo_root, tmp_path, split, width, height):
+    """The demo set with the split CSV saying one `split` video has another frame size."""
+    (tmp_path / "demo").symlink_to(demo_root / "demo")
+    with open(demo_root / "demo_split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    first = next(row for row in rows if row["split"] == split)
+    first.update(width=width, height=height)
+    with open(tmp_path / "demo_split.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path, first["path"]
+
+
+def test_default_crop_fits_ucf101_sized_frames(demo_root):
+    args = main.parse_args(["--data-root", str(demo_root)])  # the demo here is 320x240, as UCF-101
+    train_set = train.VFIWindows(demo_root, "demo", "train", 2, train.Sampling(train=True, crop=args.crop))
+    assert not train_set.skipped and train_set.frame_sizes() == {(args.crop, args.crop)}
+
+
+def test_whole_frame_batches_of_several_sizes_stop_with_the_way_out(demo_root, tmp_path):
+    root, resized = demo_with_one_video_resized(demo_root, tmp_path, "train", 322, 240)
+    whole_frames = train.VFIWindows(root, "demo", "train", 2, train.Sampling(train=True))
+    assert whole_frames.frame_sizes() == {(240, 320), (240, 322)}
+    args = SimpleNamespace(batch_size=2, random_seed=0, workers=0, limit_steps=0)
+    with pytest.raises(train.TrainingStopped, match=r"2 frame sizes \(320x240, 322x240\).*--crop N.*--batch-size 1"):
+        train.train_loader(whole_frames, args, runtime.Processes())
+    cropped = train.VFIWindows(root, "demo", "train", 2, train.Sampling(train=True, crop=32))
+    assert train.train_loader(cropped, args, runtime.Processes())[0].batch_size == 2  # crops share a size
+    args.batch_size = 1
+    assert len(train.train_loader(whole_frames, args, runtime.Processes())[0]) > 0
+
+
+def test_validation_on_whole_frames_of_several_sizes_goes_one_window_at_a_time(demo_root, tmp_path):
+    root, _ = demo_with_one_video_resized(demo_root, tmp_path, "val", 322, 240)
+    args = SimpleNamespace(batch_size=4, workers=0)
+    mixed = train.VFIWindows(root, "demo", "val", 2, train.Sampling())
+    one_size = train.VFIWindows(demo_root, "demo", "val", 2, train.Sampling())
+    assert train.val_loader(mixed, args, runtime.Processes()).batch_size == 1
+    assert train.val_loader(train.Subset(one_size, [0, 1]), args, runtime.Processes()).batch_size == 4
+
+
 # ----------------------------------------------------------------------------- audio ablation report
 def test_audio_ablation_report_from_logs(tmp_path, capsys):
     """`tools.py audio_ablation --report-only` turns the two runs' logs into the table and figure."""
