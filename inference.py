@@ -369,7 +369,8 @@ def run_single(args, procs):
     expected = (source.n_frames - 1) * scale + 1
     written = 0
     audio = None if wave is None else source.path
-    # VideoWriter writes to a temporary file and renames it on success: no half-written output.
+    # VideoWriter writes to a temporary file and renames it on success: no half-written output, and
+    # a file replaced with --overwrite stays as it was when the run fails.
     with write_errors_named(output, "nothing was written there"), \
             video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
                                  audio_until=audio_cut(source, wave)) as writer:
@@ -394,7 +395,8 @@ def build_parser():
     cli.add_amp_flag(machine)
     p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
     p.add_argument("--limit", type=int, default=0, help="only the first N test videos")
-    p.add_argument("--overwrite", action="store_true", help="redo videos that are already finished")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo test videos that are already finished; replace an existing --output")
     p.add_argument("--tile", type=int, default=0, help="split frames into tiles of this size (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--heat", type=float, default=0.3, help="PerVFI sampling temperature")
@@ -425,6 +427,8 @@ def parse_args(argv=None):
         p.error(f"--output {args.output} is the input: it would replace the source; choose another file")
     if args.input and Path(args.output).is_dir():
         p.error(f"--output {args.output} is a folder; give a file name such as {Path(args.output) / 'out.mp4'}")
+    if args.input and Path(args.output).exists() and not args.overwrite:
+        p.error(f"--output {args.output} already exists; pass --overwrite to replace it")
     if args.batch < 1:
         p.error("--batch must be at least 1")
     return args

@@ -220,3 +220,23 @@ def test_single_video_on_a_full_disk_names_the_output_and_leaves_nothing(tmp_pat
     message = capsys.readouterr().err
     assert f"{output}: cannot write the results" in message and "No space left on device" in message
     assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary file
+
+
+def test_single_video_keeps_an_existing_output_unless_overwrite(tmp_path, monkeypatch, capsys):
+    source = vfr_video(tmp_path / "in.mp4", [40 * i for i in range(6)])
+    output = tmp_path / "out.mp4"
+    output.write_bytes(b"an earlier result")
+    with pytest.raises(SystemExit):
+        run("--model", "blend", "--input", source, "--output", output)
+    message = capsys.readouterr().err
+    assert f"--output {output} already exists" in message and "--overwrite" in message
+    assert output.read_bytes() == b"an earlier result"
+
+    def disk_full(self, frame):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as patch:  # a failed --overwrite leaves the old file as it was
+        patch.setattr(video_io.VideoWriter, "write", disk_full)
+        assert run("--model", "blend", "--input", source, "--output", output, "--overwrite") == 1
+    assert output.read_bytes() == b"an earlier result"
+    assert run("--model", "blend", "--input", source, "--output", output, "--overwrite") == 0
+    assert video_io.probe(output).n_frames == 11
