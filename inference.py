@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import runs
 import runtime
 import testset_inference
 import video_io
-from interpolate import build_engines, interpolate_video
+from interpolate import build_engines, interpolate_video, pass_scales
 from sources import (UNREADABLE_ERRORS, InputError, audio_cut, check_length, load_wave, open_source,
                      resampling_setting, source_frames, warn_resampling)
 from utils import ASVFIError
@@ -55,13 +56,37 @@ def run_of(args):
 
 
 def missing_checkpoint_message(args, path, scale):
+    """Why the checkpoint is missing and what helps: an explicit file is just absent; a run with other
+    checkpoints lacks that snapshot; a run with none has to be trained."""
+    if args.checkpoint:
+        return f"--checkpoint {path}: no such file"
+    run = runs.run_name(args.optimizer, args.lr, args.tag)
+    latest = runs.checkpoint_path(args.model, run, out_dir=args.out_dir)
+    epochs = snapshot_epochs(args.model, run, args.out_dir)
+    if args.epoch and (latest.is_file() or epochs):
+        kept = (f"its snapshots are epochs {', '.join(map(str, epochs))} (--epoch N)" if epochs else
+                "it kept no epoch snapshots (main.py --save-every N keeps one every N epochs)")
+        latest_note = f"; without --epoch its latest checkpoint {latest} is used" if latest.is_file() else ""
+        return f"{path}: run {run} has no epoch-{args.epoch} snapshot; {kept}{latest_note}"
     tag = f" --tag {args.tag}" if args.tag else ""
-    snapshot = f" --save-every {args.epoch}" if args.epoch and not args.checkpoint else ""
+    snapshot = f" --save-every {args.epoch}" if args.epoch else ""
     out_dir = f" --out-dir {args.out_dir}" if args.out_dir != "." else ""
+    # main.py trains dataset.SCALES only; a 2x model reaches the other powers of 2 by recursion
+    trained_scale = scale if scale in dataset.SCALES else dataset.SCALES[0]
     return (f"{path}: no such checkpoint. Train it first:\n"
             f"  python main.py --model {args.model} --optimizer {args.optimizer} --lr {args.lr} "
-            f"--scale {scale}{tag}{snapshot}{out_dir}\n"
+            f"--scale {trained_scale}{tag}{snapshot}{out_dir}\n"
             f"or pass --checkpoint PATH (or --model repeat/blend/dis, which need no weights).")
+
+
+def snapshot_epochs(model, run, out_dir):
+    """Epochs N whose `<run>_epoch<N>.pth` snapshot exists (the names are runs.checkpoint_path's)."""
+    epochs = []
+    for path in runs.checkpoint_dir(model, out_dir).glob("*.pth"):
+        digits = re.search(r"\d+$", path.stem)
+        if digits and runs.checkpoint_path(model, run, int(digits[0]), out_dir).name == path.name:
+            epochs.append(int(digits[0]))
+    return sorted(epochs)
 
 
 def load_model(args, scale, device):
@@ -88,6 +113,28 @@ def pervfi_overrides(args):
     if args.model != "pervfi":
         return {}
     return {"heat": args.heat, **({"flow_estimator": args.flow_estimator} if args.flow_estimator else {})}
+
+
+def engines_for(network, device, scale, args):
+    """The interpolation passes for `scale`, or an error that says which scales this model reaches."""
+    native, any_t = network.config["scale"], registry.consumes(network.config).any_t
+    if not reaches(native, scale, any_t):
+        others = [f"{m}x" for m in dataset.SCALES if reaches(m, scale, any_t=False)]
+        advice = (f"a model trained for {' or '.join(others)} reaches it" if others else
+                  f"no model main.py trains ({', '.join(f'{m}x' for m in dataset.SCALES)}) reaches it; "
+                  f"--model pervfi and the baselines ({', '.join(registry.BASELINES)}) take any scale")
+        raise ASVFIError(f"a model trained for {native}x cannot produce {scale}x: it reaches {native}x, "
+                         f"{native ** 2}x, {native ** 3}x, ... (powers of {native}, by recursion); {advice}")
+    return build_engines(network, device, scale, args)
+
+
+def reaches(native, scale, any_t):
+    """Whether a model trained for `native` gives `scale` (interpolate.pass_scales decides)."""
+    try:
+        pass_scales(native, scale, any_t)
+    except ASVFIError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- test-split mode
@@ -296,7 +343,7 @@ def test_sources(args, entries, video_dir):
 def run_test_split(args, procs):
     scale = args.scale or 2
     network = load_model(args, scale, procs.device)
-    engines = build_engines(network, procs.device, scale, args)
+    engines = engines_for(network, procs.device, scale, args)
     paths = prepare.ensure_dataset(args.data_root, cli.dataset_of(args))
     video_dir, split_csv = paths["videos"], paths["split_csv"]
     entries = dataset.read_split(split_csv, "test")
@@ -362,7 +409,7 @@ def run_single(args, procs):
     source = open_single_input(args.input, args.input_fps)
     scale = resolve_scale(args.scale, args.fps, source.fps)
     network = load_model(args, scale, procs.device)
-    engines = build_engines(network, procs.device, scale, args)
+    engines = engines_for(network, procs.device, scale, args)
     wave = load_wave(source)
     warn_resampling(source)
     output = Path(args.output)

@@ -421,10 +421,31 @@ def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monke
     assert "python main.py --model asvfi --optimizer adam --lr 2e-4 --scale 2" in message
     fails_with(capsys, r"adam_2e-4_epoch5.pth: no such checkpoint(.|\n)* --save-every 5", "--optimizer", "adam",
                "--lr", "2e-4", "--epoch", 5, "--data-root", tmp_path, "--dataset", "demo")
-    fails_with(capsys, "nowhere.pth: no such checkpoint", "--weights", tmp_path / "nowhere.pth", "--input", odd_video,
-               "--output", tmp_path / "x.mp4")
+    message = fails_with(capsys, f"--checkpoint {tmp_path / 'nowhere.pth'}: no such file", "--weights",
+                         tmp_path / "nowhere.pth", "--input", odd_video, "--output", tmp_path / "x.mp4")
+    assert "main.py" not in message  # an explicit file is not trained into existence
     fails_with(capsys, r"other_out/weights/asvfi/adamw_6e-4.pth: no such checkpoint", "--out-dir", "other_out",
                "--data-root", tmp_path, "--dataset", "demo")
+    # main.py trains 2x, 4x, 8x: a 16x run is trained at 2x and reached by recursion
+    fails_with(capsys, r"main.py .* --scale 2\n", "--optimizer", "adam", "--lr", "2e-4", "-s", 16,
+               "--data-root", tmp_path, "--dataset", "demo")
+
+
+def test_a_missing_snapshot_of_a_trained_run_lists_what_the_run_has(tmp_path, monkeypatch, capsys):
+    """Training again (--scale 4 --save-every 1) would make another model; the run's own files help."""
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "weights" / "asvfi"
+    weights.mkdir(parents=True)
+    (weights / "adam_2e-4.pth").touch()
+    argv = ("--optimizer", "adam", "--lr", "2e-4", "-s", 4, "--epoch", 1, "--data-root", tmp_path, "--dataset", "demo")
+    message = fails_with(capsys, "adam_2e-4_epoch1.pth: run adam_2e-4 has no epoch-1 snapshot; it kept no epoch "
+                                 "snapshots", *argv)
+    assert f"without --epoch its latest checkpoint {Path('weights/asvfi/adam_2e-4.pth')} is used" in message
+    assert "--scale" not in message
+    for name in ("adam_2e-4_epoch10.pth", "adam_2e-4_epoch2.pth", "adam_2e-4_best.pth", "adam_2e-4_x_epoch3.pth",
+                 "adamw_2e-4_epoch4.pth"):
+        (weights / name).touch()
+    fails_with(capsys, r"no epoch-1 snapshot; its snapshots are epochs 2, 10 \(--epoch N\); without --epoch", *argv)
 
 
 def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
@@ -445,11 +466,17 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     assert not any((tmp_path / name).exists() for name in ("x.mp4", "one_2x.mp4", "broken_2x.mp4"))
 
 
-def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, capsys):
+def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, checkpoint, capsys):
     four = save_tiny_checkpoint(tmp_path / "tiny4x.pth", scale=4, steps=0)
-    for scale in (2, 8):
-        fails_with(capsys, f"trained for 4x cannot produce {scale}x", "--weights", four, "--input", odd_video,
-                   "--output", tmp_path / "x.mp4", "-s", scale)
+    for scale, advice in ((2, "a model trained for 2x reaches it"), (8, "a model trained for 2x or 8x reaches it")):
+        fails_with(capsys, re.escape(f"trained for 4x cannot produce {scale}x: it reaches 4x, 16x, 64x, ... "
+                                     f"(powers of 4, by recursion); {advice}"),
+                   "--weights", four, "--input", odd_video, "--output", tmp_path / "x.mp4", "-s", scale)
+    # main.py trains no 3x model: the advice names the models that take any scale instead
+    message = fails_with(capsys, r"trained for 2x cannot produce 3x: it reaches 2x, 4x, 8x, \.\.\. (.|\n)*no model "
+                                 r"main.py trains \(2x, 4x, 8x\) reaches it; --model pervfi and the baselines",
+                         "--weights", checkpoint, "--input", odd_video, "--output", tmp_path / "x.mp4", "-s", 3)
+    assert "trained for 3x" not in message
     assert interpolate.pass_scales(2, 8, any_t=False) == [2, 2, 2]
     assert interpolate.pass_scales(4, 16, any_t=False) == [4, 4]
     assert interpolate.pass_scales(2, 6, any_t=True) == [6]
