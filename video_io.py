@@ -178,15 +178,20 @@ def _scan_video(path, size, mtime_ns, inode):
             pts.append(frame.pts)
             keyframe.append(bool(frame.key_frame))
         start = stream.start_time * stream.time_base if stream.start_time is not None else 0.0
-        return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, _stream_fps(stream),
-                           float(start), width, height, _declared_duration(container, stream))
+        fps = _stream_fps(stream)
+        return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, fps, float(start), width, height,
+                           _declared_duration(container, stream, fps))
 
 
-def _declared_duration(container, stream):
-    """Seconds the header claims: the video stream's duration, else the container's (0 when neither)."""
+def _declared_duration(container, stream, fps):
+    """Seconds the header claims: the video stream's duration, else the container's (0 when neither),
+    or its frame count over the rate when longer (an AVI cut short keeps the count in its header,
+    while FFmpeg derives the duration from what is left)."""
     if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return container.duration / av.time_base if container.duration else 0.0
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = container.duration / av.time_base if container.duration else 0.0
+    return max(duration, stream.frames / fps if stream.frames and fps else 0.0)
 
 
 def probe(path):

@@ -246,10 +246,22 @@ def truncated_mp4(path, frames=100, keep=0.3):
     return path
 
 
-def test_truncated_video_is_kept_but_marked_with_the_reason(demo_root, tmp_path):
+def truncated_avi(path, frames=100, keep=0.3):
+    """A 64x48 AVI cut to `keep` of its bytes, as a broken UCF-101 download: its header still counts
+    every frame, while FFmpeg's duration follows what is left."""
+    wave = (0.2 * np.sin(np.arange(utils.AUDIO_RATE * frames // 25) / 5)).astype(np.float32)
+    with video_io.VideoWriter(path, 25, 64, 48, audio=(wave, utils.AUDIO_RATE)) as writer:
+        for value in np.random.default_rng(0).integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8):
+            writer.write(value)
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * keep)])
+    return path
+
+
+@pytest.mark.parametrize("make, relative", [(truncated_mp4, "PulsingDisc/v_PulsingDisc_g04_c01.mp4"),
+                                            (truncated_avi, "PulsingDisc/v_PulsingDisc_g04_c02.avi")])
+def test_truncated_video_is_kept_but_marked_with_the_reason(demo_root, tmp_path, make, relative):
     root = copy_demo(demo_root, tmp_path)
-    relative = "PulsingDisc/v_PulsingDisc_g04_c01.mp4"
-    truncated_mp4(root / "demo" / relative)
+    make(root / "demo" / relative)
     summary = prepare.prepare(root, "demo", show_progress=False)
     assert [path for path, _ in summary["truncated"]] == [relative]
     reason = dict(summary["truncated"])[relative]
