@@ -394,7 +394,7 @@ def resolve_scale(scale, fps, input_fps):
 def open_single_input(path, input_fps):
     """The Source of --input, or an ASVFIError that says why it cannot be used."""
     try:
-        source = open_source(path, input_fps)
+        source = open_source(path, **({} if input_fps is None else {"folder_fps": input_fps}))
         check_length(source)
     except FileNotFoundError:
         raise ASVFIError(f"{path}: no such file or folder") from None
@@ -402,6 +402,9 @@ def open_single_input(path, input_fps):
         raise
     except UNREADABLE_ERRORS as error:
         raise ASVFIError(f"{path}: cannot be read as a video or a folder of frames ({error})") from None
+    if source.images is not None and input_fps is None:
+        print(f"note: {path} is a folder of frames, which holds no frame rate: {source.fps:g} fps assumed; "
+              f"set it with --input-fps", file=sys.stderr)
     return source
 
 
@@ -425,9 +428,19 @@ def run_single(args, procs):
         for frame, _ in tqdm(stream, total=expected, desc=f"{scale}x", unit="frame"):
             writer.write(frame)
             written += 1
+        stored = writer.video.width, writer.video.height
     print(f"{output}: {written} frames at {source.fps * scale:g} fps "
-          f"({source.n_frames} in, {scale}x, {source.width}x{source.height})")
+          f"({source.n_frames} in, {scale}x, {frame_size(source.width, source.height, stored)})")
     return 0
+
+
+def frame_size(width, height, stored):
+    """`WxH`, and the size the encoder stored where the writer padded the frames to even sizes."""
+    size = f"{width}x{height}"
+    if stored == (width, height):
+        return size
+    return (f"{size}, stored as {stored[0]}x{stored[1]} (yuv420p needs even sizes: ASVFI's reader crops back "
+            f"to {size} by the file's size tag, other players show the replicated edge line)")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -455,7 +468,8 @@ def build_parser():
     single.add_argument("--input", default=None, help="a video file or a folder of frames")
     single.add_argument("--output", default=None, help="output MP4")
     single.add_argument("--fps", type=float, default=None, help="target frame rate instead of --scale")
-    single.add_argument("--input-fps", type=float, default=25.0, help="frame rate of a folder of frames")
+    single.add_argument("--input-fps", type=float, default=None,
+                        help="frame rate of a folder of frames (default 25, with a note)")
     return p
 
 

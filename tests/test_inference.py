@@ -233,9 +233,11 @@ def test_bad_videos_are_reported_and_the_run_goes_on(demo_root, tmp_path, capsys
 
 
 # ----------------------------------------------------------------------------- single-video mode
-def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video, checkpoint, tmp_path):
+def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video, checkpoint, tmp_path, capsys):
     output = tmp_path / "out" / "odd_4x.mp4"
     assert run("--weights", checkpoint, "--input", odd_video, "--output", output, "-s", 4) == 0
+    assert "(7 in, 4x, 75x51, stored as 76x52 (yuv420p needs even sizes: ASVFI's reader crops back to 75x51" \
+        in capsys.readouterr().out  # the summary says what the file holds
     info = video_io.probe(output)
     assert (info.n_frames, info.width, info.height, info.fps) == ((7 - 1) * 4 + 1, 75, 51, 100)
     assert info.has_audio  # the soundtrack, whole: the duration is preserved
@@ -246,7 +248,7 @@ def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video,
     assert (distance.argmin(axis=1) == np.arange(7)).all() and distance.diagonal().max() < 12  # H.264 loss only
 
 
-def test_single_video_from_a_folder_of_frames_with_fps(tmp_path):
+def test_single_video_from_a_folder_of_frames_with_fps(tmp_path, capsys):
     frames = moving_frames(5, 40, 56)
     folder = tmp_path / "frames"
     for i, frame in enumerate(frames):
@@ -255,6 +257,14 @@ def test_single_video_from_a_folder_of_frames_with_fps(tmp_path):
     assert run("--model", "blend", "--input", folder, "--input-fps", 12, "--output", output, "--fps", 36) == 0
     info = video_io.probe(output)
     assert (info.n_frames, info.width, info.height, info.fps, info.has_audio) == (13, 56, 40, 36, False)
+    captured = capsys.readouterr()
+    assert "assumed" not in captured.err and "56x40)" in captured.out  # even: no stored size
+
+    # without --input-fps the rate is assumed, and the note says so and how to set it
+    assert run("--model", "blend", "--input", folder, "--output", tmp_path / "assumed.mp4") == 0
+    assert f"note: {folder} is a folder of frames, which holds no frame rate: 25 fps assumed; set it with " \
+           f"--input-fps" in capsys.readouterr().err
+    assert video_io.probe(tmp_path / "assumed.mp4").fps == 50
 
 
 # ----------------------------------------------------------------------------- streaming API
