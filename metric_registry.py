@@ -42,11 +42,21 @@ METRIC_WEIGHTS = {"lpips": ("alexnet", "lpips_alex"), "vfips": ("vfips",), "fvd"
 FLOW_WEIGHTS = {"pwc": ("pwcnet",), "dis": ()}
 
 
+def metric_files(name, flow_name="pwc"):
+    """The registered weight files a metric needs (FloLPIPS: LPIPS's and its flow estimator's)."""
+    return METRIC_WEIGHTS["lpips"] + FLOW_WEIGHTS[flow_name] if name == "flolpips" else METRIC_WEIGHTS.get(name, ())
+
+
 def weights_provenance(name, flow_name="pwc"):
     """'alexnet: sha256-prefix, lpips_alex: sha256' for a metric's files ('' when it has none)."""
-    files = (METRIC_WEIGHTS["lpips"] + FLOW_WEIGHTS[flow_name] if name == "flolpips"
-             else METRIC_WEIGHTS.get(name, ()))
-    return ", ".join(f"{file}: {weights.verification(file)}" for file in files)
+    return ", ".join(f"{file}: {weights.verification(file)}" for file in metric_files(name, flow_name))
+
+
+def unavailable_reason(error, files, weights_dir):
+    """The error, and the metric's other files that are not on disk either, so that one trip fetches all."""
+    others = [weights.REGISTRY[f] for f in files
+              if weights.REGISTRY[f].filename not in str(error) and not weights.on_disk(f, weights_dir)]
+    return "; ".join([str(error)] + [f"it also needs {spec.filename} ({spec.about}) from {spec.url}" for spec in others])
 
 
 def metric_column(name, flow_name="pwc"):
@@ -130,5 +140,5 @@ def build_metrics(names, device=None, weights_dir=None, allow_download=True, flo
             if provenance:
                 built[name].info["weights"] = provenance
         except ASVFIError as err:
-            unavailable[name] = str(err)
+            unavailable[name] = unavailable_reason(err, metric_files(name, flow_name), weights_dir)
     return built, unavailable

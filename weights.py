@@ -178,12 +178,23 @@ def download(name, target):
         os.replace(raw, target)
 
 
+def candidate_paths(name, weights_dir=None):
+    """Where registered file `name` is looked for, in order: `weights_dir`, then the hub cache."""
+    filename = REGISTRY[name].filename
+    return ([Path(weights_dir) / filename] if weights_dir else []) + [cache_dir() / filename]
+
+
+def on_disk(name, weights_dir=None):
+    """Whether registered file `name` is already where `locate` looks (not checked, not downloaded)."""
+    return any(path.is_file() for path in candidate_paths(name, weights_dir))
+
+
 def locate(name, weights_dir=None, allow_download=True):
     """Path of weight file `name`: `weights_dir`, then the hub cache, then a download into the cache."""
     if name not in REGISTRY:
         raise KeyError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}")
     spec = REGISTRY[name]
-    candidates = ([Path(weights_dir) / spec.filename] if weights_dir else []) + [cache_dir() / spec.filename]
+    candidates = candidate_paths(name, weights_dir)
     for path in candidates:
         if path.is_file():
             check_content(path, spec, spec.about)

@@ -464,7 +464,9 @@ def test_build_metrics_offline_lists_unavailable_weights(tmp_path, monkeypatch):
                                                allow_download=False, flow_name="dis")
     assert set(built) == {"psnr", "ssim"}
     assert set(unavailable) == {"lpips", "flolpips", "vfips", "fvd"}
-    assert weights.REGISTRY["alexnet"].filename in unavailable["lpips"]
+    for name, files in (("lpips", ("alexnet", "lpips_alex")), ("flolpips", ("alexnet", "lpips_alex"))):
+        assert all(weights.REGISTRY[file].filename in unavailable[name] for file in files)  # every file at once
+    assert unavailable["lpips"].count(weights.REGISTRY["lpips_alex"].filename) == 1
     assert weights.REGISTRY["vfips"].filename in unavailable["vfips"]
     assert weights.REGISTRY["i3d"].filename in unavailable["fvd"]
     frames = torch.rand(2, 3, 16, 16)
