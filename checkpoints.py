@@ -51,8 +51,9 @@ def load_failure(error):
                 f"needs; it was not loaded. Use a checkpoint from a trusted source saved with torch.save of "
                 f"tensors and plain types")
     lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line]
-    return (f"not a loadable PyTorch checkpoint: {type(error).__name__}"
-            + (f": {lines[0]}" if lines else ""))
+    detail = type(error).__name__ + (f": {lines[0]}" if lines else "")
+    return (f"not a loadable PyTorch checkpoint: not written by torch.save, or cut short or damaged since "
+            f"(the unpickler says {detail})")
 
 
 def strip_module_prefix(state_dict):
