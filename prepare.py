@@ -97,9 +97,15 @@ def _load_prepare_cache(path):
         return {}
 
 
-def _examine_video(video, relative, name, audio_dir, frames_dir, extract_frames):
+def frames_wanted(has_audio, extract_frames, require_audio):
+    """PNG frames are extracted only for videos the split keeps (UCF-101: about half has no sound)."""
+    return extract_frames and (has_audio or not require_audio)
+
+
+def _examine_video(video, relative, name, paths, extract_frames, require_audio):
     """Probe one video, cache its frame index and 16 kHz audio (and frames) under its `name`; returns
     (info dict or None, problem or None)."""
+    audio_dir, frames_dir = paths["audio"], paths["frames"]
     if video.stat().st_size == 0:
         return None, "empty file (0 bytes)"
     try:
@@ -117,7 +123,7 @@ def _examine_video(video, relative, name, audio_dir, frames_dir, extract_frames)
                 cache = audio_cache_path(audio_dir, relative, name)
                 with _cache_writes(cache):
                     atomic_write(cache, lambda tmp: _save_npy(tmp, wave))
-        if extract_frames:
+        if frames_wanted(info.has_audio, extract_frames, require_audio):
             folder = video_folder(frames_dir, relative, name)
             with _cache_writes(folder):
                 _extract_frames(video, folder, info.n_frames)
@@ -160,9 +166,10 @@ def _extract_frames(video, folder, n_frames):
     write_png_frames(folder, iter_frames(video))
 
 
-def _cache_complete(entry, relative, name, audio_dir, frames_dir, extract_frames):
+def _cache_complete(entry, relative, name, paths, extract_frames, require_audio):
     """A cached entry is reusable when its frame index, audio cache (and frames, if asked for) are still
     on disk under the video's current name."""
+    audio_dir, frames_dir = paths["audio"], paths["frames"]
     info = entry.get("info")
     if info is None:
         return True
@@ -171,7 +178,7 @@ def _cache_complete(entry, relative, name, audio_dir, frames_dir, extract_frames
     if info["has_audio"] and not audio_cache_path(audio_dir, relative, name).is_file():
         return False
     last_frame = video_folder(frames_dir, relative, name) / f"frame_{info['n_frames'] - 1:05d}.png"
-    return not extract_frames or last_frame.is_file()
+    return not frames_wanted(info["has_audio"], extract_frames, require_audio) or last_frame.is_file()
 
 
 def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_audio=True, extract_frames=False,
@@ -195,12 +202,12 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
         stat = (folder / relative).stat()
         key = [stat.st_size, stat.st_mtime_ns]
         entry = cache.get(relative)
-        if entry and entry["key"] == key and _cache_complete(entry, relative, names[relative], paths["audio"],
-                                                             paths["frames"], extract_frames):
+        if entry and entry["key"] == key and _cache_complete(entry, relative, names[relative], paths,
+                                                             extract_frames, require_audio):
             reused += 1
         else:
-            info, problem = _examine_video(folder / relative, relative, names[relative], paths["audio"],
-                                           paths["frames"], extract_frames)
+            info, problem = _examine_video(folder / relative, relative, names[relative], paths,
+                                           extract_frames, require_audio)
             entry = {"key": key, "info": info, "problem": problem}
         new_cache[relative] = entry
         info = entry["info"]

@@ -167,6 +167,18 @@ def test_extract_frames_matches_decoded_frames(demo_root, tmp_path):
     np.testing.assert_array_equal(frames, video_io.read_frames(root / "demo" / f"{relative}.avi", 0, 48))
 
 
+def test_frames_are_extracted_only_for_videos_the_split_keeps(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    silent = add_broken_videos(root)["silent"].removesuffix(".mp4")
+    frames = runs.dataset_paths(root, "demo")["frames"]
+    summary = prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    assert not (frames / silent).exists() and (frames / "BouncingBall/v_BouncingBall_g01_c01").is_dir()
+    summary = prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    assert summary["reused"] == len(list((root / "demo").glob("*/*.*")))  # nothing re-examined
+    prepare.prepare(root, "demo", require_audio=False, extract_frames=True, show_progress=False)
+    assert len(video_io.read_png_frames(frames / silent)) == 10
+
+
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
     summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
