@@ -186,7 +186,7 @@ def summarize(rows, run, cache, header, extra_outputs=()):
             "videos": len(scored), "listed": len(rows),
             "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in failed],
             "missing_output": [f"{r['category']}/{r['video']}" for r in missing],
-            "without_ground_truth": list(extra_outputs),
+            "outside_set": list(extra_outputs),
             "metrics": {name: metric_entry(name, scored, run, cache) for name in run.names}}
 
 
@@ -195,10 +195,10 @@ def format_number(value):
 
 
 def count_line(summary):
-    """'7 of 8 scored, 1 missing output: A/b' (+ failures and outputs without ground truth)."""
+    """'7 of 8 scored, 1 missing output: A/b' (+ failures and outputs of videos outside the scored set)."""
     parts = [f"{summary['videos']} of {summary['listed']} scored"]
     for key, label in (("missing_output", "missing output"), ("failed", "failed"),
-                       ("without_ground_truth", "output(s) without ground truth")):
+                       ("outside_set", "output(s) outside the scored set")):
         if summary[key]:
             shown = [item.split(": ")[0] for item in summary[key]]
             parts.append(f"{len(shown)} {label}: {', '.join(shown[:5])}{' …' if len(shown) > 5 else ''}")
@@ -211,7 +211,8 @@ def protocol_lines(protocol):
 
 
 def format_table(summary):
-    lines = [f"{summary['title']}: {count_line(summary)}", *protocol_lines(summary["protocol"]),
+    lines = [f"{summary['title']}: {count_line(summary)}", f"scored set: {summary['scope']}",
+             *protocol_lines(summary["protocol"]),
              f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}  notes"]
     for name, entry in summary["metrics"].items():
         label = DISPLAY[name] + (f" ({entry['flow'].upper()})" if "flow" in entry else "")
@@ -249,8 +250,8 @@ def paper_row(summary, decimals):
         if entry and entry["status"] == "ok":
             value = entry["value"] if name == "fvd" else entry["mean"]
             cells.append(f"{DISPLAY[name].split(' ')[0]} {'—' if value is None else f'{value:.{places}f}'}")
-    return (f"paper row ({summary['protocol']['name']} protocol, {summary['title']}, {summary['videos']} "
-            f"scored): " + " | ".join(cells))
+    return (f"paper row ({summary['protocol']['name']} protocol, {summary['title']}, {summary['videos']} of "
+            f"{summary['listed']} scored): " + " | ".join(cells))
 
 
 def write_summary(summary, csv_path):

@@ -20,6 +20,11 @@ A metric whose weights cannot be had (e.g. `--offline` without them) is listed a
 the others still run. The summary (mean, std over videos, N) is printed and written atomically
 to `<csv>_summary.json` and `<csv>_summary.txt`.
 
+The videos scored are the test split of the split CSV, in its order (without one, every ground-truth
+folder), written or not: a video inference.py has not written yet counts as missing output, so a
+partial run reads "2 of 8 scored, 6 missing output" and exits 1; `--limit N` scores the first N, the
+ones `inference.py --limit N` writes, and the report names the set it scored.
+
 `--protocol` (asvfi, flavr, rife, vfibench, stylegan-v; protocols.py) decides quantisation, crop,
 SSIM variant, PSNR epsilon/floor, windows, averaging and FVD sampling for every metric; a
 non-default protocol's report is `..._<protocol>.csv`. `--dataset flavr-ucf101|ucf101-triplets|
@@ -128,16 +133,17 @@ def finished_folders(root):
 
 
 def list_videos(gt_root, split_csv=None):
-    """(category, video) of every finished ground-truth folder; with a split CSV, only its test split."""
+    """(category, video) of the videos an evaluation is over: with a split CSV every video of its test
+    split, in the CSV's order (the order inference.py --limit takes), whether inference has written it
+    yet or not, so a partial run counts the rest as missing; without one, every finished ground-truth
+    folder."""
     if not gt_root.is_dir():
         raise ASVFIError(f"{gt_root}: no ground-truth frames; run inference.py for this scale first "
                          f"(it writes the ground truth next to the generated frames)")
-    videos = finished_folders(gt_root)
-    if split_csv is not None:
-        # The folder name inference used: the stem, or <stem>_<ext> when two files share a stem.
-        test = {(Path(entry.path).parent.name, entry.name) for entry in dataset.read_split(split_csv, "test")}
-        videos = [v for v in videos if v in test]
-    return videos
+    if split_csv is None:
+        return finished_folders(gt_root)
+    # The folder name inference used: the stem, or <stem>_<ext> when two files share a stem.
+    return [(Path(entry.path).parent.name, entry.name) for entry in dataset.read_split(split_csv, "test")]
 
 
 def signature(args, protocol, gt_digest, out_digest):
@@ -150,8 +156,9 @@ def video_items(args, protocol, videos, out_root):
     items = []
     for category, video in videos:
         gt, out = gt_root / category / video, out_root / category / video
-        out_files = frame_files(out) if out.is_dir() else []
-        items.append(Item(category, video, gt, out, signature(args, protocol, folder_digest(gt, frame_files(gt)),
+        gt_files, out_files = (frame_files(folder) if folder.is_dir() else [] for folder in (gt, out))
+        items.append(Item(category, video, gt, out, signature(args, protocol,
+                                                              folder_digest(gt, gt_files) if gt_files else "",
                                                               folder_digest(out, out_files) if out_files else "")))
     return items
 
@@ -164,9 +171,9 @@ def prediction_files(folder, n_targets):
     return pngs if all(p.is_file() for p in pngs) else []
 
 
-def testset_items(args, protocol, testset, out_root):
+def testset_items(args, protocol, testset, sample_ids, out_root):
     items = []
-    for sample_id in testset.sample_ids:
+    for sample_id in sample_ids:
         targets, out = testset.target_files(sample_id), out_root / sample_id
         preds = prediction_files(out, len(targets))
         items.append(Item(testset.name, sample_id, targets, out,
@@ -237,6 +244,9 @@ def check_pair(gt_folder, out_folder):
         raise VideoMismatch(f"{eval_report.MISSING_OUTPUT}: no generated frames at {out_folder} (run "
                             f"inference.py for this model and scale)")
     gt_files, out_files = frame_files(gt_folder), frame_files(out_folder)
+    if not gt_files:
+        raise VideoMismatch(f"no ground-truth frames at {gt_folder} for the generated frames in {out_folder} "
+                            f"(inference.py writes both; rerun it for this video)")
     if len(gt_files) != len(out_files):
         raise VideoMismatch(f"frame count mismatch: {len(out_files)} generated in {out_folder} vs "
                             f"{len(gt_files)} ground truth in {gt_folder}")
@@ -318,7 +328,8 @@ def build_parser():
     p.add_argument("--flow", default="pwc", choices=list(metric_registry.FLOW_NAMES),
                    help="FloLPIPS flow: pwc (the reference's PWC-Net) or dis (OpenCV DIS, no weights)")
     p.add_argument("--offline", action="store_true", help="never download weights")
-    p.add_argument("--limit", type=int, default=0, help="only the first N videos")
+    p.add_argument("--limit", type=int, default=0,
+                   help="only the first N test videos (samples), those inference.py --limit N writes")
     p.add_argument("--restart", action="store_true", help="discard an earlier report of this run instead of resuming")
     return p
 
@@ -360,6 +371,7 @@ def report_path(args):
 
 def fvd_plan(items, run):
     """{key: (real clips, generated clips)} under the protocol's clip rule, decided over the whole set."""
+    items = [item for item in items if frame_files(item.gt)]  # a video without ground truth fails on its own
     lengths = [len(frame_files(item.gt)) for item in items]
     try:
         real = protocols.fvd_clip_frames(run.protocol, lengths, real=True)
@@ -416,27 +428,54 @@ def score_items(items, run, results, cache, procs):
     results.put_in_order([(item.category, item.video) for item in items])
 
 
-def collect_items(args, protocol):
-    """(items, outputs without ground truth, title) of a video data set or an image test set."""
-    out_root = (runs.testset_output_dir(args.data_root, args.model, args.dataset, run_of(args)) if is_testset(args)
-                else runs.output_dir(args.data_root, args.model, args.scale, run_of(args)))
-    videos = None if is_testset(args) else list_videos(runs.gt_dir(args.data_root, args.scale), test_split_csv(args))
-    if not out_root.is_dir():
-        raise ASVFIError(f"{out_root}: no generated frames; run inference.py with the same --model, "
+def limited(args, keys, source):
+    """The first --limit keys (all of them without it) and what they are, for the report's count line."""
+    if not args.limit:
+        return keys, f"the {source}"
+    first = min(args.limit, len(keys))
+    return keys[:args.limit], f"--limit {args.limit}: the first {first} of the {len(keys)} {source}"
+
+
+def output_root(args):
+    """The folder inference.py wrote this run's outputs to; an error when there is none."""
+    root = (runs.testset_output_dir(args.data_root, args.model, args.dataset, run_of(args)) if is_testset(args)
+            else runs.output_dir(args.data_root, args.model, args.scale, run_of(args)))
+    if not root.is_dir():
+        raise ASVFIError(f"{root}: no generated frames; run inference.py with the same --model, "
                          f"--scale/--dataset and run options first")
-    model = runs.DISPLAY_NAMES[args.model] + (f" {run_of(args)}" if run_of(args) else "")
+    return root
+
+
+def model_label(args):
+    return runs.DISPLAY_NAMES[args.model] + (f" {run_of(args)}" if run_of(args) else "")
+
+
+def collect_testset(args, protocol):
+    out_root, folder = output_root(args), runs.testset_dir(args.data_root, args.dataset)
+    try:
+        testset = testsets.open_testset(args.dataset, folder)
+    except testsets.LayoutError as err:
+        raise ASVFIError(str(err)) from None
+    sample_ids, scope = limited(args, testset.sample_ids, f"samples of {folder}")
+    extra = sorted(str(p.relative_to(out_root).parent) for p in out_root.rglob("identity.json")
+                   if str(p.relative_to(out_root).parent) not in set(testset.sample_ids))
+    items = testset_items(args, protocol, testset, sample_ids, out_root)
+    return items, extra, f"{model_label(args)} on {args.dataset}", scope
+
+
+def collect_items(args, protocol):
+    """(items, outputs outside the set, title, what the set is) of a video data set or an image test set.
+    The set is the whole test split or test set (its first --limit), outputs written or not, so that the
+    count and the exit status of a partial run do not depend on which other outputs exist."""
     if is_testset(args):
-        try:
-            testset = testsets.open_testset(args.dataset, runs.testset_dir(args.data_root, args.dataset))
-        except testsets.LayoutError as err:
-            raise ASVFIError(str(err)) from None
-        items = testset_items(args, protocol, testset, out_root)
-        extra = sorted(str(p.relative_to(out_root).parent) for p in out_root.rglob("identity.json")
-                       if str(p.relative_to(out_root).parent) not in set(testset.sample_ids))
-        return items, extra, f"{model} on {args.dataset}"
-    videos = videos[:args.limit] if args.limit else videos
-    extra = [f"{c}/{v}" for c, v in finished_folders(out_root) if (c, v) not in set(videos)] if not args.limit else []
-    return video_items(args, protocol, videos, out_root), extra, f"{model}, {args.scale}x"
+        return collect_testset(args, protocol)
+    gt_root, split_csv = runs.gt_dir(args.data_root, args.scale), test_split_csv(args)
+    every_video = list_videos(gt_root, split_csv)
+    out_root = output_root(args)
+    videos, scope = limited(args, every_video, f"test videos of {split_csv}" if split_csv
+                            else f"ground-truth videos under {gt_root}")
+    extra = [f"{c}/{v}" for c, v in finished_folders(out_root) if (c, v) not in set(every_video)]
+    return video_items(args, protocol, videos, out_root), extra, f"{model_label(args)}, {args.scale}x", scope
 
 
 def evaluate(argv=None):
@@ -448,7 +487,7 @@ def evaluate(argv=None):
                          f"need videos; choose from {', '.join(metric_registry.FRAME_METRICS)}")
     with runtime.processes(args.device) as procs, ThreadPoolExecutor(READ_THREADS) as pool, \
             scoring_threads(procs.device):
-        items, extra, title = collect_items(args, protocol)
+        items, extra, title, scope = collect_items(args, protocol)
         built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
         run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
@@ -470,7 +509,8 @@ def evaluate(argv=None):
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
         header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": run_of(args), "scale": args.scale,
-                  "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path)}
+                  "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path), "scope": scope,
+                  "limit": args.limit}
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")

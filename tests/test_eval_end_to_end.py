@@ -118,3 +118,16 @@ def test_vimeo_septuplets_blend_under_each_protocol_scores_whole_frames(tmp_path
         table, _ = score(common, protocol, tmp_path / "out", "vimeo-septuplet")
         expected = sorted(expected_psnr(*triple, protocol, "vimeo-septuplet") for triple in frames.values())
         assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5), protocol
+
+
+def test_limit_takes_the_samples_inference_took_and_the_rest_count_as_missing(tmp_path, capsys):
+    root = tmp_path / "data"
+    make_testset(root, "ucf101-triplets")
+    common = ["--model", "blend", "--dataset", "ucf101-triplets", "--data-root", str(root), "--device", "cpu"]
+    assert inference.main(common + ["--limit", "2"]) == 0
+    scored = common + ["--metrics", "psnr", "--offline", "--out-dir", str(tmp_path / "out")]
+    assert evaluate.main(scored) == 1
+    assert "2 of 3 scored, 1 missing output: ucf101-triplets/s2\n" in capsys.readouterr().out
+    assert evaluate.main(scored + ["--limit", "2"]) == 0
+    folder = runs.testset_dir(root, "ucf101-triplets")
+    assert f"2 of 2 scored\nscored set: --limit 2: the first 2 of the 3 samples of {folder}\n" in capsys.readouterr().out

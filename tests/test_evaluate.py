@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+import dataset
 import evaluate
 import inference
 import metrics
@@ -231,17 +232,23 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
     assert "3 clips of 16 frames" in out and "weights checked by: FVD i3d: unverified" in out
 
 
-def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
-    """The README path: inference.py writes GT + blend frames for the demo test split, evaluate.py
-    scores them and the PSNR column equals a numpy computation on the written frames."""
+def blend_on_demo(demo_root, tmp_path, monkeypatch, limit):
+    """A private copy of the demo data with inference.py's blend frames for its first `limit` test videos."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     root = tmp_path / "data"
     shutil.copytree(demo_root / "demo", root / "demo")
     shutil.copy(demo_root / "demo_split.csv", root / "demo_split.csv")
     assert inference.main(["--model", "blend", "--data-root", str(root), "--dataset", "demo", "-s", "2",
-                           "--device", "cpu", "--limit", "1"]) == 0
-    assert run(root, "--dataset", "demo", metrics="psnr,ssim") == 0
+                           "--device", "cpu", "--limit", str(limit)]) == 0
+    return root
+
+
+def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
+    """The README path: inference.py writes GT + blend frames for the demo test split, evaluate.py
+    scores them and the PSNR column equals a numpy computation on the written frames."""
+    root = blend_on_demo(demo_root, tmp_path, monkeypatch, limit=1)
+    assert run(root, "--dataset", "demo", "--limit", 1, metrics="psnr,ssim") == 0
     table = pd.read_csv(csv_path())
     assert len(table) == 1 and table.loc[0, "error"] != table.loc[0, "error"]  # NaN: no error
     folder = Path(table.loc[0, "category"]) / table.loc[0, "video"]
@@ -250,6 +257,28 @@ def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatc
     psnr = np.mean([10 * np.log10(1 / np.mean((out[i] - gt[i]) ** 2)) for i in range(1, len(gt), 2)])
     assert table.loc[0, "psnr"] == pytest.approx(psnr, abs=1e-6)
     assert table.loc[0, "generated"] == len(gt) // 2
+
+
+def test_a_partial_inference_run_is_counted_against_the_whole_test_split(demo_root, tmp_path, monkeypatch, capsys):
+    """inference.py --limit 1 writes 1 of the 2 test videos: evaluate.py counts the other as missing
+    whether or not another model's run has written its ground truth, and --limit 1 scores the video
+    inference took first, saying it is the first of 2."""
+    root = blend_on_demo(demo_root, tmp_path, monkeypatch, limit=1)
+    split_csv = root / "demo_split.csv"
+    written, missing = [(Path(e.path).parent.name, e.name) for e in dataset.read_split(split_csv, "test")]
+    counted = f"1 of 2 scored, 1 missing output: {missing[0]}/{missing[1]}\nscored set: the test videos of {split_csv}"
+    assert run(root, "--dataset", "demo") == 1
+    assert counted in capsys.readouterr().out
+    gt_root = runs.gt_dir(root, SCALE)  # as if another model's inference had written every ground truth
+    shutil.copytree(gt_root.joinpath(*written), gt_root.joinpath(*missing))
+    assert run(root, "--dataset", "demo") == 1
+    assert counted in capsys.readouterr().out
+    assert run(root, "--dataset", "demo", "--limit", 1) == 0
+    assert (f"1 of 1 scored\nscored set: --limit 1: the first 1 of the 2 test videos of {split_csv}"
+            in capsys.readouterr().out)
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert (summary["videos"], summary["listed"], summary["limit"]) == (1, 1, 1)
+    assert list(pd.read_csv(csv_path())["video"]) == [written[1]]
 
 
 def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
