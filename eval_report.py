@@ -123,14 +123,15 @@ class FeatureCache:
 # ----------------------------------------------------------------------------- summary
 def column_stats(rows, column, protocol):
     """Set value of a per-video column under the protocol's averaging ("pooled": weighted by the
-    number of frames each row's mean is over), the std over videos and N videos."""
+    number of frames each row's mean is over), the std over videos (population, ddof 0) and N videos.
+    A std over fewer than two videos is undefined: None (null in the JSON, "—" in the table)."""
     rows = [r for r in rows if r.get(column, "") != ""]
     if not rows:
         return {"mean": None, "std": None, "n": 0}
     values = np.array([float(r[column]) for r in rows], dtype=np.float64)
     weights = np.array([float(r["generated"]) for r in rows]) if protocol.average == "pooled" else None
-    return {"mean": float(np.average(values, weights=weights)), "std": float(values.std()), "n": len(values),
-            "average": protocol.average}
+    return {"mean": float(np.average(values, weights=weights)), "std": float(values.std()) if len(values) > 1 else None,
+            "n": len(values), "average": protocol.average}
 
 
 def set_level_fvd(rows, cache, protocol):

@@ -281,6 +281,16 @@ def test_a_partial_inference_run_is_counted_against_the_whole_test_split(demo_ro
     assert list(pd.read_csv(csv_path())["video"]) == [written[1]]
 
 
+def test_std_of_a_single_video_is_not_available(data, capsys):
+    """A std over one video is undefined: null in the JSON, a dash in the table, never 0."""
+    root, _ = data
+    assert run(root, "--limit", 1) == 0
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert summary["metrics"]["psnr"]["n"] == 1 and summary["metrics"]["psnr"]["std"] is None
+    psnr_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("PSNR"))
+    assert psnr_line.split()[3:5] == ["—", "1"]
+
+
 def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
     root, _ = data
     assert evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", "psnr,lpips",
