@@ -41,13 +41,23 @@ def row_key(row):
     return row["category"], row["video"]
 
 
+def metric_columns(columns):
+    """The metric columns of a report header; None when its other columns are not this format's."""
+    columns, base, tail = list(columns), len(BASE_COLUMNS), len(TAIL_COLUMNS)
+    if len(columns) < base + tail or (tuple(columns[:base]), tuple(columns[-tail:])) != (BASE_COLUMNS, TAIL_COLUMNS):
+        return None
+    return columns[base:-tail]
+
+
 class ResultsCSV:
     """One row per video, appended and flushed as each video finishes.
 
-    On start it keeps the finished rows of an earlier run with the same columns whose signature
-    matches `current` ({key: signature dict}; rows of other videos are kept as they are); cut-off
-    rows, failed rows and stale rows are dropped and the file is rewritten atomically. `done`
-    holds the keys already scored. Only the writing process (rank 0) passes write=True.
+    On start it keeps the finished rows of an earlier run whose signature matches `current` ({key:
+    signature dict}; rows of other videos are kept as they are); cut-off rows, failed rows and stale
+    rows are dropped and the file is rewritten atomically. `done` holds the keys already scored. An
+    earlier report that records more metrics than `columns` keeps its columns (this run reports a
+    subset of them), provided no video with output is left to score. Only the writing process (rank 0)
+    passes write=True.
     """
 
     def __init__(self, path, columns, current, restart=False, write=True):
@@ -56,6 +66,8 @@ class ResultsCSV:
         self.rows = [r for r in rows if row_key(r) not in current
                      or all(r[c] == str(current[row_key(r)][c]) for c in SIGNATURE)]
         self.done = {row_key(r) for r in self.rows}
+        if self.columns != list(columns):
+            self._check_nothing_to_score(current, columns)
         if write:
             utils.atomic_write_text(self.path, self._render(self.rows))
 
@@ -66,10 +78,32 @@ class ResultsCSV:
         if reader.fieldnames is None:
             return []
         if list(reader.fieldnames) != self.columns:
-            raise ASVFIError(f"{self.path} was written with columns {reader.fieldnames}, this run has "
-                             f"{self.columns} (other --metrics, --flow or an older format). Rerun with the "
-                             f"same options to resume, or add --restart to start this report again.")
+            self.columns = self._reusable(list(reader.fieldnames))
         return [row for row in reader if not row["error"] and None not in row.values()]
+
+    def _reusable(self, recorded):
+        """The recorded header when it holds every metric column of this run; an error saying what differs otherwise."""
+        have = metric_columns(recorded)
+        if have is None:
+            raise ASVFIError(f"{self.path} was written with columns {recorded}, not this version's "
+                             f"{self.columns}; add --restart to start this report again.")
+        new = [c for c in metric_columns(self.columns) if c not in have]
+        if new:
+            raise ASVFIError(f"{self.path} records {', '.join(have)}; this run adds {', '.join(new)} (other "
+                             f"--metrics or --flow). Drop those from --metrics to report from the recorded "
+                             f"columns, or add --restart to score every video again with this run's metrics.")
+        return recorded
+
+    def _check_nothing_to_score(self, current, columns):
+        """A run reporting a subset of the recorded metrics must not score a video: its row would lack
+        the other recorded metrics. Videos without output only get error rows, which are retried."""
+        todo = [f"{c}/{v}" for (c, v), sig in current.items() if (c, v) not in self.done and sig["out_digest"]]
+        if todo:
+            others = [c for c in metric_columns(self.columns) if c not in columns]
+            raise ASVFIError(f"{self.path}: {len(todo)} video(s) to score ({', '.join(todo[:3])}"
+                             f"{' …' if len(todo) > 3 else ''}), and the report also records {', '.join(others)}, "
+                             f"which this run's --metrics would leave out of their rows. Rerun with the metrics "
+                             f"it records to score them, or add --restart to start a report of this run's metrics.")
 
     def _render(self, rows):
         buffer = io.StringIO()

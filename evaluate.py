@@ -15,7 +15,8 @@ It compares `{data_root}/<Model>/scale/<s>[_<run>]/<Category>/<video>/frame_%05d
 Frames are read in chunks (never a whole video in memory). One CSV row per video is appended and
 flushed as soon as the video is done, so an interrupted run resumes where it stopped; rows of
 videos that failed (missing output, frame count or size mismatch) are dropped and retried on the
-next run. The FVD needs every video's I3D features, so they are cached per video next to the CSV.
+next run. A run asking for a subset of the metrics a report records reports them from its rows. The
+FVD needs every video's I3D features, so they are cached per video next to the CSV.
 A metric whose weights cannot be had (e.g. `--offline` without them) is listed as unavailable;
 the others still run. The summary (mean, std over videos, N) is printed and written atomically
 to `<csv>_summary.json` and `<csv>_summary.txt`.

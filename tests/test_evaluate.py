@@ -3,6 +3,7 @@ independent numpy / scikit-image computation, resume after an interruption, per-
 unavailable weights, FVD through a scripted stand-in detector, and the demo data with the blend
 baseline of inference.py."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -180,10 +181,33 @@ def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, ca
     printed = capsys.readouterr().out
     assert "LPIPS           unavailable (" in printed and "FVD             unavailable (" in printed
     assert "FloLPIPS (DIS)  unavailable (" in printed
-    assert run(root) == 1  # other columns: no silent mixing on resume
-    assert "--restart" in capsys.readouterr().err
+    assert run(root) == 1  # a metric the report lacks: no silent mixing on resume
+    assert "this run adds ssim (other --metrics or --flow)" in capsys.readouterr().err
     assert run(root, "--restart") == 0
     assert list(pd.read_csv(csv_path()).columns)[4:6] == ["psnr", "ssim"]
+
+
+def test_a_subset_of_the_recorded_metrics_is_reported_from_the_recorded_rows(data, capsys):
+    root, _ = data
+    assert run(root) == 0
+    recorded = csv_path().read_text()
+    assert run(root, metrics="ssim") == 0
+    assert csv_path().read_text() == recorded
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert list(summary["metrics"]) == ["ssim"] and summary["metrics"]["ssim"]["n"] == 3
+    assert "3 of 3 scored" in capsys.readouterr().out
+    out_root = runs.output_dir(root, "blend", SCALE)
+    shutil.rmtree(out_root / "Beta" / "v_Beta_g01_c01")  # an error row, no metric to leave out: still reported
+    assert run(root, metrics="ssim") == 1
+    assert "2 of 3 scored, 1 missing output: Beta/v_Beta_g01_c01" in capsys.readouterr().out
+    assert list(pd.read_csv(csv_path()).columns)[4:6] == ["psnr", "ssim"]
+    frame = out_root / "Alpha" / "v_Alpha_g01_c01" / "frame_00001.png"
+    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))  # new output: to score
+    before = csv_path().read_text()
+    assert run(root, metrics="ssim") == 1
+    assert ("1 video(s) to score (Alpha/v_Alpha_g01_c01), and the report also records psnr"
+            in capsys.readouterr().err)
+    assert csv_path().read_text() == before
 
 
 def test_missing_output_or_ground_truth_folders_are_clear_errors(data, capsys):
