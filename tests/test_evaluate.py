@@ -166,6 +166,8 @@ def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys
     assert list(table["video"]) == [v for _, v in sorted(VIDEOS)] and list(table["error"] == "") == [True, True, False]
     with pytest.raises(evaluate.VideoMismatch, match="no generated frames"):
         evaluate.check_pair(runs.gt_dir(root, SCALE) / "Beta" / "v_Beta_g01_c01", out_root / "Beta" / "missing")
+    with pytest.raises(evaluate.VideoMismatch, match="no ground-truth frames at .*missing for the generated"):
+        evaluate.check_pair(runs.gt_dir(root, SCALE) / "Beta" / "missing", out_root / "Beta" / "v_Beta_g01_c01")
 
 
 def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, capsys):
