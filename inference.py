@@ -37,7 +37,7 @@ import runs
 import runtime
 import testset_inference
 import video_io
-from interpolate import build_engines, interpolate_video, pass_scales
+from interpolate import build_engines, interpolate_video, recursion_passes, unreachable_scale_message
 from sources import (UNREADABLE_ERRORS, InputError, audio_cut, check_length, load_wave, open_source,
                      resampling_setting, source_frames, warn_resampling)
 from utils import ASVFIError
@@ -71,12 +71,21 @@ def missing_checkpoint_message(args, path, scale):
     tag = f" --tag {args.tag}" if args.tag else ""
     snapshot = f" --save-every {args.epoch}" if args.epoch else ""
     out_dir = f" --out-dir {args.out_dir}" if args.out_dir != "." else ""
-    # main.py trains dataset.SCALES only; a 2x model reaches the other powers of 2 by recursion
-    trained_scale = scale if scale in dataset.SCALES else dataset.SCALES[0]
+    trained_scale = scale_to_train(args.model, scale)
+    if trained_scale is None:
+        return f"{path}: no such checkpoint, and training would not help: {unreachable_scale_message(2, scale)}"
     return (f"{path}: no such checkpoint. Train it first:\n"
             f"  python main.py --model {args.model} --optimizer {args.optimizer} --lr {args.lr} "
             f"--scale {trained_scale}{tag}{snapshot}{out_dir}\n"
             f"or pass --checkpoint PATH (or --model repeat/blend/dis, which need no weights).")
+
+
+def scale_to_train(model, scale):
+    """The scale main.py should train for `scale`: itself when main.py trains it, else one whose
+    powers reach it (any for a model that takes any t); None when no trainable scale reaches it."""
+    any_t = registry.consumes(registry.default_config(model)).any_t
+    reaching = [m for m in dataset.SCALES if m == scale or any_t or recursion_passes(m, scale) is not None]
+    return scale if scale in reaching else (reaching[0] if reaching else None)
 
 
 def snapshot_epochs(model, run, out_dir):
@@ -96,15 +105,15 @@ def load_model(args, scale, device):
     path = checkpoint_file(args)
     if not path.is_file():
         raise ASVFIError(missing_checkpoint_message(args, path, scale))
-    network, checkpoint = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir)
-    if checkpoint["config"]["model"] != args.model:
-        raise ASVFIError(f"{path}: holds a {checkpoint['config']['model']} checkpoint; pass --model "
-                         f"{checkpoint['config']['model']}")
+    network, _ = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir, model=args.model)
     network = network.to(device).eval()
     if args.model == "pervfi" and network.flow_estimator is None:
         # Built now, not at the first frame, so the output records name the estimator that runs
         # (DIS with a warning when a learned estimator's weights cannot be had).
         network.set_flow_estimator(weights_dir=args.weights_dir)
+    if args.model == "pervfi" and args.flow_estimator and network.flow_estimator_used != args.flow_estimator:
+        # the DIS stand-in is for the checkpoint's default estimator; one asked for by name must run
+        raise ASVFIError(f"--flow-estimator {args.flow_estimator} cannot run: {network.flow_estimator_note}")
     return network
 
 
@@ -113,28 +122,6 @@ def pervfi_overrides(args):
     if args.model != "pervfi":
         return {}
     return {"heat": args.heat, **({"flow_estimator": args.flow_estimator} if args.flow_estimator else {})}
-
-
-def engines_for(network, device, scale, args):
-    """The interpolation passes for `scale`, or an error that says which scales this model reaches."""
-    native, any_t = network.config["scale"], registry.consumes(network.config).any_t
-    if not reaches(native, scale, any_t):
-        others = [f"{m}x" for m in dataset.SCALES if reaches(m, scale, any_t=False)]
-        advice = (f"a model trained for {' or '.join(others)} reaches it" if others else
-                  f"no model main.py trains ({', '.join(f'{m}x' for m in dataset.SCALES)}) reaches it; "
-                  f"--model pervfi and the baselines ({', '.join(registry.BASELINES)}) take any scale")
-        raise ASVFIError(f"a model trained for {native}x cannot produce {scale}x: it reaches {native}x, "
-                         f"{native ** 2}x, {native ** 3}x, ... (powers of {native}, by recursion); {advice}")
-    return build_engines(network, device, scale, args)
-
-
-def reaches(native, scale, any_t):
-    """Whether a model trained for `native` gives `scale` (interpolate.pass_scales decides)."""
-    try:
-        pass_scales(native, scale, any_t)
-    except ASVFIError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- test-split mode
@@ -343,7 +330,7 @@ def test_sources(args, entries, video_dir):
 def run_test_split(args, procs):
     scale = args.scale or 2
     network = load_model(args, scale, procs.device)
-    engines = engines_for(network, procs.device, scale, args)
+    engines = build_engines(network, procs.device, scale, args)
     paths = prepare.ensure_dataset(args.data_root, cli.dataset_of(args))
     video_dir, split_csv = paths["videos"], paths["split_csv"]
     entries = dataset.read_split(split_csv, "test")
@@ -412,7 +399,7 @@ def run_single(args, procs):
     source = open_single_input(args.input, args.input_fps)
     scale = resolve_scale(args.scale, args.fps, source.fps)
     network = load_model(args, scale, procs.device)
-    engines = engines_for(network, procs.device, scale, args)
+    engines = build_engines(network, procs.device, scale, args)
     wave = load_wave(source)
     warn_resampling(source)
     output = Path(args.output)
@@ -463,7 +450,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of sampling models (PerVFI), per video")
     p.add_argument("--flow-estimator", default=None, choices=flow.FLOW_ESTIMATORS,
                    help="PerVFI's flow estimator (default: the checkpoint's; raft_sintel for the authors' "
-                        "v00.pth, with DIS and a warning when its weights cannot be had)")
+                        "v00.pth, with DIS and a warning when its weights cannot be had; one named here "
+                        "runs or stops the command)")
     single = p.add_argument_group("single-video mode")
     single.add_argument("--input", default=None, help="a video file or a folder of frames")
     single.add_argument("--output", default=None, help="output MP4")

@@ -29,13 +29,28 @@ def pass_scales(native, scale, any_t):
         raise ASVFIError(f"--scale {scale}: the scale must be at least 2")
     if any_t:
         return [scale]
+    passes = recursion_passes(native, scale)
+    if passes is None:
+        raise ASVFIError(unreachable_scale_message(native, scale))
+    return passes
+
+
+def recursion_passes(native, scale):
+    """[native] * k when scale = native^k, else None."""
     passes = []
     while native ** len(passes) < scale:
         passes.append(native)
-    if native ** len(passes) != scale:
-        raise ASVFIError(f"a model trained for {native}x cannot produce {scale}x: use a power of {native} "
-                         f"({native}, {native ** 2}, ...) or a model trained for {scale}x")
-    return passes
+    return passes if native ** len(passes) == scale else None
+
+
+def unreachable_scale_message(native, scale):
+    """What a `native`x model reaches, and which trainable scale or any-t model gives `scale` instead."""
+    others = [f"{m}x" for m in dataset.SCALES if recursion_passes(m, scale) is not None]
+    advice = (f"a model trained for {' or '.join(others)} reaches it" if others else
+              f"no model main.py trains ({', '.join(f'{m}x' for m in dataset.SCALES)}) reaches it; "
+              f"--model pervfi and the baselines ({', '.join(registry.BASELINES)}) take any scale")
+    return (f"a model trained for {native}x cannot produce {scale}x: it reaches {native}x, {native ** 2}x, "
+            f"{native ** 3}x, ... (powers of {native}, by recursion); {advice}")
 
 
 # ----------------------------------------------------------------------------- one pass on a batch

@@ -88,25 +88,34 @@ def consumes(config):
     return spec(config["model"]).consumes(config)
 
 
-def load_model(path, overrides=None, weights_dir=None):
+def load_model(path, overrides=None, weights_dir=None, model=None):
     """(network, checkpoint): the network described by a checkpoint's config (with `overrides`,
     e.g. PerVFI's sampling heat or flow estimator), carrying the checkpoint's weights, on the CPU.
 
     A file in the PerVFI authors' format (their generator's bare state dict, e.g. v00.pth) builds
     the published network (`pervfi.load_official_checkpoint`); other files without our config are
-    refused with what to do (a FLAVR checkpoint goes to `main.py --pretrained`).
+    refused with what to do (a FLAVR checkpoint goes to `main.py --pretrained`). With `model`, a
+    checkpoint of another model is refused before the overrides (meant for `model`) are applied.
     """
     obj = checkpoints.load_file(path)
     if pervfi.is_official_checkpoint(obj):
+        check_model_name(path, "pervfi", model)
         return pervfi.load_official_checkpoint(obj, path, overrides, weights_dir)
     checkpoint = checkpoints.as_training_checkpoint(obj, path)
     if not isinstance(checkpoint.get("config"), dict):
         raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config, so the network cannot be "
                                           f"rebuilt{foreign_checkpoint_hint(checkpoint['state_dict'])}")
+    held = checkpoint["config"].get("model", checkpoint.get("model", "asvfi"))
+    check_model_name(path, held, model)
     config = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"], **(overrides or {})}
     network = build_model(config, weights_dir)
     checkpoints.load_strict(network, checkpoint["state_dict"], path, hint=spec(config["model"]).fit_hint(config))
     return network, checkpoint
+
+
+def check_model_name(path, held, expected):
+    if expected is not None and held != expected:
+        raise checkpoints.CheckpointError(f"{path}: holds a {held} checkpoint, not {expected}; pass --model {held}")
 
 
 def foreign_checkpoint_hint(state_dict):

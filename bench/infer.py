@@ -125,7 +125,7 @@ def measure_speed(args):
 def measure_length(args):
     """Peak memory of the whole single-video command on one generated video."""
     output = Path(args.work) / f"out_{Path(args.video).stem}.mp4"
-    argv = ["--model", args.length_model, "--input", args.video, "--output", str(output),
+    argv = ["--model", args.length_model, "--input", args.video, "--output", str(output), "--overwrite",
             "-s", str(args.scale), "--batch", str(args.batch), "--device", args.device]
     if args.length_model == "asvfi":
         argv += ["--weights", args.weights]

@@ -439,6 +439,40 @@ def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monke
     # main.py trains 2x, 4x, 8x: a 16x run is trained at 2x and reached by recursion
     fails_with(capsys, r"main.py .* --scale 2\n", "--optimizer", "adam", "--lr", "2e-4", "-s", 16,
                "--data-root", tmp_path, "--dataset", "demo")
+    # no scale main.py trains reaches 3x: ASVFI is not sent to train, PerVFI is (it takes any t)
+    message = fails_with(capsys, r"no such checkpoint, and training would not help: .*--model pervfi and the baselines",
+                         "-s", 3, "--data-root", tmp_path, "--dataset", "demo")
+    assert "main.py --model" not in message
+    fails_with(capsys, r"main.py --model pervfi .* --scale 2\n", "--model", "pervfi", "-s", 3,
+               "--data-root", tmp_path, "--dataset", "demo")
+
+
+def test_a_checkpoint_of_the_other_model_is_refused_with_the_flag_to_pass(tmp_path, odd_video, capsys):
+    """Checked before PerVFI's options (heat, flow estimator) are applied to the checkpoint's config."""
+    asvfi_file = save_tiny_checkpoint(tmp_path / "tiny.pth")
+    config = registry.default_config("pervfi", width=0.125, steps_per_level=2)
+    pervfi_file = tmp_path / "tiny_pervfi.pth"
+    checkpoints.save({"model": "pervfi", "config": config, "state_dict": registry.build_model(config).state_dict(),
+                      "epoch": 1}, pervfi_file)
+    for model, path, held in (("pervfi", asvfi_file, "asvfi"), ("asvfi", pervfi_file, "pervfi")):
+        fails_with(capsys, re.escape(f"{path}: holds a {held} checkpoint, not {model}; pass --model {held}"),
+                   "--model", model, "--weights", path, "--input", odd_video, "--output", tmp_path / "x.mp4")
+
+
+def test_a_flow_estimator_asked_for_by_name_runs_or_stops_the_command(tmp_path, odd_video, monkeypatch, capsys):
+    """DIS stands in only for a checkpoint's default estimator (with a warning), never for a named one."""
+    import weights
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    config = registry.default_config("pervfi", width=0.125, steps_per_level=2)
+    path = tmp_path / "tiny_pervfi.pth"
+    checkpoints.save({"model": "pervfi", "config": config, "state_dict": registry.build_model(config).state_dict(),
+                      "epoch": 1}, path)
+    with pytest.warns(UserWarning, match="dis instead of raft_sintel"):
+        fails_with(capsys, r"--flow-estimator raft_sintel cannot run: dis instead of raft_sintel: .*raft-sintel\.pth",
+                   "--model", "pervfi", "--weights", path, "--flow-estimator", "raft_sintel", "--input", odd_video,
+                   "--output", tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_a_missing_snapshot_of_a_trained_run_lists_what_the_run_has(tmp_path, monkeypatch, capsys):
