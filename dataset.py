@@ -39,6 +39,10 @@ SCALES = (2, 4, 8)
 WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file
 
 
+class DataError(ASVFIError, ValueError):
+    """A split CSV or video that cannot give windows; the message names the file and what to do."""
+
+
 @dataclass(frozen=True)
 class VideoEntry:
     """One row of the split CSV, the fields windows need."""
@@ -232,7 +236,7 @@ def read_split(csv_path, split=None):
     table = pd.read_csv(csv_path)
     missing = {"path", "category", "split", "fps", "n_frames", "width", "height", "has_audio"} - set(table.columns)
     if missing:
-        raise ValueError(f"{csv_path}: missing columns {sorted(missing)}")
+        raise DataError(f"{csv_path}: missing columns {sorted(missing)}")
     bad = [f"row {i + 2}: {path!r}: {problem}" for i, path in enumerate(table["path"])
            if (problem := runs.relative_path_problem(path))]
     if bad:  # a path outside the video folder would make inference read and write outside the data root
@@ -285,7 +289,7 @@ class VFIWindows(EpochDraws):
         self.sampling = sampling
         all_rows = read_split(self.csv_path)
         if not all_rows:
-            raise ValueError(f"{self.csv_path}: no videos listed")
+            raise DataError(f"{self.csv_path}: no videos listed")
         self.audio_samples = int(audio_samples or audio_samples_for(min(r.fps for r in all_rows), self.scale))
         self.videos, self.skipped = self._usable_videos([r for r in all_rows if r.split == split])
         self.eval_windows = [] if self.train else [
@@ -299,7 +303,7 @@ class VFIWindows(EpochDraws):
         """Drop videos too short for one window (or smaller than the crop), with one warning; when
         none is left, an error that says why."""
         if not rows:
-            raise ValueError(f"{self.csv_path}: split {self.split!r} has no videos")
+            raise DataError(f"{self.csv_path}: split {self.split!r} has no videos")
         verdicts = [(entry, self.why_unusable(entry)) for entry in rows]
         usable = [entry for entry, why in verdicts if why is None]
         skipped = [(entry.path, why[1]) for entry, why in verdicts if why is not None]
@@ -308,7 +312,7 @@ class VFIWindows(EpochDraws):
             warnings.warn(f"{self.csv_path} split {self.split!r}: skipped {len(skipped)} of {len(rows)} "
                           f"videos: {listing}", stacklevel=3)
         if not usable:
-            raise ValueError(f"{self.csv_path} split {self.split!r}: none of its {len(rows)} videos is usable: "
+            raise DataError(f"{self.csv_path} split {self.split!r}: none of its {len(rows)} videos is usable: "
                              f"{unusable_summary(verdicts)}")
         return usable, skipped
 
@@ -381,7 +385,7 @@ class VFIWindows(EpochDraws):
         """Frames at `indices` cropped and flipped, as float32 (N, 3, h, w) in [0, 1]."""
         frames, positions = self._read_frames(entry, indices)
         if frames.shape[1:3] != (entry.height, entry.width):
-            raise ValueError(f"{self.video_dir / entry.path}: frames are {frames.shape[2]}x{frames.shape[1]} "
+            raise DataError(f"{self.video_dir / entry.path}: frames are {frames.shape[2]}x{frames.shape[1]} "
                              f"but the split CSV says {entry.width}x{entry.height}; re-run prepare")
         return augment(frames, positions, augmentation)
 
@@ -396,7 +400,7 @@ class VFIWindows(EpochDraws):
         first, last = min(indices), max(indices)
         span = video_io.read_frames(self.video_dir / entry.path, first, last + 1, self._frame_index(entry))
         if len(span) != last + 1 - first:
-            raise ValueError(f"{self.video_dir / entry.path}: decoded {len(span)} frames for [{first}, {last + 1}) "
+            raise DataError(f"{self.video_dir / entry.path}: decoded {len(span)} frames for [{first}, {last + 1}) "
                              f"but the split CSV says {entry.n_frames}; re-run prepare")
         return span, [j - first for j in indices]
 
