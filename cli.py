@@ -13,7 +13,10 @@ Flags are hyphenated; the seed's documented underscore spellings (--start_epoch,
 root of weights/, figs/ and evals/ in all three scripts, so train → infer → evaluate chain.
 """
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 import runs
 from utils import ASVFIError
@@ -90,9 +93,30 @@ def dataset_of(args):
 
 
 def run_entry_point(body, argv=None):
-    """Run a script's body; a project error becomes a one-line message and exit status 1."""
+    """Run a script's body; a project error becomes a one-line message and exit status 1, and
+    SIGTERM unwinds it like Ctrl-C."""
     try:
-        return body(argv)
+        with sigterm_unwinds():
+            return body(argv)
     except ASVFIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """Within the block SIGTERM (a cluster's time limit, `kill`) raises SystemExit(143) instead of
+    ending the process where it stands, so `finally` blocks remove temporary files and release
+    output locks. Signals reach only the main thread; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)

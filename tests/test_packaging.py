@@ -1,6 +1,16 @@
-"""The install files agree with each other and the repository stands on its own."""
+"""The repository as a whole: the install files agree, it stands on its own, the documented
+tables are what the tools print, and the entry points unwind on SIGTERM."""
+import os
 import re
+import signal
+import time
 from pathlib import Path
+
+import pytest
+
+import cli
+import tools
+import utils
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENT = re.compile(r"^\s*-?\s*([A-Za-z0-9_.\-]+)\s*([<>=!~].*)?$")
@@ -54,9 +64,26 @@ def test_fixtures_used_by_the_tests_are_in_the_repository():
 
 
 def test_benchmarks_parameter_table_is_what_the_params_tool_prints(capsys):
-    import tools
     assert tools.main(["params", "--models", "pervfi"]) == 0
     printed = capsys.readouterr().out
     assert "pervfi (default config): 8,667,545 trainable parameters" in printed  # the published network
     table = [line for line in printed.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 7 and "\n".join(table) in (ROOT / "BENCHMARKS.md").read_text()
+
+
+def test_sigterm_unwinds_an_entry_point_so_no_temporary_file_is_left(tmp_path):
+    """A cluster's time limit sends SIGTERM: the half-written file goes, the old one stays."""
+    target = tmp_path / "report.csv"
+    target.write_text("old")
+
+    def killed_while_writing(tmp):
+        Path(tmp).write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises during the sleep
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run_entry_point(lambda argv: utils.atomic_write(target, killed_while_writing))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir()] == ["report.csv"] and target.read_text() == "old"
+    assert signal.getsignal(signal.SIGTERM) == before
