@@ -25,6 +25,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+import cli
 import demo_data
 from runs import audio_cache_path, dataset_paths, frame_index_path, video_folder, video_group, video_names
 from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
@@ -326,21 +327,21 @@ def parse_size(text):
     return width, height
 
 
-def main(argv=None):
+def run_command(argv):
     args = build_parser().parse_args(argv)
     started = time.time()
-    try:
-        if args.command == "prepare":
-            summary = prepare(args.data_root, args.dataset, args.dataset_dir, args.require_audio, args.extract_frames)
-        else:
-            summary = build_demo(args.out, seed=args.seed, groups=args.groups, clips=args.clips, frames=args.frames,
-                                 size=parse_size(args.size))
-    except ASVFIError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.command == "prepare":
+        summary = prepare(args.data_root, args.dataset, args.dataset_dir, args.require_audio, args.extract_frames)
+    else:
+        summary = build_demo(args.out, seed=args.seed, groups=args.groups, clips=args.clips, frames=args.frames,
+                             size=parse_size(args.size))
     print(format_summary(summary))
     print(f"done in {time.time() - started:.1f} s")
     return 0
+
+
+def main(argv=None):
+    return cli.run_entry_point(run_command, argv)
 
 
 if __name__ == "__main__":
