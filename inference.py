@@ -415,9 +415,8 @@ def run_single(args, procs):
         for frame, _ in tqdm(stream, total=expected, desc=f"{scale}x", unit="frame"):
             writer.write(frame)
             written += 1
-        stored = writer.video.width, writer.video.height
     print(f"{output}: {written} frames at {source.fps * scale:g} fps "
-          f"({source.n_frames} in, {scale}x, {frame_size(source.width, source.height, stored)})")
+          f"({source.n_frames} in, {scale}x, {frame_size(source.width, source.height, writer.stored_size)})")
     return 0
 
 

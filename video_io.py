@@ -387,6 +387,12 @@ class VideoWriter:
             self.audio = (wave[:, :int(round(audio_until * rate))], rate)
         self.container = None
 
+    @property
+    def stored_size(self):
+        """(width, height) the file holds: the frame size, padded to even for 4:2:0."""
+        width, height = self.size
+        return width + width % 2, height + height % 2
+
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
@@ -398,7 +404,7 @@ class VideoWriter:
         if width % 2 or height % 2:
             self.container.metadata["comment"] = f"{_DISPLAY_SIZE_TAG}{width}x{height}"
         self.video = self.container.add_stream("mpeg4" if avi else "libx264", rate=self.fps)
-        self.video.width, self.video.height = width + width % 2, height + height % 2
+        self.video.width, self.video.height = self.stored_size
         self.video.pix_fmt = "yuv420p"
         self.video.gop_size = self.gop
         self.video.codec_context.time_base = 1 / self.fps
