@@ -24,6 +24,14 @@ from utils import ASVFIError
 DATASETS = (*runs.DATASET_FOLDERS, *runs.TESTSET_FOLDERS)
 
 
+def dataset_name(text):
+    """A --dataset value: a preset or test set, or the folder name of a set `prepare --dataset-dir` made."""
+    if text in DATASETS or runs.is_folder_name(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: not one of {', '.join(DATASETS)}, nor a folder name under "
+                                     f"--data-root (no path separators)")
+
+
 def lr_string(text):
     """--lr stays the string the user typed (it names the run) but must parse as a positive float."""
     try:
@@ -58,9 +66,10 @@ def add_checkpoint_flags(parser):
 def add_data_flags(parser):
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", default="../data", help="folder holding the data sets and generated frames")
-    group.add_argument("--dataset", default=None, choices=DATASETS,
+    group.add_argument("--dataset", default=None, type=dataset_name, metavar="|".join(DATASETS) + "|FOLDER",
                        help="data set under --data-root (default: ucf101 when {data_root}/UCF-101 or its split "
-                            "CSV exists, else demo, generated on first use)")
+                            "CSV exists, else demo, generated on first use); FOLDER: any folder of videos "
+                            "prepared with `utils.py prepare --dataset-dir FOLDER`")
     return group
 
 

@@ -135,7 +135,8 @@ def check_image_set_training(args, parser):
     between the central inputs, and it has no sound for a model to read."""
     if args.dataset not in testsets.TRAINABLE:
         parser.error(f"--dataset {args.dataset} is an image test set: score models on it with inference.py and "
-                     f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)}) "
+                     f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)} or a "
+                     f"folder prepared with --dataset-dir) "
                      f"and on {', '.join(testsets.TRAINABLE)}")
     if args.scale != 2:
         parser.error(f"--dataset {args.dataset} has one target frame, midway between the central inputs: "

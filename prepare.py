@@ -277,8 +277,11 @@ def ensure_dataset(data_root, dataset):
             _build_demo_once(data_root)
     elif not paths["videos"].is_dir() or not paths["split_csv"].is_file():
         missing = paths["videos"] if not paths["videos"].is_dir() else paths["split_csv"]
-        raise ASVFIError(f"{missing} not found: put UCF-101 videos in {paths['videos']}/<Category>/*.avi and run "
-                         f"`python utils.py prepare --data-root {data_root}` (or use --dataset demo)")
+        if dataset == "ucf101":
+            raise ASVFIError(f"{missing} not found: put UCF-101 videos in {paths['videos']}/<Category>/*.avi and "
+                             f"run `python utils.py prepare --data-root {data_root}` (or use --dataset demo)")
+        raise ASVFIError(f"{missing} not found: put the videos in {paths['videos']}/<Category>/<video> and run "
+                         f"`python utils.py prepare --data-root {data_root} --dataset-dir {dataset}`")
     return paths
 
 

@@ -96,11 +96,11 @@ def eval_csv_path(model, run, scale, out_dir="."):
 def dataset_paths(data_root, dataset=None, folder=None):
     """Video folder, split CSV, 16 kHz audio cache, extracted frames and prepare cache of a data set.
 
-    `dataset` is a preset (`ucf101` → `UCF-101`, `demo` → `demo`); `folder` names any other video
-    folder under data_root and gives `{root}/{folder}_split.csv` etc. in the same way.
+    `dataset` is a preset (`ucf101` → `UCF-101`, `demo` → `demo`) or the name of any other video
+    folder under data_root, as is `folder`: `{root}/{folder}_split.csv` etc. in the same way.
     """
     root = Path(data_root)
-    name = folder or DATASET_FOLDERS[dataset]
+    name = folder or DATASET_FOLDERS.get(dataset, dataset)
     return {"videos": root / name, "split_csv": root / f"{name}_split.csv", "audio": root / f"{name}_audio16k",
             "frames": root / f"{name}_imgs", "cache": root / f".{name}_prepare.json"}
 
@@ -115,6 +115,11 @@ def testset_output_dir(data_root, model, dataset, run=None):
     one folder per sample id holding its predictions and identity."""
     folder = Path(data_root) / DISPLAY_NAMES[model] / dataset
     return folder / run if run else folder
+
+
+def is_folder_name(text):
+    """A plain folder name (no separators, not hidden): what names a video folder under --data-root."""
+    return bool(text) and Path(text).name == text and not text.startswith(".")
 
 
 def default_dataset(data_root):

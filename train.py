@@ -155,7 +155,7 @@ def build_datasets(args, procs):
     Process 0 generates the demo data on first use while the others wait. An image set with a
     training list (Vimeo-90K septuplets) gives the input frames the model reads (registry.consumes).
     """
-    if procs.is_main and args.dataset in runs.DATASET_FOLDERS:
+    if procs.is_main and args.dataset not in runs.TESTSET_FOLDERS:
         prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
     crop = args.crop or None
@@ -425,13 +425,24 @@ def check_outputs(paths, args):
                               f"--start-epoch N (N = its finished epochs), choose another --tag or --out-dir, "
                               f"or pass --overwrite to train it again from scratch")
     for folder in (paths.latest.parent, paths.log.parent):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise TrainingStopped(f"{folder}: cannot write checkpoints or logs there ({error.strerror}); "
-                                  f"choose a writable --out-dir") from None
+        check_writable(folder)
+
+
+def check_writable(folder):
+    """Write a file in `folder`; the folders made for the test are removed again (the writes that
+    follow make them), so a run that stops before its first checkpoint leaves nothing behind."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise TrainingStopped(f"{folder}: cannot write checkpoints or logs there ({error.strerror}); "
+                              f"choose a writable --out-dir") from None
+    finally:
+        for path in made:
+            if path.is_dir():
+                path.rmdir()
 
 
 def build_state(args, network, steps, device):

@@ -179,6 +179,27 @@ def test_frames_are_extracted_only_for_videos_the_split_keeps(demo_root, tmp_pat
     assert len(video_io.read_png_frames(frames / silent)) == 10
 
 
+def test_a_prepared_folder_of_videos_trains_runs_and_scores_by_its_name(demo_root, tmp_path, capsys):
+    """`prepare --dataset-dir MyVideos`, then `--dataset MyVideos` in main.py, inference.py, evaluate.py."""
+    import evaluate
+    import inference
+    import main
+    shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
+    assert prepare.main(["prepare", "--data-root", str(tmp_path), "--dataset-dir", "MyVideos"]) == 0
+    data = ["--data-root", str(tmp_path), "--dataset", "MyVideos", "--device", "cpu"]
+    assert main.main([*data, "--width", "0.125", "--crop", "32", "--batch-size", "2", "--epochs", "1",
+                      "--limit-steps", "1", "--val-windows", "2", "--workers", "0", "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "weights/asvfi/adamw_6e-4.pth").is_file()
+    assert inference.main([*data, "--model", "blend", "-s", "2", "--limit", "1"]) == 0
+    assert evaluate.main([*data, "--model", "blend", "-s", "2", "--limit", "1", "--metrics", "psnr", "--offline",
+                          "--out-dir", str(tmp_path)]) == 0
+    assert "1 of 1" in capsys.readouterr().out
+    assert main.main(["--data-root", str(tmp_path), "--dataset", "Elsewhere", "--device", "cpu",
+                      "--out-dir", str(tmp_path / "elsewhere")]) == 1
+    assert "--dataset-dir Elsewhere" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()  # a run that stops at the start leaves no folders
+
+
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
     summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
