@@ -266,6 +266,10 @@ def format_summary(summary):
     if summary["excluded"]:
         lines.append(f"excluded: {len(summary['excluded'])}")
         lines += [f"  {path}: {reason}" for path, reason in summary["excluded"]]
+    empty = [name for name in ("train", "val", "test") if not summary["splits"].get(name)]
+    if summary["kept"] and empty:
+        lines.append(f"warning: no {' or '.join(empty)} videos: main.py needs train and val, inference.py and "
+                     f"evaluate.py test; splits are made by group (gXX), so add videos of more groups")
     return "\n".join(lines)
 
 

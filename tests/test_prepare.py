@@ -200,6 +200,18 @@ def test_a_prepared_folder_of_videos_trains_runs_and_scores_by_its_name(demo_roo
     assert not (tmp_path / "elsewhere").exists()  # a run that stops at the start leaves no folders
 
 
+def test_a_split_left_empty_is_warned_about(demo_root, tmp_path):
+    folder = tmp_path / "Two" / "Solo"
+    folder.mkdir(parents=True)
+    for group in (1, 2):  # two groups: one goes to test, one to train, none is left for val
+        shutil.copy(demo_root / "demo/PulsingDisc/v_PulsingDisc_g01_c01.avi", folder / f"v_Solo_g0{group}_c01.avi")
+    summary = prepare.prepare(tmp_path, dataset_dir="Two", show_progress=False)
+    assert summary["splits"]["train"] == summary["splits"]["test"] == 1 and not summary["splits"].get("val")
+    assert "warning: no val videos: main.py needs train and val" in prepare.format_summary(summary)
+    whole = prepare.prepare(copy_demo(demo_root, tmp_path / "whole"), "demo", show_progress=False)
+    assert "warning" not in prepare.format_summary(whole)
+
+
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
     summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
