@@ -375,6 +375,9 @@ def resolve_scale(scale, fps, input_fps):
         raise ASVFIError(f"--fps {fps:g}: not an integer multiple (at least 2x) of the input's {input_fps:g} fps")
     if scale and scale != factor:
         raise ASVFIError(f"--scale {scale} and --fps {fps:g} disagree (the input is {input_fps:g} fps)")
+    if factor * input_fps != fps:  # e.g. 60 asked of 29.97 (30000/1001) fps: the output is 59.94
+        print(f"note: --fps {fps:g} is {factor}x of the input's {input_fps:.5g} fps; the output runs at "
+              f"{factor * input_fps:.5g} fps", file=sys.stderr)
     return factor
 
 

@@ -510,6 +510,12 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     assert not any((tmp_path / name).exists() for name in ("x.mp4", "one_2x.mp4", "broken_2x.mp4"))
 
 
+def test_fps_asked_of_an_ntsc_input_says_the_rate_it_gives(capsys):
+    assert inference.resolve_scale(None, 50, 25.0) == 2 and capsys.readouterr().err == ""
+    assert inference.resolve_scale(None, 60, 30000 / 1001) == 2
+    assert "--fps 60 is 2x of the input's 29.97 fps; the output runs at 59.94 fps" in capsys.readouterr().err
+
+
 def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, checkpoint, capsys):
     four = save_tiny_checkpoint(tmp_path / "tiny4x.pth", scale=4, steps=0)
     for scale, advice in ((2, "a model trained for 2x reaches it"), (8, "a model trained for 2x or 8x reaches it")):
