@@ -63,9 +63,15 @@ class _FrameIndex:
     time_base: fractions.Fraction
     fps: float
     start_time: float
-    width: int
+    width: int  # as displayed: upright when the file carries a rotation
     height: int
     declared_duration: float = 0.0
+    rotation: int = 0  # degrees counter-clockwise the display turns the decoded frames (phone videos)
+
+    @property
+    def stored_size(self):
+        """(width, height) of the decoded frames, before they are turned upright."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
     @functools.cached_property
     def pts_monotonic(self):
@@ -129,10 +135,21 @@ def _decode_packets(container, stream):
         yield from frames
 
 
-def _to_rgb(frame, size):
+def _to_rgb(frame, stored_size):
+    """(H, W, 3) RGB as displayed: cropped to the stored size (VideoWriter pads odd sizes), then
+    turned upright by the frame's display rotation (a portrait phone video is stored landscape)."""
     rgb = frame.to_ndarray(format="rgb24")
-    width, height = size
-    return rgb[:height, :width] if rgb.shape[:2] != (height, width) else rgb
+    width, height = stored_size
+    if rgb.shape[:2] != (height, width):
+        rgb = rgb[:height, :width]
+    quarter_turns = _quarter_turns(frame.rotation)
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def _quarter_turns(rotation):
+    """Counter-clockwise quarter turns of a display rotation in degrees (other angles are not shown
+    turned by players either)."""
+    return round(rotation / 90) % 4 if rotation and abs(rotation / 90 - round(rotation / 90)) < 1e-3 else 0
 
 
 def _file_key(path):
@@ -155,7 +172,7 @@ def frame_index(path, record=None):
     if record is not None and record.get("key") == list(_file_key(path)[1:3]):
         return _FrameIndex(tuple(record["pts"]), tuple(record["keyframe"]), fractions.Fraction(record["time_base"]),
                            record["fps"], record["start_time"], record["width"], record["height"],
-                           record["declared_duration"])
+                           record["declared_duration"], record.get("rotation", 0))
     return _frame_index(path)
 
 
@@ -165,7 +182,8 @@ def frame_index_record(path):
     index = _frame_index(path)
     return {"key": list(_file_key(path)[1:3]), "pts": list(index.pts), "keyframe": list(index.keyframe),
             "time_base": str(index.time_base), "fps": index.fps, "start_time": index.start_time,
-            "width": index.width, "height": index.height, "declared_duration": index.declared_duration}
+            "width": index.width, "height": index.height, "declared_duration": index.declared_duration,
+            "rotation": index.rotation}
 
 
 @functools.lru_cache(maxsize=512)
@@ -173,14 +191,18 @@ def _scan_video(path, size, mtime_ns, inode):
     with _open(path) as container:
         stream = _video_stream(container, path)
         width, height = _display_size(container, stream)
-        pts, keyframe = [], []
+        pts, keyframe, rotation = [], [], 0
         for frame in _decode_packets(container, stream):
+            if not pts:
+                rotation = _quarter_turns(frame.rotation) * 90
             pts.append(frame.pts)
             keyframe.append(bool(frame.key_frame))
         start = stream.start_time * stream.time_base if stream.start_time is not None else 0.0
         fps = _stream_fps(stream)
+        if rotation % 180:
+            width, height = height, width
         return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, fps, float(start), width, height,
-                           _declared_duration(container, stream, fps))
+                           _declared_duration(container, stream, fps), rotation)
 
 
 def _declared_duration(container, stream, fps):
@@ -268,7 +290,7 @@ def _read_by_seeking(path, index, start, stop):
             if i > start and not wanted:
                 return None  # landed after the first wanted frame
             if start <= i < stop:
-                wanted[i] = _to_rgb(frame, (index.width, index.height))
+                wanted[i] = _to_rgb(frame, index.stored_size)
             if i >= stop - 1:
                 break
     if len(wanted) != stop - start:
@@ -282,7 +304,7 @@ def _read_sequentially(path, index, start, stop):
         stream = _video_stream(container, path)
         for i, frame in enumerate(_decode_packets(container, stream)):
             if i >= start:
-                frames.append(_to_rgb(frame, (index.width, index.height)))
+                frames.append(_to_rgb(frame, index.stored_size))
             if i >= stop - 1:
                 break
     if len(frames) != stop - start:

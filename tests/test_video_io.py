@@ -171,6 +171,29 @@ def test_odd_sizes_read_back_at_the_size_written(tmp_path, ext):
     assert next(video_io.iter_frames(path)).shape == (25, 33, 3)
 
 
+@pytest.mark.parametrize("rotation, quarter_turns", [(-90, -1), (90, 1), (180, 2)])
+def test_a_rotated_video_reads_upright(tmp_path, rotation, quarter_turns):
+    """A phone's portrait video is stored landscape with a display rotation: frames come back as a
+    player shows them (probe's size too), in every reader and from a stored frame index."""
+    frames = [frame[:32, :48].copy() for frame in moving_frames(8)]  # 48 wide, 32 high: asymmetric
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    upright = np.stack([np.rot90(frame, quarter_turns) for frame in frames])
+    info = video_io.probe(path)
+    assert (info.width, info.height) == upright.shape[2:0:-1] and info.n_frames == 8
+    record = video_io.frame_index_record(path)
+    for decoded in (video_io.read_frames(path, 0, 8), video_io.read_frames(path, 3, 6,
+                    index=video_io.frame_index(path, record)), np.stack(list(video_io.iter_frames(path)))):
+        expected = upright if len(decoded) == 8 else upright[3:6]
+        assert decoded.shape == expected.shape and np.abs(decoded.astype(int) - expected).mean() < 4.0
+
+
 def test_writer_rejects_frames_of_the_wrong_size_and_leaves_no_file(tmp_path):
     path = tmp_path / "bad.mp4"
     with pytest.raises(ValueError, match="bad.mp4"):
