@@ -154,12 +154,15 @@ def confined(root, relative, what="path"):
 
 def video_names(relative_paths):
     """{relative path: video name}: the file's stem, or stem + `_<extension>` where another file of the
-    same folder has the same stem (`v_X.avi` and `v_X.mp4` → `v_X_avi`, `v_X_mp4`), so that no two
-    videos share an audio cache entry, an output or a ground-truth folder."""
+    same folder has the same stem (`v_X.avi` and `v_X.mp4` → `v_X_avi`, `v_X_mp4`) or a folder beside
+    it of that name holds videos (`A/x.mp4` beside `A/x/y.mp4`), so that no two videos share an audio
+    cache entry, an output or a ground-truth folder, and no output folder holds another's."""
     paths = [Path(str(p)) for p in relative_paths]
     shared = Counter((path.parent, path.stem) for path in paths)
-    return {str(path): f"{path.stem}_{path.suffix.lstrip('.').lower()}" if shared[path.parent, path.stem] > 1
-            else path.stem for path in paths}
+    folders = {folder for path in paths for folder in path.parents}
+    return {str(path): f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+            if shared[path.parent, path.stem] > 1 or path.parent / path.stem in folders else path.stem
+            for path in paths}
 
 
 def video_folder(root, relative_video_path, name=None):

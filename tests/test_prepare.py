@@ -212,6 +212,12 @@ def test_a_split_left_empty_is_warned_about(demo_root, tmp_path):
     assert "warning" not in prepare.format_summary(whole)
 
 
+def test_video_names_never_nest_one_output_inside_another():
+    names = runs.video_names(["A/x.mp4", "A/x/y.mp4", "A.mp4", "B/v.avi", "B/v.mp4", "B/w.avi"])
+    assert names == {"A/x.mp4": "x_mp4", "A/x/y.mp4": "y", "A.mp4": "A_mp4",  # beside folders x/ and A/
+                     "B/v.avi": "v_avi", "B/v.mp4": "v_mp4", "B/w.avi": "w"}
+
+
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
     summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
