@@ -17,6 +17,7 @@ import contextlib
 import signal
 import sys
 import threading
+import warnings
 
 import runs
 from utils import ASVFIError
@@ -102,10 +103,10 @@ def dataset_of(args):
 
 
 def run_entry_point(body, argv=None):
-    """Run a script's body; a project error becomes a one-line message and exit status 1, and
-    SIGTERM unwinds it like Ctrl-C."""
+    """Run a script's body; a project error becomes a one-line message and exit status 1, warnings
+    print as one line each, and SIGTERM unwinds it like Ctrl-C."""
     try:
-        with sigterm_unwinds():
+        with sigterm_unwinds(), one_line_warnings():
             return body(argv)
     except ASVFIError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -125,6 +126,23 @@ def sigterm_unwinds():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """Within the block a warning prints as `warning: <message>` (ours name the file they are about),
+    not with the path and source line of the code that raised it."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+def one_line(message, category, filename, lineno, line=None):
+    kind = "warning" if category is UserWarning else category.__name__
+    return f"{kind}: {message}\n"
 
 
 def exit_on_signal(signum, frame):

@@ -3,6 +3,8 @@ tables are what the tools print, and the entry points unwind on SIGTERM."""
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,3 +89,12 @@ def test_sigterm_unwinds_an_entry_point_so_no_temporary_file_is_left(tmp_path):
     assert stopped.value.code == 128 + signal.SIGTERM
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"] and target.read_text() == "old"
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_entry_point_warnings_print_as_one_line():
+    """Our warnings name the file they are about; the source line that raised them says nothing to a user."""
+    code = ("import warnings, cli; cli.run_entry_point(lambda argv: warnings.warn('clip.mp4: no audio stream')); "
+            "warnings.warn('outside')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    assert lines[0] == "warning: clip.mp4: no audio stream" and "UserWarning: outside" in lines[1]
