@@ -363,8 +363,12 @@ def resume_checkpoint(args, paths, config):
         return paths.latest, latest
     if paths.snapshot(start).is_file():
         return paths.snapshot(start), load_for_resume(paths.snapshot(start), args, config)
-    raise ResumeError(f"--start_epoch {start}: {paths.latest} holds epoch {latest['epoch']} and there is no "
-                      f"snapshot {paths.snapshot(start)}; use --start_epoch {latest['epoch']}")
+    done = latest["epoch"]
+    advice = (f"use --start_epoch {done}" if done < args.epochs else
+              f"the run has finished its {done} epochs: train it further with --start_epoch {done} and a larger "
+              f"--epochs (not with a one-cycle schedule, which spans the first --epochs), or again with --overwrite")
+    raise ResumeError(f"--start_epoch {start}: {paths.latest} holds epoch {done} and there is no "
+                      f"snapshot {paths.snapshot(start)}; {advice}")
 
 
 def load_for_resume(path, args, config):
@@ -422,8 +426,9 @@ def check_outputs(paths, args):
     existing = paths.existing()
     if args.start_epoch == 0 and existing and not args.overwrite:
         raise TrainingStopped(f"run {paths.run} already has {', '.join(map(str, existing))}; resume it with "
-                              f"--start-epoch N (N = its finished epochs), choose another --tag or --out-dir, "
-                              f"or pass --overwrite to train it again from scratch")
+                              f"--start-epoch N (N = its finished epochs; a finished run also needs a larger "
+                              f"--epochs), choose another --tag or --out-dir, or pass --overwrite to train it "
+                              f"again from scratch")
     for folder in (paths.latest.parent, paths.log.parent):
         check_writable(folder)
 

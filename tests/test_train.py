@@ -186,6 +186,9 @@ def test_resume_errors_name_the_file(demo_root, straight_run, tmp_path, capsys):
     try:
         assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "1") == 1
         assert "holds epoch 2 and there is no snapshot" in capsys.readouterr().err
+        assert run_main(demo_root, straight_run, "--epochs", "2", "--start_epoch", "1") == 1  # a finished run
+        assert "has finished its 2 epochs: train it further with --start_epoch 2 and a larger --epochs" in \
+            capsys.readouterr().err
     finally:
         (tmp_path / "moved.pth").rename(straight_run / f"weights/asvfi/{RUN}_epoch1.pth")
 
