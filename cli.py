@@ -14,6 +14,7 @@ root of weights/, figs/ and evals/ in all three scripts, so train → infer → 
 """
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -121,11 +122,23 @@ def sigterm_unwinds():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, exit_on_signal)
+    previous, previous_hook = signal.signal(signal.SIGTERM, exit_on_signal), sys.unraisablehook
+
+    def redeliver_if_swallowed(unraisable):
+        # Python ignores an exception raised in a __del__ (a DataLoader iterator shutting down its
+        # workers at the end of an epoch): the SIGTERM is sent again once the hook has returned
+        # (from a timer thread: a signal sent here would be handled, and ignored, in the hook).
+        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == 128 + signal.SIGTERM:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        else:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = redeliver_if_swallowed
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

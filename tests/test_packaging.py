@@ -1,5 +1,5 @@
 """The repository as a whole: the install files agree, it stands on its own, the documented
-tables are what the tools print, and the entry points unwind on SIGTERM."""
+tables are what the tools print, and the entry points unwind on SIGTERM and print warnings as one line."""
 import os
 import re
 import signal
@@ -98,3 +98,22 @@ def test_entry_point_warnings_print_as_one_line():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     lines = done.stderr.splitlines()
     assert lines[0] == "warning: clip.mp4: no audio stream" and "UserWarning: outside" in lines[1]
+
+
+class KilledWhileCollected:
+    """Gets SIGTERM inside its __del__, as a DataLoader iterator shutting down its workers can."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the handler's SystemExit is raised here, where Python ignores it
+
+
+def test_a_sigterm_swallowed_by_a_destructor_still_stops_the_entry_point():
+    def body(argv):
+        KilledWhileCollected()  # collected at once
+        time.sleep(5)
+        return 0
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.run_entry_point(body)
+    assert stopped.value.code == 128 + signal.SIGTERM
