@@ -110,8 +110,17 @@ def run_entry_point(body, argv=None):
         with sigterm_unwinds(), one_line_warnings():
             return body(argv)
     except ASVFIError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
         return 1
+
+
+def user_message(error):
+    """The error's message; for one re-raised from a DataLoader worker, the worker's own message
+    (torch puts the worker's traceback in front of it)."""
+    text = str(error)
+    if "\nOriginal Traceback" not in text:
+        return text
+    return text.rstrip().splitlines()[-1].partition(": ")[2]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,81 @@
+"""The entry points' shared wrapper (cli.run_entry_point): project errors as one message, warnings
+as one line, and SIGTERM unwinding the run like Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import cli
+import dataset
+import utils
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigterm_unwinds_an_entry_point_so_no_temporary_file_is_left(tmp_path):
+    """A cluster's time limit sends SIGTERM: the half-written file goes, the old one stays."""
+    target = tmp_path / "report.csv"
+    target.write_text("old")
+
+    def killed_while_writing(tmp):
+        Path(tmp).write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises during the sleep
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        cli.run_entry_point(lambda argv: utils.atomic_write(target, killed_while_writing))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_path.iterdir()] == ["report.csv"] and target.read_text() == "old"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_entry_point_warnings_print_as_one_line():
+    """Our warnings name the file they are about; the source line that raised them says nothing to a user."""
+    code = ("import warnings, cli; cli.run_entry_point(lambda argv: warnings.warn('clip.mp4: no audio stream')); "
+            "warnings.warn('outside')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    assert lines[0] == "warning: clip.mp4: no audio stream" and "UserWarning: outside" in lines[1]
+
+
+class KilledWhileCollected:
+    """Gets SIGTERM inside its __del__, as a DataLoader iterator shutting down its workers can."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the handler's SystemExit is raised here, where Python ignores it
+
+
+def test_a_sigterm_swallowed_by_a_destructor_still_stops_the_entry_point():
+    def body(argv):
+        KilledWhileCollected()  # collected at once
+        time.sleep(5)
+        return 0
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.run_entry_point(body)
+    assert stopped.value.code == 128 + signal.SIGTERM
+
+
+class UnusableWindows(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise dataset.DataError("/data/v_X.avi: frames are 320x240 but the split CSV says 322x240; re-run prepare")
+
+
+def test_an_error_from_a_data_loader_worker_prints_its_own_message(capsys):
+    """torch re-raises it with the worker's traceback in front; the user reads what went wrong."""
+    def body(argv):
+        next(iter(torch.utils.data.DataLoader(UnusableWindows(), num_workers=1)))
+
+    assert cli.run_entry_point(body) == 1
+    assert capsys.readouterr().err == ("error: /data/v_X.avi: frames are 320x240 but the split CSV says 322x240; "
+                                       "re-run prepare\n")
