@@ -413,8 +413,9 @@ def restore(path, checkpoint, state, procs):
     state.history, state.best_psnr = list(checkpoint["history"]), checkpoint["best_psnr"]
 
 
-def summary_line(record, args, is_best):
-    return (f"epoch {record['epoch']}/{args.epochs}  train loss {record['train_loss']:.4f}  "
+def summary_line(record, run, is_best):
+    """One line per epoch, naming the run (two runs may share a terminal)."""
+    return (f"{run.paths.run}  epoch {record['epoch']}/{run.args.epochs}  train loss {record['train_loss']:.4f}  "
             f"val loss {record['val_loss']:.4f}  PSNR {record['val_psnr']:.2f} dB  SSIM {record['val_ssim']:.4f}  "
             f"lr {record['lr']:.3g}  {record['seconds']:.1f} s" + ("  (best)" if is_best else ""))
 
@@ -493,7 +494,7 @@ def write_epoch(state, run, record):
         save_epoch(checkpoint_dict(state, run, record["epoch"], rng), run, is_best)
         training_log.write_log(run.paths.log, state.history)
         training_log.plot_curves(run.paths.figure, state.history, run.paths.run)
-        tqdm.write(summary_line(record, run.args, is_best))
+        tqdm.write(summary_line(record, run, is_best))
     run.procs.barrier()
 
 

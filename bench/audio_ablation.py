@@ -12,8 +12,6 @@ inspected or evaluated like any other run. The report is written to `figs/audio_
 """
 import argparse
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import main as train_entry  # noqa: E402
 import prepare  # noqa: E402
 import runs  # noqa: E402
+import tools  # noqa: E402
 import utils  # noqa: E402
 
 ARMS = (("audio", "mel", "ASVFI (audio)"), ("noaudio", "none", "ASVFI (no audio)"))
@@ -86,9 +85,11 @@ def train_arms(args):
         print(f"== {label}: python main.py {' '.join(flags)}")
     if not args.parallel:
         return all(train_entry.main(flags) == 0 for _, flags in arms)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(REPO / "main.py"), *flags], env=env) for _, flags in arms]
-    return all(proc.wait() == 0 for proc in procs)
+    job_runner = tools.load_bench("_jobs")
+    jobs = [job_runner.Job(f"train {args.tag_prefix}{tag}", [["main.py", *flags]], quiet=False)
+            for (tag, _, _), (_, flags) in zip(ARMS, arms)]
+    job_runner.run_jobs(jobs, Path(args.out_dir) / "figs" / "audio_ablation_logs")
+    return True
 
 
 def make_demo_at_size(args):

@@ -17,8 +17,6 @@ The table is also written to `figs/demo.md`.
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ import tools  # noqa: E402
 import utils  # noqa: E402
 
 ablation = tools.load_bench("audio_ablation")
+job_runner = tools.load_bench("_jobs")
 
 BASELINES = (("repeat", "Repeat (previous frame)"), ("blend", "Blend (mean of neighbours)"),
              ("dis", "DIS (OpenCV optical flow, bidirectional warp)"))
@@ -130,58 +129,17 @@ def generate_and_score(flags):
     return [["inference.py", *flags, "--overwrite"], ["evaluate.py", *flags, "--metrics", "psnr,ssim", "--restart"]]
 
 
-@dataclass
-class Job:
-    """Scripts run one after another in one process slot, once the jobs named in `after` are done."""
-    name: str
-    commands: list
-    after: tuple = ()
-    quiet: bool = True
-    started: float = 0.0
-
-
 def demo_jobs(args):
     """Both arms first; the baselines when a slot frees up; each arm's frames once it is trained."""
     settings = ablation_args(args)
-    jobs = [Job(f"train {tag}", [["main.py", *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]], quiet=False)
-            for tag, audio, _ in ablation.ARMS]
+    jobs = [job_runner.Job(f"train {tag}", [["main.py", *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]],
+                           quiet=False) for tag, audio, _ in ablation.ARMS]
     rows = methods(args)
-    jobs.append(Job("baselines", [command for row in rows if row.tag is None for command in generate_and_score(row.flags)]))
-    jobs += [Job(f"ASVFI {row.tag}", generate_and_score(row.flags), after=(f"train {row.tag}",))
+    jobs.append(job_runner.Job("baselines", [command for row in rows if row.tag is None
+                                             for command in generate_and_score(row.flags)]))
+    jobs += [job_runner.Job(f"ASVFI {row.tag}", generate_and_score(row.flags), after=(f"train {row.tag}",))
              for row in rows if row.tag is not None]
     return jobs
-
-
-def run_jobs(jobs, slots=2):
-    """Run the jobs `slots` at a time (one CPU thread each); raise naming the first script that failed.
-    Returns {job name: seconds}."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pending, running, seconds = list(jobs), {}, {}
-
-    def start_next(job, remaining):
-        command = next(remaining, None)
-        if command is None:
-            seconds[job.name] = time.perf_counter() - job.started
-            return
-        print("$ python " + " ".join(command), flush=True)
-        out = subprocess.DEVNULL if job.quiet else None
-        proc = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=out)
-        running[job.name] = (job, remaining, command, proc)
-
-    while pending or running:
-        for job in [j for j in pending if set(j.after) <= set(seconds)][:slots - len(running)]:
-            pending.remove(job)
-            job.started = time.perf_counter()
-            start_next(job, iter(job.commands))
-        time.sleep(0.2)
-        for name, (job, remaining, command, proc) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            if proc.returncode != 0:
-                raise utils.ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); rerun it to see why")
-            del running[name]
-            start_next(job, remaining)
-    return seconds
 
 
 def summary_of(args, row):
@@ -209,7 +167,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     stages = Stages()
     stages.run("data", lambda: ensure_demo(args))
-    seconds = stages.run("training, generation, scoring", lambda: run_jobs(demo_jobs(args)))
+    log_dir = Path(args.out_dir) / "figs" / "demo_logs"
+    seconds = stages.run("training, generation, scoring", lambda: job_runner.run_jobs(demo_jobs(args), log_dir))
     ablation.write_report(ablation_args(args))
     table = result_table(args)
     utils.atomic_write_text(Path(args.out_dir) / "figs" / "demo.md", table + "\n")

@@ -31,8 +31,10 @@ def test_demo_ends_with_one_table_of_five_methods_best_first(demo_run, capsys):
     # both arms were trained by main.py with their own tags, and their curves plotted
     assert (root / "out" / "figs" / "demo_audio_ablation.png").is_file()
     assert (root / "out" / "figs" / "demo_light.png").is_file()
-    for tag in ("demo_audio", "demo_noaudio"):
-        assert (root / "out" / "weights" / "asvfi" / f"adamw_2e-3_{tag}_best.pth").is_file()
+    for tag in ("audio", "noaudio"):
+        assert (root / "out" / "weights" / "asvfi" / f"adamw_2e-3_demo_{tag}_best.pth").is_file()
+        # the arms train at once: their progress bars go to a file each, not over each other
+        assert "epoch 1/1" in (root / "out" / "figs" / "demo_logs" / f"train_{tag}.log").read_text()
 
 
 def test_light_slopes_of_the_figure_read_the_generated_frames(demo_run, capsys):
@@ -48,3 +50,11 @@ def test_demo_refuses_a_demo_set_of_another_size(demo_run):
     other = [*flags[:flags.index("--size")], "--size", "32x24", *flags[flags.index("--size") + 2:]]
     with pytest.raises(ASVFIError, match=r"demo_split.csv: the demo there is 64x48, 12 frames, not 32x24"):
         tools.run_bench("demo", other)
+
+
+def test_a_failed_job_is_named_with_the_end_of_its_log(tmp_path):
+    job_runner = tools.load_bench("_jobs")
+    failing = job_runner.Job("broken step", [["-c", "import sys; print('boom: no such file', file=sys.stderr); "
+                                                   "sys.exit(3)"]])
+    with pytest.raises(ASVFIError, match=r"failed \(exit 3\); the end of .*broken_step\.log:\nboom: no such file"):
+        job_runner.run_jobs([failing], tmp_path / "logs")
