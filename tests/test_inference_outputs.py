@@ -199,7 +199,8 @@ def test_variable_frame_rate_input_is_resampled_with_a_warning_and_an_identity_f
     constant_rate = np.arange(10) / source.fps  # the output's timeline at the stream's average rate
     assert source.vfr_drift == pytest.approx(np.abs(np.array(times_ms) / 1000 - constant_rate).max())
     assert source.vfr_drift > 0.05
-    with pytest.warns(UserWarning, match=r"vfr\.mp4: variable frame rate; .* constant .* up to \d+ ms"):
+    with pytest.warns(UserWarning, match=r"vfr\.mp4: variable frame rate; .* constant .* up to \d+ ms"), \
+            pytest.warns(UserWarning, match="no audio stream"):  # the test clip has no sound
         assert run("--model", "blend", "--input", source_path, "--output", tmp_path / "out.mp4") == 0
     records = inference.records_of(source, tmp_path, 10, 2, ("blend", None, {"seed": 0}))
     setting = records.output["settings"]["resampled_to_constant_fps"]
@@ -216,7 +217,8 @@ def test_single_video_on_a_full_disk_names_the_output_and_leaves_nothing(tmp_pat
         written.append(frame)
     monkeypatch.setattr(video_io.VideoWriter, "write", disk_full)
     output = tmp_path / "out" / "result.mp4"
-    assert run("--model", "blend", "--input", source, "--output", output) == 1
+    with pytest.warns(UserWarning, match="no audio stream"):  # the test clip has no sound
+        assert run("--model", "blend", "--input", source, "--output", output) == 1
     message = capsys.readouterr().err
     assert f"{output}: cannot write the results" in message and "No space left on device" in message
     assert list((tmp_path / "out").iterdir()) == []  # no output, no temporary file
