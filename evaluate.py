@@ -372,8 +372,9 @@ def report_path(args):
 
 def fvd_plan(items, run):
     """{key: (real clips, generated clips)} under the protocol's clip rule, decided over the whole set."""
-    items = [item for item in items if frame_files(item.gt)]  # a video without ground truth fails on its own
-    lengths = [len(frame_files(item.gt)) for item in items]
+    counted = [(item, len(frame_files(item.gt))) for item in items]
+    counted = [(item, n) for item, n in counted if n]  # a video without ground truth fails on its own
+    items, lengths = [item for item, _ in counted], [n for _, n in counted]
     try:
         real = protocols.fvd_clip_frames(run.protocol, lengths, real=True)
         fake = protocols.fvd_clip_frames(run.protocol, lengths, real=False)

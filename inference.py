@@ -84,8 +84,8 @@ def scale_to_train(model, scale):
     """The scale main.py should train for `scale`: itself when main.py trains it, else one whose
     powers reach it (any for a model that takes any t); None when no trainable scale reaches it."""
     any_t = registry.consumes(registry.default_config(model)).any_t
-    reaching = [m for m in dataset.SCALES if m == scale or any_t or recursion_passes(m, scale) is not None]
-    return scale if scale in reaching else (reaching[0] if reaching else None)
+    reaching = [m for m in dataset.SCALES if any_t or recursion_passes(m, scale) is not None]
+    return scale if scale in reaching else next(iter(reaching), None)
 
 
 def snapshot_epochs(model, run, out_dir):

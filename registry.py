@@ -105,9 +105,9 @@ def load_model(path, overrides=None, weights_dir=None, model=None):
     if not isinstance(checkpoint.get("config"), dict):
         raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config, so the network cannot be "
                                           f"rebuilt{foreign_checkpoint_hint(checkpoint['state_dict'])}")
-    held = checkpoint["config"].get("model", checkpoint.get("model", "asvfi"))
-    check_model_name(path, held, model)
-    config = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"], **(overrides or {})}
+    saved = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"]}
+    check_model_name(path, saved["model"], model)
+    config = {**saved, **(overrides or {})}
     network = build_model(config, weights_dir)
     checkpoints.load_strict(network, checkpoint["state_dict"], path, hint=spec(config["model"]).fit_hint(config))
     return network, checkpoint

@@ -149,7 +149,8 @@ def _to_rgb(frame, stored_size):
 def _quarter_turns(rotation):
     """Counter-clockwise quarter turns of a display rotation in degrees (other angles are not shown
     turned by players either)."""
-    return round(rotation / 90) % 4 if rotation and abs(rotation / 90 - round(rotation / 90)) < 1e-3 else 0
+    turns = rotation / 90
+    return round(turns) % 4 if abs(turns - round(turns)) < 1e-3 else 0
 
 
 def _file_key(path):
