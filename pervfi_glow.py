@@ -62,6 +62,7 @@ class ActNorm(nn.Module):
         self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.logs = nn.Parameter(torch.ones(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self._flag_seen_set = None  # (flag, its version) when it last read 1
 
     @torch.no_grad()
     def initialize(self, x):
@@ -70,8 +71,21 @@ class ActNorm(nn.Module):
         self.logs.copy_(torch.log(1 / (std + 1e-6) + 1e-6).view(1, -1, 1, 1))
         self.initialized.fill_(1)
 
+    def needs_initialization(self):
+        """Whether `initialized` is 0. Reading a CUDA flag is a host sync, and a PerVFI pass calls 51
+        ActNorms, so a flag once read as 1 is trusted until it is replaced or changed in place (a
+        load_state_dict, zero_(), .to() all change its identity or version)."""
+        flag = self.initialized
+        seen = self._flag_seen_set
+        if not flag.is_inference() and seen is not None and seen[0] is flag and seen[1] == flag._version:
+            return False
+        if flag.item() == 0:
+            return True
+        self._flag_seen_set = None if flag.is_inference() else (flag, flag._version)
+        return False
+
     def forward(self, x, reverse=False):
-        if self.initialized.item() == 0:
+        if self.needs_initialization():
             self.initialize(x)
         if reverse:
             return x * torch.exp(-self.logs) - self.loc

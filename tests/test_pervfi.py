@@ -366,6 +366,28 @@ def test_conditional_glow_is_invertible_and_actnorm_initialises_from_data():
     assert (glow.decode(conditions, eps=latents) - x).abs().max() > 1e-2  # eps semantics differ
 
 
+def test_actnorm_reads_its_flag_once_and_again_only_after_the_flag_changes(monkeypatch):
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(self.dtype) or item(self))
+    actnorm = pervfi.ActNorm(3)
+    x = torch.randn(4, 3, 5, 5)
+    for _ in range(3):
+        actnorm(x)
+        actnorm(x, reverse=True)
+    assert reads == [torch.uint8, torch.uint8]  # 0: initialise; 1: trusted from then on (a host sync on CUDA)
+    actnorm.initialized.zero_()
+    actnorm.logs.data.fill_(5.0)
+    actnorm(x)
+    assert actnorm.logs.abs().max() < 2  # re-initialised from the data
+    state = actnorm.state_dict()
+    state["initialized"] = torch.tensor(0, dtype=torch.uint8)
+    actnorm.load_state_dict(state)
+    before = len(reads)
+    actnorm(x)
+    assert len(reads) > before
+
+
 def mark_initialized(module, seed=2):
     """ActNorms as after training: `initialized` set, scales near 1 (no data-dependent init)."""
     generator = torch.Generator().manual_seed(seed)
