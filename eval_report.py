@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 import checkpoints
-import fvd
 import protocols
 import utils
 from utils import ASVFIError
@@ -181,7 +180,7 @@ def set_level_fvd(rows, cache, protocol):
         real.append(features[0])
         fake.append(features[1])
     if not real:
-        return {"value": None, "clips": 0, "reason": f"no video has {fvd.FVD_CLIP_FRAMES} frames"}
+        return {"value": None, "clips": 0, "reason": f"no video has {protocols.FVD_CLIP_FRAMES} frames"}
     real, fake = np.concatenate(real), np.concatenate(fake)
     try:
         value, reason = protocols.fvd_from_features(protocol, real, fake), ""
@@ -254,7 +253,7 @@ def format_table(summary):
         if entry["status"] == "unavailable":
             lines.append(f"{label:<{LABEL}}unavailable ({entry['reason']})")
         elif name == "fvd":
-            note = f"{entry['clips']} clips of {fvd.FVD_CLIP_FRAMES} frames" + (
+            note = f"{entry['clips']} clips of {protocols.FVD_CLIP_FRAMES} frames" + (
                 f"; {entry['reason']}" if entry["reason"] else "")
             lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{entry['clips']:>8}  {note}")
         else:

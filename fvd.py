@@ -1,22 +1,19 @@
-"""FVD: StyleGAN-V's I3D TorchScript features of 16-frame clips and the Fréchet distance between sets.
+"""FVD's detector: StyleGAN-V's I3D TorchScript and the features of 16-frame clips.
 
-    value, reason, clips = fvd(detector, real_videos, fake_videos)   # videos (N, 3, H, W) in [0, 1]
+    detector = load_i3d(weights_dir)
+    features = clip_features(detector, clips)   # clips: (T, 3, H, W) in [0, 1] -> (B, D) float64
 
-The detector gets [-1, 1] clips already resized to 224x224 (rescale=False, resize=False);
-statistics as StyleGAN-V (population covariance); clips are the consecutive non-overlapping
-16-frame clips of each video. With few clips FVD is biased: the clip count is always reported.
+The detector gets [-1, 1] clips already resized to 224x224 (rescale=False, resize=False), or 8-bit
+clips it rescales and resizes itself. Which clips, and the statistics and Fréchet distance over a
+set, are a protocol's (protocols.fvd_clip_frames, protocols.fvd_from_features); metrics.FVDClips
+gathers one video's clip features.
 """
-import warnings
-
-import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 
 import checkpoints
 import weights
 
-FVD_CLIP_FRAMES = 16
 I3D_SIZE = 224
 
 
@@ -64,50 +61,3 @@ def clip_features(detector, clips, detector_input="float_resized"):
     if detector_input != "float_resized":
         raise ValueError(f"unknown detector input {detector_input!r}; known: 'float_resized', 'uint8'")
     return i3d_features(detector, torch.stack([i3d_clip(c) for c in clips]))
-
-
-def feature_stats(features):
-    """Mean and covariance as StyleGAN-V computes them (population covariance, divisor N)."""
-    features = np.asarray(features, dtype=np.float64)
-    mean = features.mean(axis=0)
-    centred = features - mean
-    return mean, centred.T @ centred / len(features)
-
-
-def _sqrtm_of_product(sigma1, sigma2, eps):
-    """sqrtm(Σ1 Σ2), checked: when scipy's result is not finite or does not square back to Σ1 Σ2
-    (relative residual > 1e-6; singular products, e.g. from fewer clips than feature dimensions,
-    can do that), it is recomputed with eps·I added to both covariances. Tiny imaginary parts
-    (numerical noise of the Schur method) are discarded; large ones are an error."""
-    product = sigma1 @ sigma2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "matrix is singular" is judged by the residual below
-        root = scipy.linalg.sqrtm(product)
-        scale = max(np.abs(product).max(), np.finfo(np.float64).tiny)
-        if not np.isfinite(root).all() or np.abs(root @ root - product).max() > 1e-6 * scale:
-            offset = np.eye(len(sigma1)) * eps
-            root = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(root):
-        imaginary = np.abs(np.diagonal(root).imag).max()
-        if imaginary > 1e-3:
-            raise ValueError(f"FVD: the matrix square root has imaginary parts up to {imaginary:.3g}")
-        root = root.real
-    return root
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½)."""
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    diff = mu1 - mu2
-    root = _sqrtm_of_product(sigma1, sigma2, eps)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(root))
-
-
-def fvd_from_features(real, fake):
-    """FVD of two feature sets (N, D); (value or None, reason, N clips)."""
-    count = min(len(real), len(fake))
-    if count < 2:
-        return None, f"FVD needs at least 2 clips of {FVD_CLIP_FRAMES} frames, got {count}", count
-    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    return frechet_distance(*feature_stats(real), *feature_stats(fake)), "", count

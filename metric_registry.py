@@ -12,7 +12,7 @@ import flow
 import protocols
 import vfips
 import weights
-from fvd import FVD_CLIP_FRAMES, load_i3d
+from fvd import load_i3d
 from lpips_parts import load_lpips
 from metrics import FloLPIPSPairs, FrameMean, FVDClips, VFIPSWindows, protocol_psnr, protocol_ssim
 from utils import ASVFIError
@@ -110,7 +110,7 @@ def _build_one(name, source, shared):
     if name == "fvd":
         detector = load_i3d(source.weights_dir, source.allow_download, source.device)
         return Metric(name, "set", lambda: FVDClips(detector, detector_input=protocol.fvd_detector_input), column,
-                      f"I3D, {FVD_CLIP_FRAMES}-frame clips, lower is better")
+                      f"I3D, {protocols.FVD_CLIP_FRAMES}-frame clips, lower is better")
     raise KeyError(f"unknown metric {name!r}; known: {', '.join(METRIC_NAMES)}")
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 import protocols
 import vfips
-from fvd import FVD_CLIP_FRAMES, clip_features, fvd_from_features
+from fvd import clip_features
 from utils import check_frame_pair
 
 # ----------------------------------------------------------------------------- PSNR
@@ -370,12 +370,13 @@ class FVDClips:
     def clips_of(self, side):
         if self.wanted is not None:
             return self.wanted[side]
-        return [list(range(s, s + FVD_CLIP_FRAMES)) for s in range(0, self.seen - FVD_CLIP_FRAMES + 1, FVD_CLIP_FRAMES)]
+        length = protocols.FVD_CLIP_FRAMES
+        return [list(range(s, s + length)) for s in range(0, self.seen - length + 1, length)]
 
     def still_needed(self, side):
         """Predicate: is frame i part of a clip not yet complete?"""
         if self.wanted is None:
-            first_open = self.seen // FVD_CLIP_FRAMES * FVD_CLIP_FRAMES
+            first_open = self.seen // protocols.FVD_CLIP_FRAMES * protocols.FVD_CLIP_FRAMES
             return lambda i: i >= first_open
         needed = {i for clip in self.wanted[side][self.done[side]:] for i in clip}
         return needed.__contains__
@@ -408,25 +409,9 @@ class FVDClips:
 
     def result(self):
         self.flush()
-        return Result(len(self.real), "" if self.real else f"fewer than {FVD_CLIP_FRAMES} frames (no FVD clip)")
+        return Result(len(self.real), "" if self.real else f"fewer than {protocols.FVD_CLIP_FRAMES} frames (no FVD clip)")
 
     def features(self):
         """(real, fake) feature arrays (clips, D), or None when the video has no clip."""
         self.flush()
         return (np.stack(self.real), np.stack(self.fake)) if self.real and self.fake else None
-
-
-def fvd(detector, real_videos, fake_videos, batch=4):
-    """FVD between two lists of videos (N_i, 3, H, W) in [0, 1], over all their consecutive
-    non-overlapping 16-frame clips (`batch` clips per detector call).
-
-    Returns (value or None, reason, N clips). FVD from few clips is strongly biased: report N.
-    """
-    real, fake = [], []
-    for ref, pred in zip(real_videos, fake_videos):
-        scorer = FVDClips(detector, batch)
-        scorer.update(ref, pred)
-        scorer.flush()
-        real.extend(scorer.real)
-        fake.extend(scorer.fake)
-    return fvd_from_features(real, fake)

@@ -368,38 +368,38 @@ def test_frechet_distance_matches_closed_form_for_diagonal_and_rotated_gaussians
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     var1, var2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
     closed = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
-    assert fvd.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(closed, rel=1e-9)
+    assert protocols.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(closed, rel=1e-9)
     rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))  # same eigenbasis: Σ1 and Σ2 commute
     sigma1, sigma2 = rotation @ np.diag(var1) @ rotation.T, rotation @ np.diag(var2) @ rotation.T
-    assert fvd.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(closed, rel=1e-8)
-    assert fvd.frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9)
+    assert protocols.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(closed, rel=1e-8)
+    assert protocols.frechet_distance(mu1, sigma1, mu1, sigma1) == pytest.approx(0, abs=1e-9)
 
 
 def test_frechet_distance_with_singular_covariances_stays_finite_and_close():
     var1, var2 = np.array([1.0, 2.0, 0.0, 0.0]), np.array([0.5, 0.0, 3.0, 0.0])
     closed = np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
-    value = fvd.frechet_distance(np.zeros(4), np.diag(var1), np.zeros(4), np.diag(var2))
+    value = protocols.frechet_distance(np.zeros(4), np.diag(var1), np.zeros(4), np.diag(var2))
     assert math.isfinite(value) and value == pytest.approx(closed, abs=1e-6)
 
 
 def test_frechet_distance_falls_back_to_an_offset_when_sqrtm_fails(monkeypatch):
-    real_sqrtm = fvd.scipy.linalg.sqrtm
+    real_sqrtm = protocols.scipy.linalg.sqrtm
     calls = []
 
     def failing_once(matrix):
         calls.append(matrix)
         return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
 
-    monkeypatch.setattr(fvd.scipy.linalg, "sqrtm", failing_once)
+    monkeypatch.setattr(protocols.scipy.linalg, "sqrtm", failing_once)
     var1, var2 = np.array([1.0, 4.0]), np.array([9.0, 1.0])
-    value = fvd.frechet_distance(np.zeros(2), np.diag(var1), np.ones(2), np.diag(var2), eps=1e-6)
+    value = protocols.frechet_distance(np.zeros(2), np.diag(var1), np.ones(2), np.diag(var2), eps=1e-6)
     assert len(calls) == 2 and np.allclose(calls[1], np.diag((var1 + 1e-6) * (var2 + 1e-6)))
     assert value == pytest.approx(2 + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2), abs=1e-5)
 
 
 def test_feature_stats_use_population_covariance_like_stylegan_v():
     feats = np.random.default_rng(2).normal(size=(50, 3))
-    mean, cov = fvd.feature_stats(feats)
+    mean, cov = protocols.feature_stats(feats, "centred")
     np.testing.assert_allclose(mean, feats.mean(0))
     np.testing.assert_allclose(cov, np.cov(feats, rowvar=False, bias=True), atol=1e-12)
 
@@ -430,7 +430,20 @@ def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
     def video(levels, height=20, width=28):
         return torch.from_numpy(levels).float()[:, :, None, None].expand(-1, -1, height, width).contiguous()
 
-    value, reason, clips = metrics.fvd(detector, [video(v) for v in levels_real], [video(v) for v in levels_fake])
+    def clip_features(real_videos, fake_videos):
+        """Every consecutive 16-frame clip of each pair, through the scorer evaluate.py uses."""
+        real, fake = [], []
+        for ref, pred in zip(real_videos, fake_videos):
+            scorer = metrics.FVDClips(detector)
+            scorer.update(ref, pred)
+            pair = scorer.features()
+            if pair is not None:
+                real.append(pair[0])
+                fake.append(pair[1])
+        return np.concatenate(real), np.concatenate(fake)
+
+    measured_real, measured_fake = clip_features([video(v) for v in levels_real], [video(v) for v in levels_fake])
+    value = protocols.fvd_from_features("asvfi", measured_real, measured_fake)
 
     def features(levels_list):
         rows = []
@@ -443,13 +456,14 @@ def test_fvd_whole_path_with_scripted_stand_in_detector(tmp_path):
     real, fake = features(levels_real), features(levels_fake)
     mu1, mu2 = real.mean(0), fake.mean(0)
     cov1, cov2 = np.cov(real, rowvar=False, bias=True), np.cov(fake, rowvar=False, bias=True)
-    expected = fvd.frechet_distance(mu1, cov1, mu2, cov2)
-    assert clips == len(real) == 2 + 2 + 1 and reason == ""
+    expected = protocols.frechet_distance(mu1, cov1, mu2, cov2)
+    assert len(measured_real) == len(real) == 2 + 2 + 1
     assert value == pytest.approx(expected, rel=1e-4, abs=1e-6)
-    same, _, _ = metrics.fvd(detector, [video(v) for v in levels_real], [video(v) for v in levels_real])
+    same = protocols.fvd_from_features("asvfi", *clip_features([video(v) for v in levels_real],
+                                                               [video(v) for v in levels_real]))
     assert same == pytest.approx(0, abs=1e-4)
-    too_few = metrics.fvd(detector, [video(levels_real[2])], [video(levels_fake[2])])
-    assert too_few[0] is None and "at least 2 clips" in too_few[1]
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        protocols.fvd_from_features("asvfi", *clip_features([video(levels_real[2])], [video(levels_fake[2])]))
 
 
 def test_i3d_clip_layout_and_range():
