@@ -53,7 +53,7 @@ from checkpoints import CheckpointError
 from dcn import DCNPack, DeformConv2d, deform_conv2d, offset_groups  # noqa: F401  (public names)
 from pervfi_blend import (BLEND_DILATION, MASK_JITTER, AttentionMerge, DeformableAlign,  # noqa: F401
                           MultiscaleFuse, SoftBinary)
-from pervfi_features import (HOLE_LEVEL, METRIC_CLIP, SPLAT_EPS, FeaturePyramid, backwarp,  # noqa: F401
+from pervfi_features import (HOLE_LEVEL, METRIC_CLIP, SPLAT_EPS, FeaturePyramid,  # noqa: F401
                              binary_hole, softsplat, splat_pyramid, splat_sum)
 from pervfi_glow import (DEQUANT_LEVELS, GLOW_BLOCKS, ActNorm, CondFlowNet, FlowStep,  # noqa: F401
                          bits_per_dim, latent_shapes, official_nll, squeeze2d, unsqueeze2d)

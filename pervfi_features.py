@@ -1,10 +1,13 @@
 """PerVFI's splatting and feature pyramid: softmax splatting (Niklaus & Liu, CVPR 2020) in pure
-torch, the hole mask, the backward warp of the softmax-splatting code, the three-level encoder and
-the GridNet splatting metric ("Softmetric"), with the authors' module names.
+torch, the hole mask, the three-level encoder and the GridNet splatting metric ("Softmetric"),
+with the authors' module names. The metric's backward warp is flow.backward_warp with zeros
+outside (the softmax-splatting code's align_corners=True grid samples the same points).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import flow as flow_ops
 
 METRIC_CLIP = 20.0     # splatting metrics are clipped to +-20 before exp()
 SPLAT_EPS = 1e-7       # normaliser epsilon of softmax / average splatting
@@ -64,19 +67,6 @@ def binary_hole(flow):
     ones = torch.ones(flow.shape[0], 1, *flow.shape[2:], device=flow.device, dtype=flow.dtype)
     coverage = softsplat(ones, flow, mode="avg")
     return (coverage <= HOLE_LEVEL).to(coverage.dtype)
-
-
-def backwarp(image, flow):
-    """Backward warp of the softmax-splatting code: grid_sample at p + flow(p) with
-    align_corners=True and zeros outside (used by the metric network)."""
-    _, _, height, width = flow.shape
-    horizontal = torch.linspace(-1.0, 1.0, width, dtype=flow.dtype, device=flow.device).view(1, 1, 1, -1)
-    vertical = torch.linspace(-1.0, 1.0, height, dtype=flow.dtype, device=flow.device).view(1, 1, -1, 1)
-    grid = torch.cat([horizontal.expand(-1, -1, height, -1), vertical.expand(-1, -1, -1, width)], 1)
-    normalised = torch.cat([flow[:, 0:1] / ((image.shape[3] - 1.0) / 2.0),
-                            flow[:, 1:2] / ((image.shape[2] - 1.0) / 2.0)], 1)
-    return F.grid_sample(image, (grid + normalised).permute(0, 2, 3, 1), mode="bilinear",
-                         padding_mode="zeros", align_corners=True)
 
 
 def resize(x, size, rescale):
@@ -143,7 +133,7 @@ class GridBlock(nn.Module):
 class SplatMetric(nn.Module):
     """Softmax-splatting metric: a 4-row GridNet over [conv(image), conv(photometric error)].
 
-    The error is the channel mean of |f0 - backwarp(f1, F0->1)| over the level-0 features (image
+    The error is the channel mean of |f0 - backward_warp(f1, F0->1)| over the level-0 features (image
     included); the output is one channel at full resolution. Module names are the official ones
     ("0x0 - 0x1" = row 0, column 0 -> 1, ...).
     """
@@ -163,7 +153,7 @@ class SplatMetric(nn.Module):
         self.netOutput = GridBlock([rows[0], rows[0], 1], "output")
 
     def forward(self, features, other_features, flow):
-        error = (features[0] - backwarp(other_features[0], flow)).abs().mean(1, keepdim=True)
+        error = (features[0] - flow_ops.backward_warp(other_features[0], flow, "zeros")).abs().mean(1, keepdim=True)
         columns = [torch.cat([self.netInput(features[0][:, :3]), self.netError(error)], 1)]
         for row in range(1, self.rows):
             columns.append(self._modules[f"{row - 1}x0 - {row}x0"](columns[-1]))
