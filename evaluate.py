@@ -234,10 +234,6 @@ def chunks(item, n_frames, run):
         yield start, torch.stack(frames[:half]).to(run.device), torch.stack(frames[half:]).to(run.device)
 
 
-def quantized(pred, protocol):
-    return protocols.quantize_prediction(pred, protocol.quantize)
-
-
 # ----------------------------------------------------------------------------- scoring
 def check_pair(gt_folder, out_folder):
     """Number of frames of a comparable (ground truth, output) pair; VideoMismatch otherwise."""
@@ -309,7 +305,7 @@ def score_sample(item, run, fvd_clips=None):
                             f"after the protocol's crop ({run.protocol.frame_crop})")
     scorers = {name: metric.scorer() for name, metric in run.built.items()}
     for scorer in scorers.values():
-        scorer.update(ref, quantized(pred, run.protocol))
+        scorer.update(ref, protocols.quantize_prediction(pred, run.protocol.quantize))
     return results_of(scorers, run, {"frames": len(ref), "generated": len(ref)})
 
 
@@ -358,14 +354,10 @@ def is_testset(args):
     return args.dataset in runs.TESTSET_FOLDERS
 
 
-def run_of(args):
-    return runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
-
-
 def report_path(args):
     """evals/<Model>_<run>_s<s>.csv (test sets: _<dataset> instead of _s<s>); _<protocol> unless asvfi,
     so reports of different protocols never mix."""
-    path = runs.eval_csv_path(args.model, run_of(args), args.scale, out_dir=args.out_dir)
+    path = runs.eval_csv_path(args.model, runs.generated_run_of(args), args.scale, out_dir=args.out_dir)
     stem = path.stem[:-len(f"_s{args.scale}")] + f"_{args.dataset}" if is_testset(args) else path.stem
     return path.with_name(stem + ("" if args.protocol == "asvfi" else f"_{args.protocol}") + ".csv")
 
@@ -440,8 +432,9 @@ def limited(args, keys, source):
 
 def output_root(args):
     """The folder inference.py wrote this run's outputs to; an error when there is none."""
-    root = (runs.testset_output_dir(args.data_root, args.model, args.dataset, run_of(args)) if is_testset(args)
-            else runs.output_dir(args.data_root, args.model, args.scale, run_of(args)))
+    run = runs.generated_run_of(args)
+    root = (runs.testset_output_dir(args.data_root, args.model, args.dataset, run) if is_testset(args)
+            else runs.output_dir(args.data_root, args.model, args.scale, run))
     if not root.is_dir():
         raise ASVFIError(f"{root}: no generated frames; run inference.py with the same --model, "
                          f"--scale/--dataset and run options first")
@@ -449,7 +442,8 @@ def output_root(args):
 
 
 def model_label(args):
-    return runs.DISPLAY_NAMES[args.model] + (f" {run_of(args)}" if run_of(args) else "")
+    run = runs.generated_run_of(args)
+    return runs.DISPLAY_NAMES[args.model] + (f" {run}" if run else "")
 
 
 def collect_testset(args, protocol):
@@ -510,9 +504,9 @@ def evaluate(argv=None):
         if not procs.is_main:
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
-        header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": run_of(args), "scale": args.scale,
-                  "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path), "scope": scope,
-                  "limit": args.limit}
+        header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
+                  "scale": args.scale, "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path),
+                  "scope": scope, "limit": args.limit}
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")

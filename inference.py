@@ -51,10 +51,6 @@ def checkpoint_file(args):
                                 out_dir=args.out_dir)
 
 
-def run_of(args):
-    return runs.generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
-
-
 def missing_checkpoint_message(args, path, scale):
     """Why the checkpoint is missing and what helps: an explicit file is just absent; a run with other
     checkpoints lacks that snapshot; a run with none has to be trained."""
@@ -336,7 +332,7 @@ def run_test_split(args, procs):
     entries = dataset.read_split(split_csv, "test")
     entries = procs.shard(entries[:args.limit] if args.limit else entries)
     sources = test_sources(args, entries, video_dir)
-    out_root = runs.output_dir(args.data_root, args.model, scale, run_of(args))
+    out_root = runs.output_dir(args.data_root, args.model, scale, runs.generated_run_of(args))
     gt_root = runs.gt_dir(args.data_root, scale)
     made_by = made_by_of(args, network)
     written, skipped, failures, frames_out, bytes_out = 0, 0, [], 0, 0
@@ -498,7 +494,7 @@ def generate(argv=None):
 
 def run_testsets(args, procs):
     network = load_model(args, args.scale or 2, procs.device)
-    return testset_inference.run_testset(args, procs, network, made_by_of(args, network), run_of(args))
+    return testset_inference.run_testset(args, procs, network, made_by_of(args, network), runs.generated_run_of(args))
 
 
 def main(argv=None):

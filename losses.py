@@ -9,7 +9,7 @@ the model's own `out["nll"]` (PerVFI's official NLL, `pervfi.official_nll`):
     Charbonnier  mean sqrt((pred - target)^2 + eps^2), eps = 1e-3
     Lap          Laplacian-pyramid L1: sum over the 5 band levels and the low-pass residual of
                  mean |level(pred) - level(target)|
-    PerVFILap    PerVFI's official Laplacian loss (`pervfi.lap_loss`): the same 5 band levels, their
+    PerVFILap    PerVFI's official Laplacian loss (`pervfi_laplacian_loss`): the same 5 band levels, their
                  mean, no residual
     SSIM         1 - SSIM (Gaussian window, sigma 1.5; metrics.py's definition)
     VGG          perceptual: weighted L1 between ImageNet VGG-19 activations (relu1_1 .. relu5_1)
@@ -115,8 +115,10 @@ def laplacian_loss(pred, target):
 
 def pervfi_laplacian_loss(pred, target, levels=LAPLACIAN_LEVELS):
     """PerVFI's LapLoss (src/train/loss.py, max_levels=5): the mean over `levels` band levels of
-    mean |band(pred) - band(target)|, without the residual; when small images give fewer bands the
-    sum is still divided by `levels`, as theirs would be."""
+    mean |band(pred) - band(target)|, without the residual. Bands of `laplacian_pyramid` (5x5
+    binomial blur /256, reflect padding, zero-insertion upsampling). On images too small for five
+    levels (where the official reflect padding fails) the bands stop early and odd sizes crop the
+    upsampled level; the sum is still divided by `levels`. Accepts (B, 3, H, W) or (B, n, 3, H, W)."""
     bands = laplacian_pyramid(as_images(pred) - as_images(target), levels)[:-1]  # the pyramid is linear
     return sum(band.abs().mean() for band in bands) / levels
 

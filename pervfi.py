@@ -35,7 +35,7 @@ public names of the others.
 The flow estimator is not a registered submodule: it is frozen, kept out of `state_dict()` and of
 `parameters()` (so the optimizer never sees it), and still follows `.to(device)`.
 
-Official training recipe (src/train): loss = NLL (`official_nll`) + 0.1 * `lap_loss` + 0.2 * VGG
+Official training recipe (src/train): loss = NLL (`official_nll`) + 0.1 * `losses.pervfi_laplacian_loss` + 0.2 * VGG
 on a sample drawn at heat = std of the encoded latents (`training_heat`).
 """
 import os
@@ -47,7 +47,6 @@ import torch.nn.functional as F
 
 import checkpoints
 import flow as flowlib
-import losses
 import weights
 from checkpoints import CheckpointError
 from dcn import DCNPack, DeformConv2d, deform_conv2d, offset_groups  # noqa: F401  (public names)
@@ -84,12 +83,9 @@ def default_pervfi_config(**overrides):
     return config
 
 
-default_config = default_pervfi_config  # the generic name model.default_config(model="pervfi") looks up
-
-
 def build_pervfi(config, flow_estimator=None):
-    """PerVFI from a config dict: the keys of `default_pervfi_config` are used, others are ignored
-    (model.default_config(model="pervfi") also carries ASVFI's keys); `.config` keeps PerVFI's.
+    """PerVFI from a config dict: the keys of `default_pervfi_config` are used, others are ignored;
+    `.config` keeps PerVFI's.
 
     `flow_estimator` (an nn.Module: forward(img0, img1) -> (B, 2, H, W)) replaces the one named in
     the config; otherwise `flow.build_flow_estimator(config["flow_estimator"])` is built on first
@@ -166,20 +162,6 @@ def build_official_pervfi(checkpoint, flow_estimator=None, **overrides):
     if config["width"] != 1.0 or config["steps_per_level"] != 16:
         raise ValueError("pervfi.py: the official checkpoint needs width=1.0 and steps_per_level=16")
     return load_official_state_dict(build_pervfi(config, flow_estimator), checkpoint)
-
-
-# ----------------------------------------------------------------------------------------------
-# The official Laplacian loss
-# ----------------------------------------------------------------------------------------------
-
-def lap_loss(pred, target, levels=5):
-    """The official Laplacian loss (src/train/loss.py LapLoss, max_levels=5): mean over the 5 band
-    levels of mean |band(pred) - band(target)|, no low-pass residual; bands of losses.py's
-    Laplacian pyramid (5x5 binomial blur /256, reflect padding, zero-insertion upsampling). On
-    images too small for five levels (where the official reflect padding fails) the bands stop
-    early and odd sizes crop the upsampled level; the sum is still divided by `levels`.
-    Accepts (B, 3, H, W) or (B, n, 3, H, W). The loss term "PerVFILap"."""
-    return losses.pervfi_laplacian_loss(pred, target, levels)
 
 
 # ----------------------------------------------------------------------------------------------

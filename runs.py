@@ -75,6 +75,11 @@ def generated_run(model, optimizer, lr, tag=None, epoch=0, checkpoint=None):
     return Path(checkpoint).stem if checkpoint else checkpoint_path(model, run_name(optimizer, lr, tag), epoch).stem
 
 
+def generated_run_of(args):
+    """`generated_run` of an inference or evaluation command line."""
+    return generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
+
+
 # ----------------------------------------------------------------------------- generated frames and reports
 def output_dir(data_root, model, scale, run=None):
     """Generated frames of a model: `{data_root}/<Model>/scale/<s>_<run>`; baselines have no run."""
