@@ -11,7 +11,8 @@ never scans a video again. It uses UCF-101's official split 1 when `{data_root}/
 otherwise a deterministic split by group (a `gXX` group never spans two splits), with val carved
 from train by group. Corrupt, empty and (with require_audio) silent videos are excluded and
 reported; re-running only looks at new or changed files. `ensure_dataset` is what the scripts
-call: it returns a ready data set's paths and generates the demo on first use.
+call: it returns a ready data set's paths and generates the demo on first use (`ensure_demo`,
+which the demo tools call with the frame size they want, refusing a demo of another size).
 """
 import argparse
 import contextlib
@@ -21,12 +22,14 @@ import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
 
 import cli
 import demo_data
+import publish
 from runs import audio_cache_path, dataset_paths, frame_index_path, video_folder, video_group, video_names
 from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
 from video_io import (VIDEO_EXTENSIONS, MediaError, VideoInfo, frame_index_record, iter_frames, probe, read_audio,
@@ -275,11 +278,10 @@ def format_summary(summary):
 
 def ensure_dataset(data_root, dataset):
     """dataset_paths(...) of a ready dataset; the demo is generated under `{data_root}/demo` on first use."""
-    paths = dataset_paths(data_root, dataset)
     if dataset == "demo":
-        if not paths["split_csv"].is_file():
-            _build_demo_once(data_root)
-    elif not paths["videos"].is_dir() or not paths["split_csv"].is_file():
+        return ensure_demo(data_root)
+    paths = dataset_paths(data_root, dataset)
+    if not paths["videos"].is_dir() or not paths["split_csv"].is_file():
         missing = paths["videos"] if not paths["videos"].is_dir() else paths["split_csv"]
         if dataset == "ucf101":
             raise ASVFIError(f"{missing} not found: put UCF-101 videos in {paths['videos']}/<Category>/*.avi and "
@@ -295,14 +297,37 @@ def build_demo(out_root, show_progress=True, **demo_options):
     return prepare(out_root, "demo", show_progress=show_progress)
 
 
-def _build_demo_once(data_root):
-    """Generate the demo under a file lock so parallel ranks/workers do not generate it twice."""
-    import fcntl
-    Path(data_root).mkdir(parents=True, exist_ok=True)
-    with open(Path(data_root) / ".demo.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not dataset_paths(data_root, "demo")["split_csv"].is_file():
-            build_demo(data_root)
+class DemoMismatchError(ASVFIError):
+    """The demo under a data root was made with another frame size or length than the one asked for."""
+
+
+def ensure_demo(data_root, show_progress=True, **demo_options):
+    """dataset_paths of the demo under `data_root`, built there (build_demo options) unless it is there.
+
+    Holds a lock so that parallel ranks and workers build it once. A demo already there is reused
+    when its clips have the asked `size` (W, H) and `frames` (either left out: any); otherwise
+    DemoMismatchError says what is there and how to get the one asked for.
+    """
+    paths = dataset_paths(data_root, "demo")
+    with publish.exclusive(paths["videos"]):
+        if not paths["split_csv"].is_file():
+            build_demo(data_root, show_progress=show_progress, **demo_options)
+    _check_demo_shape(paths, demo_options.get("size"), demo_options.get("frames"))
+    return paths
+
+
+def _check_demo_shape(paths, size, frames):
+    """Refuse a demo whose clips are not all of the asked size and length (None: any)."""
+    import pandas as pd
+    table = pd.read_csv(paths["split_csv"])
+    found = sorted({(FrameSize(int(w), int(h)), int(n))
+                    for w, h, n in zip(table["width"], table["height"], table["n_frames"])})
+    if any(size and found_size != tuple(size) or frames and n != frames for found_size, n in found):
+        shapes = "; ".join(f"{found_size}, {n} frames" for found_size, n in found)
+        asked = ", ".join(part for part in (size and str(FrameSize(*size)), frames and f"{frames} frames") if part)
+        raise DemoMismatchError(f"{paths['videos']}: the demo there is {shapes}, not {asked}; use another "
+                                f"--data-root, or delete {paths['videos']} and {paths['split_csv']} to make it "
+                                f"again")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -324,14 +349,31 @@ def build_parser():
     demo.add_argument("--groups", type=int, default=6)
     demo.add_argument("--clips", type=int, default=2, help="clips per group")
     demo.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
-    demo.add_argument("--size", default="320x240", help="frame size WxH (the demo's default is UCF-101's 320x240)")
+    demo.add_argument("--size", type=parse_size, default="320x240", help="frame size WxH (the demo's default is UCF-101's 320x240)")
     return parser
 
 
+class FrameSize(NamedTuple):
+    """(width, height) of frames, written `WxH`."""
+    width: int
+    height: int
+
+    def __str__(self):
+        return f"{self.width}x{self.height}"
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
 def parse_size(text):
-    """`WxH` → (width, height)."""
-    width, height = (int(v) for v in text.lower().split("x"))
-    return width, height
+    """`WxH` → FrameSize, for argparse's `type=` (a bad value is a usage error naming the flag)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WxH, e.g. 320x240") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive, e.g. 320x240")
+    return FrameSize(width, height)
 
 
 def run_command(argv):
@@ -341,7 +383,7 @@ def run_command(argv):
         summary = prepare(args.data_root, args.dataset, args.dataset_dir, args.require_audio, args.extract_frames)
     else:
         summary = build_demo(args.out, seed=args.seed, groups=args.groups, clips=args.clips, frames=args.frames,
-                             size=parse_size(args.size))
+                             size=args.size)
     print(format_summary(summary))
     print(f"done in {time.time() - started:.1f} s")
     return 0

@@ -31,7 +31,6 @@ import lpips_parts  # noqa: E402
 import metrics  # noqa: E402
 import pervfi  # noqa: E402
 import prepare  # noqa: E402
-import runs  # noqa: E402
 import tools  # noqa: E402
 import vfips  # noqa: E402
 
@@ -126,8 +125,7 @@ class Check:
 # ----------------------------------------------------------------------------- helpers
 def ensure_demo(check):
     """The demo set of the check's size under its data root, generated once (kept between runs)."""
-    if not runs.dataset_paths(check.data_root, "demo")["split_csv"].is_file():
-        prepare.build_demo(check.data_root, seed=0, show_progress=False, **check.sizes.demo)
+    prepare.ensure_demo(check.data_root, seed=0, show_progress=False, **check.sizes.demo)
 
 
 def synchronize(device):

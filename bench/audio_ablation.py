@@ -38,7 +38,7 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--crop", type=int, default=128, help="random training crop; 0 = full frames")
-    p.add_argument("--size", default=None,
+    p.add_argument("--size", type=prepare.parse_size, default=None,
                    help="WxH: generate the demo at this frame size in --data-root first (default: 320x240)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--windows-per-video", type=int, default=8)
@@ -90,11 +90,6 @@ def train_arms(args):
             for (tag, _, _), (_, flags) in zip(ARMS, arms)]
     job_runner.run_jobs(jobs, Path(args.out_dir) / "figs" / "audio_ablation_logs")
     return True
-
-
-def make_demo_at_size(args):
-    if not runs.dataset_paths(args.data_root, "demo")["split_csv"].is_file():
-        prepare.build_demo(args.data_root, size=prepare.parse_size(args.size))
 
 
 def read_log(path):
@@ -149,7 +144,7 @@ def write_report(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.size and not args.report_only:
-        make_demo_at_size(args)
+        prepare.ensure_demo(args.data_root, size=args.size)
     if not args.report_only and not train_arms(args):
         raise utils.ASVFIError("training an arm failed (see above)")
     write_report(args)

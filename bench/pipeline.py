@@ -50,7 +50,7 @@ def parse_args(argv):
     parser.add_argument("--groups", type=int, default=6, help="demo groups per category; the split keeps "
                                                               "one in six for testing, 2 clips each: 6 -> 8 test videos")
     parser.add_argument("--frames", type=int, default=100, help="frames per demo video")
-    parser.add_argument("--size", default="320x240")
+    parser.add_argument("--size", type=prepare.parse_size, default="320x240", help="WxH of the demo frames")
     parser.add_argument("--model", default="repeat", choices=["repeat", "blend"], help="the baseline inference runs")
     parser.add_argument("--skip-inference", action="store_true", help="reuse the outputs of an earlier run")
     parser.add_argument("--frame-stores", action="store_true",
@@ -72,9 +72,7 @@ def timed(fn):
 
 def demo_root(args):
     root = Path(args.work) / f"demo_{args.size}_g{args.groups}_f{args.frames}"
-    if not runs.dataset_paths(root, "demo")["split_csv"].is_file():
-        prepare.build_demo(root, show_progress=False, groups=args.groups, frames=args.frames,
-                           size=prepare.parse_size(args.size))
+    prepare.ensure_demo(root, show_progress=False, groups=args.groups, frames=args.frames, size=args.size)
     return root
 
 

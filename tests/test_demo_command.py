@@ -48,7 +48,7 @@ def test_light_slopes_of_the_figure_read_the_generated_frames(demo_run, capsys):
 def test_demo_refuses_a_demo_set_of_another_size(demo_run):
     root, flags = demo_run
     other = [*flags[:flags.index("--size")], "--size", "32x24", *flags[flags.index("--size") + 2:]]
-    with pytest.raises(ASVFIError, match=r"demo_split.csv: the demo there is 64x48, 12 frames, not 32x24"):
+    with pytest.raises(ASVFIError, match=r"demo: the demo there is 64x48, 12 frames, not 32x24, 12 frames"):
         tools.run_bench("demo", other)
 
 

@@ -238,11 +238,50 @@ def test_ensure_dataset_demo_reuses_an_existing_set(demo_root, monkeypatch):
 def test_ensure_dataset_demo_generates_on_first_use(tmp_path, monkeypatch):
     real_build_demo = prepare.build_demo
     tiny = dict(categories=["PulsingDisc"], groups=3, clips=1, frames=12, size=(64, 48), show_progress=False)
-    monkeypatch.setattr(prepare, "build_demo", lambda root: real_build_demo(root, **tiny))
+    monkeypatch.setattr(prepare, "build_demo", lambda root, **options: real_build_demo(root, **tiny))
     paths = prepare.ensure_dataset(tmp_path / "data", "demo")
     video_dir, split_csv, audio_dir = paths["videos"], paths["split_csv"], paths["audio"]
     assert video_dir == tmp_path / "data" / "demo" and len(pd.read_csv(split_csv)) == 3
     assert len(list(audio_dir.rglob("*.npy"))) == 3
+
+
+def test_ensure_demo_reuses_a_demo_of_the_asked_size_and_refuses_another(demo_root, monkeypatch):
+    monkeypatch.setattr(prepare, "build_demo", lambda *a, **k: pytest.fail("the demo exists already"))
+    size = prepare.parse_size("320x240")
+    assert prepare.ensure_demo(demo_root, size=size, frames=48) == runs.dataset_paths(demo_root, "demo")
+    with pytest.raises(prepare.DemoMismatchError) as refused:
+        prepare.ensure_demo(demo_root, size=prepare.parse_size("160x120"))
+    message = str(refused.value)
+    assert message.startswith(f"{demo_root / 'demo'}: the demo there is 320x240, 48 frames, not 160x120;")
+    assert "another --data-root" in message and f"delete {demo_root / 'demo'}" in message
+    with pytest.raises(prepare.DemoMismatchError, match="48 frames, not 320x240, 12 frames"):
+        prepare.ensure_demo(demo_root, size=size, frames=12)
+
+
+def test_audio_ablation_at_another_size_than_the_demo_there_stops_before_training(demo_root, monkeypatch):
+    import tools
+    ablation = tools.load_bench("audio_ablation")
+    monkeypatch.setattr(ablation, "train_arms", lambda args: pytest.fail("trained on a demo of another size"))
+    with pytest.raises(prepare.DemoMismatchError, match="320x240, 48 frames, not 160x120"):
+        ablation.main(["--data-root", str(demo_root), "--size", "160x120"])
+
+
+@pytest.mark.parametrize("text", ["320", "320x", "axb", "0x240", "320x-2", "320x240x3"])
+def test_a_bad_size_is_a_usage_error_naming_the_flag(text, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        prepare.build_parser().parse_args(["make-demo", "--size", text])
+    assert stopped.value.code == 2
+    assert "argument --size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bench", ["demo", "audio_ablation", "pipeline"])
+def test_every_size_flag_of_the_demo_tools_reads_wxh(bench, capsys):
+    import tools
+    parse_args = tools.load_bench(bench).parse_args
+    assert parse_args(["--size", "64x48"]).size == (64, 48)
+    with pytest.raises(SystemExit):
+        parse_args(["--size", "64"])
+    assert "expected WxH, e.g. 320x240" in capsys.readouterr().err
 
 
 def test_ensure_dataset_ucf101_missing_tells_the_user_to_prepare(tmp_path):
