@@ -164,10 +164,30 @@ def _save_npy(tmp, array):
         np.save(handle, array.astype(np.float32))
 
 
+PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every whole PNG file (its IEND chunk)
+
+
+def _frames_complete(folder, n_frames):
+    """Whether `folder` holds a video's frames whole. Frames are published as a folder once all are
+    written; a folder written in place (as prepare used to) may end in a cut-off PNG, which has no IEND."""
+    last = folder / f"frame_{n_frames - 1:05d}.png"
+    if not last.is_file() or last.stat().st_size < len(PNG_END):
+        return False
+    with open(last, "rb") as handle:
+        handle.seek(-len(PNG_END), 2)
+        return handle.read() == PNG_END
+
+
 def _extract_frames(video, folder, n_frames):
-    if (folder / f"frame_{n_frames - 1:05d}.png").is_file():
-        return
-    write_png_frames(folder, iter_frames(video))
+    """Write the frames into a partial folder and rename it into place: an interrupted extraction
+    leaves a partial, which the next run deletes, never a folder that looks complete."""
+    with publish.exclusive(folder):
+        if _frames_complete(folder, n_frames):
+            return
+        publish.remove_leftovers(folder)
+        partial = publish.fresh_folder(publish.partial_name(folder))
+        write_png_frames(partial, iter_frames(video))
+        publish.publish(partial, folder)
 
 
 def _cache_complete(entry, relative, name, paths, extract_frames, require_audio):
@@ -181,8 +201,8 @@ def _cache_complete(entry, relative, name, paths, extract_frames, require_audio)
         return False
     if info["has_audio"] and not audio_cache_path(audio_dir, relative, name).is_file():
         return False
-    last_frame = video_folder(frames_dir, relative, name) / f"frame_{info['n_frames'] - 1:05d}.png"
-    return not frames_wanted(info["has_audio"], extract_frames, require_audio) or last_frame.is_file()
+    return (not frames_wanted(info["has_audio"], extract_frames, require_audio)
+            or _frames_complete(video_folder(frames_dir, relative, name), info["n_frames"]))
 
 
 def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_audio=True, extract_frames=False,

@@ -179,6 +179,25 @@ def test_frames_are_extracted_only_for_videos_the_split_keeps(demo_root, tmp_pat
     assert len(video_io.read_png_frames(frames / silent)) == 10
 
 
+def test_frames_cut_off_by_a_killed_extraction_are_extracted_again(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    for path in (root / "demo").glob("*/*.avi"):
+        if "g01" not in path.name:
+            path.unlink()
+    frames = runs.dataset_paths(root, "demo")["frames"]
+    prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    cut, unpublished = frames / "BouncingBall/v_BouncingBall_g01_c01", frames / "PulsingDisc/v_PulsingDisc_g01_c01"
+    last = cut / "frame_00047.png"
+    last.write_bytes(last.read_bytes()[:100])  # killed while writing the last frame in place
+    unpublished.rename(unpublished.with_name(f"{unpublished.name}.partial-1-abcdef12"))  # killed before publishing
+    summary = prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    assert summary["reused"] == 0
+    for folder in (cut, unpublished):
+        np.testing.assert_array_equal(video_io.read_png_frames(folder),
+                                      video_io.read_frames(root / "demo" / f"{folder.relative_to(frames)}.avi", 0, 48))
+    assert not [path for path in frames.rglob("*") if ".partial-" in path.name]
+
+
 def test_a_prepared_folder_of_videos_trains_runs_and_scores_by_its_name(demo_root, tmp_path, capsys):
     """`prepare --dataset-dir MyVideos`, then `--dataset MyVideos` in main.py, inference.py, evaluate.py."""
     import evaluate
