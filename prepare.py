@@ -1,8 +1,10 @@
 """Data preparation: the split CSV, the 16 kHz audio cache and (optionally) PNG frames of a video folder.
 
-    python prepare.py prepare --data-root ../data                   # (also: python utils.py prepare ...)
-    python prepare.py prepare --data-root ../data --extract-frames
-    python prepare.py make-demo --out ../data --seed 0              # the synthetic demo set + its split
+    python utils.py prepare --data-root ../data
+    python utils.py prepare --data-root ../data --extract-frames
+    python utils.py make-demo --out ../data --seed 0                # the synthetic demo set + its split
+
+(`utils.py`, the original project's entry point, runs this file's command line.)
 
 `prepare` writes one row per video (path, category, split, fps, frame count, size, audio,
 duration, name: the stem, or stem_<ext> where two files of a folder share a stem) and, beside
@@ -352,7 +354,8 @@ def _check_demo_shape(paths, size, frames):
 
 # ----------------------------------------------------------------------------- command line
 def build_parser():
-    parser = argparse.ArgumentParser(description="ASVFI data tools: prepare a video folder, make the demo set.")
+    parser = argparse.ArgumentParser(prog="utils.py",  # the documented entry point, which runs this parser
+                                     description="ASVFI data tools: prepare a video folder, make the demo set.")
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="split CSV + 16 kHz audio cache (+ PNG frames) of a video folder")
     prep.add_argument("--data-root", default="../data")

@@ -303,6 +303,13 @@ def test_every_size_flag_of_the_demo_tools_reads_wxh(bench, capsys):
     assert "expected WxH, e.g. 320x240" in capsys.readouterr().err
 
 
+def test_help_and_docstring_name_the_documented_entry_point(capsys):
+    with pytest.raises(SystemExit):
+        prepare.build_parser().parse_args(["prepare", "--help"])
+    assert capsys.readouterr().out.startswith("usage: utils.py prepare ")
+    assert "python utils.py prepare --data-root" in prepare.__doc__ and "prepare.py prepare" not in prepare.__doc__
+
+
 def test_ensure_dataset_ucf101_missing_tells_the_user_to_prepare(tmp_path):
     with pytest.raises(utils.ASVFIError, match="python utils.py prepare"):
         prepare.ensure_dataset(tmp_path, "ucf101")
