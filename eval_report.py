@@ -215,7 +215,7 @@ def summarize(rows, run, cache, header, extra_outputs=()):
     failed = [r for r in rows if r["error"] and r not in missing]
     protocol = run.protocol
     return {**header, "protocol": {"name": protocol.name, "reproduces": protocol.reproduces,
-                                   "summary": protocol.summary, "departures": protocol.departures,
+                                   "summary": protocol.description(), "departures": protocol.departures,
                                    "frame_crop": protocol.frame_crop},
             "videos": len(scored), "listed": len(rows),
             "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in failed],

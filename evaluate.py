@@ -476,7 +476,7 @@ def collect_items(args, protocol):
 
 def evaluate(argv=None):
     args = parse_args(argv)
-    protocol = protocols.for_dataset(args.protocol, args.dataset)
+    protocol = protocols.for_dataset(args.protocol, args.dataset, png_predictions=not is_testset(args))
     names = metric_names(args)
     if is_testset(args) and set(names) - set(metric_registry.FRAME_METRICS):
         raise ASVFIError(f"{args.dataset} holds single target frames: {', '.join(set(names) - set(metric_registry.FRAME_METRICS))} "

@@ -90,15 +90,29 @@ class Protocol:
     def covers(self, metric):
         return metric in self.metrics
 
+    def description(self):
+        """The summary with the crop and the prediction's quantisation this record applies."""
+        return f"{CROP_TEXT[self.frame_crop]}; {QUANTIZE_TEXT[self.quantize]}; {self.summary}"
+
+
+CROP_TEXT = {None: "whole frames", "center224": "centre 224x224 crop", "even": "frames cut to even size"}
+QUANTIZE_TEXT = {"none": "raw float prediction", "round": "prediction rounded to 8 bits, not clamped",
+                 "clamp_round": "prediction clamped and rounded to 8 bits",
+                 "truncate": "prediction clamped and truncated to 8 bits (PNG via to_pil_image)"}
+# What scoring a video's 8-bit PNGs instead of the reference's prediction does to the numbers.
+PNG_EFFECT = {"none": "clamping to [0, 1] and rounding move each pixel by at most half a level",
+              "round": "they differ only where the prediction leaves [0, 1]",
+              "truncate": "truncation lowers every pixel by half a level on average, so PSNR here reads "
+                          "higher: by about 0.04 dB at 35 dB and 0.25 dB at 42 dB (Gaussian errors)"}
+
 
 PROTOCOLS = {p.name: p for p in (
     Protocol(
         name="asvfi",
         reproduces="this toolkit (metrics.py), the default",
-        summary="predictions clamped and rounded to 8 bits (the PNGs inference.py writes); skimage "
-                "SSIM; mean over the generated frames of a video, then over videos; VFIPS over every "
-                "full 12-frame window, raw mean; FloLPIPS on the lossless frames; FVD over all "
-                "consecutive 16-frame clips",
+        summary="skimage SSIM; mean over the generated frames of a video, then over videos; VFIPS "
+                "over every full 12-frame window, raw mean; FloLPIPS on the lossless frames; FVD over "
+                "all consecutive 16-frame clips",
         metrics=("psnr", "ssim", "lpips", "flolpips", "vfips", "fvd"),
         quantize="clamp_round",
         departures="PSNR uses an MSE floor of 1e-10: identical frames score 100 dB, not +inf; every "
@@ -111,21 +125,20 @@ PROTOCOLS = {p.name: p for p in (
         name="flavr",
         reproduces="tarun005/FLAVR@ee17951c69ec27ce8dfe38254f4b7fdbe08d4fba: myutils.calc_psnr, "
                    "eval_metrics, pytorch_msssim.ssim_matlab, dataset/ucf101_test.py, test.py",
-        summary="centre 224 crop (its UCF101 loader; its Vimeo-90K loader reads whole frames); raw "
-                "float prediction, PSNR with +1e-8; ssim_matlab on clamped frames; mean over every "
-                "output frame of the set",
+        summary="PSNR with +1e-8; ssim_matlab on clamped frames; mean over every output frame of "
+                "the set (FLAVR crops in its UCF101 loader only; its Vimeo-90K loader reads whole frames)",
         metrics=("psnr", "ssim"),
         frame_crop="center224", psnr_eps=1e-8, psnr_mse_floor=0.0, ssim="matlab", ssim_clamp=True,
         average="pooled", table_decimals=(("psnr", 2), ("ssim", 3)),
-        departures="none needed: the epsilon keeps PSNR finite (identical frames: 80 dB). PSNR and "
-                   "SSIM are computed in float64 (the reference: float32), within 1e-6."),
+        departures="PSNR is computed in float64 (the reference: float32), within 1e-6 (SSIM in "
+                   "float32, as there; the epsilon keeps PSNR finite: identical frames score 80 dB)."),
     Protocol(
         name="rife",
         reproduces="hzwer/ECCV2022-RIFE@5d8adbdd40e12c2c8f91930eff838aebe561c086 and "
                    "MCG-NJU/EMA-VFI@75b6f6a889e695df875e103374040d47a4cfac7c: benchmark/UCF101.py",
-        summary="DVF UCF101 triplets whole (256x256, BGR); prediction rounded to 8 bits, not clamped; "
-                "PSNR without epsilon; ssim_matlab; mean over triplets. The script feeds the model "
-                "BGR frames (RIFE and EMA-VFI are trained on BGR); the ucf101-triplets reader gives RGB",
+        summary="DVF UCF101 triplets (256x256, BGR); PSNR without epsilon; ssim_matlab; mean over "
+                "triplets. The script feeds the model BGR frames (RIFE and EMA-VFI are trained on "
+                "BGR); the ucf101-triplets reader gives RGB",
         metrics=("psnr", "ssim"),
         quantize="round", psnr_eps=0.0, psnr_mse_floor=ASVFI_MSE_FLOOR, ssim="matlab",
         channel_order="bgr", average="pooled",
@@ -135,8 +148,7 @@ PROTOCOLS = {p.name: p for p in (
         name="vfibench",
         reproduces="mulns/VFIBenchmark@40a05ecaf2513e9a9464dc3fa269de366959421b: metrics/__init__.py, "
                    "calc_metric.py, metrics/VFIPS, metrics/flolpips, tools.py, evaluate_*Dst.py",
-        summary="frames cut to even size; prediction truncated to 8 bits (PNG via to_pil_image); "
-                "PSNR +1e-8; pytorch_msssim SSIM; generated frames, mean per video then over videos "
+        summary="PSNR +1e-8; pytorch_msssim SSIM; generated frames, mean per video then over videos "
                 "(image sets: over all frames); VFIPS abs of the mean over windows range(0, N−12, 12); "
                 "FloLPIPS on frames through raw yuv420p",
         metrics=("psnr", "ssim", "lpips", "flolpips", "vfips"),
@@ -156,8 +168,8 @@ PROTOCOLS = {p.name: p for p in (
                 "2048 videos, real videos under 16 frames dropped; uint8 clips into the detector with "
                 "rescale=True, resize=True; raw-moment covariance; sqrtm(Σ_gen Σ_real)",
         metrics=("fvd",),
-        fvd_clips="one_per_video", fvd_max_videos=2048, fvd_stats="raw_moments", fvd_sqrtm="gen_real",
-        fvd_detector_input="uint8",
+        quantize="clamp_round", fvd_clips="one_per_video", fvd_max_videos=2048, fvd_stats="raw_moments",
+        fvd_sqrtm="gen_real", fvd_detector_input="uint8",
         departures="real clip starts are drawn in one process from random.Random(fvd_seed); the "
                    "reference's DataLoader workers reseed `random` themselves, so its published starts "
                    "cannot be reproduced. A generated video under 16 frames is an error naming it (the "
@@ -166,12 +178,19 @@ PROTOCOLS = {p.name: p for p in (
 )}
 
 
-def for_dataset(protocol, dataset):
+def for_dataset(protocol, dataset, png_predictions):
     """A protocol as it applies to one data set: FLAVR crops only in its UCF101 loader (its
-    Vimeo-90K loader reads whole frames), so the flavr record on another set has no crop."""
+    Vimeo-90K loader reads whole frames), so the flavr record on another set has no crop. With
+    `png_predictions` (a video's frames: inference.py keeps only the 8-bit PNGs of its MP4) the
+    prediction is what those PNGs hold, and a reference that scores something else gets a departure."""
     protocol = get_protocol(protocol)
     if protocol.name == "flavr" and dataset != "flavr-ucf101":
-        return dataclasses.replace(protocol, frame_crop=None)
+        protocol = dataclasses.replace(protocol, frame_crop=None)
+    if png_predictions and protocol.quantize != "clamp_round":
+        departure = (f"a video's predictions are the 8-bit PNGs inference.py writes (clamped, rounded), "
+                     f"not the reference's {QUANTIZE_TEXT[protocol.quantize]}: {PNG_EFFECT[protocol.quantize]}.")
+        protocol = dataclasses.replace(protocol, quantize="clamp_round",
+                                       departures=f"{departure} {protocol.departures}".strip())
     return protocol
 
 

@@ -86,6 +86,20 @@ def test_flavr_protocol_on_its_ucf101_set_prints_the_paper_row(data, capsys):
     assert summary["missing_output"] == ["flavr-ucf101/sample_002"]
     printed = capsys.readouterr().out
     assert f"PSNR {psnr:.2f} | SSIM {ssim:.3f}" in printed and "protocol flavr: reproduces tarun005/FLAVR@" in printed
+    assert "centre 224x224 crop; raw float prediction;" in printed  # what this set's scoring did
+
+
+def test_a_protocol_on_videos_says_it_scored_the_8_bit_pngs_not_the_references_prediction(data, capsys):
+    """Inference keeps a video's frames as rounded PNGs: VFIBenchmark's truncation cannot happen, and
+    the report must not claim it did."""
+    root, _ = data
+    assert run(root, "--protocol", "vfibench", metrics="psnr") == 0
+    printed = capsys.readouterr().out
+    assert "frames cut to even size; prediction clamped and rounded to 8 bits;" in printed
+    assert "not the reference's prediction clamped and truncated to 8 bits" in printed
+    summary = json.loads(Path(str(runs.eval_csv_path("blend", None, SCALE).with_suffix("")).replace(
+        f"_s{SCALE}", f"_s{SCALE}_vfibench") + "_summary.json").read_text())
+    assert "truncat" in summary["protocol"]["departures"] and "truncated" not in summary["protocol"]["summary"]
 
 
 def test_protocol_refuses_metrics_it_does_not_define(data, capsys):

@@ -359,3 +359,14 @@ def test_psnr_without_epsilon_or_floor_is_an_error_not_inf():
     frame = torch.zeros(3, 4, 4)
     with pytest.raises(ValueError, match="inf"):
         protocols.psnr_db(frame, frame, eps=0.0, mse_floor=0.0)
+
+
+@pytest.mark.parametrize("name", list(protocols.PROTOCOLS))
+def test_on_videos_every_protocol_scores_the_rounded_pngs_and_says_so_where_its_reference_did_not(name):
+    reference = protocols.get_protocol(name)
+    on_videos = protocols.for_dataset(name, "demo", png_predictions=True)
+    assert on_videos.quantize == "clamp_round"
+    assert "prediction clamped and rounded to 8 bits" in on_videos.description()
+    assert ("8-bit PNGs inference.py writes" in on_videos.departures) == (reference.quantize != "clamp_round")
+    on_images = protocols.for_dataset(name, "vimeo-septuplet", png_predictions=False)
+    assert on_images.quantize == reference.quantize and on_images.departures == reference.departures
