@@ -160,11 +160,12 @@ def column_stats(rows, column, protocol):
     A std over fewer than two videos is undefined: None (null in the JSON, "—" in the table)."""
     rows = [r for r in rows if r.get(column, "") != ""]
     if not rows:
-        return {"mean": None, "std": None, "n": 0}
+        return {"mean": None, "std": None, "n": 0, "frames": 0}
     values = np.array([float(r[column]) for r in rows], dtype=np.float64)
-    weights = np.array([float(r["generated"]) for r in rows]) if protocol.average == "pooled" else None
+    frames = np.array([float(r["generated"]) for r in rows])
+    weights = frames if protocol.average == "pooled" else None
     return {"mean": float(np.average(values, weights=weights)), "std": float(values.std()) if len(values) > 1 else None,
-            "n": len(values), "average": protocol.average}
+            "std_over": "videos", "n": len(values), "frames": int(frames.sum()), "average": protocol.average}
 
 
 def set_level_fvd(rows, cache, protocol):
@@ -246,8 +247,9 @@ def protocol_lines(protocol):
 
 def format_table(summary):
     lines = [f"{summary['title']}: {count_line(summary)}", f"scored set: {summary['scope']}",
-             *protocol_lines(summary["protocol"]),
-             f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}  notes"]
+             *protocol_lines(summary["protocol"]), *made_by_lines(summary.get("made_by", [])),
+             "std and N over videos (std: population, ddof 0); frames: the generated frames scored",
+             f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}{'frames':>8}  notes"]
     for name, entry in summary["metrics"].items():
         label = DISPLAY[name] + (f" ({entry['flow'].upper()})" if "flow" in entry else "")
         if entry["status"] == "unavailable":
@@ -255,16 +257,43 @@ def format_table(summary):
         elif name == "fvd":
             note = f"{entry['clips']} clips of {protocols.FVD_CLIP_FRAMES} frames" + (
                 f"; {entry['reason']}" if entry["reason"] else "")
-            lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{entry['clips']:>8}  {note}")
+            lines.append(f"{label:<{LABEL}}{format_number(entry['value']):>12}{'':>12}{'':>8}{'':>8}  {note}")
         else:
             note = ", ".join(filter(None, [f"{entry['average']} mean" if entry.get("average") == "pooled" else "",
                                            f"{entry['without_value']} video(s) without a value: "
                                            f"{'; '.join(entry['why'])}" if entry.get("without_value") else ""]))
             lines.append(f"{label:<{LABEL}}{format_number(entry['mean']):>12}{format_number(entry['std']):>12}"
-                         f"{entry['n']:>8}  {note}".rstrip())
+                         f"{entry['n']:>8}{entry['frames']:>8}  {note}".rstrip())
     lines += weights_lines(summary)
     lines += [f"FAILED {failure}" for failure in summary["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def made_by(identities):
+    """What made the scored outputs, from their identity records: one entry per model, checkpoint
+    file and generation settings, with the number of videos it made."""
+    groups = {}
+    for record in identities:
+        record = record or {}
+        checkpoint = record.get("checkpoint")
+        key = (record.get("model"), json.dumps(checkpoint, sort_keys=True), json.dumps(record.get("settings"), sort_keys=True))
+        groups.setdefault(key, {"model": record.get("model"), "checkpoint": checkpoint,
+                                "settings": record.get("settings"), "videos": 0})["videos"] += 1
+    return list(groups.values())
+
+
+def made_by_lines(entries):
+    lines = []
+    for entry in entries:
+        checkpoint = entry["checkpoint"]
+        weights = (f"checkpoint {checkpoint['path']} ({checkpoint['size']:,} bytes)" if checkpoint
+                   else "no checkpoint" if entry["model"] else "no identity record")
+        settings = entry["settings"] or {}
+        shown = ", ".join(f"{k} {settings[k]}" for k in ("seed", "amp", "tile")
+                          if settings.get(k) or (k == "seed" and settings.get(k) is not None))
+        lines.append(f"outputs made by: {entry['model'] or '?'}, {weights}{f', {shown}' if shown else ''}: "
+                     f"{entry['videos']} video(s)")
+    return lines
 
 
 def weights_lines(summary):

@@ -504,9 +504,11 @@ def evaluate(argv=None):
         if not procs.is_main:
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
+        scored = {eval_report.row_key(r) for r in rows if not r["error"]}
         header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
-                  "scale": args.scale, "dataset": args.dataset, "epoch": args.epoch, "csv": str(csv_path),
-                  "scope": scope, "limit": args.limit}
+                  "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope,
+                  "limit": args.limit, "made_by": eval_report.made_by(
+                      identity.read_identity(i.out) for i in items if (i.category, i.video) in scored)}
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")

@@ -15,7 +15,9 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 import dataset
+import eval_report
 import evaluate
+import identity
 import inference
 import metrics
 import publish
@@ -109,8 +111,12 @@ def test_psnr_ssim_columns_match_independent_computation(data, capsys):
     assert summary["videos"] == 3 and summary["metrics"]["psnr"]["n"] == 3
     assert summary["metrics"]["psnr"]["mean"] == pytest.approx(table["psnr"].mean(), abs=1e-9)
     assert summary["metrics"]["ssim"]["std"] == pytest.approx(table["ssim"].std(ddof=0), abs=1e-9)
+    assert summary["metrics"]["psnr"]["frames"] == table["generated"].sum()
+    assert summary["metrics"]["psnr"]["std_over"] == "videos"
+    assert summary["made_by"] == [{"model": None, "checkpoint": None, "settings": None, "videos": 3}]
     printed = capsys.readouterr().out
     assert "PSNR (dB)" in printed and f"{table['psnr'].mean():.4f}" in printed
+    assert "outputs made by: ?, no identity record: 3 video(s)" in printed  # these frames were written by hand
     assert Path(str(csv_path().with_suffix("")) + "_summary.txt").read_text() in printed
 
 
@@ -353,3 +359,17 @@ def test_partial_folders_left_by_a_dead_run_are_not_scored(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "frame_00000.png")
     assert publish.is_partial(left_over) and not publish.is_partial(finished)
     assert evaluate.finished_folders(tmp_path) == [("Cat", "v_Cat_g01_c01")]
+
+
+def test_the_report_names_the_checkpoint_and_settings_that_made_the_scored_outputs(tmp_path):
+    source, first, second = tmp_path / "v.avi", tmp_path / "a.pth", tmp_path / "b.pth"
+    for path, size in ((source, 10), (first, 1234), (second, 99)):
+        path.write_bytes(b"x" * size)
+
+    def record(checkpoint, seed):
+        return identity.output_record(source, tmp_path, 9, 2, "asvfi", checkpoint, {"seed": seed, "amp": None, "tile": 0})
+    entries = eval_report.made_by([record(first, 0), record(first, 0), record(second, 0), record(first, 1)])
+    assert [(Path(e["checkpoint"]["path"]).name, e["settings"]["seed"], e["videos"]) for e in entries] == [
+        ("a.pth", 0, 2), ("b.pth", 0, 1), ("a.pth", 1, 1)]
+    assert eval_report.made_by_lines(entries)[0] == (f"outputs made by: asvfi, checkpoint {first.resolve()} "
+                                                     f"(1,234 bytes), seed 0: 2 video(s)")
