@@ -84,7 +84,7 @@ def parse_args(argv):
     p.add_argument("--tiny", action="store_true", help="tiny sizes (width 0.125, small frames, few reps)")
     p.add_argument("--budget-s", type=float, default=360.0, help="overall time budget; later steps are skipped")
     p.add_argument("--data-root", default=None,
-                   help="a data root holding the demo set (default: generated under --out/data)")
+                   help="where the demo set of the check's sizes is generated once (default: --out/data)")
     p.add_argument("--only", default=None, help=f"comma list of steps to run: {', '.join(STEP_NAMES)}")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # set for an isolated step's child
     args = p.parse_args(argv)

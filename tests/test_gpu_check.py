@@ -28,9 +28,9 @@ def numbers(value, where=""):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(demo_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_check")
-    status = tools.main(["gpu-check", "--device", "cpu", "--tiny", "--out", str(out), "--data-root", str(demo_root)])
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")  # the demo of the tiny sizes is generated under it
+    status = tools.main(["gpu-check", "--device", "cpu", "--tiny", "--out", str(out)])
     return status, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text(), out
 
 
