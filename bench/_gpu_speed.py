@@ -29,6 +29,7 @@ import tools  # noqa: E402
 from utils import AUDIO_RATE  # noqa: E402
 
 S = tools.load_bench("_gpu_steps")
+DEVICE = tools.load_bench("_device")
 BENCH_INFER = tools.load_bench("infer")  # generated clips
 
 # label: (mixed precision, channels_last_3d, audio)
@@ -53,14 +54,14 @@ def train_speed(check, model, dtype, channels_last, batch=None):
         made = S.BENCH_MODEL.to_layout(model, S.asvfi_batch(check, check.sizes.crop, size), channels_last)
         return S.repeat(check, lambda: S.BENCH_MODEL.train_step_ms(model, optimizer, made, check.device, dtype) / 1000)
 
-    S.reset_peak(check.device)
+    DEVICE.reset_peak(check.device)
     try:
         seconds, used = S.halving(measure, batch or check.sizes.batch, check.device)
     finally:
         S.BENCH_MODEL.to_layout(model, {}, False)  # back to the default layout (the batch is not touched)
     step = median(seconds)
     return {"batch": used, "steps_per_s": 1 / step, "windows_per_s": used / step, "ms_per_step": 1000 * step,
-            "timed_steps": len(seconds), "peak_mb": S.peak_mb(check.device)}
+            "timed_steps": len(seconds), "peak_mb": DEVICE.peak_mb(check.device)}
 
 
 def step_train_speed(check, results):
@@ -159,10 +160,10 @@ def infer_speed(check, network, amp, batch):
 
     def run(windows, size):
         frames = BENCH_INFER.clip(windows + 1, width, height)
-        S.synchronize(check.device)
+        DEVICE.synchronize(check.device)
         started = time.perf_counter()
         count = sum(1 for _ in interpolate.interpolate_video(iter(frames), engines, wave, size, 25))
-        S.synchronize(check.device)
+        DEVICE.synchronize(check.device)
         return count - (windows + 1), time.perf_counter() - started
 
     def measure(size):
@@ -170,10 +171,10 @@ def infer_speed(check, network, amp, batch):
         check.on_time()
         return run(check.sizes.infer_windows, size)
 
-    S.reset_peak(check.device)
+    DEVICE.reset_peak(check.device)
     (generated, seconds), used = S.halving(measure, batch, check.device)
     return {"batch": used, "frames_per_s": generated / seconds, "generated": generated,
-            "peak_mb": S.peak_mb(check.device)}
+            "peak_mb": DEVICE.peak_mb(check.device)}
 
 
 def step_infer_speed(check, results):

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from argparse import Namespace
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +31,11 @@ import lpips_parts  # noqa: E402
 import metrics  # noqa: E402
 import pervfi  # noqa: E402
 import prepare  # noqa: E402
+import runtime  # noqa: E402
 import tools  # noqa: E402
 import vfips  # noqa: E402
 
+DEVICE = tools.load_bench("_device")
 BENCH_MODEL = tools.load_bench("model")  # ASVFI pairs with open gates, synthetic batches, timed steps
 COMPAT = tools.load_module(REPO / "tests" / "compat.py", "fixture_compat")  # fixture weights by recipe
 
@@ -51,7 +53,6 @@ TOLERANCES = {
     "flolpips_vs_reference": 1e-4,
     "vfips_vs_reference": 1e-4,
 }
-AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class SkipStep(Exception):
@@ -111,7 +112,7 @@ class Check:
     def amp_dtypes(self):
         """(label, dtype) of the autocast modes this device runs (CPU autocast takes both)."""
         bf16 = not self.cuda or torch.cuda.is_bf16_supported()
-        return [(label, dtype) for label, dtype in AMP.items() if bf16 or label != "bf16"]
+        return [(label, dtype) for label, dtype in runtime.AMP_DTYPES.items() if bf16 or label != "bf16"]
 
     def fast_dtype(self):
         """Our mixed precision: bf16 where supported, else fp16."""
@@ -126,20 +127,6 @@ class Check:
 def ensure_demo(check):
     """The demo set of the check's size under its data root, generated once (kept between runs)."""
     prepare.ensure_demo(check.data_root, seed=0, show_progress=False, **check.sizes.demo)
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reset_peak(device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_mb(device):
-    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
 
 
 def difference(actual, expected):
@@ -165,10 +152,6 @@ def strict_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def autocast(device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def halving(measure, batch, device):
     """(measure(batch), batch) for the largest batch <= `batch` (halving) that fits in memory."""
     while True:
@@ -179,7 +162,7 @@ def halving(measure, batch, device):
                 raise
         batch //= 2  # out of the handler: the failed attempt's tensors went with its traceback
         torch.cuda.empty_cache()
-        reset_peak(device)
+        DEVICE.reset_peak(device)
 
 
 def repeat(check, run):
@@ -210,7 +193,7 @@ def asvfi_batch(check, size, batch, device=None):
 
 def predict(network, batch, dtype=None):
     network.eval()
-    with torch.no_grad(), autocast(batch["inputs"].device, dtype):
+    with torch.no_grad(), DEVICE.autocast(batch["inputs"].device, dtype):
         return network(batch["inputs"], **BENCH_MODEL.audio_kwargs(network, batch))["pred"].float()
 
 
@@ -248,7 +231,7 @@ def pervfi_case(check, small):
 
 def pervfi_sample(network, inputs, flows, dtype=None):
     network.eval()
-    with torch.no_grad(), autocast(inputs.device, dtype):
+    with torch.no_grad(), DEVICE.autocast(inputs.device, dtype):
         return network(inputs, ts=torch.tensor([[0.5]]), heat=0.0, flows=flows)["pred"].float()
 
 
@@ -262,7 +245,7 @@ def gradient_check(network, loss_of, device, dtype):
         attempts += 1
         network.zero_grad(set_to_none=True)
         scaler = torch.amp.GradScaler(device.type, init_scale=scale) if dtype == torch.float16 else None
-        with autocast(device, dtype):
+        with DEVICE.autocast(device, dtype):
             loss = loss_of(network)
         (scaler.scale(loss) if scaler else loss).backward()
         grads = [(name, p.grad) for name, p in network.named_parameters() if p.requires_grad]

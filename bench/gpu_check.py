@@ -46,6 +46,7 @@ import tools  # noqa: E402
 import utils  # noqa: E402
 
 S = tools.load_bench("_gpu_steps")
+DEVICE = tools.load_bench("_device")
 SPEED = tools.load_bench("_gpu_speed")
 ON_CUDA_ONLY = "torch.compile is timed on CUDA only (on a CPU its compile time is the whole story)"
 
@@ -112,7 +113,7 @@ def run_in_process(step, check, results):
     whatever happens."""
     record = {"budget_s": round(step_budget(step, check), 1)}
     started = time.perf_counter()
-    S.reset_peak(check.device)
+    DEVICE.reset_peak(check.device)
     try:
         step.run(check, results)
         failed = [k for k, v in results.items() if isinstance(v, dict) and v.get("ok") is False]
@@ -127,7 +128,7 @@ def run_in_process(step, check, results):
         record.update(status="error", error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=-4))
     record["seconds"] = time.perf_counter() - started
-    record["peak_mb"] = S.peak_mb(check.device)
+    record["peak_mb"] = DEVICE.peak_mb(check.device)
     record["results"] = results
     return record
 

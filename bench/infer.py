@@ -37,8 +37,12 @@ import checkpoints  # noqa: E402
 import inference  # noqa: E402
 import interpolate  # noqa: E402
 import registry  # noqa: E402
+import runtime  # noqa: E402
+import tools  # noqa: E402
 import video_io  # noqa: E402
 from utils import AUDIO_RATE, ASVFIError  # noqa: E402
+
+DEVICE = tools.load_bench("_device")
 
 
 def parse_args(argv):
@@ -77,10 +81,6 @@ def peak_rss_mb():
     return float("nan")
 
 
-def cuda_peak_mb(device):
-    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-
-
 def build_network(args, device):
     if args.model in registry.BASELINES:
         return registry.build_model(registry.default_config(args.model, scale=args.scale)).to(device).eval()
@@ -99,7 +99,7 @@ def clip(n_frames, width, height, seed=0):
 
 def measure_speed(args):
     """Generated frames/s of the streaming path at one size, and the peak memory of doing it."""
-    device = torch.device(args.device)
+    device = runtime.pick_device(args.device)
     width, height = (int(v) for v in args.size.split("x"))
     network = build_network(args, device)
     engines = interpolate.build_engines(network, device, args.scale,
@@ -110,8 +110,7 @@ def measure_speed(args):
     def run(n_windows):
         frames = clip(n_windows + 1, width, height)
         count = sum(1 for _ in interpolate.interpolate_video(iter(frames), engines, wave, args.batch, 25))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        DEVICE.synchronize(device)
         return count - (n_windows + 1)  # generated frames only
 
     run(args.batch)  # warm-up: allocator, kernels, first-call overheads
@@ -119,7 +118,7 @@ def measure_speed(args):
     generated = run(args.windows)
     seconds = time.perf_counter() - started
     return {"size": args.size, "generated": generated, "seconds": seconds, "fps": generated / seconds,
-            "rss_ready_mb": rss_ready, "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb(device)}
+            "rss_ready_mb": rss_ready, "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": DEVICE.peak_mb(device)}
 
 
 def measure_length(args):
@@ -134,7 +133,7 @@ def measure_length(args):
     seconds = time.perf_counter() - started
     info = video_io.probe(output)
     return {"video": Path(args.video).name, "frames_out": info.n_frames, "seconds": seconds,
-            "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": cuda_peak_mb(torch.device(args.device))}
+            "peak_rss_mb": peak_rss_mb(), "cuda_peak_mb": DEVICE.peak_mb(runtime.pick_device(args.device))}
 
 
 # ----------------------------------------------------------------------------- driver

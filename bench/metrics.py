@@ -29,8 +29,11 @@ import fvd  # noqa: E402
 import lpips_parts  # noqa: E402
 import metrics  # noqa: E402
 import runtime  # noqa: E402
+import tools  # noqa: E402
 import vfips  # noqa: E402
 import weights  # noqa: E402
+
+DEVICE = tools.load_bench("_device")
 
 
 def parse_args(argv):
@@ -72,12 +75,10 @@ def best_time(fn, device, repeats):
     fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        DEVICE.synchronize(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        DEVICE.synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times)
 

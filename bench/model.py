@@ -14,7 +14,6 @@ import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,14 +22,18 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+import runtime  # noqa: E402
+import tools  # noqa: E402
 from model import default_config  # noqa: E402
 from registry import build_model  # noqa: E402
 from utils import ASVFIError  # noqa: E402
 
+DEVICE = tools.load_bench("_device")
+
 AUDIO_RATE, AUDIO_HOP = 16000, 160
 # label: (autocast dtype, channels_last_3d)
-VARIANTS = {"fp32": (None, False), "fp32+cl3d": (None, True), "bf16": (torch.bfloat16, False),
-            "bf16+cl3d": (torch.bfloat16, True)}
+BF16 = runtime.AMP_DTYPES["bf16"]
+VARIANTS = {"fp32": (None, False), "fp32+cl3d": (None, True), "bf16": (BF16, False), "bf16+cl3d": (BF16, True)}
 
 
 def parse_args(argv):
@@ -83,34 +86,27 @@ def build_pair(args, device):
     return video_only.to(device), with_audio.to(device)
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def forward_ms(model, batch, device, autocast_dtype=None):
     model.eval()
-    context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    synchronize(device)
+    DEVICE.synchronize(device)
     tick = time.perf_counter()
-    with torch.no_grad(), context:
+    with torch.no_grad(), DEVICE.autocast(device, autocast_dtype):
         model(batch["inputs"], **audio_kwargs(model, batch))
-    synchronize(device)
+    DEVICE.synchronize(device)
     return (time.perf_counter() - tick) * 1000
 
 
 def train_step_ms(model, optimizer, batch, device, autocast_dtype=None):
     model.train()
-    context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    synchronize(device)
+    DEVICE.synchronize(device)
     tick = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
-    with context:
+    with DEVICE.autocast(device, autocast_dtype):
         pred = model(batch["inputs"], **audio_kwargs(model, batch))["pred"]
         loss = (pred.float() - batch["target"]).abs().mean()
     loss.backward()
     optimizer.step()
-    synchronize(device)
+    DEVICE.synchronize(device)
     return (time.perf_counter() - tick) * 1000
 
 
@@ -123,17 +119,16 @@ def audio_branch_ms(model, batch, device, autocast_dtype=None):
     hooks = [f.register_forward_pre_hook(lambda module, args: captured.setdefault(id(module), args))
              for f in fusions]
     model.eval()
-    context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    with torch.no_grad(), context:
+    with torch.no_grad(), DEVICE.autocast(device, autocast_dtype):
         model(batch["inputs"], **audio_kwargs(model, batch))
         for hook in hooks:
             hook.remove()
-        synchronize(device)
+        DEVICE.synchronize(device)
         tick = time.perf_counter()
         model.audio.tokens(batch["audio"], batch["audio_times"], batch["has_audio"], batch["audio"].shape[0], device)
         for fusion in fusions:
             fusion(*captured[id(fusion)])
-        synchronize(device)
+        DEVICE.synchronize(device)
     return (time.perf_counter() - tick) * 1000
 
 
@@ -217,7 +212,7 @@ def report(args, device, results):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    device = torch.device(args.device)
+    device = runtime.pick_device(args.device)
     results = measure(args, device)
     report(args, device, results)
     return 0

@@ -135,3 +135,30 @@ def test_commands_name_bench_files_with_hyphens_as_underscores():
     assert tools.file_stem("bench-model") == tools.file_stem("model") == "model"
     assert tools.file_stem("inspect") == tools.file_stem("inspect-checkpoint") == "inspect_checkpoint"
     assert tools.command_name("gpu_check") == "gpu-check" and tools.command_name("infer") == "bench-infer"
+
+
+@pytest.mark.parametrize("argv", [["bench-model"], ["bench-infer", "--worker", "speed", "--size", "64x48"]])
+def test_bench_tools_take_their_device_from_runtime(argv, capsys):
+    assert tools.main([*argv, "--device", "tpu"]) == 1
+    assert "--device tpu: not a device name torch knows" in capsys.readouterr().err
+
+
+def test_device_helpers_are_defined_once_in_bench_device():
+    """Synchronising, peak memory and autocast come from bench/_device.py, dtypes from runtime."""
+    import ast
+    shared = {"synchronize", "reset_peak", "peak_mb", "cuda_peak_mb", "autocast"}
+    for path in sorted(tools.BENCH_DIR.glob("*.py")):
+        if path.stem == "_device":
+            continue
+        tree = ast.parse(path.read_text())
+        defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)} & shared
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+        called = {ast.unparse(node.func) for node in calls}
+        named_devices = [ast.unparse(node) for node in calls if ast.unparse(node.func) == "torch.device"
+                         and not all(isinstance(arg, ast.Constant) for arg in node.args)]  # a --device: pick_device
+        assigned = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+                    if isinstance(target, ast.Name)}
+        assert not defined, (path.name, defined)
+        assert not called & {"torch.autocast", "torch.cuda.synchronize", "torch.cuda.max_memory_allocated"}, path.name
+        assert not named_devices, (path.name, named_devices)
+        assert "AMP" not in assigned, path.name
