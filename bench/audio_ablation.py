@@ -29,7 +29,8 @@ import runs  # noqa: E402
 import tools  # noqa: E402
 import utils  # noqa: E402
 
-ARMS = (("audio", "mel", "ASVFI (audio)"), ("noaudio", "none", "ASVFI (no audio)"))
+# (run tag, main.py --audio, label) of the two arms; tools.py demo and demo-figure show the same two
+ARMS = (("audio", "mel", "ASVFI, audio"), ("noaudio", "none", "ASVFI, no audio"))
 
 
 def parse_args(argv):
@@ -101,9 +102,9 @@ def read_log(path):
 
 def markdown_table(logs):
     """Validation PSNR (dB) per epoch for both arms, their difference, and each arm's best."""
-    (_, _, name_a), (_, _, name_b) = ARMS
-    common = min(len(logs["audio"]), len(logs["noaudio"]))  # an arm cut short is compared on the epochs both have
-    a, b = logs["audio"][:common], logs["noaudio"][:common]
+    (tag_a, _, name_a), (tag_b, _, name_b) = ARMS
+    common = min(len(logs[tag_a]), len(logs[tag_b]))  # an arm cut short is compared on the epochs both have
+    a, b = logs[tag_a][:common], logs[tag_b][:common]
     lines = [f"| epoch | {name_a} PSNR | {name_b} PSNR | audio − no audio |", "|---:|---:|---:|---:|"]
     for row_a, row_b in zip(a, b):
         lines.append(f"| {int(row_a['epoch'])} | {row_a['val_psnr']:.2f} | {row_b['val_psnr']:.2f} | "

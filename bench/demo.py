@@ -35,7 +35,6 @@ job_runner = tools.load_bench("_jobs")
 
 BASELINES = (("repeat", "Repeat (previous frame)"), ("blend", "Blend (mean of neighbours)"),
              ("dis", "DIS (OpenCV optical flow, bidirectional warp)"))
-ARMS = (("audio", "ASVFI, audio"), ("noaudio", "ASVFI, no audio"))
 TAG_PREFIX = "demo_"
 
 
@@ -101,7 +100,7 @@ def methods(args):
     """The five methods of the table: the baselines, then the two ASVFI arms' best checkpoints."""
     common = ["--dataset", "demo", "--data-root", args.data_root, "--out-dir", args.out_dir, "-s", "2"]
     rows = [Method(label, None, model, None, ["--model", model]) for model, label in BASELINES]
-    for tag, label in ARMS:
+    for tag, _, label in ablation.ARMS:
         checkpoint = str(best_checkpoint(args, tag))
         rows.append(Method(label, tag, "asvfi", checkpoint, ["--model", "asvfi", "--checkpoint", checkpoint]))
     for row in rows:

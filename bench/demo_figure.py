@@ -24,7 +24,11 @@ if str(REPO) not in sys.path:
 
 import demo_data  # noqa: E402
 import runs  # noqa: E402
+import tools  # noqa: E402
 import utils  # noqa: E402
+
+ABLATION = tools.load_bench("audio_ablation")  # the two ASVFI arms
+DEMO = tools.load_bench("demo")  # the runs' tag prefix
 
 SCALE = 2
 LAMP_CATEGORIES = [name for name, (kinds, _) in demo_data.DEMO_CATEGORIES.items() if "loudness" in kinds]
@@ -33,7 +37,7 @@ LAMP_CATEGORIES = [name for name, (kinds, _) in demo_data.DEMO_CATEGORIES.items(
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tools.py demo-figure", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../data/demo-160x120")
-    p.add_argument("--tag-prefix", default="demo_", help="of the two ASVFI runs (tools.py demo: demo_)")
+    p.add_argument("--tag-prefix", default=DEMO.TAG_PREFIX, help=f"of the two ASVFI runs (tools.py demo's: {DEMO.TAG_PREFIX})")
     p.add_argument("--lr", default="2e-3", help="as typed in the runs' names")
     p.add_argument("--out-dir", default=".", help="root of figs/")
     return p.parse_args(argv)
@@ -44,8 +48,8 @@ def methods(args):
     def arm(tag):
         best = runs.best_checkpoint_path("asvfi", runs.run_name("adamw", args.lr, tag))
         return runs.output_dir(args.data_root, "asvfi", SCALE, runs.generated_run("asvfi", "adamw", args.lr, checkpoint=best))
-    return [("ASVFI, audio", arm(args.tag_prefix + "audio")), ("ASVFI, no audio", arm(args.tag_prefix + "noaudio")),
-            ("DIS", runs.output_dir(args.data_root, "dis", SCALE))]
+    return [(label, arm(args.tag_prefix + tag)) for tag, _, label in ABLATION.ARMS] + [
+        ("DIS", runs.output_dir(args.data_root, "dis", SCALE))]
 
 
 def mean_brightness(folder, index):

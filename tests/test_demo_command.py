@@ -6,6 +6,7 @@ import pytest
 import tools
 from utils import ASVFIError
 
+ARM_LABELS = ("ASVFI, audio", "ASVFI, no audio")
 TINY = ["--size", "64x48", "--frames", "12", "--epochs", "1", "--windows-per-video", "1", "--val-windows", "4"]
 
 
@@ -23,13 +24,14 @@ def test_demo_ends_with_one_table_of_five_methods_best_first(demo_run, capsys):
     rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
     labels = [label for label, _, _ in rows]
     assert sorted(labels) == sorted(["Repeat (previous frame)", "Blend (mean of neighbours)",
-                                     "DIS (OpenCV optical flow, bidirectional warp)", "ASVFI, audio",
-                                     "ASVFI, no audio"])
+                                     "DIS (OpenCV optical flow, bidirectional warp)", *ARM_LABELS])
     psnrs = [float(psnr) for _, psnr, _ in rows]
     assert psnrs == sorted(psnrs, reverse=True) and all(10 < p < 60 for p in psnrs)
     assert "64x48" in table and "protocol asvfi" in table
     # both arms were trained by main.py with their own tags, and their curves plotted
     assert (root / "out" / "figs" / "demo_audio_ablation.png").is_file()
+    assert all(f"| {label} PSNR |" in (root / "out" / "figs" / "demo_audio_ablation.md").read_text()
+               for label in ARM_LABELS)  # the arms are named alike in every table and figure
     assert (root / "out" / "figs" / "demo_light.png").is_file()
     for tag in ("audio", "noaudio"):
         assert (root / "out" / "weights" / "asvfi" / f"adamw_2e-3_demo_{tag}_best.pth").is_file()
