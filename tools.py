@@ -8,6 +8,7 @@
     python tools.py params                     # parameter counts of the default models
     python tools.py inspect-checkpoint CKPT    # what a checkpoint holds (`inspect` works too)
     python tools.py audio_ablation             # ASVFI with audio vs --audio none on the demo data (see README)
+    python tools.py audio_gain                 # gradient reaching the audio branch in the first steps, per fusion init
     python tools.py demo                       # what `make demo` runs: both ASVFI arms + 3 baselines, one table
     python tools.py demo-figure                # why the sound helps: generated vs true lamp light (after demo)
     python tools.py gpu-check --device cuda    # every CUDA path checked and timed in ~6 min (see BENCHMARKS.md)
@@ -25,7 +26,7 @@ import cli
 BENCH_DIR = Path(__file__).resolve().parent / "bench"
 # bench/ files that are not benchmarks, and the command each is listed as (the others: bench-<name>)
 NOT_BENCHMARKS = {"params": "params", "inspect_checkpoint": "inspect-checkpoint",
-                  "audio_ablation": "audio_ablation", "gpu_check": "gpu-check", "demo": "demo",
+                  "audio_ablation": "audio_ablation", "audio_gain": "audio_gain", "gpu_check": "gpu-check", "demo": "demo",
                   "demo_figure": "demo-figure"}
 ALIASES = {"inspect": "inspect_checkpoint"}
 

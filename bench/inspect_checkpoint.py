@@ -1,4 +1,5 @@
 """`python tools.py inspect-checkpoint CKPT`: what a checkpoint holds (model, epoch, best PSNR, config, sizes)."""
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,10 +26,15 @@ def describe(path):
     return "\n".join(lines)
 
 
-def main(argv):
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tools.py inspect-checkpoint",
+                                description="What a checkpoint holds (model, epoch, best PSNR, config, sizes).")
+    p.add_argument("checkpoint", help="a checkpoint (.pth), e.g. weights/asvfi/adamw_6e-4_best.pth")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
     """Returns the exit status; tools.py turns a CheckpointError into a message."""
-    if len(argv) != 1:
-        print("usage: python tools.py inspect-checkpoint CKPT", file=sys.stderr)
-        return 2
-    print(describe(argv[0]))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    print(describe(args.checkpoint))
     return 0

@@ -162,3 +162,20 @@ def test_device_helpers_are_defined_once_in_bench_device():
         assert not called & {"torch.autocast", "torch.cuda.synchronize", "torch.cuda.max_memory_allocated"}, path.name
         assert not named_devices, (path.name, named_devices)
         assert "AMP" not in assigned, path.name
+
+
+def listed_commands(capsys):
+    assert tools.main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    return printed, printed.rpartition("available: ")[2].strip().split(", ")
+
+
+def test_every_listed_command_runs_under_the_name_it_is_listed_and_documented_by(capsys):
+    docstring, commands = listed_commands(capsys)
+    assert len(commands) == len(list(tools.BENCH_DIR.glob("[!_]*.py")))
+    for command in commands:
+        assert f"python tools.py {command} " in docstring, command
+        with pytest.raises(SystemExit) as stopped:
+            tools.main([command, "--help"])
+        assert stopped.value.code == 0, command
+        assert capsys.readouterr().out.startswith(f"usage: tools.py {command} "), command
