@@ -61,6 +61,7 @@ import runs
 import runtime
 import testsets
 import utils
+import video_io
 from utils import ASVFIError
 
 FRAME_CHUNK = 48  # frames read at a time: a multiple of the 12-frame VFIPS and 16-frame FVD windows
@@ -102,9 +103,9 @@ def frame_files(folder):
     """Sorted `frame_%05d.png` files of a folder, checked to be numbered 0 … N−1 without gaps."""
     files = sorted(Path(folder).glob("frame_*.png"))
     for index, path in enumerate(files):
-        if path.name != f"frame_{index:05d}.png":
+        if path.name != video_io.png_name(index):
             raise VideoMismatch(f"{folder}: frames are not numbered contiguously (expected "
-                                f"frame_{index:05d}.png, found {path.name})")
+                                f"{video_io.png_name(index)}, found {path.name})")
     return files
 
 
@@ -184,26 +185,10 @@ def testset_items(args, protocol, testset, sample_ids, out_root):
 
 
 # ----------------------------------------------------------------------------- reading frames
-def read_bgr(path, shape=None):
-    """(H, W, 3) uint8 BGR of one PNG; VideoMismatch naming the file when unreadable or of another size."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise VideoMismatch(f"{path}: missing or unreadable frame")
-    if shape is not None and bgr.shape != shape:
-        raise VideoMismatch(f"{path}: frame of {bgr.shape[1]}x{bgr.shape[0]}, the other frames of the pair "
-                            f"are {shape[1]}x{shape[0]}")
-    return bgr
-
-
-def read_png(path, shape=None):
-    """(H, W, 3) uint8 RGB of one PNG (see read_bgr)."""
-    return read_bgr(path, shape)[..., ::-1]
-
-
 def read_frame_tensor(path, shape, crop):
     """(3, H', W') float32 RGB in [0, 1] of one PNG after the protocol crop. Runs in the decode pool,
     so the conversion overlaps the scoring; cv2.split does BGR → RGB and HWC → CHW in one pass."""
-    planes = cv2.split(protocols.apply_frame_crop(read_bgr(path, shape), crop))[::-1]
+    planes = cv2.split(protocols.apply_frame_crop(video_io.read_png_bgr(path, shape), crop))[::-1]
     return torch.from_numpy(np.stack(planes)).float().div_(255)
 
 
@@ -218,7 +203,7 @@ def chunks(item, n_frames, run):
     """(start, ref, pred) chunks of a video pair, the next chunk decoded by the pool while this one is
     scored. The PNGs are 8-bit already, so the protocol's quantisation of predictions is the identity."""
     gt_files, out_files = frame_files(item.gt), frame_files(item.out)
-    shape = read_bgr(gt_files[0]).shape
+    shape = video_io.read_png_bgr(gt_files[0]).shape
 
     def submit(start):
         stop = min(start + FRAME_CHUNK, n_frames)
@@ -249,7 +234,7 @@ def check_pair(gt_folder, out_folder):
                             f"{len(gt_files)} ground truth in {gt_folder}")
     if len(gt_files) < 2:
         raise VideoMismatch(f"{gt_folder}: {len(gt_files)} frame(s); at least 2 are needed")
-    gt_shape, out_shape = read_png(gt_files[0]).shape, read_png(out_files[0]).shape
+    gt_shape, out_shape = video_io.read_png(gt_files[0]).shape, video_io.read_png(out_files[0]).shape
     if gt_shape != out_shape:
         raise VideoMismatch(f"frame size mismatch: {out_shape[1]}x{out_shape[0]} generated vs "
                             f"{gt_shape[1]}x{gt_shape[0]} ground truth ({out_folder})")
@@ -291,7 +276,7 @@ def score_sample(item, run, fvd_clips=None):
     if not preds:
         raise VideoMismatch(f"{eval_report.MISSING_OUTPUT}: no pred.npy or pred_0..{len(item.gt) - 1}.png in "
                             f"{item.out} (run inference.py --dataset {item.category})")
-    targets = [protocols.apply_frame_crop(read_png(path), item.gt_crop) for path in item.gt]
+    targets = [protocols.apply_frame_crop(video_io.read_png(path), item.gt_crop) for path in item.gt]
     ref = to_tensor(targets, run.protocol.frame_crop, run.device)
     if preds[0].suffix == ".npy":
         raw = np.load(preds[0])
@@ -299,7 +284,7 @@ def score_sample(item, run, fvd_clips=None):
             raise VideoMismatch(f"{preds[0]}: shape {raw.shape}, expected ({len(item.gt)}, 3, H, W)")
         pred = to_tensor(list(raw.astype(np.float32).transpose(0, 2, 3, 1)), run.protocol.frame_crop, run.device)
     else:
-        pred = to_tensor([read_png(p) for p in preds], run.protocol.frame_crop, run.device)
+        pred = to_tensor([video_io.read_png(p) for p in preds], run.protocol.frame_crop, run.device)
     if pred.shape != ref.shape:
         raise VideoMismatch(f"{item.out}: prediction {tuple(pred.shape[-2:])} vs target {tuple(ref.shape[-2:])} "
                             f"after the protocol's crop ({run.protocol.frame_crop})")
@@ -382,7 +367,7 @@ def score_one(item, run, plan):
     try:
         values, features = score(item, run, plan.get((item.category, item.video)))
         row.update(values)
-    except (VideoMismatch, FileNotFoundError) as err:  # unreadable frames included
+    except (VideoMismatch, video_io.MediaError, FileNotFoundError) as err:  # unreadable frames included
         row["error"], features = str(err), None
     return row, features
 

@@ -539,20 +539,29 @@ def write_png_frames(folder, frames, start=0):
     return paths
 
 
+def read_png_bgr(path, shape=None):
+    """(H, W, 3) uint8 BGR (OpenCV's order) of one PNG; MediaError naming the file when it is
+    missing, unreadable, or not of `shape`."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaError(f"{path}: missing or unreadable frame")
+    if shape is not None and bgr.shape != tuple(shape):
+        raise MediaError(f"{path}: frame of {bgr.shape[1]}x{bgr.shape[0]}, the other frames are {shape[1]}x{shape[0]}")
+    return bgr
+
+
+def read_png(path, shape=None):
+    """(H, W, 3) uint8 RGB of one PNG (a view of read_png_bgr's array; see there)."""
+    return read_png_bgr(path, shape)[..., ::-1]
+
+
 def read_png_frames(folder, start=0, stop=None):
     """Frames [start, stop) of a `frame_%05d.png` folder as (N, H, W, 3) uint8 RGB (stop=None: to the end)."""
     folder = Path(folder)
     if stop is None:
         stop = start
-        while (folder / f"frame_{stop:05d}.png").is_file():
+        while (folder / png_name(stop)).is_file():
             stop += 1
-    frames = []
-    for i in range(start, stop):
-        path = folder / f"frame_{i:05d}.png"
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{path}: missing or unreadable frame")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    if not frames:
-        raise FileNotFoundError(f"{folder}: no frames [{start}, {stop})")
-    return np.stack(frames)
+    if stop <= start:
+        raise MediaError(f"{folder}: no frames [{start}, {stop})")
+    return np.stack([read_png(folder / png_name(i)) for i in range(start, stop)])

@@ -23,6 +23,7 @@ import numpy as np
 import evaluate
 import publish
 import utils
+import video_io
 from video_io import MediaError
 
 # This FFmpeg's FFV1 encoder has no 8-bit planar RGB (gbrp); bgr0 is 8-bit RGB with a padding byte.
@@ -49,7 +50,7 @@ class StoreFigures:
 
 
 def png_frames(folder):
-    return [evaluate.read_png(path) for path in evaluate.frame_files(folder)]
+    return [video_io.read_png(path) for path in evaluate.frame_files(folder)]
 
 
 def write_ffv1(path, frames, options, fps=25):
@@ -67,7 +68,7 @@ def write_ffv1(path, frames, options, fps=25):
 
 
 def rgb_view(frame, path):
-    """(H, W, 3) uint8 RGB view of a decoded bgr0 frame: no conversion pass, like evaluate.read_png's
+    """(H, W, 3) uint8 RGB view of a decoded bgr0 frame: no conversion pass, like video_io.read_png's
     view of OpenCV's BGR (swscale's bgr0 -> rgb24 would add about a fifth to FFV1's decode time)."""
     if frame.format.name != FFV1_PIXEL_FORMAT:
         raise MediaError(f"{path}: {frame.format.name} frames, this store writes {FFV1_PIXEL_FORMAT}")
@@ -120,7 +121,7 @@ def png_store(pairs):
     gt_files = [f for gt, _ in pairs for f in evaluate.frame_files(gt)]
     out_files = [f for _, out in pairs for f in evaluate.frame_files(out)]
     gt_bytes, out_bytes = unique_bytes(gt_files, seen), unique_bytes(out_files, seen)
-    frames, wall, cpu = timed_read(lambda path: [evaluate.read_png(path)], gt_files + out_files)
+    frames, wall, cpu = timed_read(lambda path: [video_io.read_png(path)], gt_files + out_files)
     return StoreFigures("png", gt_bytes, out_bytes, frames // 2, wall, cpu, True)
 
 

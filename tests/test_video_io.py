@@ -264,3 +264,16 @@ def test_demo_root_fixture_is_real_320x240_video_with_audio(demo_root):
     info = video_io.probe(demo_root / "demo" / "PulsingDisc" / "v_PulsingDisc_g01_c01.avi")
     assert (info.width, info.height, info.fps, info.n_frames) == (320, 240, 25.0, 48)
     assert info.has_audio and info.audio_rate == demo_data.DEMO_AUDIO_RATE
+
+
+def test_png_frames_that_cannot_be_read_are_a_media_error_naming_the_file(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (3, 6, 8, 3), dtype=np.uint8)
+    paths = video_io.write_png_frames(tmp_path, frames)
+    np.testing.assert_array_equal(video_io.read_png(paths[1]), frames[1])
+    with pytest.raises(video_io.MediaError, match=r"frame_00001.png: frame of 8x6, the other frames are 4x2"):
+        video_io.read_png(paths[1], shape=(2, 4, 3))
+    paths[2].write_bytes(b"not a png")
+    with pytest.raises(video_io.MediaError, match=r"frame_00002.png: missing or unreadable frame"):
+        video_io.read_png_frames(tmp_path)
+    with pytest.raises(video_io.MediaError, match="no frames"):
+        video_io.read_png_frames(tmp_path / "empty")
