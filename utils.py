@@ -2,6 +2,7 @@
 
 `python utils.py prepare ...` and `python utils.py make-demo ...` still work: they run prepare.py.
 """
+import contextlib
 import os
 import sys
 import tempfile
@@ -30,20 +31,28 @@ def umask_mode(mode=0o666):
     return mode & ~umask
 
 
-def atomic_write(path, write):
-    """Write through a temp file in the same folder and rename, so a crash never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(path, suffix=".tmp"):
+    """A temp file in `path`'s folder to write to: renamed to `path` when the block ends, removed when
+    it fails, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the result follows the user's umask like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write(path, write):
+    """`write(tmp)`, then the rename of atomic_path."""
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 

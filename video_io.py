@@ -12,8 +12,6 @@ Unreadable files raise MediaError, which names the file.
 """
 import fractions
 import functools
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,8 @@ import av
 import cv2
 import numpy as np
 
-from utils import AUDIO_RATE, ASVFIError, umask_mode
+import utils
+from utils import AUDIO_RATE, ASVFIError
 
 
 class MediaError(ASVFIError):
@@ -417,9 +416,8 @@ class VideoWriter:
         return width + width % 2, height + height % 2
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
-        os.close(fd)
+        self._output = utils.atomic_path(self.path, suffix=self.path.suffix)
+        self._tmp = self._output.__enter__()
         fmt = {".mkv": "matroska", ".mov": "mov", ".avi": "avi"}.get(self.path.suffix.lower(), "mp4")
         self.container = av.open(self._tmp, "w", format=fmt)
         avi = fmt == "avi"
@@ -483,24 +481,22 @@ class VideoWriter:
             self.container.mux(self.audio_stream.encode(audio_frame))
             self.audio_written += piece.shape[1]
 
-    def close(self):
+    def _finish_streams(self):
         self._write_audio_until(None)
         self.container.mux(self.video.encode())
         if self.audio is not None:
             self.container.mux(self.audio_stream.encode())
-        self.container.close()
-        os.chmod(self._tmp, umask_mode())  # mkstemp makes 0600
-        os.replace(self._tmp, self.path)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-            return
+        """Publish the file when the block and the encoders' flush succeed; else remove the temp file."""
         try:
+            if exc_type is None:
+                self._finish_streams()
             self.container.close()
-        finally:
-            if os.path.exists(self._tmp):
-                os.remove(self._tmp)
+        except BaseException as error:
+            self._output.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._output.__exit__(exc_type, exc, tb)
 
 
 # Lossless and fast: Huffman coding without match search writes a 320x240 frame in about 70 % of
