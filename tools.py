@@ -15,7 +15,8 @@
 
 Each command lives in `bench/<name>.py` with a `main(argv)`; this file only dispatches. Hyphens
 in a command are underscores in its file name (`gpu-check` -> bench/gpu_check.py); `bench-<name>`
-names the same file as `<name>`.
+names the same file as `<name>`. Bench files are modules this file loads, not scripts: they import
+the project as any module of it does, with the repository on sys.path.
 """
 import importlib.util
 import sys
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import cli
 
-BENCH_DIR = Path(__file__).resolve().parent / "bench"
+REPO_DIR = Path(__file__).resolve().parent
+BENCH_DIR = REPO_DIR / "bench"
 # bench/ files that are not benchmarks, and the command each is listed as (the others: bench-<name>)
 NOT_BENCHMARKS = {"params": "params", "inspect_checkpoint": "inspect-checkpoint",
-                  "audio_ablation": "audio_ablation", "audio_gain": "audio_gain", "gpu_check": "gpu-check", "demo": "demo",
-                  "demo_figure": "demo-figure"}
+                  "audio_ablation": "audio_ablation", "audio_gain": "audio_gain", "gpu_check": "gpu-check",
+                  "demo": "demo", "demo_figure": "demo-figure"}
 ALIASES = {"inspect": "inspect_checkpoint"}
 
 

@@ -9,24 +9,19 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-import checkpoints  # noqa: E402
-import dataset  # noqa: E402
-import interpolate  # noqa: E402
-import runs  # noqa: E402
-import tools  # noqa: E402
-from utils import AUDIO_RATE  # noqa: E402
+import checkpoints
+import dataset
+import interpolate
+import runs
+import tools
+from utils import AUDIO_RATE
 
 S = tools.load_bench("_gpu_steps")
 DEVICE = tools.load_bench("_device")
@@ -228,14 +223,15 @@ def step_torchrun_main(check, results):
     out = check.out / "torchrun"
     shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (main.py keeps existing runs)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone",
-               str(REPO / "main.py"), "--dataset", "demo", "--data-root", str(check.data_root), "--out-dir", str(out),
+               str(tools.REPO_DIR / "main.py"), "--dataset", "demo", "--data-root", str(check.data_root),
+               "--out-dir", str(out),
                "--device", check.device.type, "--width", "0.125", "--crop", str(check.sizes.main_crop),
                "--batch-size", "2", "--windows-per-video", "2", "--val-windows", "2", "--workers", "0",
                "--epochs", "1", "--limit-steps", "2", *(["--amp", check.fast_dtype()[0]] if check.cuda else [])]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     results["command"] = " ".join(["torchrun", *command[3:]])
     try:
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+        done = subprocess.run(command, cwd=tools.REPO_DIR, env=env, capture_output=True, text=True,
                               timeout=max(check.seconds_left(), 1))
     except subprocess.TimeoutExpired:
         raise S.StepTimeout("torchrun main.py did not finish within the step's budget") from None

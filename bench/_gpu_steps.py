@@ -13,31 +13,26 @@ math); the default CUDA fp32 (TF32 convolutions) is checked separately with its 
 import copy
 import math
 import os
-import sys
 import time
 from argparse import Namespace
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-import flow  # noqa: E402
-import lpips_parts  # noqa: E402
-import metrics  # noqa: E402
-import pervfi  # noqa: E402
-import prepare  # noqa: E402
-import runtime  # noqa: E402
-import tools  # noqa: E402
-import vfips  # noqa: E402
+import flow
+import lpips_parts
+import metrics
+import pervfi
+import prepare
+import runtime
+import tools
+import vfips
 
 DEVICE = tools.load_bench("_device")
 BENCH_MODEL = tools.load_bench("model")  # ASVFI pairs with open gates, synthetic batches, timed steps
-COMPAT = tools.load_module(REPO / "tests" / "compat.py", "fixture_compat")  # fixture weights by recipe
+COMPAT = tools.load_module(tools.REPO_DIR / "tests" / "compat.py", "fixture_compat")  # fixture weights by recipe
 
 TOLERANCES = {
     "asvfi_fp32_vs_cpu": 1e-3,  # TF32 off: other kernels, same math (observed ~1e-6 per layer)

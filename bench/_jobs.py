@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import tools
 from utils import ASVFIError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -46,7 +45,7 @@ def run_jobs(jobs, log_dir, slots=2):
         print("$ python " + " ".join(command), flush=True)
         out = subprocess.DEVNULL if job.quiet else None
         with open(job.log(log_dir), "a") as log:
-            proc = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO, stdout=out, stderr=log)
+            proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tools.REPO_DIR, stdout=out, stderr=log)
         running[job.name] = (job, remaining, command, proc)
 
     while pending or running:

@@ -15,19 +15,15 @@ import csv
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-import main as train_entry  # noqa: E402
-import prepare  # noqa: E402
-import runs  # noqa: E402
-import tools  # noqa: E402
-import utils  # noqa: E402
+import main as train_entry
+import prepare
+import runs
+import tools
+import utils
 
 # (run tag, main.py --audio, label) of the two arms; tools.py demo and demo-figure show the same two
 ARMS = (("audio", "mel", "ASVFI, audio"), ("noaudio", "none", "ASVFI, no audio"))
@@ -151,6 +147,3 @@ def main(argv=None):
     write_report(args)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,20 +12,15 @@ part that must learn to read the sound. It is zero for a fresh model under every
 """
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
+from torch.utils.data import DataLoader
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-import losses  # noqa: E402
-import main as train_entry  # noqa: E402
-import optimisation  # noqa: E402
-import runtime  # noqa: E402
-import train  # noqa: E402
+import losses
+import main as train_entry
+import optimisation
+import runtime
+import train
 
 SCHEMES = (("zero_out", 1.0, "zero output projections"), ("zero_gate", 1.0, "zero gates"),
            ("zero_gate", 10.0, "zero gates, --gate-lr-mult 10 (default)"))
@@ -85,6 +80,3 @@ def main(argv=None):
           "after N AdamW steps of a fresh model:\n" + "\n".join(lines))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

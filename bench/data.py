@@ -12,22 +12,18 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
+from torch.utils.data import DataLoader
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-import dataset as windows  # noqa: E402
-import prepare  # noqa: E402
+import dataset as windows
+import prepare
+import tools
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="tools.py bench-data", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(REPO / ".cache" / "bench-data"))
+    parser.add_argument("--data-root", default=str(tools.REPO_DIR / ".cache" / "bench-data"))
     parser.add_argument("--dataset", default="demo", choices=["demo", "ucf101"])
     parser.add_argument("--split", default="train")
     parser.add_argument("--frames-root", default=None, help="read extracted PNG frames instead of decoding")
@@ -106,6 +102,3 @@ def main(argv=None):
           f"{args.seconds:.0f} s; load average {load:.2f}, {os.cpu_count()} cores)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,14 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import prepare  # noqa: E402
-import runs  # noqa: E402
-import tools  # noqa: E402
-import utils  # noqa: E402
+import prepare
+import runs
+import tools
+import utils
 
 ablation = tools.load_bench("audio_ablation")
 job_runner = tools.load_bench("_jobs")
@@ -162,6 +158,3 @@ def main(argv=None):
     print(f"make demo: {stages.summary()}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

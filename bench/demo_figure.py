@@ -18,14 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import demo_data  # noqa: E402
-import runs  # noqa: E402
-import tools  # noqa: E402
-import utils  # noqa: E402
+import demo_data
+import runs
+import tools
+import utils
 
 ABLATION = tools.load_bench("audio_ablation")  # the two ASVFI arms
 DEMO = tools.load_bench("demo")  # the runs' tag prefix
@@ -37,7 +33,8 @@ LAMP_CATEGORIES = [name for name, (kinds, _) in demo_data.DEMO_CATEGORIES.items(
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tools.py demo-figure", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../data/demo-160x120")
-    p.add_argument("--tag-prefix", default=DEMO.TAG_PREFIX, help=f"of the two ASVFI runs (tools.py demo's: {DEMO.TAG_PREFIX})")
+    p.add_argument("--tag-prefix", default=DEMO.TAG_PREFIX,
+                   help=f"of the two ASVFI runs (tools.py demo's: {DEMO.TAG_PREFIX})")
     p.add_argument("--lr", default="2e-3", help="as typed in the runs' names")
     p.add_argument("--out-dir", default=".", help="root of figs/")
     return p.parse_args(argv)
@@ -124,6 +121,3 @@ def main(argv=None):
     print(f"wrote {path}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

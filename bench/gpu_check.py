@@ -35,15 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-import runtime  # noqa: E402
-import tools  # noqa: E402
-import utils  # noqa: E402
+import runtime
+import tools
+import utils
 
 S = tools.load_bench("_gpu_steps")
 DEVICE = tools.load_bench("_device")
@@ -81,7 +77,7 @@ GRACE_S = 30.0  # past --budget-s, the watchdog stops a step that cannot be inte
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tools.py gpu-check", description=__doc__.splitlines()[0])
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: CUDA when present)")
-    p.add_argument("--out", default=str(REPO / ".cache" / "gpu-check"), help="folder of gpu_check.md/.json")
+    p.add_argument("--out", default=str(tools.REPO_DIR / ".cache" / "gpu-check"), help="folder of gpu_check.md/.json")
     p.add_argument("--tiny", action="store_true", help="tiny sizes (width 0.125, small frames, few reps)")
     p.add_argument("--budget-s", type=float, default=360.0, help="overall time budget; later steps are skipped")
     p.add_argument("--data-root", default=None,
@@ -136,14 +132,15 @@ def run_in_process(step, check, results):
 def run_isolated(step, check, args):
     """Run one step in a child process (`--only STEP --in-process`), killed when its time is up."""
     child_out = check.out / step.name
-    command = [sys.executable, str(REPO / "tools.py"), "gpu-check", "--only", step.name, "--in-process",
+    command = [sys.executable, str(tools.REPO_DIR / "tools.py"), "gpu-check", "--only", step.name, "--in-process",
                "--out", str(child_out), "--device", str(check.device), "--data-root", str(check.data_root),
                "--budget-s", str(max(check.seconds_left(), 1)), *(["--tiny"] if args.tiny else [])]
     report = child_out / "gpu_check.json"
     report.unlink(missing_ok=True)  # a report left by an earlier run is not this child's
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(check.seconds_left(), 1))
+        done = subprocess.run(command, cwd=tools.REPO_DIR, capture_output=True, text=True,
+                              timeout=max(check.seconds_left(), 1))
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "seconds": time.perf_counter() - started, "results": {},
                 "error": f"killed after {time.perf_counter() - started:.0f} s (its budget)"}
@@ -323,6 +320,3 @@ def main(argv=None):
               f"{check.out / 'gpu_check.md'}, {check.out / 'gpu_check.json'}")
     return int(any(r["status"] in FAILED for r in records.values()))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,21 +26,17 @@ import time
 from argparse import Namespace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import checkpoints  # noqa: E402
-import inference  # noqa: E402
-import interpolate  # noqa: E402
-import registry  # noqa: E402
-import runtime  # noqa: E402
-import tools  # noqa: E402
-import video_io  # noqa: E402
-from utils import AUDIO_RATE, ASVFIError  # noqa: E402
+import checkpoints
+import inference
+import interpolate
+import registry
+import runtime
+import tools
+import video_io
+from utils import AUDIO_RATE, ASVFIError
 
 DEVICE = tools.load_bench("_device")
 
@@ -62,7 +58,7 @@ def parse_args(argv):
     p.add_argument("--lengths", default="50,400", help="video lengths (frames) for the memory table ('' = none)")
     p.add_argument("--length-model", default="blend", choices=["asvfi", *registry.BASELINES],
                    help="model of the length runs (asvfi uses --width/--weights)")
-    p.add_argument("--work", default=str(REPO / ".cache" / "bench-infer"))
+    p.add_argument("--work", default=str(tools.REPO_DIR / ".cache" / "bench-infer"))
     p.add_argument("--pipeline", action="store_true", help="time pure decoding vs the test-split command")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # set by the driver for a subprocess:
     p.add_argument("--size", default=None, help=argparse.SUPPRESS)  # its speed-table size
@@ -139,10 +135,10 @@ def measure_length(args):
 # ----------------------------------------------------------------------------- driver
 def in_subprocess(argv, worker, **extra):
     """Run one measurement in a fresh interpreter (separate memory high-water mark); its JSON result."""
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", worker]
+    command = [sys.executable, str(tools.REPO_DIR / "tools.py"), "bench-infer", *argv, "--worker", worker]
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tools.REPO_DIR)
     if done.returncode != 0:
         raise ASVFIError(f"bench-infer worker {worker} {extra} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -233,6 +229,3 @@ def main(argv=None):
             print(f"{n:>9} {r['frames_out']:>10} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,8 @@
 """`python tools.py inspect-checkpoint CKPT`: what a checkpoint holds (model, epoch, best PSNR, config, sizes)."""
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import checkpoints  # noqa: E402
+import checkpoints
 
 
 def describe(path):

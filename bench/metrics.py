@@ -14,24 +14,19 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from skimage.metrics import structural_similarity  # noqa: E402
-
-import flow  # noqa: E402
-import fvd  # noqa: E402
-import lpips_parts  # noqa: E402
-import metrics  # noqa: E402
-import runtime  # noqa: E402
-import tools  # noqa: E402
-import vfips  # noqa: E402
-import weights  # noqa: E402
+import flow
+import fvd
+import lpips_parts
+import metrics
+import runtime
+import tools
+import vfips
+import weights
 
 DEVICE = tools.load_bench("_device")
 
@@ -174,6 +169,3 @@ def main(argv=None):
     print(f"after: {load_line()}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

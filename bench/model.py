@@ -14,19 +14,14 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-import runtime  # noqa: E402
-import tools  # noqa: E402
-from model import default_config  # noqa: E402
-from registry import build_model  # noqa: E402
-from utils import ASVFIError  # noqa: E402
+import runtime
+import tools
+from model import default_config
+from registry import build_model
+from utils import ASVFIError
 
 DEVICE = tools.load_bench("_device")
 
@@ -217,6 +212,3 @@ def main(argv=None):
     report(args, device, results)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,15 +7,9 @@ that BENCHMARKS.md shows (the test suite checks that the two agree).
 The published PerVFI has about 8.7M parameters without its flow estimator.
 """
 import argparse
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import raft  # noqa: E402
-import registry  # noqa: E402
+import raft
+import registry
 
 TRAINED = ("pervfi", "asvfi")
 VARIANTS = (  # (row label, model, config overrides)

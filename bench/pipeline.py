@@ -24,20 +24,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-import dataset  # noqa: E402
-import evaluate  # noqa: E402
-import inference  # noqa: E402
-import prepare  # noqa: E402
-import runs  # noqa: E402
-import tools  # noqa: E402
-import video_io  # noqa: E402
-from utils import ASVFIError  # noqa: E402
+import dataset
+import evaluate
+import inference
+import prepare
+import runs
+import tools
+import video_io
+from utils import ASVFIError
 
 STORES = tools.load_bench("_pipeline_stores")
 
@@ -138,6 +134,3 @@ def compare_frame_stores(args, root):
     print("\n".join(STORES.table(figures)))
     return 0 if all(f.exact for f in figures) else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -179,3 +179,15 @@ def test_every_listed_command_runs_under_the_name_it_is_listed_and_documented_by
             tools.main([command, "--help"])
         assert stopped.value.code == 0, command
         assert capsys.readouterr().out.startswith(f"usage: tools.py {command} "), command
+
+
+def test_bench_files_are_modules_of_tools_py_not_scripts():
+    for path in sorted(tools.BENCH_DIR.glob("*.py")):
+        text = path.read_text()
+        assert "sys.path" not in text and "__main__" not in text and "parents[1]" not in text, path.name
+
+
+def test_bench_infer_measures_in_a_worker_started_through_tools_py(tmp_path, capsys):
+    assert tools.main(["bench-infer", "--width", "0.125", "--sizes", "32x32", "--windows", "1", "--lengths", "",
+                       "--work", str(tmp_path)]) == 0
+    assert "    32x32       1 " in capsys.readouterr().out
