@@ -36,6 +36,7 @@ import registry
 import runs
 import runtime
 import testset_inference
+import utils
 import video_io
 from interpolate import build_engines, interpolate_video, recursion_passes, unreachable_scale_message
 from sources import (UNREADABLE_ERRORS, InputError, audio_cut, check_length, load_wave, open_source,
@@ -336,7 +337,7 @@ def run_test_split(args, procs):
     gt_root = runs.gt_dir(args.data_root, scale)
     made_by = made_by_of(args, network)
     written, skipped, failures, frames_out, bytes_out = 0, 0, [], 0, 0
-    for entry, path in tqdm(sources, desc=f"{runs.DISPLAY_NAMES[args.model]} {scale}x", unit="video"):
+    for entry, path in utils.progress(sources, f"{runs.DISPLAY_NAMES[args.model]} {scale}x"):
         dest = Destination.of(out_root, gt_root, entry.path, entry.name)
         try:
             source = open_source(path)
@@ -411,7 +412,7 @@ def run_single(args, procs):
             video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
                                  audio_until=audio_cut(source, wave)) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)
-        for frame, _ in tqdm(stream, total=expected, desc=f"{scale}x", unit="frame"):
+        for frame, _ in utils.progress(stream, f"{scale}x", unit="frame", total=expected):
             writer.write(frame)
             written += 1
     print(f"{output}: {written} frames at {source.fps * scale:g} fps "

@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import dataset
 import identity
@@ -24,6 +23,7 @@ import publish
 import registry
 import runs
 import testsets
+import utils
 import video_io
 from interpolate import Engine
 from utils import ASVFIError
@@ -107,7 +107,7 @@ def run_testset(args, procs, network, made_by, run):
     out_root = runs.testset_output_dir(args.data_root, model, args.dataset, run)
     indices = procs.shard(list(range(len(testset)))[:args.limit or None])
     written = skipped = 0
-    for index in tqdm(indices, desc=f"{runs.DISPLAY_NAMES[model]} {args.dataset}", unit="sample"):
+    for index in utils.progress(indices, f"{runs.DISPLAY_NAMES[model]} {args.dataset}", unit="sample"):
         sample_id = testset.sample_ids[index]
         folder = runs.confined(out_root, sample_id, f"{args.dataset}: sample id")
         target_file = testset.target_files(sample_id)[0]

@@ -39,6 +39,7 @@ import runs
 import runtime
 import testsets
 import training_log
+import utils
 from dataset import Sampling, VFIWindows
 from utils import ASVFIError
 
@@ -265,8 +266,8 @@ def train_one_epoch(state, criterion, loader, steps, run, epoch):
     args, procs = run.args, run.procs
     state.model.train()
     sums = np.zeros(1 + len(criterion.names))
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not procs.is_main,
-               leave=False, dynamic_ncols=True)
+    bar = utils.progress(None, f"epoch {epoch + 1}/{args.epochs}", show=procs.is_main, unit="step",
+                         total=steps, leave=False)
     for step, batch in enumerate(loader):
         if step == steps:
             break

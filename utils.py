@@ -82,10 +82,11 @@ def check_frame_pair(pred, ref, name):
                          f"got {tuple(pred.shape)} and {tuple(ref.shape)}")
 
 
-def progress(items, desc, show=True, unit="video"):
-    """A tqdm bar over `items` (silent with show=False)."""
+def progress(items, desc, show=True, unit="video", **options):
+    """The project's tqdm bar over `items` (None: updated by hand, give `total`); silent with
+    show=False; `options` go to tqdm (total, leave, unit_scale)."""
     from tqdm import tqdm
-    return tqdm(items, desc=desc, disable=not show, unit=unit, dynamic_ncols=True)
+    return tqdm(items, desc=desc, disable=not show, unit=unit, dynamic_ncols=True, **options)
 
 
 if __name__ == "__main__":

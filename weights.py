@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import checkpoints
+import utils
 
 OFFLINE_ENV = "ASVFI_OFFLINE"
 
@@ -158,7 +158,7 @@ def download(name, target):
         raw = Path(tmp) / "download"
         with open_url(spec.url) as response, open(raw, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename) as bar:
+            with utils.progress(None, spec.filename, unit="B", total=total, unit_scale=True) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
