@@ -108,9 +108,13 @@ def resolve_defaults(args, parser):
         if getattr(args, key) is None:
             setattr(args, key, value)
     try:
-        losses.parse_loss_spec(args.loss)
+        terms = [name for _, name in losses.parse_loss_spec(args.loss)]
     except ValueError as error:
         parser.error(f"--loss: {error}")
+    if "NLL" in terms and not registry.spec(args.model).likelihood:
+        parser.error(f"--loss {args.loss}: NLL is a likelihood, and --model {args.model} has none "
+                     f"(only {', '.join(n for n, s in registry.MODELS.items() if s.likelihood)} does); "
+                     f"use a pixel term such as 1*L1")
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)

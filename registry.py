@@ -36,6 +36,7 @@ class ModelSpec:
     consumes: Callable  # (config) -> Consumes
     trained: bool  # has checkpoints (baselines need none)
     fit_hint: Callable = lambda config: ""  # (config) -> advice when a checkpoint's weights do not fit
+    likelihood: bool = False  # returns out["nll"] given the target (the loss term NLL needs it)
 
 
 def _build_pervfi(config, weights_dir=None):
@@ -62,7 +63,7 @@ MODELS = {
                         consumes=lambda config: Consumes(audio=pervfi.PerVFI.uses_audio,
                                                          any_t=pervfi.PerVFI.arbitrary_t, frame_mean=False,
                                                          input_frames=(2,)),
-                        trained=True),
+                        trained=True, likelihood=True),
     **{name: _baseline(name) for name in baselines.BASELINES},
 }
 TRAINED = tuple(name for name, spec in MODELS.items() if spec.trained)

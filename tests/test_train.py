@@ -101,6 +101,7 @@ def test_documented_defaults_and_presets():
     (["--start_epoch", "5", "--epochs", "5"], r"--start_epoch 5 must be in \[0, --epochs 5\)"),
     (["--loss", "1*L1+0.1*Lapp"], "--loss: .*unknown term 'Lapp'"),
     (["--loss", "L1 plus Lap"], "--loss: .*cannot parse"),
+    (["--loss", "1*NLL"], r"--loss 1\*NLL: NLL is a likelihood, and --model asvfi has none \(only pervfi does\)"),
     (["--overwrite", "--start-epoch", "1"], "--overwrite .* does not go with --start-epoch"),
 ])
 def test_contradictory_flags_are_rejected(flags, message, capsys):
