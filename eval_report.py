@@ -276,7 +276,7 @@ def made_by(identities):
     for record in identities:
         record = record or {}
         checkpoint = record.get("checkpoint")
-        key = (record.get("model"), json.dumps(checkpoint, sort_keys=True), json.dumps(record.get("settings"), sort_keys=True))
+        key = json.dumps([record.get("model"), checkpoint, record.get("settings")], sort_keys=True)
         groups.setdefault(key, {"model": record.get("model"), "checkpoint": checkpoint,
                                 "settings": record.get("settings"), "videos": 0})["videos"] += 1
     return list(groups.values())
