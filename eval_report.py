@@ -119,6 +119,8 @@ class ResultsCSV:
             utils.atomic_write_text(self.path, self._render(self.rows))
 
     def append(self, row):
+        """Append in place (the one non-atomic write: this is the journal a killed run resumes from,
+        and a cut-off last line is dropped on reading); the finished report is rewritten atomically."""
         row = {column: format_value(row.get(column, "")) for column in self.columns}
         if self.write:
             with open(self.path, "a", newline="") as f:

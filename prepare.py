@@ -34,8 +34,8 @@ import demo_data
 import publish
 from runs import audio_cache_path, dataset_paths, frame_index_path, video_folder, video_group, video_names
 from utils import AUDIO_RATE, ASVFIError, atomic_write, atomic_write_text, progress
-from video_io import (VIDEO_EXTENSIONS, MediaError, VideoInfo, frame_index_record, iter_frames, probe, read_audio,
-                      write_png_frames)
+from video_io import (VIDEO_EXTENSIONS, MediaError, VideoInfo, frame_index_record, iter_frames, png_name, probe,
+                      read_audio, write_png_frames)
 
 SPLIT_COLUMNS = ["path", "category", "split", "fps", "n_frames", "width", "height", "has_audio", "audio_rate",
                  "duration", "name"]
@@ -172,7 +172,7 @@ PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every whole PNG file (its IEN
 def _frames_complete(folder, n_frames):
     """Whether `folder` holds a video's frames whole. Frames are published as a folder once all are
     written; a folder written in place (as prepare used to) may end in a cut-off PNG, which has no IEND."""
-    last = folder / f"frame_{n_frames - 1:05d}.png"
+    last = folder / png_name(n_frames - 1)
     if not last.is_file() or last.stat().st_size < len(PNG_END):
         return False
     with open(last, "rb") as handle:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 
 import demo_data
 import runs
 import tools
 import utils
+import video_io
 
 ABLATION = tools.load_bench("audio_ablation")  # the two ASVFI arms
 DEMO = tools.load_bench("demo")  # the runs' tag prefix
@@ -50,10 +50,10 @@ def methods(args):
 
 
 def mean_brightness(folder, index):
-    path = Path(folder) / f"frame_{index:05d}.png"
+    path = Path(folder) / video_io.png_name(index)
     if not path.is_file():
         raise utils.ASVFIError(f"{path}: missing; run `python tools.py demo` (or inference.py) first")
-    return float(np.asarray(Image.open(path), dtype=np.float32).mean())
+    return float(video_io.read_png(path).mean(dtype=np.float64))
 
 
 def generated_indices(n_frames):
