@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import checkpoints
-from resnet_3D import ENCODER_LAYERS
+from resnet_3D import ENCODER_CHANNELS, ENCODER_LAYERS
 from UNet import N_INPUT_FRAMES, VideoUNet
 from utils import AUDIO_RATE, MEL_BANDS, MEL_HOP, ASVFIError
 
@@ -397,6 +397,16 @@ def is_flavr_state_dict(state_dict):
     """A FLAVR release (or our video branch alone): only video-branch keys, the encoder among them."""
     roots = {key.split(".", 1)[0] for key in state_dict}
     return "encoder" in roots and roots <= set(VIDEO_BRANCH_MODULES)
+
+
+def flavr_config(state_dict):
+    """The config of a released FLAVR network, read from its weights: audio off, scale from the
+    output channels (3 per generated frame), encoder biases, depth (unet_34 has a third block in
+    layer1) and width (FLAVR's stem has 64 channels)."""
+    return default_config(scale=state_dict["outconv.1.weight"].shape[0] // 3 + 1,
+                          depth="unet_34" if any(k.startswith("encoder.layer1.2.") for k in state_dict) else "unet_18",
+                          width=state_dict["encoder.stem.0.weight"].shape[0] / ENCODER_CHANNELS[0], audio="none",
+                          encoder_bias="encoder.stem.0.bias" in state_dict)
 
 
 def load_flavr_weights(model, path):

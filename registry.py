@@ -94,18 +94,23 @@ def load_model(path, overrides=None, weights_dir=None, model=None):
     e.g. PerVFI's sampling heat or flow estimator), carrying the checkpoint's weights, on the CPU.
 
     A file in the PerVFI authors' format (their generator's bare state dict, e.g. v00.pth) builds
-    the published network (`pervfi.load_official_checkpoint`); other files without our config are
-    refused with what to do (a FLAVR checkpoint goes to `main.py --pretrained`). With `model`, a
-    checkpoint of another model is refused before the overrides (meant for `model`) are applied.
+    the published network (`pervfi.load_official_checkpoint`); a FLAVR release (FLAVR_2x.pth, ...)
+    builds FLAVR's network, ASVFI with the audio off (`load_flavr_release`); other files without our
+    config are refused with what to do. With `model`, a checkpoint of another model is refused
+    before the overrides (meant for `model`) are applied.
     """
     obj = checkpoints.load_file(path)
     if pervfi.is_official_checkpoint(obj):
         check_model_name(path, "pervfi", model)
         return pervfi.load_official_checkpoint(obj, path, overrides, weights_dir)
+    if is_flavr_release(obj):
+        check_model_name(path, "asvfi", model)
+        return load_flavr_release(obj, path, overrides)
     checkpoint = checkpoints.as_training_checkpoint(obj, path)
     if not isinstance(checkpoint.get("config"), dict):
         raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config, so the network cannot be "
-                                          f"rebuilt{foreign_checkpoint_hint(checkpoint['state_dict'])}")
+                                          f"rebuilt; pass a checkpoint written by main.py (or the PerVFI "
+                                          f"authors' v00.pth with --model pervfi, or a FLAVR release)")
     saved = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"]}
     check_model_name(path, saved["model"], model)
     config = {**saved, **(overrides or {})}
@@ -119,9 +124,22 @@ def check_model_name(path, held, expected):
         raise checkpoints.CheckpointError(f"{path}: holds a {held} checkpoint, not {expected}; pass --model {held}")
 
 
-def foreign_checkpoint_hint(state_dict):
-    """What to do with a released checkpoint that is not one of ours."""
-    if asvfi.is_flavr_state_dict(state_dict):
-        return ("; it looks like a FLAVR checkpoint: start ASVFI training from it with "
-                "`python main.py --pretrained <file>`, then use the checkpoint that run writes")
-    return "; pass a checkpoint written by main.py (or the PerVFI authors' v00.pth with --model pervfi)"
+def is_flavr_release(obj):
+    """A FLAVR checkpoint as its authors publish it: the video network's weights (bare or under
+    'state_dict', `module.` prefixes and all) and no config of ours."""
+    if not isinstance(obj, dict) or "config" in obj:
+        return False
+    try:
+        return asvfi.is_flavr_state_dict(checkpoints.unwrap_state_dict(obj, "checkpoint"))
+    except checkpoints.CheckpointError:
+        return False
+
+
+def load_flavr_release(obj, path, overrides=None):
+    """(network, checkpoint) of a FLAVR release: ASVFI with the audio off, of the scale, depth, width
+    and encoder biases its weights have (asvfi.flavr_config), which is FLAVR's network exactly."""
+    state_dict = checkpoints.unwrap_state_dict(obj, path)
+    config = {**asvfi.flavr_config(state_dict), **(overrides or {})}
+    network = build_model(config)
+    checkpoints.load_strict(network, state_dict, path, hint=asvfi.fit_hint(config))
+    return network, {"model": "asvfi", "config": config, "state_dict": state_dict, "source": "FLAVR release"}

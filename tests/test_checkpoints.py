@@ -33,12 +33,13 @@ def test_unreadable_file_names_the_file_without_torchs_advice(tmp_path):
     assert "weights_only" not in str(error.value)
 
 
-def test_a_flavr_checkpoint_given_to_inference_points_to_pretrained(tmp_path):
-    network = asvfi.ASVFI(asvfi.default_config(width=0.125, audio="none"))
-    flavr = {f"module.{k}": v for k, v in network.state_dict().items() if k.split(".")[0] in asvfi.VIDEO_BRANCH_MODULES}
-    torch.save({"state_dict": flavr, "epoch": 200}, tmp_path / "FLAVR_2x.pth")
-    with pytest.raises(checkpoints.CheckpointError, match="no model config.*FLAVR.*--pretrained"):
-        registry.load_model(tmp_path / "FLAVR_2x.pth")
+def test_a_flavr_release_of_any_shape_builds_its_network_and_other_foreign_files_are_refused(tmp_path):
+    for config in (dict(width=0.125, scale=2), dict(width=0.25, scale=8, depth="unet_34")):
+        network = asvfi.ASVFI(asvfi.default_config(audio="none", **config))
+        torch.save(network.state_dict(), tmp_path / "bare.pth")  # a bare state dict loads too
+        loaded, checkpoint = registry.load_model(tmp_path / "bare.pth")
+        assert {k: checkpoint["config"][k] for k in config} == config
+        assert all(torch.equal(v, network.state_dict()[k]) for k, v in loaded.state_dict().items())
     torch.save({"state_dict": {"other.weight": torch.ones(1)}}, tmp_path / "other.pth")
     with pytest.raises(checkpoints.CheckpointError, match="no model config.*main.py"):
         registry.load_model(tmp_path / "other.pth")

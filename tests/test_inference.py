@@ -601,3 +601,12 @@ def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     network.set_flow_estimator()
     settings = inference.settings_of(args, network)
     assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
+
+
+def test_a_flavr_release_interpolates_a_video_as_it_is(odd_video, tmp_path):
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none"))
+    release = tmp_path / "FLAVR_2x.pth"
+    torch.save({"epoch": 200, "state_dict": {f"module.{k}": v for k, v in network.state_dict().items()}}, release)
+    output = tmp_path / "flavr.mp4"
+    assert run("--checkpoint", release, "--input", odd_video, "--output", output) == 0
+    assert video_io.probe(output).n_frames == (7 - 1) * 2 + 1

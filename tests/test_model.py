@@ -69,6 +69,22 @@ def test_fresh_model_matches_flavr_fixture_with_audio_off_and_on(flavr, scale, f
     assert (pred_audio - expected).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_a_flavr_release_runs_as_flavr_with_no_training(flavr, scale, tmp_path):
+    """FLAVR_2x.pth / FLAVR_4x.pth as published ({'state_dict': module.*}, no config of ours) build
+    FLAVR's network, and it computes the original code's output."""
+    path = tmp_path / f"FLAVR_{scale}x.pth"
+    weights = recipe_state(flavr, keys=flavr[f"keys_{scale}x"])
+    torch.save({"epoch": 200, "state_dict": {f"module.{k}": v for k, v in weights.items()}}, path)
+    network, checkpoint = load_model(path, model="asvfi")
+    assert checkpoint["config"] == default_config(scale=scale, audio="none", encoder_bias=scale != 2)
+    with torch.no_grad():
+        pred = network.eval()(flavr["input"].transpose(0, 1))["pred"]
+    assert (pred - flavr[f"output_{scale}x"].transpose(0, 1)).abs().max() <= 1e-5
+    with pytest.raises(checkpoints.CheckpointError, match="holds a asvfi checkpoint, not pervfi"):
+        load_model(path, model="pervfi")
+
+
 def test_released_flavr_checkpoint_with_module_prefix_loads(tmp_path):
     source = build_model(tiny_config(audio="none"))
     path = tmp_path / "FLAVR_2x.pth"
