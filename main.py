@@ -17,10 +17,11 @@ pass `--overwrite` to start it again from scratch.
 
 Presets bundle the optimiser recipe of a model; a flag given on the command line wins:
     asvfi  (default for --model asvfi):  --lr 6e-4 --beta2 0.99 --scheduler cosine --loss 1*L1
+                                         --epochs 200 --no-decay-all
     pervfi (default for --model pervfi): the authors' recipe (src/train, pvfi-v00.yml): --lr 5e-4
-                                         --beta2 0.999 --weight-decay 0.01 --scheduler onecycle
-                                         (max lr = --lr, cosine annealing, per step) --grad-clip 0.1
-                                         --loss 1*NLL+0.1*PerVFILap+0.2*VGG
+                                         --beta2 0.999 --weight-decay 0.01 --decay-all --scheduler
+                                         onecycle (max lr = --lr, cosine annealing, per step)
+                                         --grad-clip 0.1 --loss 1*NLL+0.1*PerVFILap+0.2*VGG --epochs 96
 Both train with --optimizer adamw unless told otherwise.
 """
 import argparse
@@ -35,10 +36,10 @@ import testsets
 import train
 
 PRESETS = {  # weight_decay None = the optimiser's own default
-    "asvfi": {"lr": runs.PRESET_LR["asvfi"], "beta2": 0.99, "weight_decay": None, "scheduler": "cosine", "grad_clip": 0.0,
-              "loss": "1*L1"},
-    "pervfi": {"lr": runs.PRESET_LR["pervfi"], "beta2": 0.999, "weight_decay": 0.01, "scheduler": "onecycle", "grad_clip": 0.1,
-               "loss": "1*NLL+0.1*PerVFILap+0.2*VGG"},
+    "asvfi": {"lr": runs.PRESET_LR["asvfi"], "beta2": 0.99, "weight_decay": None, "decay_all": False,
+              "scheduler": "cosine", "grad_clip": 0.0, "loss": "1*L1", "epochs": 200},
+    "pervfi": {"lr": runs.PRESET_LR["pervfi"], "beta2": 0.999, "weight_decay": 0.01, "decay_all": True,
+               "scheduler": "onecycle", "grad_clip": 0.1, "loss": "1*NLL+0.1*PerVFILap+0.2*VGG", "epochs": 96},
 }
 ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"),
               ("--fusion-init", "fusion_init"))
@@ -81,13 +82,16 @@ def build_parser():
     optim.add_argument("--beta2", type=float, default=None, help="(preset: 0.99 asvfi, 0.999 pervfi)")
     optim.add_argument("--weight-decay", type=float, default=None,
                        help="AdamW/Adam weight decay (preset: 0.01 pervfi; the optimiser's default for asvfi)")
+    optim.add_argument("--decay-all", action=argparse.BooleanOptionalAction, default=None,
+                       help="weight decay on every parameter; --no-decay-all spares biases, norms, gates and "
+                            "tokens (preset: on for pervfi, whose authors decay all; off for asvfi)")
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step (preset)")
     optim.add_argument("--gate-lr-mult", type=float, default=10.0,
                        help="learning-rate factor of ASVFI's audio gates (zero at init, they open slowly at 1)")
     optim.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (preset)")
     optim.add_argument("--loss", default=None, help="loss string, e.g. '1*L1+0.1*Lap' (preset)")
-    optim.add_argument("--epochs", type=int, default=200, help="total epochs")
+    optim.add_argument("--epochs", type=int, default=None, help="total epochs (preset: 200 asvfi as FLAVR, 96 pervfi)")
     optim.add_argument("--start-epoch", "--start_epoch", type=int, default=0,
                        help="N > 0 resumes the run from its checkpoint after N finished epochs")
     optim.add_argument("--overwrite", action="store_true",

@@ -20,7 +20,8 @@ def takes_weight_decay(name, parameter):
 
 def parameter_groups(args, network):
     """Optimiser groups: (decay, no decay) x (the learning rate, gates at `--gate-lr-mult` x it);
-    empty ones are left out."""
+    empty ones are left out. With --decay-all the no-decay groups keep their members (a run resumes
+    into the same groups) but take the weight decay too."""
     gates = {id(p) for p in audio_gates(network)}
     groups = {}
     for name, parameter in network.named_parameters():
@@ -30,7 +31,7 @@ def parameter_groups(args, network):
         group = groups.setdefault((gate, decay), {
             "name": ("gates" if gate else "main") + ("" if decay else "_no_decay"), "params": [],
             "lr": float(args.lr) * (args.gate_lr_mult if gate else 1.0)})
-        if not decay:
+        if not decay and not args.decay_all:
             group["weight_decay"] = 0.0  # the decay groups take --weight-decay or the optimiser's default
         group["params"].append(parameter)
     return [groups[key] for key in sorted(groups)]

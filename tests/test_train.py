@@ -90,6 +90,7 @@ def test_documented_defaults_and_presets():
     assert (pervfi.optimizer, pervfi.scheduler, pervfi.grad_clip, pervfi.loss, pervfi.beta2, pervfi.lr,
             pervfi.weight_decay) == ("adamw", "onecycle", 0.1, "1*NLL+0.1*PerVFILap+0.2*VGG", 0.999, "5e-4", 0.01)
     assert args.weight_decay is None  # ASVFI: the optimiser's default
+    assert (args.epochs, args.decay_all, pervfi.epochs, pervfi.decay_all) == (200, False, 96, True)
     given = main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL", "--optimizer", "adam"])
     assert (given.loss, given.optimizer, given.scheduler) == ("1*NLL", "adam", "onecycle")
     assert main.parse_args(["--dataset", "demo", "--lr", "1e-3"]).lr == "1e-3"
@@ -399,7 +400,8 @@ def test_dataset_defaults_to_demo_without_ucf101(tmp_path):
 
 def test_audio_gates_get_their_own_learning_rate():
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
-    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99, weight_decay=None)
+    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adamw", beta1=0.9, beta2=0.99, weight_decay=None,
+                           decay_all=False)
     groups = {g["name"]: g for g in optimisation.build_optimizer(args, network).param_groups}
     gates = {id(p) for p in network.audio.gates()}
     assert {id(p) for p in groups["gates_no_decay"]["params"]} == gates and len(gates) == 2
@@ -412,7 +414,7 @@ def test_audio_gates_get_their_own_learning_rate():
 def test_no_weight_decay_on_gates_norms_biases_tokens_and_time_slopes(weight_decay, expected):
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
     args = SimpleNamespace(lr="2e-3", gate_lr_mult=1.0, optimizer="adamw", beta1=0.9, beta2=0.99,
-                           weight_decay=weight_decay)
+                           weight_decay=weight_decay, decay_all=False)
     decay_of = {id(p): g["weight_decay"] for g in optimisation.build_optimizer(args, network).param_groups
                 for p in g["params"]}
     names = dict(network.named_parameters())
@@ -462,3 +464,14 @@ def test_an_image_test_set_is_refused_for_training_with_a_message(capsys):
     with pytest.raises(SystemExit):
         main.parse_args(["--dataset", "flavr-ucf101", "--data-root", "nowhere"])
     assert "is an image test set" in capsys.readouterr().err
+
+
+def test_the_pervfi_preset_decays_every_parameter_as_its_authors_adamw_does():
+    args = main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL"])
+    network = registry.build_model(registry.default_config("pervfi", width=0.125))
+    groups = optimisation.build_optimizer(args, network).param_groups
+    assert {g["weight_decay"] for g in groups} == {0.01}
+    assert sum(len(g["params"]) for g in groups) == len([p for p in network.parameters() if p.requires_grad])
+    spared = optimisation.build_optimizer(main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL",
+                                                          "--no-decay-all"]), network).param_groups
+    assert {g["weight_decay"] for g in spared} == {0.0, 0.01}
