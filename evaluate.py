@@ -29,7 +29,7 @@ ones `inference.py --limit N` writes, and the report names the set it scored.
 `--protocol` (asvfi, flavr, rife, vfibench, stylegan-v; protocols.py) decides quantisation, crop,
 SSIM variant, PSNR epsilon/floor, windows, averaging and FVD sampling for every metric; a
 non-default protocol's report is `..._<protocol>.csv`. `--dataset flavr-ucf101|ucf101-triplets|
-vimeo-septuplet` scores the predictions under `runs.testset_output_dir` (`pred.npy`, else
+vimeo-septuplet|vimeo-triplet` scores the predictions under `runs.testset_output_dir` (`pred.npy`, else
 `pred_<k>.png`) against the test set's targets and prints the row the reference's paper prints.
 Rows are keyed by data root, ground-truth and output digests and protocol (eval_report.py).
 Under `torchrun --nproc_per_node=N` the videos are split across ranks; rank 0 writes the report.

@@ -5,6 +5,7 @@
     python main.py --optimizer adamw --lr 6e-4 --start-epoch 10      # resume after 10 finished epochs
     python main.py --model pervfi --loss '1*NLL+0.1*PerVFILap'       # PerVFI recipe without VGG weights
     python main.py --dataset vimeo-septuplet --data-root ../data --audio none  # FLAVR's data: README has its recipe
+    python main.py --model pervfi --dataset vimeo-triplet --data-root ../data  # PerVFI's data
     torchrun --nproc_per_node=4 main.py ...                          # DDP (NCCL on GPUs, gloo on CPU)
 
 The run name is `<optimizer>_<lr>` with the learning rate as typed (`--lr 6e-4` -> `adamw_6e-4`),
@@ -139,8 +140,9 @@ def resolve_defaults(args, parser):
 
 
 def check_image_set_training(args, parser):
-    """Only a set with a training list trains (Vimeo-90K septuplets): its one target, im4, lies midway
-    between the central inputs, and it has no sound for a model to read."""
+    """Only a set with a training list trains (Vimeo-90K septuplets and triplets): its one target lies
+    midway between the central inputs, it has frames for some numbers of inputs only, and it has no
+    sound for a model to read."""
     if args.dataset not in testsets.TRAINABLE:
         parser.error(f"--dataset {args.dataset} is an image test set: score models on it with inference.py and "
                      f"evaluate.py; main.py trains on video data sets ({', '.join(runs.DATASET_FOLDERS)} or a "
@@ -149,7 +151,13 @@ def check_image_set_training(args, parser):
     if args.scale != 2:
         parser.error(f"--dataset {args.dataset} has one target frame, midway between the central inputs: "
                      f"train with --scale 2, not {args.scale}")
-    if registry.consumes(train.model_config(args)).audio:
+    consumes = registry.consumes(train.model_config(args))
+    inputs = testsets.TRAINING_INPUTS[args.dataset]
+    if consumes.input_frames[0] not in inputs:
+        parser.error(f"--dataset {args.dataset} gives {' or '.join(map(str, sorted(inputs)))} input frames; "
+                     f"--model {args.model} reads {consumes.input_frames[0]} (train a 2-frame model such as "
+                     f"--model pervfi on it, or a 4-frame one on vimeo-septuplet)")
+    if consumes.audio:
         parser.error(f"--dataset {args.dataset} has no audio: --model {args.model} with its audio branch would "
                      f"learn from silence; pass --audio none (FLAVR's setting: im1, im3, im5, im7 -> im4)")
 

@@ -136,9 +136,9 @@ PROTOCOLS = {p.name: p for p in (
         name="rife",
         reproduces="hzwer/ECCV2022-RIFE@5d8adbdd40e12c2c8f91930eff838aebe561c086 and "
                    "MCG-NJU/EMA-VFI@75b6f6a889e695df875e103374040d47a4cfac7c: benchmark/UCF101.py",
-        summary="DVF UCF101 triplets (256x256, BGR); PSNR without epsilon; ssim_matlab; mean over "
-                "triplets. The script feeds the model BGR frames (RIFE and EMA-VFI are trained on "
-                "BGR); the ucf101-triplets reader gives RGB",
+        summary="PSNR without epsilon; ssim_matlab; mean over the samples (its UCF101 script: the DVF "
+                "triplets, 256x256). The script feeds the model BGR frames (RIFE and EMA-VFI are trained "
+                "on BGR); the test-set readers give RGB",
         metrics=("psnr", "ssim"),
         quantize="round", psnr_eps=0.0, psnr_mse_floor=ASVFI_MSE_FLOOR, ssim="matlab",
         channel_order="bgr", average="pooled",

@@ -26,7 +26,7 @@ DATASET_FOLDERS = {"ucf101": "UCF-101", "demo": "demo"}
 # The standard image test sets (testsets.py), each under --data-root by the folder name its
 # publishers use; `testset_dir` / `testset_output_dir` give their input and output folders.
 TESTSET_FOLDERS = {"flavr-ucf101": "ucf101_flavr", "ucf101-triplets": "ucf101_interp_ours",
-                   "vimeo-septuplet": "vimeo_septuplet"}
+                   "vimeo-septuplet": "vimeo_septuplet", "vimeo-triplet": "vimeo_triplet"}
 _GROUP_PATTERN = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
@@ -111,7 +111,8 @@ def dataset_paths(data_root, dataset=None, folder=None):
 
 
 def testset_dir(data_root, dataset):
-    """Folder of a standard test set: `{data_root}/ucf101_flavr`, `ucf101_interp_ours`, `vimeo_septuplet`."""
+    """Folder of a standard test set: `{data_root}/ucf101_flavr`, `ucf101_interp_ours`, `vimeo_septuplet`,
+    `vimeo_triplet`."""
     return Path(data_root) / TESTSET_FOLDERS[dataset]
 
 

@@ -1,4 +1,5 @@
-"""Predictions on the standard image test sets (`inference.py --dataset flavr-ucf101|ucf101-triplets|vimeo-septuplet`).
+"""Predictions on the standard image test sets (`inference.py --dataset flavr-ucf101|ucf101-triplets|
+vimeo-septuplet|vimeo-triplet`).
 
 Reads `runs.testset_dir(data_root, dataset)` with testsets.open_testset, refuses a model whose
 number of input frames differs from the set's, runs the model at each sample's target times and

@@ -8,6 +8,9 @@
 |                   | "ucf101_interp_ours", 379 folders; RIFE/EMA-VFI UCF101.py)    |                        |
 | `vimeo-septuplet` | sep_testlist.txt / sep_trainlist.txt, sequences/<xxxxx>/<yyyy>/ | im1 im3 im5 im7 → im4  |
 |                   | im1.png … im7.png (FLAVR dataset/vimeo90k_septuplet.py)       | (FLAVR's "1357")       |
+| `vimeo-triplet`   | tri_testlist.txt / tri_trainlist.txt, sequences/<xxxxx>/<yyyy>/ | im1 im3 → im2          |
+|                   | im1.png … im3.png (the set RIFE, EMA-VFI and PerVFI report;   |                        |
+|                   | PerVFI's src/train/data/dataloader.py trains on it)           |                        |
 
 A sample holds float32 (3, H, W) RGB frames in [0, 1] (PNG / 255, as torchvision's ToTensor),
 their times and an id. Times are in units of the interval between the two central inputs, 0
@@ -17,8 +20,9 @@ frames with OpenCV (BGR); these readers return RGB, and the "rife" protocol reco
 A reader checks its whole layout when it is built and names the first missing file.
 `check_model_fits` refuses a model whose number of inputs differs from the set's (never padded).
 
-`training_windows` turns Vimeo-90K septuplets (the set FLAVR trains on) into the training and
-validation items of `main.py --dataset vimeo-septuplet`, in dataset.VFIWindows' item format.
+`training_windows` turns Vimeo-90K septuplets (the set FLAVR trains on) and triplets (the set
+PerVFI trains on) into the training and validation items of `main.py --dataset vimeo-septuplet |
+vimeo-triplet`, in dataset.VFIWindows' item format, with each set's own augmentation.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ import dataset
 import protocols
 from utils import ASVFIError
 
-TRAINABLE = ("vimeo-septuplet",)  # the sets with a training list: main.py trains on them
+TRAINABLE = ("vimeo-septuplet", "vimeo-triplet")  # the sets with a training list: main.py trains on them
 
 
 class LayoutError(ASVFIError, ValueError):
@@ -150,42 +154,22 @@ class UCF101Triplets(SampleFolders):
     target_times = (0.5,)
 
 
-class VimeoSeptuplet(FrameFolderSet):
-    """Vimeo-90K septuplets as FLAVR reads them: the sequences named in the split's list file.
+class VimeoSequences(FrameFolderSet):
+    """A Vimeo-90K set: the sequences named in the split's list file (blank lines skipped), each
+    `sequences/<xxxxx>/<yyyy>/im<n>.png`; subclasses name the list files and the frames read."""
 
-    input_frames: FLAVR's digits of the input frames ("1357": im1, im3, im5, im7; "35": im3, im5);
-    the target is always im4. Blank lines of the list file are skipped.
-    """
+    list_files = {}
+    frames_per_sequence = 0
+    target_frame = 0
+    frame_numbers = ()
 
-    name = "vimeo-septuplet"
-    list_files = {"test": "sep_testlist.txt", "train": "sep_trainlist.txt"}
-    target_frame = 4
-    input_frames_for = {4: "1357", 2: "35"}  # FLAVR's inputs for a model of 4 and of 2 frames
-
-    def __init__(self, root, split="test", input_frames="1357"):
+    def __init__(self, root, split="test"):
         if split not in self.list_files:
             raise ValueError(f"{self.name}: unknown split {split!r}; known: {', '.join(self.list_files)}")
         self.split = split
-        self.frame_numbers = self.parse_input_frames(input_frames)
-        half = len(self.frame_numbers) // 2
-        self.input_times = tuple(float(n - self.frame_numbers[half - 1]) / 2 for n in self.frame_numbers)
-        self.target_times = (float(self.target_frame - self.frame_numbers[half - 1]) / 2,)
         self.layout = (f"<root>/{self.list_files[split]} (one <xxxxx>/<yyyy> per line) and "
-                       f"<root>/sequences/<xxxxx>/<yyyy>/im1.png … im7.png")
+                       f"<root>/sequences/<xxxxx>/<yyyy>/im1.png … im{self.frames_per_sequence}.png")
         super().__init__(root)
-
-    @classmethod
-    def parse_input_frames(cls, digits):
-        """Frame numbers of FLAVR's input_frames string: 2 or 4 of 1..7, half before im4, half after."""
-        numbers = [int(c) for c in str(digits) if c.isdigit()]
-        half = len(numbers) // 2
-        valid = (len(numbers) == len(str(digits)) and len(numbers) in (2, 4) and numbers == sorted(set(numbers))
-                 and all(1 <= n < cls.target_frame for n in numbers[:half])
-                 and all(cls.target_frame < n <= 7 for n in numbers[half:]))
-        if not valid:
-            raise ValueError(f"vimeo-septuplet: input_frames {digits!r} must be 2 or 4 increasing frame "
-                             f"numbers of 1..7, half before {cls.target_frame} and half after (e.g. '1357', '35')")
-        return tuple(numbers)
 
     @property
     def list_file(self):
@@ -203,7 +187,50 @@ class VimeoSeptuplet(FrameFolderSet):
         return [self.root / "sequences" / sample_id / f"im{self.target_frame}.png"]
 
 
-TESTSETS = {reader.name: reader for reader in (FlavrUCF101, UCF101Triplets, VimeoSeptuplet)}
+class VimeoSeptuplet(VimeoSequences):
+    """Vimeo-90K septuplets as FLAVR reads them. input_frames: FLAVR's digits of the input frames
+    ("1357": im1, im3, im5, im7; "35": im3, im5); the target is always im4."""
+
+    name = "vimeo-septuplet"
+    list_files = {"test": "sep_testlist.txt", "train": "sep_trainlist.txt"}
+    frames_per_sequence = 7
+    target_frame = 4
+    input_frames_for = {4: "1357", 2: "35"}  # FLAVR's inputs for a model of 4 and of 2 frames
+
+    def __init__(self, root, split="test", input_frames="1357"):
+        self.frame_numbers = self.parse_input_frames(input_frames)
+        half = len(self.frame_numbers) // 2
+        self.input_times = tuple(float(n - self.frame_numbers[half - 1]) / 2 for n in self.frame_numbers)
+        self.target_times = (float(self.target_frame - self.frame_numbers[half - 1]) / 2,)
+        super().__init__(root, split)
+
+    @classmethod
+    def parse_input_frames(cls, digits):
+        """Frame numbers of FLAVR's input_frames string: 2 or 4 of 1..7, half before im4, half after."""
+        numbers = [int(c) for c in str(digits) if c.isdigit()]
+        half = len(numbers) // 2
+        valid = (len(numbers) == len(str(digits)) and len(numbers) in (2, 4) and numbers == sorted(set(numbers))
+                 and all(1 <= n < cls.target_frame for n in numbers[:half])
+                 and all(cls.target_frame < n <= 7 for n in numbers[half:]))
+        if not valid:
+            raise ValueError(f"vimeo-septuplet: input_frames {digits!r} must be 2 or 4 increasing frame "
+                             f"numbers of 1..7, half before {cls.target_frame} and half after (e.g. '1357', '35')")
+        return tuple(numbers)
+
+
+class VimeoTriplet(VimeoSequences):
+    """Vimeo-90K triplets (`vimeo_triplet`, 448x256): im1, im3 in, im2 out."""
+
+    name = "vimeo-triplet"
+    list_files = {"test": "tri_testlist.txt", "train": "tri_trainlist.txt"}
+    frames_per_sequence = 3
+    target_frame = 2
+    frame_numbers = (1, 3)
+    input_times = (0.0, 1.0)
+    target_times = (0.5,)
+
+
+TESTSETS = {reader.name: reader for reader in (FlavrUCF101, UCF101Triplets, VimeoSeptuplet, VimeoTriplet)}
 
 
 # ----------------------------------------------------------------------------- training on a set's lists
@@ -275,19 +302,28 @@ class ImageSetWindows(dataset.EpochDraws):
         return np.stack(frames)
 
 
+# The inputs a model of n frames reads from each trainable set, and the flips its authors train with
+# (temporal reversal always): FLAVR's Vimeo transforms flip both ways; PerVFI's triplet loader
+# (src/train/data/dataloader.py) flips time only.
+TRAINING_INPUTS = {"vimeo-septuplet": VimeoSeptuplet.input_frames_for, "vimeo-triplet": {2: None}}
+TRAINING_FLIPS = {"vimeo-septuplet": {"hflip": True, "vflip": True}, "vimeo-triplet": {"hflip": False, "vflip": False}}
+
+
 def training_windows(name, root, role, n_inputs, sampling):
     """Training (role "train") or validation ("val") items of a set in TRAINABLE with the frames a
-    model of `n_inputs` inputs reads: Vimeo-90K septuplets as FLAVR trains on them (the train list,
-    vertical flips too; the test list for validation), im1, im3, im5, im7 or im3, im5 → im4."""
+    model of `n_inputs` inputs reads, the train list for training and the test list for validation:
+    Vimeo-90K septuplets as FLAVR trains on them (im1, im3, im5, im7 or im3, im5 → im4) and
+    triplets as PerVFI does (im1, im3 → im2), each with its authors' flips."""
     if name not in TRAINABLE:
         raise ValueError(f"{name}: not a set with a training list; trainable: {', '.join(TRAINABLE)}")
-    if n_inputs not in VimeoSeptuplet.input_frames_for:
-        raise ValueError(f"{name}: no input frames for a model of {n_inputs} inputs "
-                         f"(known: {sorted(VimeoSeptuplet.input_frames_for)})")
+    if n_inputs not in TRAINING_INPUTS[name]:
+        raise ASVFIError(f"{name}: no input frames for a model of {n_inputs} inputs "
+                         f"(its models take {' or '.join(map(str, sorted(TRAINING_INPUTS[name])))})")
     split = {"train": "train", "val": "test"}[role]
-    reader = VimeoSeptuplet(root, split, VimeoSeptuplet.input_frames_for[n_inputs])
+    options = {} if TRAINING_INPUTS[name][n_inputs] is None else {"input_frames": TRAINING_INPUTS[name][n_inputs]}
+    reader = open_testset(name, root, split=split, **options)
     if sampling.train:
-        sampling = dataclasses.replace(sampling, vflip=True)  # FLAVR's Vimeo transforms flip vertically too
+        sampling = dataclasses.replace(sampling, **TRAINING_FLIPS[name])
     return ImageSetWindows(reader, sampling)
 
 

@@ -131,3 +131,24 @@ def test_limit_takes_the_samples_inference_took_and_the_rest_count_as_missing(tm
     assert evaluate.main(scored + ["--limit", "2"]) == 0
     folder = runs.testset_dir(root, "ucf101-triplets")
     assert f"2 of 2 scored\nscored set: --limit 2: the first 2 of the 3 samples of {folder}\n" in capsys.readouterr().out
+
+
+def test_vimeo_triplets_blend_under_each_protocol_scores_im2_from_im1_and_im3(tmp_path):
+    """The Vimeo-90K triplet test (RIFE, EMA-VFI, PerVFI tables): im1, im3 in, im2 out, whole frames."""
+    root = tmp_path / "data"
+    folder = runs.testset_dir(root, "vimeo-triplet")
+    rng = np.random.default_rng(4)
+    frames = {}
+    for sequence in ("00001/0001", "00003/0002"):
+        (folder / "sequences" / sequence).mkdir(parents=True)
+        images = [np.clip(np.round(rng.random((24, 40, 3)) * 255), 0, 255).astype(np.uint8) for _ in range(3)]
+        for n, image in enumerate(images, start=1):
+            Image.fromarray(image).save(folder / "sequences" / sequence / f"im{n}.png")
+        frames[sequence] = (images[0], images[2], images[1])
+    (folder / "tri_testlist.txt").write_text("00001/0001\n00003/0002\n")
+    common = ["--model", "blend", "--dataset", "vimeo-triplet", "--data-root", str(root), "--device", "cpu"]
+    assert inference.main(common) == 0
+    for protocol in FRAME_PROTOCOLS:
+        table, _ = score(common, protocol, tmp_path / "out", "vimeo-triplet")
+        expected = sorted(expected_psnr(*triple, protocol, "vimeo-triplet") for triple in frames.values())
+        assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5), protocol

@@ -138,11 +138,11 @@ def test_wrong_layout_names_the_missing_file(tmp_path):
 
 # ----------------------------------------------------------------------------- registry, refusal
 def test_registry_and_model_fit(tmp_path):
-    assert set(testsets.TESTSETS) == {"flavr-ucf101", "ucf101-triplets", "vimeo-septuplet"}
+    assert set(testsets.TESTSETS) == {"flavr-ucf101", "ucf101-triplets", "vimeo-septuplet", "vimeo-triplet"}
     triplets = testsets.open_testset("ucf101-triplets", make_triplets(tmp_path / "t"))
     flavr = testsets.open_testset("flavr-ucf101", make_flavr_ucf101(tmp_path / "f"), crop=None)
     assert isinstance(triplets, testsets.UCF101Triplets) and isinstance(flavr, testsets.FlavrUCF101)
-    with pytest.raises(ValueError, match="flavr-ucf101, ucf101-triplets, vimeo-septuplet"):
+    with pytest.raises(ValueError, match="flavr-ucf101, ucf101-triplets, vimeo-septuplet, vimeo-triplet"):
         testsets.open_testset("davis", tmp_path)
     testsets.check_model_fits(2, triplets)
     testsets.check_model_fits(4, flavr)

@@ -182,3 +182,45 @@ def test_a_crop_larger_than_the_frames_is_refused_naming_a_frame(vimeo_root, tmp
     assert train(vimeo_root, tmp_path / "out", "--audio", "none", "--crop", "96") == 1
     err = capsys.readouterr().err
     assert re.search(r"00001/0001/im1\.png: frames are 64x48, smaller than the training crop 96x96", err), err
+
+
+# ----------------------------------------------------------------------------- Vimeo-90K triplets (PerVFI's data)
+def make_vimeo_triplets(data_root):
+    """`{data_root}/vimeo_triplet`: tri_trainlist.txt, tri_testlist.txt and im1..im3 of each sequence."""
+    folder = runs.testset_dir(data_root, "vimeo-triplet")
+    for number, sequence in enumerate(TRAIN_IDS + TEST_IDS):
+        (folder / "sequences" / sequence).mkdir(parents=True)
+        for n in range(1, 4):
+            Image.fromarray(frame_pixels(number, n)).save(folder / "sequences" / sequence / f"im{n}.png")
+    (folder / "tri_trainlist.txt").write_text("\n".join(TRAIN_IDS) + "\n")
+    (folder / "tri_testlist.txt").write_text("\n".join(TEST_IDS) + "\n\n")
+    return folder
+
+
+def test_triplet_items_hold_im1_im3_to_im2_and_train_with_temporal_flips_only(tmp_path):
+    root = make_vimeo_triplets(tmp_path / "data")
+    val = testsets.training_windows("vimeo-triplet", root, "val", 2, Sampling())
+    assert [val[i]["video"] for i in range(len(val))] == list(TEST_IDS)
+    assert decode(val[0]["inputs"])[0] == [1, 1, 3, 3] and decode(val[0]["targets"])[0] == [2]
+    data = testsets.training_windows("vimeo-triplet", root, "train", 2,
+                                     Sampling(train=True, crop=CROP, windows_per_video=8, seed=3))
+    reversed_seen = set()
+    for index in range(len(data)):
+        numbers, rows, cols = decode(all_frames(data[index]))
+        reversed_seen.add(numbers[:4] == [3, 3, 1, 1])
+        assert numbers[4] == 2 and data[index]["ts"].tolist() == [0.5]
+        assert (rows[0][:, 0].diff() == 1).all() and (cols[0][0].diff() == 1).all(), "a spatial flip"
+    assert reversed_seen == {False, True}
+
+
+def test_pervfi_trains_on_vimeo_triplets_and_asvfi_is_refused_with_the_way_out(tmp_path, capsys):
+    data_root = tmp_path / "data"
+    make_vimeo_triplets(data_root)
+    flags = ["--dataset", "vimeo-triplet", "--data-root", str(data_root), "--out-dir", str(tmp_path / "out"),
+             "--device", "cpu", "--width", "0.125", "--crop", str(CROP), "--batch-size", "2", "--workers", "0",
+             "--epochs", "1"]
+    assert main.main([*flags, "--model", "pervfi", "--loss", "1*NLL+0.1*PerVFILap", "--val-windows", "2"]) == 0
+    assert f"vimeo-triplet {len(TRAIN_IDS)} train / 2 val windows" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main.main([*flags, "--audio", "none"])
+    assert "vimeo-triplet gives 2 input frames; --model asvfi reads 4" in capsys.readouterr().err
