@@ -114,9 +114,14 @@ def test_vimeo_septuplets_blend_under_each_protocol_scores_whole_frames(tmp_path
     frames = make_vimeo_septuplets(root)
     common = ["--model", "blend", "--dataset", "vimeo-septuplet", "--data-root", str(root), "--device", "cpu"]
     assert inference.main(common) == 0
+    assert_each_protocol_scores_the_blend(common, frames, "vimeo-septuplet", tmp_path / "out")
+
+
+def assert_each_protocol_scores_the_blend(common, frames, dataset, out_dir):
+    """evaluate.py under every frame protocol gives each sample's PSNR of the blend of its inputs."""
     for protocol in FRAME_PROTOCOLS:
-        table, _ = score(common, protocol, tmp_path / "out", "vimeo-septuplet")
-        expected = sorted(expected_psnr(*triple, protocol, "vimeo-septuplet") for triple in frames.values())
+        table, _ = score(common, protocol, out_dir, dataset)
+        expected = sorted(expected_psnr(*triple, protocol, dataset) for triple in frames.values())
         assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5), protocol
 
 
@@ -148,7 +153,4 @@ def test_vimeo_triplets_blend_under_each_protocol_scores_im2_from_im1_and_im3(tm
     (folder / "tri_testlist.txt").write_text("00001/0001\n00003/0002\n")
     common = ["--model", "blend", "--dataset", "vimeo-triplet", "--data-root", str(root), "--device", "cpu"]
     assert inference.main(common) == 0
-    for protocol in FRAME_PROTOCOLS:
-        table, _ = score(common, protocol, tmp_path / "out", "vimeo-triplet")
-        expected = sorted(expected_psnr(*triple, protocol, "vimeo-triplet") for triple in frames.values())
-        assert sorted(table["psnr"]) == pytest.approx(expected, abs=1e-5), protocol
+    assert_each_protocol_scores_the_blend(common, frames, "vimeo-triplet", tmp_path / "out")

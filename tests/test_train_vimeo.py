@@ -28,15 +28,17 @@ def frame_pixels(sequence_number, frame_number):
                     axis=-1).astype(np.uint8)
 
 
-def make_vimeo(data_root):
-    """`{data_root}/vimeo_septuplet`: both list files (with a blank line) and im1..im7 of each sequence."""
-    folder = runs.testset_dir(data_root, "vimeo-septuplet")
+def make_vimeo(data_root, dataset="vimeo-septuplet"):
+    """`{data_root}/vimeo_septuplet` (im1..im7) or `vimeo_triplet` (im1..im3): both list files (the
+    train list ends with a blank line) and the frames of each sequence."""
+    reader = testsets.TESTSETS[dataset]
+    folder = runs.testset_dir(data_root, dataset)
     for number, sequence in enumerate(TRAIN_IDS + TEST_IDS):
         (folder / "sequences" / sequence).mkdir(parents=True)
-        for n in range(1, 8):
+        for n in range(1, reader.frames_per_sequence + 1):
             Image.fromarray(frame_pixels(number, n)).save(folder / "sequences" / sequence / f"im{n}.png")
-    (folder / "sep_trainlist.txt").write_text("\n".join(TRAIN_IDS) + "\n\n")
-    (folder / "sep_testlist.txt").write_text("\n".join(TEST_IDS) + "\n")
+    (folder / reader.list_files["train"]).write_text("\n".join(TRAIN_IDS) + "\n\n")
+    (folder / reader.list_files["test"]).write_text("\n".join(TEST_IDS) + "\n")
     return folder
 
 
@@ -185,20 +187,8 @@ def test_a_crop_larger_than_the_frames_is_refused_naming_a_frame(vimeo_root, tmp
 
 
 # ----------------------------------------------------------------------------- Vimeo-90K triplets (PerVFI's data)
-def make_vimeo_triplets(data_root):
-    """`{data_root}/vimeo_triplet`: tri_trainlist.txt, tri_testlist.txt and im1..im3 of each sequence."""
-    folder = runs.testset_dir(data_root, "vimeo-triplet")
-    for number, sequence in enumerate(TRAIN_IDS + TEST_IDS):
-        (folder / "sequences" / sequence).mkdir(parents=True)
-        for n in range(1, 4):
-            Image.fromarray(frame_pixels(number, n)).save(folder / "sequences" / sequence / f"im{n}.png")
-    (folder / "tri_trainlist.txt").write_text("\n".join(TRAIN_IDS) + "\n")
-    (folder / "tri_testlist.txt").write_text("\n".join(TEST_IDS) + "\n\n")
-    return folder
-
-
 def test_triplet_items_hold_im1_im3_to_im2_and_train_with_temporal_flips_only(tmp_path):
-    root = make_vimeo_triplets(tmp_path / "data")
+    root = make_vimeo(tmp_path / "data", "vimeo-triplet")
     val = testsets.training_windows("vimeo-triplet", root, "val", 2, Sampling())
     assert [val[i]["video"] for i in range(len(val))] == list(TEST_IDS)
     assert decode(val[0]["inputs"])[0] == [1, 1, 3, 3] and decode(val[0]["targets"])[0] == [2]
@@ -215,7 +205,7 @@ def test_triplet_items_hold_im1_im3_to_im2_and_train_with_temporal_flips_only(tm
 
 def test_pervfi_trains_on_vimeo_triplets_and_asvfi_is_refused_with_the_way_out(tmp_path, capsys):
     data_root = tmp_path / "data"
-    make_vimeo_triplets(data_root)
+    make_vimeo(data_root, "vimeo-triplet")
     flags = ["--dataset", "vimeo-triplet", "--data-root", str(data_root), "--out-dir", str(tmp_path / "out"),
              "--device", "cpu", "--width", "0.125", "--crop", str(CROP), "--batch-size", "2", "--workers", "0",
              "--epochs", "1"]
