@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,7 @@ def protocol_lines(protocol):
 def format_table(summary):
     lines = [f"{summary['title']}: {count_line(summary)}", f"scored set: {summary['scope']}",
              *protocol_lines(summary["protocol"]), *made_by_lines(summary.get("made_by", [])),
+             f"data root: {summary.get('data_root')}; code: {summary.get('code') or 'not a git checkout'}",
              "std and N over videos (std: population, ddof 0); frames: the generated frames scored",
              f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}{'frames':>8}  notes"]
     for name, entry in summary["metrics"].items():
@@ -269,6 +271,20 @@ def format_table(summary):
     lines += weights_lines(summary)
     lines += [f"FAILED {failure}" for failure in summary["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def code_version(folder=Path(__file__).resolve().parent):
+    """The commit of this code (`+changes` when the working tree differs from it), or None outside a
+    git checkout: which code computed a report's numbers."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+    try:
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
 
 
 def made_by(identities):

@@ -459,6 +459,17 @@ def collect_items(args, protocol):
     return video_items(args, protocol, videos, out_root), extra, f"{model_label(args)}, {args.scale}x", scope
 
 
+def report_header(args, title, scope, csv_path, items, rows):
+    """What the summary says the numbers are of: the run, the set, the data and the code, and what
+    made the scored outputs (their identity records)."""
+    scored = {eval_report.row_key(r) for r in rows if not r["error"]}
+    return {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
+            "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope, "limit": args.limit,
+            "data_root": str(Path(args.data_root).resolve()), "code": eval_report.code_version(),
+            "made_by": eval_report.made_by(identity.read_identity(i.out) for i in items
+                                           if (i.category, i.video) in scored)}
+
+
 def evaluate(argv=None):
     args = parse_args(argv)
     protocol = protocols.for_dataset(args.protocol, args.dataset, png_predictions=not is_testset(args))
@@ -489,11 +500,7 @@ def evaluate(argv=None):
         if not procs.is_main:
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
-        scored = {eval_report.row_key(r) for r in rows if not r["error"]}
-        header = {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
-                  "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope,
-                  "limit": args.limit, "made_by": eval_report.made_by(
-                      identity.read_identity(i.out) for i in items if (i.category, i.video) in scored)}
+        header = report_header(args, title, scope, csv_path, items, rows)
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")

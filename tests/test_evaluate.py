@@ -117,6 +117,8 @@ def test_psnr_ssim_columns_match_independent_computation(data, capsys):
     printed = capsys.readouterr().out
     assert "PSNR (dB)" in printed and f"{table['psnr'].mean():.4f}" in printed
     assert "outputs made by: ?, no identity record: 3 video(s)" in printed  # these frames were written by hand
+    assert summary["data_root"] == str(Path(root).resolve()) and summary["code"] == eval_report.code_version()
+    assert f"data root: {summary['data_root']}; code: " in printed
     assert Path(str(csv_path().with_suffix("")) + "_summary.txt").read_text() in printed
 
 
