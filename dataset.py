@@ -62,7 +62,8 @@ class Augmentation:
     """One draw of the training augmentation, applied identically to every frame of a window.
 
     `top`/`left`/`height`/`width` select the crop (height None = full frame); flips act on the
-    cropped frames; `reverse` plays the window backwards (frames, audio and times).
+    cropped frames; `reverse` plays the window backwards (frames, audio and times); `jitter` is a
+    colour jitter draw (see jitter_colours) or None.
     """
     top: int = 0
     left: int = 0
@@ -71,6 +72,7 @@ class Augmentation:
     hflip: bool = False
     vflip: bool = False
     reverse: bool = False
+    jitter: tuple = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class Sampling:
 
     crop: int or (h, w), None = full frames. windows_per_video: training items per video per epoch.
     max_windows_per_video: evaluation windows per video, evenly spaced (None = all). hflip / vflip /
-    reverse: which training augmentations may be drawn.
+    reverse: which training augmentations may be drawn. color_jitter: torchvision's
+    ColorJitter(j, j, j, j) strength (0 = off), drawn once per window.
     """
     train: bool = False
     crop: object = None
@@ -90,6 +93,7 @@ class Sampling:
     hflip: bool = True
     vflip: bool = False
     reverse: bool = True
+    color_jitter: float = 0.0
 
 
 # ----------------------------------------------------------------------------- window geometry
@@ -174,7 +178,53 @@ def draw_augmentation(rng, frame_size, sampling):
     left = int(rng.integers(0, frame_size[1] - width + 1))
     hflip, vflip, reverse = (rng.random(3) < 0.5).tolist()
     return Augmentation(top=top, left=left, height=height, width=width, hflip=sampling.hflip and hflip,
-                        vflip=sampling.vflip and vflip, reverse=sampling.reverse and reverse)
+                        vflip=sampling.vflip and vflip, reverse=sampling.reverse and reverse,
+                        jitter=draw_jitter(rng, sampling.color_jitter) if sampling.color_jitter else None)
+
+
+def draw_jitter(rng, strength):
+    """(order of the four steps, brightness, contrast, saturation, hue) as torchvision's
+    ColorJitter(strength, ...) draws them: factors in [max(0, 1 - j), 1 + j], hue in [-j, j]."""
+    order = tuple(int(i) for i in rng.permutation(4))
+    brightness, contrast, saturation = rng.uniform(max(0.0, 1 - strength), 1 + strength, 3).tolist()
+    return order, brightness, contrast, saturation, float(rng.uniform(-strength, strength))
+
+
+def grey(frames):
+    """ITU-R 601 luma of (..., 3, H, W) RGB, keeping the channel axis (torchvision's weights)."""
+    return (0.2989 * frames[..., 0:1, :, :] + 0.587 * frames[..., 1:2, :, :] + 0.114 * frames[..., 2:3, :, :])
+
+
+def rotate_hue(frames, shift):
+    """Hue rotated by `shift` turns (HSV, saturation and value kept) of (N, 3, H, W) RGB in [0, 1]."""
+    value = frames.amax(dim=1)
+    chroma = value - frames.amin(dim=1)
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
+    red, green, blue = frames.unbind(1)
+    safe = chroma.clamp_min(1e-12)
+    sector = torch.where(value == red, ((green - blue) / safe) % 6,
+                         torch.where(value == green, (blue - red) / safe + 2, (red - green) / safe + 4))
+    hue = torch.where(chroma > 0, sector / 6, torch.zeros_like(sector))
+    hue = (hue + shift) % 1.0
+    # back to RGB: each channel k is v - v s clamp(min(n, 4 - n), 0, 1), n = (k + 6 h) mod 6
+    channels = [value - value * saturation * (torch.minimum((k + 6 * hue) % 6, 4 - (k + 6 * hue) % 6)).clamp(0, 1)
+                for k in (5, 3, 1)]
+    return torch.stack(channels, dim=1)
+
+
+def jitter_colours(frames, jitter):
+    """torchvision ColorJitter on float (N, 3, H, W) frames in [0, 1] with one draw for all of
+    them (FLAVR's and PerVFI's Vimeo loaders seed every frame's transform alike): brightness
+    scales, contrast blends with the frame's mean luma, saturation with its luma, hue rotates, in
+    the drawn order, each clamped to [0, 1]."""
+    order, brightness, contrast, saturation, hue = jitter
+    steps = (lambda x: (x * brightness).clamp(0, 1),
+             lambda x: (contrast * x + (1 - contrast) * grey(x).mean(dim=(-3, -2, -1), keepdim=True)).clamp(0, 1),
+             lambda x: (saturation * x + (1 - saturation) * grey(x)).clamp(0, 1),
+             lambda x: rotate_hue(x, hue))
+    for step in order:
+        frames = steps[step](frames)
+    return frames
 
 
 def centre_crop(frame_size, crop):
@@ -187,8 +237,8 @@ def centre_crop(frame_size, crop):
 
 
 def augment(frames, positions, augmentation):
-    """uint8 (M, H, W, 3) frames → float32 (N, 3, h, w) in [0, 1]: frames[positions], cropped and
-    flipped as `augmentation` says (reversal is the caller's order of `positions`).
+    """uint8 (M, H, W, 3) frames → float32 (N, 3, h, w) in [0, 1]: frames[positions], cropped,
+    flipped and colour-jittered as `augmentation` says (reversal is the caller's order of `positions`).
 
     Crops are taken before anything is copied, so only cropped pixels are converted to float.
     """
@@ -200,7 +250,8 @@ def augment(frames, positions, augmentation):
     if a.vflip:
         window = window[:, ::-1]
     chw = np.ascontiguousarray(window.transpose(0, 3, 1, 2))
-    return torch.from_numpy(chw).to(torch.float32).div_(255)
+    frames = torch.from_numpy(chw).to(torch.float32).div_(255)
+    return frames if a.jitter is None else jitter_colours(frames, a.jitter)
 
 
 class EpochDraws(Dataset):

@@ -67,6 +67,9 @@ def build_parser():
     data.add_argument("--crop", type=int, default=224,
                       help="random training crop (224 fits UCF-101's 320x240 frames; FLAVR's Vimeo-90K "
                            "recipe crops 256); 0 = full frames")
+    data.add_argument("--color-jitter", type=float, default=None, metavar="J",
+                      help="torchvision ColorJitter(J, J, J, J) per training window, 0 = off (default: 0.05 "
+                           "on the Vimeo-90K sets, as FLAVR's and PerVFI's loaders; 0 on video data sets)")
     data.add_argument("--val-crop", type=int, default=0,
                       help="validation centre crop; 0 = full frames, as the evaluation protocol scores them")
     data.add_argument("--windows-per-video", type=int, default=1, help="random training windows per video per epoch")
@@ -123,6 +126,10 @@ def resolve_defaults(args, parser):
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
+    if args.color_jitter is None:
+        args.color_jitter = testsets.COLOR_JITTER.get(args.dataset, 0.0)
+    if not 0 <= args.color_jitter < 1:
+        parser.error(f"--color-jitter {args.color_jitter}: must be in [0, 1)")
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
     if args.model != "asvfi" and given:
         parser.error(f"{', '.join(given)} configure ASVFI and do not apply to --model {args.model}")

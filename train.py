@@ -160,7 +160,8 @@ def build_datasets(args, procs):
         prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
     crop = args.crop or None
-    training = Sampling(train=True, crop=crop, windows_per_video=args.windows_per_video, seed=args.random_seed)
+    training = Sampling(train=True, crop=crop, windows_per_video=args.windows_per_video, seed=args.random_seed,
+                        color_jitter=args.color_jitter)
     validation = Sampling(crop=args.val_crop or None)
     if args.dataset in runs.TESTSET_FOLDERS:
         root = runs.testset_dir(args.data_root, args.dataset)

@@ -337,3 +337,35 @@ def test_a_crop_larger_than_every_video_says_so_and_how_to_fix_it(tiny_root):
                                          r"Coded/v_Coded_g01_c01\.avi: 64x48 smaller than crop 96x96\); "
                                          r"1 too short .*--crop 0 for whole frames"):
         windows(tiny_root, 4, train=True, crop=96)
+
+
+# ----------------------------------------------------------------------------- colour jitter
+def test_hue_rotation_matches_colorsys():
+    import colorsys
+    pixels = torch.rand(1, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    rotated = dataset.rotate_hue(pixels, 0.3)
+    for r, g, b, out in zip(*pixels[0].reshape(3, -1).tolist(), rotated[0].reshape(3, -1).t().tolist()):
+        h, s, v = colorsys.rgb_to_hsv(r, g, b)
+        assert out == pytest.approx(colorsys.hsv_to_rgb((h + 0.3) % 1.0, s, v), abs=1e-5)
+
+
+def test_colour_jitter_is_one_draw_for_every_frame_of_a_window_in_its_drawn_order():
+    frames = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(2)).expand(3, -1, -1, -1)
+    brighter = dataset.jitter_colours(frames, ((0, 1, 2, 3), 1.04, 1.0, 1.0, 0.0))
+    torch.testing.assert_close(brighter, (frames * 1.04).clamp(0, 1))
+    greyer = dataset.jitter_colours(frames, ((2, 0, 1, 3), 1.0, 1.0, 0.0, 0.0))
+    assert torch.allclose(greyer, greyer[:, :1].expand_as(greyer))  # saturation 0: grey
+    contrast = dataset.jitter_colours(frames, ((1, 0, 2, 3), 1.0, 0.0, 1.0, 0.0))
+    torch.testing.assert_close(contrast, dataset.grey(frames).mean(dim=(-3, -2, -1), keepdim=True).expand_as(frames))
+    draws = [dataset.draw_augmentation(np.random.default_rng(5), (6, 7), Sampling(train=True, color_jitter=0.05))
+             for _ in range(2)]
+    order, *factors = draws[0].jitter
+    assert draws[0] == draws[1] and sorted(order) == [0, 1, 2, 3]
+    assert all(0.95 <= f <= 1.05 for f in factors[:3]) and -0.05 <= factors[3] <= 0.05
+    same = np.repeat(np.uint8(frames[:1].permute(0, 2, 3, 1) * 255), 3, 0)
+    out = dataset.augment(same, [0, 1, 2], draws[0])
+    plain = dataset.augment(same, [0, 1, 2], Augmentation(top=draws[0].top, left=draws[0].left))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2]) and not torch.equal(out, plain)
+    torch.testing.assert_close(out, dataset.jitter_colours(plain, draws[0].jitter))
+    no_jitter = dataset.draw_augmentation(np.random.default_rng(5), (6, 7), Sampling(train=True))
+    assert no_jitter.jitter is None and (no_jitter.top, no_jitter.left) == (draws[0].top, draws[0].left)
