@@ -44,6 +44,7 @@ PRESETS = {  # weight_decay None = the optimiser's own default
 }
 ASVFI_ONLY = (("--depth", "depth"), ("--audio", "audio"), ("--pretrained", "pretrained"),
               ("--fusion-init", "fusion_init"))
+VIDEO_TRAINING_CROP = 224  # fits UCF-101's 320x240 frames
 AT_LEAST_ONE = ("epochs", "batch_size", "windows_per_video")
 NOT_NEGATIVE = ("crop", "val_windows", "workers", "save_every", "limit_steps", "grad_clip")
 
@@ -64,9 +65,9 @@ def build_parser():
                        help="FLAVR checkpoint loaded into the ASVFI video branch before training")
 
     data = cli.add_data_flags(p)
-    data.add_argument("--crop", type=int, default=224,
-                      help="random training crop (224 fits UCF-101's 320x240 frames; FLAVR's Vimeo-90K "
-                           "recipe crops 256); 0 = full frames")
+    data.add_argument("--crop", type=int, default=None,
+                      help="random training crop, 0 = full frames (default: 256 on the Vimeo-90K sets, as "
+                           "FLAVR's and PerVFI's loaders; 224 on video data sets, to fit UCF-101's 320x240)")
     data.add_argument("--color-jitter", type=float, default=None, metavar="J",
                       help="torchvision ColorJitter(J, J, J, J) per training window, 0 = off (default: 0.05 "
                            "on the Vimeo-90K sets, as FLAVR's and PerVFI's loaders; 0 on video data sets)")
@@ -126,6 +127,8 @@ def resolve_defaults(args, parser):
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
+    if args.crop is None:
+        args.crop = testsets.TRAINING_CROP.get(args.dataset, VIDEO_TRAINING_CROP)
     if args.color_jitter is None:
         args.color_jitter = testsets.COLOR_JITTER.get(args.dataset, 0.0)
     if not 0 <= args.color_jitter < 1:

@@ -307,8 +307,10 @@ class ImageSetWindows(dataset.EpochDraws):
 # (src/train/data/dataloader.py) flips time only.
 TRAINING_INPUTS = {"vimeo-septuplet": VimeoSeptuplet.input_frames_for, "vimeo-triplet": {2: None}}
 TRAINING_FLIPS = {"vimeo-septuplet": {"hflip": True, "vflip": True}, "vimeo-triplet": {"hflip": False, "vflip": False}}
-# Both loaders also apply torchvision's ColorJitter(0.05, 0.05, 0.05, 0.05) (main.py --color-jitter).
+# Both loaders also apply torchvision's ColorJitter(0.05, 0.05, 0.05, 0.05) (main.py --color-jitter)
+# and crop 256 (main.py --crop).
 COLOR_JITTER = {"vimeo-septuplet": 0.05, "vimeo-triplet": 0.05}
+TRAINING_CROP = {"vimeo-septuplet": 256, "vimeo-triplet": 256}
 
 
 def training_windows(name, root, role, n_inputs, sampling):

@@ -216,13 +216,14 @@ def test_pervfi_trains_on_vimeo_triplets_and_asvfi_is_refused_with_the_way_out(t
     assert "vimeo-triplet gives 2 input frames; --model asvfi reads 4" in capsys.readouterr().err
 
 
-def test_the_vimeo_sets_train_with_their_loaders_colour_jitter_and_video_sets_without(capsys):
+def test_the_vimeo_sets_train_with_their_loaders_crop_and_colour_jitter_and_video_sets_without(capsys):
     def jitter(*flags):
-        return main.parse_args(["--data-root", "nowhere", *flags]).color_jitter
-    assert jitter("--dataset", "vimeo-septuplet", "--audio", "none") == 0.05
-    assert jitter("--dataset", "vimeo-triplet", "--model", "pervfi") == 0.05
-    assert jitter("--dataset", "demo") == 0.0
-    assert jitter("--dataset", "vimeo-septuplet", "--audio", "none", "--color-jitter", "0") == 0.0
+        args = main.parse_args(["--data-root", "nowhere", *flags])
+        return args.crop, args.color_jitter
+    assert jitter("--dataset", "vimeo-septuplet", "--audio", "none") == (256, 0.05)
+    assert jitter("--dataset", "vimeo-triplet", "--model", "pervfi") == (256, 0.05)
+    assert jitter("--dataset", "demo") == (224, 0.0)
+    assert jitter("--dataset", "vimeo-septuplet", "--audio", "none", "--color-jitter", "0", "--crop", "0") == (0, 0.0)
     with pytest.raises(SystemExit):
         jitter("--dataset", "demo", "--color-jitter", "1.5")
     assert "--color-jitter 1.5: must be in [0, 1)" in capsys.readouterr().err
