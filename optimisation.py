@@ -1,5 +1,5 @@
 """The optimiser and learning-rate schedule of a training run: parameter groups (no weight decay on
-1-D parameters and tokens, audio gates at --gate-lr-mult), AdamW/Adam, cosine or one-cycle."""
+1-D parameters and tokens, audio gates at --gate-lr-mult), AdamW/Adam, cosine, one-cycle or plateau."""
 import math
 
 import torch
@@ -46,7 +46,8 @@ def build_optimizer(args, network):
 
 def build_scheduler(args, optimizer, steps_per_epoch):
     """(scheduler or None, steps every batch?). Cosine: once per epoch, from --lr to 0 at --epochs;
-    one-cycle (PerVFI): every step over all --epochs."""
+    one-cycle (PerVFI): every step over all --epochs; plateau (FLAVR's main.py): the rate halves
+    after 5 epochs without a lower validation loss (step_epoch gives it the loss)."""
     if args.scheduler == "cosine":
         epochs = args.epochs
         return torch.optim.lr_scheduler.LambdaLR(
@@ -55,7 +56,17 @@ def build_scheduler(args, optimizer, steps_per_epoch):
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                                                    total_steps=args.epochs * steps_per_epoch,
                                                    anneal_strategy="cos"), True
+    if args.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=5), False
     return None, False
+
+
+def step_epoch(scheduler, val_loss):
+    """The end-of-epoch step of a per-epoch schedule; the plateau schedule steps on the validation loss."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
 
 
 def follow_schedule(scheduler, optimizer):

@@ -476,12 +476,12 @@ def run_epoch(state, criterion, data, run, epoch):
     record = {"epoch": epoch + 1}
     lr = state.optimizer.param_groups[0]["lr"]
     record.update(train_one_epoch(state, criterion, loader, steps, run, epoch))
-    if state.scheduler is not None and not state.scheduler_per_batch:
-        state.scheduler.step()
     record.update(validate(state.network, criterion, validation, run))
     if not math.isfinite(record["val_loss"]):
         stop_on_non_finite(record["val_loss"], f"validation after epoch {epoch + 1}",
                            criterion.names, [record[f"val_{n}"] for n in criterion.names], run.paths)
+    if state.scheduler is not None and not state.scheduler_per_batch:
+        optimisation.step_epoch(state.scheduler, record["val_loss"])
     record.update(lr=lr, seconds=time.time() - started)
     return record
 

@@ -475,3 +475,14 @@ def test_the_pervfi_preset_decays_every_parameter_as_its_authors_adamw_does():
     spared = optimisation.build_optimizer(main.parse_args(["--dataset", "demo", "--model", "pervfi", "--loss", "1*NLL",
                                                           "--no-decay-all"]), network).param_groups
     assert {g["weight_decay"] for g in spared} == {0.0, 0.01}
+
+
+def test_the_plateau_schedule_halves_the_rate_after_five_epochs_without_a_lower_validation_loss():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=1.0)
+    scheduler, per_batch = optimisation.build_scheduler(SimpleNamespace(scheduler="plateau", epochs=20), optimizer, 3)
+    rates = []
+    for loss in (2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5):
+        optimisation.step_epoch(scheduler, loss)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert not per_batch and rates == [1.0] * 7 + [0.5] * 2  # FLAVR's ReduceLROnPlateau(factor 0.5, patience 5)
