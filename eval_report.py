@@ -300,15 +300,22 @@ def made_by(identities):
     return list(groups.values())
 
 
+def generation_settings(settings):
+    """(name, value) of the settings besides the weights that decide generated frames: the seed,
+    autocast, tiling and, for PerVFI, the sampling heat and the flow estimator that ran."""
+    config = settings.get("config") or {}
+    shown = [("seed", settings.get("seed")), ("amp", settings.get("amp")), ("tile", settings.get("tile") or None),
+             ("heat", config.get("heat")), ("flow", settings.get("flow_estimator_used"))]
+    return [(name, value) for name, value in shown if value is not None]
+
+
 def made_by_lines(entries):
     lines = []
     for entry in entries:
         checkpoint = entry["checkpoint"]
         weights = (f"checkpoint {checkpoint['path']} ({checkpoint['size']:,} bytes)" if checkpoint
                    else "no checkpoint" if entry["model"] else "no identity record")
-        settings = entry["settings"] or {}
-        shown = ", ".join(f"{k} {settings[k]}" for k in ("seed", "amp", "tile")
-                          if settings.get(k) or (k == "seed" and settings.get(k) is not None))
+        shown = ", ".join(f"{name} {value}" for name, value in generation_settings(entry["settings"] or {}))
         lines.append(f"outputs made by: {entry['model'] or '?'}, {weights}{f', {shown}' if shown else ''}: "
                      f"{entry['videos']} video(s)")
     return lines

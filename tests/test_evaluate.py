@@ -375,3 +375,6 @@ def test_the_report_names_the_checkpoint_and_settings_that_made_the_scored_outpu
         ("a.pth", 0, 2), ("b.pth", 0, 1), ("a.pth", 1, 1)]
     assert eval_report.made_by_lines(entries)[0] == (f"outputs made by: asvfi, checkpoint {first.resolve()} "
                                                      f"(1,234 bytes), seed 0: 2 video(s)")
+    pervfi = {"seed": 3, "amp": "bf16", "tile": 0, "config": {"heat": 0.3}, "flow_estimator_used": "raft_sintel"}
+    assert eval_report.generation_settings(pervfi) == [("seed", 3), ("amp", "bf16"), ("heat", 0.3),
+                                                       ("flow", "raft_sintel")]
