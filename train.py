@@ -383,11 +383,27 @@ def load_for_resume(path, args, config):
     if checkpoint.get("model") != args.model:
         raise ResumeError(f"--start_epoch {args.start_epoch}: {path} holds a {checkpoint.get('model')!r} model, "
                           f"not {args.model!r}")
-    trained_with = checkpoint.get("args", {}).get("scheduler")
-    if trained_with != args.scheduler:
-        raise ResumeError(f"--start_epoch {args.start_epoch}: {path} was trained with --scheduler {trained_with}, "
-                          f"not {args.scheduler}")
+    trained = checkpoint.get("args", {})
+    for flag, key, before in RESUMED_FROM_THE_CHECKPOINT:
+        trained_with = trained.get(key, before)
+        if trained_with != getattr(args, key):
+            raise ResumeError(f"--start_epoch {args.start_epoch}: {path} was trained with "
+                              f"{flag_text(flag, trained_with)}, not {flag_text(flag, getattr(args, key))}; "
+                              f"the optimiser state it holds keeps its own, so resume with the same flag")
     return checkpoint
+
+
+# Flags whose effect lives in the restored scheduler or optimiser state (its groups keep their
+# weight decay), so a resume cannot change them: (flag, args key, value of checkpoints without it).
+RESUMED_FROM_THE_CHECKPOINT = (("--scheduler", "scheduler", None), ("--weight-decay", "weight_decay", None),
+                               ("--decay-all", "decay_all", False))
+
+
+def flag_text(flag, value):
+    """How a flag with `value` reads on the command line (a boolean flag as --x / --no-x)."""
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {value}"
 
 
 def restore(path, checkpoint, state, procs):

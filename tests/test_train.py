@@ -184,6 +184,10 @@ def test_resume_errors_name_the_file(demo_root, straight_run, tmp_path, capsys):
     assert f"no checkpoint {tmp_path / 'weights/asvfi' / RUN}.pth" in capsys.readouterr().err
     assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "2", "--width", "0.25") == 1
     assert "checkpoint config does not match (width: checkpoint 0.125 vs requested 0.25)" in capsys.readouterr().err
+    for flags, said in ((["--decay-all"], "trained with --no-decay-all, not --decay-all"),
+                        (["--weight-decay", "0.05"], "trained with --weight-decay None, not --weight-decay 0.05")):
+        assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "2", *flags) == 1
+        assert said in capsys.readouterr().err  # the optimiser state would keep the old decay
     (straight_run / f"weights/asvfi/{RUN}_epoch1.pth").rename(tmp_path / "moved.pth")
     try:
         assert run_main(demo_root, straight_run, "--epochs", "3", "--start_epoch", "1") == 1
