@@ -24,7 +24,8 @@ DISPLAY = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "flolpips": "F
            "fvd": "FVD"}
 LABEL = 16  # width of the metric column of the console table
 BASE_COLUMNS = ("video", "category", "frames", "generated")
-TAIL_COLUMNS = ("error", "notes", "data_root", "gt_digest", "out_digest", "protocol")
+TAIL_COLUMNS = ("error", "notes", "data_root", "gt_digest", "out_digest", "protocol", "code")
+LEGACY_TAIL_COLUMNS = TAIL_COLUMNS[:-1]  # reports written before each row recorded the code that scored it
 SIGNATURE = ("data_root", "gt_digest", "out_digest", "protocol")
 MISSING_OUTPUT = "missing output"
 
@@ -42,11 +43,14 @@ def row_key(row):
 
 
 def metric_columns(columns):
-    """The metric columns of a report header; None when its other columns are not this format's."""
-    columns, base, tail = list(columns), len(BASE_COLUMNS), len(TAIL_COLUMNS)
-    if len(columns) < base + tail or (tuple(columns[:base]), tuple(columns[-tail:])) != (BASE_COLUMNS, TAIL_COLUMNS):
-        return None
-    return columns[base:-tail]
+    """The metric columns of a report header (this format's, or the one before rows had a code
+    column); None when its other columns are neither."""
+    columns, base = list(columns), len(BASE_COLUMNS)
+    for tail in (TAIL_COLUMNS, LEGACY_TAIL_COLUMNS):
+        if len(columns) >= base + len(tail) and (tuple(columns[:base]), tuple(columns[-len(tail):])) == \
+                (BASE_COLUMNS, tail):
+            return columns[base:-len(tail)]
+    return None
 
 
 class ResultsCSV:
@@ -79,10 +83,11 @@ class ResultsCSV:
             return []
         if list(reader.fieldnames) != self.columns:
             self.columns = self._reusable(list(reader.fieldnames))
-        return [row for row in reader if not row["error"] and None not in row.values()]
+        return [{"code": "", **row} for row in reader if not row["error"] and None not in row.values()]
 
     def _reusable(self, recorded):
-        """The recorded header when it holds every metric column of this run; an error saying what differs otherwise."""
+        """The recorded metric columns in this version's header when they hold every metric column of
+        this run; an error saying what differs otherwise."""
         have = metric_columns(recorded)
         if have is None:
             raise ASVFIError(f"{self.path} was written with columns {recorded}, not this version's "
@@ -92,7 +97,7 @@ class ResultsCSV:
             raise ASVFIError(f"{self.path} records {', '.join(have)}; this run adds {', '.join(new)} (other "
                              f"--metrics or --flow). Drop those from --metrics to report from the recorded "
                              f"columns, or add --restart to score every video again with this run's metrics.")
-        return recorded
+        return csv_columns(have)
 
     def _check_nothing_to_score(self, current, columns):
         """A run reporting a subset of the recorded metrics must not score a video: its row would lack
@@ -225,7 +230,22 @@ def summarize(rows, run, cache, header, extra_outputs=()):
             "failed": [f"{r['category']}/{r['video']}: {r['error']}" for r in failed],
             "missing_output": [f"{r['category']}/{r['video']}" for r in missing],
             "outside_set": list(extra_outputs),
+            "code": codes_of(scored),
             "metrics": {name: metric_entry(name, scored, run, cache) for name in run.names}}
+
+
+def codes_of(rows):
+    """[{commit, videos}] of the code that scored each row, in order of first appearance (commit None:
+    a row of a report written before rows recorded it, or code outside a git checkout)."""
+    counts = {}
+    for row in rows:
+        counts[row.get("code") or None] = counts.get(row.get("code") or None, 0) + 1
+    return [{"commit": commit, "videos": n} for commit, n in counts.items()]
+
+
+def code_line(entries):
+    parts = [f"{e['commit'] or 'not recorded'} ({e['videos']})" for e in entries]
+    return f"code that scored them: {'; '.join(parts) or 'none'}"
 
 
 def format_number(value):
@@ -251,7 +271,7 @@ def protocol_lines(protocol):
 def format_table(summary):
     lines = [f"{summary['title']}: {count_line(summary)}", f"scored set: {summary['scope']}",
              *protocol_lines(summary["protocol"]), *made_by_lines(summary.get("made_by", [])),
-             f"data root: {summary.get('data_root')}; code: {summary.get('code') or 'not a git checkout'}",
+             f"data root: {summary['data_root']}; {code_line(summary['code'])}",
              "std and N over videos (std: population, ddof 0); frames: the generated frames scored",
              f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}{'frames':>8}  notes"]
     for name, entry in summary["metrics"].items():

@@ -96,6 +96,7 @@ class Run:
     device: object
     pool: object
     flow: str = "pwc"
+    code: str = ""  # eval_report.code_version(), recorded in each row it scores
 
 
 # ----------------------------------------------------------------------------- folders and keys
@@ -362,7 +363,7 @@ def fvd_plan(items, run):
 
 
 def score_one(item, run, plan):
-    row = {"video": item.video, "category": item.category, **item.signature}
+    row = {"video": item.video, "category": item.category, **item.signature, "code": run.code}
     score = score_sample if item.category in runs.TESTSET_FOLDERS else score_video
     try:
         values, features = score(item, run, plan.get((item.category, item.video)))
@@ -465,7 +466,7 @@ def report_header(args, title, scope, csv_path, items, rows):
     scored = {eval_report.row_key(r) for r in rows if not r["error"]}
     return {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
             "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope, "limit": args.limit,
-            "data_root": str(Path(args.data_root).resolve()), "code": eval_report.code_version(),
+            "data_root": str(Path(args.data_root).resolve()),
             "made_by": eval_report.made_by(identity.read_identity(i.out) for i in items
                                            if (i.category, i.video) in scored)}
 
@@ -483,7 +484,7 @@ def evaluate(argv=None):
         built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
         run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
-                  args.flow)
+                  args.flow, eval_report.code_version() or "")
         csv_path = report_path(args)
         columns = eval_report.csv_columns(built[n].column if n in built else metric_registry.metric_column(n, args.flow)
                                           for n in names)

@@ -100,7 +100,7 @@ def test_psnr_ssim_columns_match_independent_computation(data, capsys):
     assert run(root) == 0
     table = pd.read_csv(csv_path())
     assert list(table.columns) == ["video", "category", "frames", "generated", "psnr", "ssim", "error", "notes",
-                                   "data_root", "gt_digest", "out_digest", "protocol"]
+                                   "data_root", "gt_digest", "out_digest", "protocol", "code"]
     assert len(table) == len(VIDEOS)
     for row in table.itertuples():
         psnr, ssim, generated = expected_scores(frames[row.category, row.video], SCALE)
@@ -117,8 +117,9 @@ def test_psnr_ssim_columns_match_independent_computation(data, capsys):
     printed = capsys.readouterr().out
     assert "PSNR (dB)" in printed and f"{table['psnr'].mean():.4f}" in printed
     assert "outputs made by: ?, no identity record: 3 video(s)" in printed  # these frames were written by hand
-    assert summary["data_root"] == str(Path(root).resolve()) and summary["code"] == eval_report.code_version()
-    assert f"data root: {summary['data_root']}; code: " in printed
+    code = eval_report.code_version()
+    assert summary["data_root"] == str(Path(root).resolve()) and summary["code"] == [{"commit": code, "videos": 3}]
+    assert f"data root: {summary['data_root']}; code that scored them: {code or 'not recorded'} (3)" in printed
     assert Path(str(csv_path().with_suffix("")) + "_summary.txt").read_text() in printed
 
 
@@ -378,3 +379,17 @@ def test_the_report_names_the_checkpoint_and_settings_that_made_the_scored_outpu
     pervfi = {"seed": 3, "amp": "bf16", "tile": 0, "config": {"heat": 0.3}, "flow_estimator_used": "raft_sintel"}
     assert eval_report.generation_settings(pervfi) == [("seed", 3), ("amp", "bf16"), ("heat", 0.3),
                                                        ("flow", "raft_sintel")]
+
+
+def test_a_report_from_before_rows_recorded_their_code_resumes_and_says_which_rows_lack_it(data, capsys):
+    root, _ = data
+    assert run(root) == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False, dtype=str)
+    table.drop(columns=["code"]).iloc[:2].to_csv(csv_path(), index=False)  # the old format, one video to go
+    assert run(root) == 0
+    rescored = pd.read_csv(csv_path(), keep_default_na=False, dtype=str)
+    assert list(rescored.columns) == list(table.columns) and list(rescored["code"][:2]) == ["", ""]
+    code = eval_report.code_version()
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert summary["code"] == [{"commit": None, "videos": 2}, {"commit": code, "videos": 1}]
+    assert f"code that scored them: not recorded (2); {code} (1)" in capsys.readouterr().out
