@@ -289,6 +289,9 @@ def format_table(summary):
             lines.append(f"{label:<{LABEL}}{format_number(entry['mean']):>12}{format_number(entry['std']):>12}"
                          f"{entry['n']:>8}{entry['frames']:>8}  {note}".rstrip())
     lines += weights_lines(summary)
+    if summary.get("stale_outputs"):
+        lines.append(f"NOTE {len(summary['stale_outputs'])} output(s) were made by an earlier state of their "
+                     f"checkpoint file: {', '.join(summary['stale_outputs'][:5])}")
     lines += [f"FAILED {failure}" for failure in summary["failed"]]
     return "\n".join(lines) + "\n"
 

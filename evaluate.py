@@ -41,6 +41,7 @@ every metric reads the lossless PNG frames that inference.py writes.
 import argparse
 import contextlib
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -460,13 +461,36 @@ def collect_items(args, protocol):
     return video_items(args, protocol, videos, out_root), extra, f"{model_label(args)}, {args.scale}x", scope
 
 
-def report_header(args, title, scope, csv_path, items, rows):
-    """What the summary says the numbers are of: the run, the set, the data and the code, and what
-    made the scored outputs (their identity records)."""
+def stale_outputs(args, items):
+    """The outputs whose identity record names the checkpoint file this command names, as it was
+    when they were made, not as it is now (main.py rewrites a run's checkpoint every epoch): they
+    are not the current weights' frames."""
+    path = runs.checkpoint_file_of(args)
+    if args.model not in registry.TRAINED or not path.is_file():
+        return []
+    now = identity.file_identity(path)
+    stale = []
+    for item in items:
+        made_by = (identity.read_identity(item.out) or {}).get("checkpoint")
+        if made_by and made_by["path"] == now["path"] and made_by != now:
+            stale.append(f"{item.category}/{item.video}")
+    return stale
+
+
+def warn_stale(stale, args):
+    if stale:
+        warnings.warn(f"{len(stale)} output(s) ({', '.join(stale[:3])}{' …' if len(stale) > 3 else ''}) were made "
+                      f"by {runs.checkpoint_file_of(args)} before it last changed; they are scored as they are. "
+                      f"Rerun inference.py to score the current weights.", stacklevel=2)
+
+
+def report_header(args, title, scope, csv_path, items, rows, stale):
+    """What the summary says the numbers are of: the run, the set, the data, what made the scored
+    outputs (their identity records) and which of them an earlier state of the checkpoint made."""
     scored = {eval_report.row_key(r) for r in rows if not r["error"]}
     return {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
             "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope, "limit": args.limit,
-            "data_root": str(Path(args.data_root).resolve()),
+            "data_root": str(Path(args.data_root).resolve()), "stale_outputs": stale,
             "made_by": eval_report.made_by(identity.read_identity(i.out) for i in items
                                            if (i.category, i.video) in scored)}
 
@@ -481,6 +505,8 @@ def evaluate(argv=None):
     with runtime.processes(args.device) as procs, ThreadPoolExecutor(READ_THREADS) as pool, \
             scoring_threads(procs.device):
         items, extra, title, scope = collect_items(args, protocol)
+        stale = stale_outputs(args, items) if procs.is_main else []
+        warn_stale(stale, args)
         built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
         run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
@@ -501,7 +527,7 @@ def evaluate(argv=None):
         if not procs.is_main:
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
-        header = report_header(args, title, scope, csv_path, items, rows)
+        header = report_header(args, title, scope, csv_path, items, rows, stale)
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")

@@ -45,13 +45,6 @@ from utils import ASVFIError
 
 
 # ----------------------------------------------------------------------------- model loading
-def checkpoint_file(args):
-    if args.checkpoint:
-        return Path(args.checkpoint)
-    return runs.checkpoint_path(args.model, runs.run_name(args.optimizer, args.lr, args.tag), args.epoch,
-                                out_dir=args.out_dir)
-
-
 def missing_checkpoint_message(args, path, scale):
     """Why the checkpoint is missing and what helps: an explicit file is just absent; a run with other
     checkpoints lacks that snapshot; a run with none has to be trained."""
@@ -99,7 +92,7 @@ def load_model(args, scale, device):
     """The network (or baseline) named by --model, with its weights from --checkpoint or the run's checkpoint."""
     if args.model in registry.BASELINES:
         return registry.build_model(registry.default_config(args.model, scale=scale)).to(device).eval()
-    path = checkpoint_file(args)
+    path = runs.checkpoint_file_of(args)
     if not path.is_file():
         raise ASVFIError(missing_checkpoint_message(args, path, scale))
     network, _ = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir, model=args.model)
@@ -163,7 +156,8 @@ def records_of(source, data_root, n_out, scale, made_by):
 
 def made_by_of(args, network):
     """(model, checkpoint file or None, settings): what the output records say made the frames."""
-    return args.model, checkpoint_file(args) if args.model in registry.TRAINED else None, settings_of(args, network)
+    checkpoint = runs.checkpoint_file_of(args) if args.model in registry.TRAINED else None
+    return args.model, checkpoint, settings_of(args, network)
 
 
 def settings_of(args, network):

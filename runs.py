@@ -80,6 +80,13 @@ def generated_run_of(args):
     return generated_run(args.model, args.optimizer, args.lr, args.tag, args.epoch, args.checkpoint)
 
 
+def checkpoint_file_of(args):
+    """The checkpoint an inference or evaluation command line names: --checkpoint, else its run's."""
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    return checkpoint_path(args.model, run_name(args.optimizer, args.lr, args.tag), args.epoch, out_dir=args.out_dir)
+
+
 # ----------------------------------------------------------------------------- generated frames and reports
 def output_dir(data_root, model, scale, run=None):
     """Generated frames of a model: `{data_root}/<Model>/scale/<s>_<run>`; baselines have no run."""

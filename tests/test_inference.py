@@ -1,4 +1,5 @@
 """inference.py: test-split generation, single-video mode, recursion, tiling, resume, failure messages."""
+import os
 import re
 import shutil
 from argparse import Namespace
@@ -610,3 +611,20 @@ def test_a_flavr_release_interpolates_a_video_as_it_is(odd_video, tmp_path):
     output = tmp_path / "flavr.mp4"
     assert run("--checkpoint", release, "--input", odd_video, "--output", output) == 0
     assert video_io.probe(output).n_frames == (7 - 1) * 2 + 1
+
+
+def test_evaluating_outputs_of_a_checkpoint_that_changed_since_warns_and_says_so_in_the_report(
+        demo_root, checkpoint, tmp_path, capsys):
+    root = copy_demo(demo_root, tmp_path / "data")
+    weights = tmp_path / "run.pth"
+    shutil.copy(checkpoint, weights)
+    common = ["--checkpoint", weights, "--data-root", root, "--dataset", "demo", "-s", 2, "--limit", 1]
+    assert run(*common) == 0
+    scored = [str(a) for a in common] + ["--metrics", "psnr", "--offline", "--out-dir", str(tmp_path)]
+    assert evaluate.main(scored) == 0
+    assert "made by" not in capsys.readouterr().err
+    stamp = weights.stat().st_mtime_ns + 10 ** 9  # main.py rewrote the run's checkpoint
+    os.utime(weights, ns=(stamp, stamp))
+    with pytest.warns(UserWarning, match=r"1 output\(s\) \(.*\) were made by .*run.pth before it last changed"):
+        assert evaluate.main(scored) == 0
+    assert "NOTE 1 output(s) were made by an earlier state of their checkpoint file" in capsys.readouterr().out
