@@ -319,8 +319,7 @@ def test_sources(args, entries, video_dir):
 
 
 def run_test_split(args, procs):
-    scale = args.scale or 2
-    network = load_model(args, scale, procs.device)
+    network, scale = load_at_scale(args, procs.device)
     engines = build_engines(network, procs.device, scale, args)
     paths = prepare.ensure_dataset(args.data_root, cli.dataset_of(args))
     video_dir, split_csv = paths["videos"], paths["split_csv"]
@@ -357,10 +356,23 @@ def run_test_split(args, procs):
 
 
 # ----------------------------------------------------------------------------- single-video mode
+def load_at_scale(args, device, input_fps=None):
+    """(network, scale): --scale, else the factor --fps asks of the input, else the scale the
+    checkpoint was trained for (a FLAVR_4x release runs at 4x), else 2."""
+    asked = resolve_scale(args.scale, args.fps, input_fps) if input_fps is not None else args.scale
+    network = load_model(args, asked or 2, device)
+    return network, asked or trained_scale(network) or 2
+
+
+def trained_scale(network):
+    """The scale a fixed-output network was trained for; None for one that takes any t."""
+    return None if registry.consumes(network.config).any_t else network.config["scale"]
+
+
 def resolve_scale(scale, fps, input_fps):
-    """--scale, or the integer factor that --fps asks for (default 2)."""
+    """--scale, or the integer factor that --fps asks for (None when neither is given)."""
     if fps is None:
-        return scale or 2
+        return scale
     factor = round(fps / input_fps)
     if factor < 2 or abs(factor * input_fps - fps) > 1e-3 * fps:
         raise ASVFIError(f"--fps {fps:g}: not an integer multiple (at least 2x) of the input's {input_fps:g} fps")
@@ -391,8 +403,7 @@ def open_single_input(path, input_fps):
 
 def run_single(args, procs):
     source = open_single_input(args.input, args.input_fps)
-    scale = resolve_scale(args.scale, args.fps, source.fps)
-    network = load_model(args, scale, procs.device)
+    network, scale = load_at_scale(args, procs.device, source.fps)
     engines = build_engines(network, procs.device, scale, args)
     wave = load_wave(source)
     warn_resampling(source)
@@ -427,7 +438,7 @@ def frame_size(width, height, stored):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="asvfi", choices=list(registry.MODELS))
-    p.add_argument("-s", "--scale", type=int, default=None, help="2, 4, 8, ... (default 2)")
+    p.add_argument("-s", "--scale", type=int, default=None, help="2, 4, 8, ... (default: what --fps asks, else the scale the checkpoint was trained for, else 2)")
     cli.add_run_flags(p)
     cli.add_checkpoint_flags(p)
     cli.add_data_flags(p)

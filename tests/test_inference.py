@@ -604,13 +604,14 @@ def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
 
 
-def test_a_flavr_release_interpolates_a_video_as_it_is(odd_video, tmp_path):
-    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none"))
-    release = tmp_path / "FLAVR_2x.pth"
+@pytest.mark.parametrize("scale", [2, 4])
+def test_a_flavr_release_interpolates_a_video_as_it_is_at_its_own_scale(odd_video, tmp_path, scale):
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none", scale=scale))
+    release = tmp_path / f"FLAVR_{scale}x.pth"
     torch.save({"epoch": 200, "state_dict": {f"module.{k}": v for k, v in network.state_dict().items()}}, release)
     output = tmp_path / "flavr.mp4"
-    assert run("--checkpoint", release, "--input", odd_video, "--output", output) == 0
-    assert video_io.probe(output).n_frames == (7 - 1) * 2 + 1
+    assert run("--checkpoint", release, "--input", odd_video, "--output", output) == 0  # no -s: the release's
+    assert video_io.probe(output).n_frames == (7 - 1) * scale + 1
 
 
 def test_evaluating_outputs_of_a_checkpoint_that_changed_since_warns_and_says_so_in_the_report(
