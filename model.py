@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import checkpoints
-from resnet_3D import ENCODER_CHANNELS, ENCODER_LAYERS
+from resnet_3D import ENCODER_CHANNELS, ENCODER_LAYERS, scaled_channels
 from UNet import N_INPUT_FRAMES, VideoUNet
 from utils import AUDIO_RATE, MEL_BANDS, MEL_HOP, ASVFIError
 
@@ -399,14 +399,33 @@ def is_flavr_state_dict(state_dict):
     return "encoder" in roots and roots <= set(VIDEO_BRANCH_MODULES)
 
 
-def flavr_config(state_dict):
+FLAVR_SHAPE_KEYS = ("outconv.1.weight", "encoder.stem.0.weight",
+                    *(f"encoder.layer{i}.0.conv1.0.weight" for i in range(1, len(ENCODER_CHANNELS) + 1)))
+
+
+def flavr_config(state_dict, source):
     """The config of a released FLAVR network, read from its weights: audio off, scale from the
     output channels (3 per generated frame), encoder biases, depth (unet_34 has a third block in
-    layer1) and width (FLAVR's stem has 64 channels)."""
+    layer1) and width (the multiplier that gives every encoder stage its channel count)."""
+    missing = [key for key in FLAVR_SHAPE_KEYS if key not in state_dict]
+    if missing:
+        raise checkpoints.CheckpointError(f"{source}: a FLAVR network without {', '.join(missing)}; the file is "
+                                          f"incomplete or not a FLAVR release")
     return default_config(scale=state_dict["outconv.1.weight"].shape[0] // 3 + 1,
                           depth="unet_34" if any(k.startswith("encoder.layer1.2.") for k in state_dict) else "unet_18",
-                          width=state_dict["encoder.stem.0.weight"].shape[0] / ENCODER_CHANNELS[0], audio="none",
+                          width=encoder_width(state_dict, source), audio="none",
                           encoder_bias="encoder.stem.0.bias" in state_dict)
+
+
+def encoder_width(state_dict, source):
+    """The width multiplier whose rounded channel counts are every encoder stage's in the weights."""
+    found = [state_dict[f"encoder.layer{i}.0.conv1.0.weight"].shape[0] for i in range(1, len(ENCODER_CHANNELS) + 1)]
+    for channels, base in sorted(zip(found, ENCODER_CHANNELS), key=lambda pair: -pair[1]):
+        width = channels / base
+        if [scaled_channels(c, width) for c in ENCODER_CHANNELS] == found:
+            return width
+    raise checkpoints.CheckpointError(f"{source}: encoder stages of {found} channels fit no width multiplier of "
+                                      f"FLAVR's {list(ENCODER_CHANNELS)}")
 
 
 def load_flavr_weights(model, path):

@@ -139,7 +139,7 @@ def load_flavr_release(obj, path, overrides=None):
     """(network, checkpoint) of a FLAVR release: ASVFI with the audio off, of the scale, depth, width
     and encoder biases its weights have (asvfi.flavr_config), which is FLAVR's network exactly."""
     state_dict = checkpoints.unwrap_state_dict(obj, path)
-    config = {**asvfi.flavr_config(state_dict), **(overrides or {})}
+    config = {**asvfi.flavr_config(state_dict, path), **(overrides or {})}
     network = build_model(config)
     checkpoints.load_strict(network, state_dict, path, hint=asvfi.fit_hint(config))
     return network, {"model": "asvfi", "config": config, "state_dict": state_dict, "source": "FLAVR release"}
