@@ -65,6 +65,14 @@ def add_checkpoint_flags(parser):
     return group
 
 
+def refuse_checkpoint_for_baseline(parser, args):
+    """A training-free baseline has no weights: --checkpoint / --epoch with one would be ignored."""
+    if args.model not in runs.TRAINED_MODELS and (args.checkpoint or args.epoch):
+        flag = "--checkpoint" if args.checkpoint else "--epoch"
+        parser.error(f"{flag} does not apply to --model {args.model}: it has no weights "
+                     f"(checkpoints are for {', '.join(runs.TRAINED_MODELS)})")
+
+
 def add_data_flags(parser):
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", default="../data", help="folder holding the data sets and generated frames")

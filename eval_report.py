@@ -270,9 +270,9 @@ def protocol_lines(protocol):
 
 def format_table(summary):
     lines = [f"{summary['title']}: {count_line(summary)}", f"scored set: {summary['scope']}",
-             *protocol_lines(summary["protocol"]), *made_by_lines(summary.get("made_by", [])),
+             *protocol_lines(summary["protocol"]), *made_by_lines(summary.get("made_by", []), summary["unit"]),
              f"data root: {summary['data_root']}; {code_line(summary['code'])}",
-             "std and N over videos (std: population, ddof 0); frames: the generated frames scored",
+             f"std and N over {summary['unit']}s (std: population, ddof 0); frames: the generated frames scored",
              f"{'metric':<{LABEL}}{'mean':>12}{'std':>12}{'N':>8}{'frames':>8}  notes"]
     for name, entry in summary["metrics"].items():
         label = DISPLAY[name] + (f" ({entry['flow'].upper()})" if "flow" in entry else "")
@@ -332,7 +332,7 @@ def generation_settings(settings):
     return [(name, value) for name, value in shown if value is not None]
 
 
-def made_by_lines(entries):
+def made_by_lines(entries, unit="video"):
     lines = []
     for entry in entries:
         checkpoint = entry["checkpoint"]
@@ -340,7 +340,7 @@ def made_by_lines(entries):
                    else "no checkpoint" if entry["model"] else "no identity record")
         shown = ", ".join(f"{name} {value}" for name, value in generation_settings(entry["settings"] or {}))
         lines.append(f"outputs made by: {entry['model'] or '?'}, {weights}{f', {shown}' if shown else ''}: "
-                     f"{entry['videos']} video(s)")
+                     f"{entry['videos']} {unit}(s)")
     return lines
 
 

@@ -332,8 +332,15 @@ def parse_args(argv=None):
     args = cli.fill_preset_lr(p.parse_args(argv))
     names = metric_names(args)
     unknown = [m for m in names if m not in metric_registry.METRIC_NAMES]
-    if unknown or not names:
+    if unknown:
         p.error(f"--metrics: unknown {unknown}; choose from {','.join(metric_registry.METRIC_NAMES)}")
+    if not names and is_testset(args):
+        p.error(f"--protocol {args.protocol} defines {', '.join(protocols.get_protocol(args.protocol).metrics)}, "
+                f"which need videos; {args.dataset} holds single target frames: use a protocol that scores "
+                f"{', '.join(metric_registry.FRAME_METRICS)}")
+    if not names:
+        p.error("--metrics: none given")
+    cli.refuse_checkpoint_for_baseline(p, args)
     return args
 
 
@@ -490,7 +497,8 @@ def report_header(args, title, scope, csv_path, items, rows, stale):
     scored = {eval_report.row_key(r) for r in rows if not r["error"]}
     return {"title": title, "model": runs.DISPLAY_NAMES[args.model], "run": runs.generated_run_of(args),
             "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope, "limit": args.limit,
-            "data_root": str(Path(args.data_root).resolve()), "stale_outputs": stale,
+            "unit": "sample" if is_testset(args) else "video", "data_root": str(Path(args.data_root).resolve()),
+            "stale_outputs": stale,
             "made_by": eval_report.made_by(identity.read_identity(i.out) for i in items
                                            if (i.category, i.video) in scored)}
 

@@ -438,7 +438,8 @@ def frame_size(width, height, stored):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="asvfi", choices=list(registry.MODELS))
-    p.add_argument("-s", "--scale", type=int, default=None, help="2, 4, 8, ... (default: what --fps asks, else the scale the checkpoint was trained for, else 2)")
+    p.add_argument("-s", "--scale", type=int, default=None,
+                   help="2, 4, 8, ... (default: what --fps asks, else the checkpoint's trained scale, else 2)")
     cli.add_run_flags(p)
     cli.add_checkpoint_flags(p)
     cli.add_data_flags(p)
@@ -476,6 +477,7 @@ def parse_args(argv=None):
         p.error(f"--tile-overlap {args.tile_overlap} must be in [0, --tile {args.tile})")
     if args.scale is not None and args.scale < 2:
         p.error(f"--scale {args.scale}: must be at least 2 (2, 4, 8, ...)")
+    cli.refuse_checkpoint_for_baseline(p, args)
     if args.input and Path(args.output).resolve() == Path(args.input).resolve():
         p.error(f"--output {args.output} is the input: it would replace the source; choose another file")
     if args.input and Path(args.output).is_dir():

@@ -138,7 +138,7 @@ PROTOCOLS = {p.name: p for p in (
                    "MCG-NJU/EMA-VFI@75b6f6a889e695df875e103374040d47a4cfac7c: benchmark/UCF101.py",
         summary="PSNR without epsilon; ssim_matlab; mean over the samples (its UCF101 script: the DVF "
                 "triplets, 256x256). The script feeds the model BGR frames (RIFE and EMA-VFI are trained "
-                "on BGR); the test-set readers give RGB",
+                "on BGR); frames here are read as RGB",
         metrics=("psnr", "ssim"),
         quantize="round", psnr_eps=0.0, psnr_mse_floor=ASVFI_MSE_FLOOR, ssim="matlab",
         channel_order="bgr", average="pooled",

@@ -121,7 +121,7 @@ def load_model(path, overrides=None, weights_dir=None, model=None):
 
 def check_model_name(path, held, expected):
     if expected is not None and held != expected:
-        raise checkpoints.CheckpointError(f"{path}: holds a {held} checkpoint, not {expected}; pass --model {held}")
+        raise checkpoints.CheckpointError(f"{path}: holds a checkpoint of {held}, not {expected}; pass --model {held}")
 
 
 def is_flavr_release(obj):

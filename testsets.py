@@ -178,7 +178,8 @@ class VimeoSequences(FrameFolderSet):
     def list_samples(self):
         if not self.list_file.is_file():
             raise LayoutError(f"{self.name}: missing {self.list_file}; expected {self.layout}")
-        return [line.strip() for line in self.list_file.read_text().splitlines() if line.strip()]
+        # utf-8-sig: a list file saved by an editor that writes a byte-order mark reads the same
+        return [line.strip() for line in self.list_file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
     def input_files(self, sample_id):
         return [self.root / "sequences" / sample_id / f"im{n}.png" for n in self.frame_numbers]

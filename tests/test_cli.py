@@ -1,5 +1,6 @@
 """The entry points' shared wrapper (cli.run_entry_point): project errors as one message, warnings
 as one line, and SIGTERM unwinding the run like Ctrl-C."""
+import importlib
 import os
 import signal
 import subprocess
@@ -79,3 +80,18 @@ def test_an_error_from_a_data_loader_worker_prints_its_own_message(capsys):
     assert cli.run_entry_point(body) == 1
     assert capsys.readouterr().err == ("error: /data/v_X.avi: frames are 320x240 but the split CSV says 322x240; "
                                        "re-run prepare\n")
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_a_checkpoint_for_a_baseline_is_refused_rather_than_ignored(command, capsys):
+    module = importlib.import_module(command)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--model", "blend", "--checkpoint", "FLAVR_2x.pth"])
+    assert "--checkpoint does not apply to --model blend: it has no weights" in capsys.readouterr().err
+
+
+def test_a_protocol_without_frame_metrics_on_an_image_test_set_says_so(capsys):
+    with pytest.raises(SystemExit):
+        importlib.import_module("evaluate").parse_args(["--dataset", "vimeo-triplet", "--protocol", "stylegan-v"])
+    assert "--protocol stylegan-v defines fvd, which need videos; vimeo-triplet holds single target frames" in \
+        capsys.readouterr().err

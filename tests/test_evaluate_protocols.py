@@ -87,6 +87,7 @@ def test_flavr_protocol_on_its_ucf101_set_prints_the_paper_row(data, capsys):
     printed = capsys.readouterr().out
     assert f"PSNR {psnr:.2f} | SSIM {ssim:.3f}" in printed and "protocol flavr: reproduces tarun005/FLAVR@" in printed
     assert "centre 224x224 crop; raw float prediction;" in printed  # what this set's scoring did
+    assert "std and N over samples" in printed
 
 
 def test_a_protocol_on_videos_says_it_scored_the_8_bit_pngs_not_the_references_prediction(data, capsys):

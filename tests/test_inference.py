@@ -456,7 +456,7 @@ def test_a_checkpoint_of_the_other_model_is_refused_with_the_flag_to_pass(tmp_pa
     checkpoints.save({"model": "pervfi", "config": config, "state_dict": registry.build_model(config).state_dict(),
                       "epoch": 1}, pervfi_file)
     for model, path, held in (("pervfi", asvfi_file, "asvfi"), ("asvfi", pervfi_file, "pervfi")):
-        fails_with(capsys, re.escape(f"{path}: holds a {held} checkpoint, not {model}; pass --model {held}"),
+        fails_with(capsys, re.escape(f"{path}: holds a checkpoint of {held}, not {model}; pass --model {held}"),
                    "--model", model, "--weights", path, "--input", odd_video, "--output", tmp_path / "x.mp4")
 
 

@@ -81,7 +81,7 @@ def test_a_flavr_release_runs_as_flavr_with_no_training(flavr, scale, tmp_path):
     with torch.no_grad():
         pred = network.eval()(flavr["input"].transpose(0, 1))["pred"]
     assert (pred - flavr[f"output_{scale}x"].transpose(0, 1)).abs().max() <= 1e-5
-    with pytest.raises(checkpoints.CheckpointError, match="holds a asvfi checkpoint, not pervfi"):
+    with pytest.raises(checkpoints.CheckpointError, match="holds a checkpoint of asvfi, not pervfi"):
         load_model(path, model="pervfi")
 
 

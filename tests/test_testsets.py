@@ -150,3 +150,10 @@ def test_registry_and_model_fit(tmp_path):
         testsets.check_model_fits(4, triplets)
     with pytest.raises(ValueError, match="2 input frames .* flavr-ucf101"):
         testsets.check_model_fits(2, flavr)
+
+
+def test_a_list_file_saved_with_a_byte_order_mark_reads_the_same(tmp_path):
+    root = make_vimeo(tmp_path / "v")
+    listed = (root / "sep_testlist.txt").read_text()
+    (root / "sep_testlist.txt").write_text(listed, encoding="utf-8-sig")
+    assert testsets.VimeoSeptuplet(root).sample_ids == [line for line in listed.splitlines() if line.strip()]
