@@ -49,8 +49,8 @@ def load_module(path, name):
 
 
 def load_bench(name):
-    """bench/<name>.py as a module (bench files are scripts, not a package; their helpers are shared
-    this way without putting bench/ on sys.path, where bench/model.py would shadow model.py)."""
+    """bench/<name>.py as a module (bench/ is not a package; its helpers are shared this way without
+    putting bench/ on sys.path, where bench/model.py would shadow model.py)."""
     return load_module(BENCH_DIR / f"{name}.py", f"bench_{name}")
 
 
