@@ -29,6 +29,13 @@ class Job:
         return Path(log_dir) / f"{self.name.replace(' ', '_')}.log"
 
 
+def interpreter_args(command):
+    """A command's arguments for the interpreter: a repository script (main.py, ...) by its full
+    path, so that the job runs in the caller's folder, where its relative paths were meant."""
+    script = tools.REPO_DIR / command[0]
+    return [str(script), *command[1:]] if command[0].endswith(".py") and script.is_file() else list(command)
+
+
 def run_jobs(jobs, log_dir, slots=2):
     """Run the jobs `slots` at a time; raise naming the first script that failed and its log.
     Returns {job name: seconds}."""
@@ -45,7 +52,7 @@ def run_jobs(jobs, log_dir, slots=2):
         print("$ python " + " ".join(command), flush=True)
         out = subprocess.DEVNULL if job.quiet else None
         with open(job.log(log_dir), "a") as log:
-            proc = subprocess.Popen([sys.executable, *command], env=env, cwd=tools.REPO_DIR, stdout=out, stderr=log)
+            proc = subprocess.Popen([sys.executable, *interpreter_args(command)], env=env, stdout=out, stderr=log)
         running[job.name] = (job, remaining, command, proc)
 
     while pending or running:

@@ -60,3 +60,12 @@ def test_a_failed_job_is_named_with_the_end_of_its_log(tmp_path):
                                                    "sys.exit(3)"]])
     with pytest.raises(ASVFIError, match=r"failed \(exit 3\); the end of .*broken_step\.log:\nboom: no such file"):
         job_runner.run_jobs([failing], tmp_path / "logs")
+
+
+def test_jobs_run_in_the_callers_folder_where_their_relative_paths_were_meant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job_runner = tools.load_bench("_jobs")
+    here = job_runner.Job("where", [["-c", "import os; open('cwd.txt', 'w').write(os.getcwd())"],
+                                    ["main.py", "--help"]])  # a repository script, found from elsewhere
+    job_runner.run_jobs([here], "logs")
+    assert (tmp_path / "cwd.txt").read_text() == str(tmp_path) and (tmp_path / "logs" / "where.log").is_file()
