@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 DATA_ROOT ?= ../data/demo-160x120
 # The demo (`tools.py demo`): a small ASVFI trained with and without audio on the synthetic
 # audio-visual set at 160x120, the test split regenerated with both and three baselines, one table;
-# 3 to 6 minutes on 2 CPU cores. A second `make demo` trains again instead of stopping.
+# 2 to 5 minutes on 2 CPU cores. A second `make demo` trains again instead of stopping.
 
 # One stamp per torch choice, so `make test TORCH=...` reinstalls instead of reusing another build.
 TORCH_STAMP := $(VENV)/.installed-$(shell printf '%s %s' '$(TORCH)' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)

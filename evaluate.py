@@ -300,7 +300,8 @@ def score_sample(item, run, fvd_clips=None):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="asvfi", choices=list(registry.MODELS))
-    p.add_argument("-s", "--scale", type=int, default=2)
+    p.add_argument("-s", "--scale", type=int, default=None,
+                   help="the scale inference.py ran at (default: the one scale this run has frames of, else 2)")
     cli.add_run_flags(p)
     cli.add_checkpoint_flags(p)
     cli.add_data_flags(p)
@@ -341,7 +342,24 @@ def parse_args(argv=None):
     if not names:
         p.error("--metrics: none given")
     cli.refuse_checkpoint_for_baseline(p, args)
+    if args.scale is None:
+        args.scale = generated_scale(args, p)
     return args
+
+
+def generated_scale(args, parser):
+    """The scale of this run's generated frames when -s is not given: inference.py runs a checkpoint
+    at its trained scale (FLAVR_4x at 4x), so a run may have frames of 4x only; 2 when it has none."""
+    if is_testset(args):
+        return 2
+    run = runs.generated_run_of(args)
+    parent = runs.output_dir(args.data_root, args.model, 2, run).parent
+    tail = f"_{run}" if run else ""
+    scales = sorted(int(p.name[:len(p.name) - len(tail)]) for p in parent.glob(f"*{tail}") if p.is_dir()
+                    and p.name[:len(p.name) - len(tail)].isdigit()) if parent.is_dir() else []
+    if len(scales) > 1:
+        parser.error(f"{parent} holds frames of this run at {', '.join(f'{s}x' for s in scales)}: choose one with -s")
+    return scales[0] if scales else 2
 
 
 def is_testset(args):

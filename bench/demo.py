@@ -1,6 +1,6 @@
 """The demo end to end: does the sound help? Trained, generated and scored in one command (`make demo`).
 
-    python tools.py demo                                   # ../data/demo-160x120, 3-6 min on 2 CPU cores
+    python tools.py demo                                   # ../data/demo-160x120, 2-5 min on 2 CPU cores
     python tools.py demo --size 320x240 --data-root ../data/demo-320x240 --epochs 12
 
 1. generates the demo set at --size under --data-root (once);

@@ -629,3 +629,18 @@ def test_evaluating_outputs_of_a_checkpoint_that_changed_since_warns_and_says_so
     with pytest.warns(UserWarning, match=r"1 output\(s\) \(.*\) were made by .*run.pth before it last changed"):
         assert evaluate.main(scored) == 0
     assert "NOTE 1 output(s) were made by an earlier state of their checkpoint file" in capsys.readouterr().out
+
+
+def test_evaluate_scores_a_run_at_the_one_scale_inference_wrote(demo_root, tmp_path, capsys):
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none", scale=4))
+    release = tmp_path / "FLAVR_4x.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in network.state_dict().items()}}, release)
+    root = copy_demo(demo_root, tmp_path / "data")
+    common = ["--checkpoint", str(release), "--data-root", str(root), "--dataset", "demo", "--limit", "1"]
+    assert run(*common) == 0  # no -s: the release's 4x
+    assert evaluate.main([*common, "--metrics", "psnr", "--offline", "--out-dir", str(tmp_path)]) == 0
+    assert "4x: 1 of 1 scored" in capsys.readouterr().out
+    (runs.output_dir(root, "asvfi", 2, "FLAVR_4x")).mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        evaluate.parse_args([*common])
+    assert "holds frames of this run at 2x, 4x: choose one with -s" in capsys.readouterr().err
