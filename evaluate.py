@@ -486,7 +486,12 @@ def collect_items(args, protocol):
     return video_items(args, protocol, videos, out_root), extra, f"{model_label(args)}, {args.scale}x", scope
 
 
-def stale_outputs(args, items):
+def output_identities(items):
+    """{(category, video): the identity record of its output folder, or None}, read once per run."""
+    return {(item.category, item.video): identity.read_identity(item.out) for item in items}
+
+
+def stale_outputs(args, identities):
     """The outputs whose identity record names the checkpoint file this command names, as it was
     when they were made, not as it is now (main.py rewrites a run's checkpoint every epoch): they
     are not the current weights' frames."""
@@ -495,10 +500,10 @@ def stale_outputs(args, items):
         return []
     now = identity.file_identity(path)
     stale = []
-    for item in items:
-        made_by = (identity.read_identity(item.out) or {}).get("checkpoint")
+    for (category, video), record in identities.items():
+        made_by = (record or {}).get("checkpoint")
         if made_by and made_by["path"] == now["path"] and made_by != now:
-            stale.append(f"{item.category}/{item.video}")
+            stale.append(f"{category}/{video}")
     return stale
 
 
@@ -509,7 +514,7 @@ def warn_stale(stale, args):
                       f"Rerun inference.py to score the current weights.", stacklevel=2)
 
 
-def report_header(args, title, scope, csv_path, items, rows, stale):
+def report_header(args, title, scope, csv_path, identities, rows, stale):
     """What the summary says the numbers are of: the run, the set, the data, what made the scored
     outputs (their identity records) and which of them an earlier state of the checkpoint made."""
     scored = {eval_report.row_key(r) for r in rows if not r["error"]}
@@ -517,8 +522,7 @@ def report_header(args, title, scope, csv_path, items, rows, stale):
             "scale": args.scale, "dataset": args.dataset, "csv": str(csv_path), "scope": scope, "limit": args.limit,
             "unit": "sample" if is_testset(args) else "video", "data_root": str(Path(args.data_root).resolve()),
             "stale_outputs": stale,
-            "made_by": eval_report.made_by(identity.read_identity(i.out) for i in items
-                                           if (i.category, i.video) in scored)}
+            "made_by": eval_report.made_by(record for key, record in identities.items() if key in scored)}
 
 
 def evaluate(argv=None):
@@ -531,7 +535,8 @@ def evaluate(argv=None):
     with runtime.processes(args.device) as procs, ThreadPoolExecutor(READ_THREADS) as pool, \
             scoring_threads(procs.device):
         items, extra, title, scope = collect_items(args, protocol)
-        stale = stale_outputs(args, items) if procs.is_main else []
+        identities = output_identities(items) if procs.is_main else {}
+        stale = stale_outputs(args, identities)
         warn_stale(stale, args)
         built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
@@ -553,7 +558,7 @@ def evaluate(argv=None):
         if not procs.is_main:
             return 0
         rows = [r for r in results.rows if eval_report.row_key(r) in current]
-        header = report_header(args, title, scope, csv_path, items, rows, stale)
+        header = report_header(args, title, scope, csv_path, identities, rows, stale)
         summary = eval_report.summarize(rows, run, cache, header, extra)
         eval_report.write_summary(summary, csv_path)
         print(eval_report.format_table(summary), end="")
