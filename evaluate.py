@@ -352,12 +352,9 @@ def generated_scale(args, parser):
     at its trained scale (FLAVR_4x at 4x), so a run may have frames of 4x only; 2 when it has none."""
     if is_testset(args):
         return 2
-    run = runs.generated_run_of(args)
-    parent = runs.output_dir(args.data_root, args.model, 2, run).parent
-    tail = f"_{run}" if run else ""
-    scales = sorted(int(p.name[:len(p.name) - len(tail)]) for p in parent.glob(f"*{tail}") if p.is_dir()
-                    and p.name[:len(p.name) - len(tail)].isdigit()) if parent.is_dir() else []
+    scales = runs.generated_scales(args.data_root, args.model, runs.generated_run_of(args))
     if len(scales) > 1:
+        parent = runs.output_dir(args.data_root, args.model, 2).parent
         parser.error(f"{parent} holds frames of this run at {', '.join(f'{s}x' for s in scales)}: choose one with -s")
     return scales[0] if scales else 2
 

@@ -94,6 +94,14 @@ def output_dir(data_root, model, scale, run=None):
     return Path(data_root) / DISPLAY_NAMES[model] / "scale" / tail
 
 
+def generated_scales(data_root, model, run=None):
+    """The scales of which `output_dir` folders of this model and run exist, sorted."""
+    parent = output_dir(data_root, model, 2, run).parent
+    pattern = re.compile(r"(\d+)" + (re.escape(f"_{run}") if run else ""))
+    matches = (pattern.fullmatch(path.name) for path in parent.iterdir() if path.is_dir()) if parent.is_dir() else ()
+    return sorted(int(match[1]) for match in matches if match)
+
+
 def gt_dir(data_root, scale):
     return Path(data_root) / "GT" / "scale" / str(scale)
 
