@@ -103,9 +103,10 @@ def load_model(path, overrides=None, weights_dir=None, model=None):
     if pervfi.is_official_checkpoint(obj):
         check_model_name(path, "pervfi", model)
         return pervfi.load_official_checkpoint(obj, path, overrides, weights_dir)
-    if is_flavr_release(obj):
+    flavr_weights = flavr_release_weights(obj)
+    if flavr_weights is not None:
         check_model_name(path, "asvfi", model)
-        return load_flavr_release(obj, path, overrides)
+        return load_flavr_release(flavr_weights, path, overrides)
     checkpoint = checkpoints.as_training_checkpoint(obj, path)
     if not isinstance(checkpoint.get("config"), dict):
         raise checkpoints.CheckpointError(f"{path}: checkpoint has no model config, so the network cannot be "
@@ -124,21 +125,21 @@ def check_model_name(path, held, expected):
         raise checkpoints.CheckpointError(f"{path}: holds a checkpoint of {held}, not {expected}; pass --model {held}")
 
 
-def is_flavr_release(obj):
-    """A FLAVR checkpoint as its authors publish it: the video network's weights (bare or under
-    'state_dict', `module.` prefixes and all) and no config of ours."""
+def flavr_release_weights(obj):
+    """The state dict of a FLAVR checkpoint as its authors publish it (the video network's weights,
+    bare or under 'state_dict', `module.` prefixes stripped; no config of ours), else None."""
     if not isinstance(obj, dict) or "config" in obj:
-        return False
+        return None
     try:
-        return asvfi.is_flavr_state_dict(checkpoints.unwrap_state_dict(obj, "checkpoint"))
+        state_dict = checkpoints.unwrap_state_dict(obj, "checkpoint")
     except checkpoints.CheckpointError:
-        return False
+        return None
+    return state_dict if asvfi.is_flavr_state_dict(state_dict) else None
 
 
-def load_flavr_release(obj, path, overrides=None):
-    """(network, checkpoint) of a FLAVR release: ASVFI with the audio off, of the scale, depth, width
-    and encoder biases its weights have (asvfi.flavr_config), which is FLAVR's network exactly."""
-    state_dict = checkpoints.unwrap_state_dict(obj, path)
+def load_flavr_release(state_dict, path, overrides=None):
+    """(network, checkpoint) of a FLAVR release's weights: ASVFI with the audio off, of the scale,
+    depth, width and encoder biases they have (asvfi.flavr_config), which is FLAVR's network exactly."""
     config = {**asvfi.flavr_config(state_dict, path), **(overrides or {})}
     network = build_model(config)
     checkpoints.load_strict(network, state_dict, path, hint=asvfi.fit_hint(config))
