@@ -128,10 +128,11 @@ def resolve_defaults(args, parser):
     if args.overwrite and args.start_epoch:
         parser.error("--overwrite starts the run from scratch; it does not go with --start-epoch")
     args.dataset = cli.dataset_of(args)
+    recipe = testsets.TRAINING.get(args.dataset)
     if args.crop is None:
-        args.crop = testsets.TRAINING_CROP.get(args.dataset, VIDEO_TRAINING_CROP)
+        args.crop = recipe.crop if recipe else VIDEO_TRAINING_CROP
     if args.color_jitter is None:
-        args.color_jitter = testsets.COLOR_JITTER.get(args.dataset, 0.0)
+        args.color_jitter = recipe.color_jitter if recipe else 0.0
     if not 0 <= args.color_jitter < 1:
         parser.error(f"--color-jitter {args.color_jitter}: must be in [0, 1)")
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
@@ -163,7 +164,7 @@ def check_image_set_training(args, parser):
         parser.error(f"--dataset {args.dataset} has one target frame, midway between the central inputs: "
                      f"train with --scale 2, not {args.scale}")
     consumes = registry.consumes(train.model_config(args))
-    inputs = testsets.TRAINING_INPUTS[args.dataset]
+    inputs = testsets.TRAINING[args.dataset].inputs
     if consumes.input_frames[0] not in inputs:
         parser.error(f"--dataset {args.dataset} gives {' or '.join(map(str, sorted(inputs)))} input frames; "
                      f"--model {args.model} reads {consumes.input_frames[0]} (train a 2-frame model such as "

@@ -36,7 +36,6 @@ import dataset
 import protocols
 from utils import ASVFIError
 
-TRAINABLE = ("vimeo-septuplet", "vimeo-triplet")  # the sets with a training list: main.py trains on them
 
 
 class LayoutError(ASVFIError, ValueError):
@@ -303,15 +302,27 @@ class ImageSetWindows(dataset.EpochDraws):
         return np.stack(frames)
 
 
-# The inputs a model of n frames reads from each trainable set, and the flips its authors train with
-# (temporal reversal always): FLAVR's Vimeo transforms flip both ways; PerVFI's triplet loader
-# (src/train/data/dataloader.py) flips time only.
-TRAINING_INPUTS = {"vimeo-septuplet": VimeoSeptuplet.input_frames_for, "vimeo-triplet": {2: None}}
-TRAINING_FLIPS = {"vimeo-septuplet": {"hflip": True, "vflip": True}, "vimeo-triplet": {"hflip": False, "vflip": False}}
-# Both loaders also apply torchvision's ColorJitter(0.05, 0.05, 0.05, 0.05) (main.py --color-jitter)
-# and crop 256 (main.py --crop).
-COLOR_JITTER = {"vimeo-septuplet": 0.05, "vimeo-triplet": 0.05}
-TRAINING_CROP = {"vimeo-septuplet": 256, "vimeo-triplet": 256}
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How its authors' loader trains on a set with a training list.
+
+    inputs: {number of model inputs: reader options giving those frames}; hflip / vflip: the
+    spatial flips drawn (temporal reversal always is); crop and color_jitter: main.py's --crop and
+    --color-jitter defaults (torchvision's ColorJitter(j, j, j, j))."""
+    inputs: dict
+    hflip: bool
+    vflip: bool
+    crop: int = 256
+    color_jitter: float = 0.05
+
+
+# FLAVR's Vimeo transforms flip both ways; PerVFI's triplet loader (src/train/data/dataloader.py)
+# flips time only; both crop 256 and apply ColorJitter(0.05, 0.05, 0.05, 0.05).
+TRAINING = {"vimeo-septuplet": TrainingRecipe({n: {"input_frames": frames}
+                                               for n, frames in VimeoSeptuplet.input_frames_for.items()},
+                                              hflip=True, vflip=True),
+            "vimeo-triplet": TrainingRecipe({2: {}}, hflip=False, vflip=False)}
+TRAINABLE = tuple(TRAINING)  # the sets with a training list: main.py trains on them
 
 
 def training_windows(name, root, role, n_inputs, sampling):
@@ -321,14 +332,14 @@ def training_windows(name, root, role, n_inputs, sampling):
     triplets as PerVFI does (im1, im3 → im2), each with its authors' flips."""
     if name not in TRAINABLE:
         raise ValueError(f"{name}: not a set with a training list; trainable: {', '.join(TRAINABLE)}")
-    if n_inputs not in TRAINING_INPUTS[name]:
+    recipe = TRAINING[name]
+    if n_inputs not in recipe.inputs:
         raise ASVFIError(f"{name}: no input frames for a model of {n_inputs} inputs "
-                         f"(its models take {' or '.join(map(str, sorted(TRAINING_INPUTS[name])))})")
+                         f"(its models take {' or '.join(map(str, sorted(recipe.inputs)))})")
     split = {"train": "train", "val": "test"}[role]
-    options = {} if TRAINING_INPUTS[name][n_inputs] is None else {"input_frames": TRAINING_INPUTS[name][n_inputs]}
-    reader = open_testset(name, root, split=split, **options)
+    reader = open_testset(name, root, split=split, **recipe.inputs[n_inputs])
     if sampling.train:
-        sampling = dataclasses.replace(sampling, **TRAINING_FLIPS[name])
+        sampling = dataclasses.replace(sampling, hflip=recipe.hflip, vflip=recipe.vflip)
     return ImageSetWindows(reader, sampling)
 
 
