@@ -334,7 +334,8 @@ def ensure_demo(data_root, show_progress=True, **demo_options):
     with publish.exclusive(paths["videos"]):
         if not paths["split_csv"].is_file():
             build_demo(data_root, show_progress=show_progress, **demo_options)
-    _check_demo_shape(paths, demo_options.get("size"), demo_options.get("frames"))
+    if demo_options.get("size") or demo_options.get("frames"):  # the scripts ask for any demo
+        _check_demo_shape(paths, demo_options.get("size"), demo_options.get("frames"))
     return paths
 
 
