@@ -92,7 +92,8 @@ def build_parser():
                             "tokens (preset: on for pervfi, whose authors decay all; off for asvfi)")
     optim.add_argument("--scheduler", default=None, choices=["cosine", "onecycle", "plateau", "none"],
                        help="cosine: per epoch to 0 at --epochs; onecycle: per step; plateau: FLAVR's, halved "
-                            "after 5 epochs without a lower validation loss (preset: cosine asvfi, onecycle pervfi)")
+                            "when 6 epochs in a row bring no lower validation loss (patience 5) (preset: cosine "
+                            "asvfi, onecycle pervfi)")
     optim.add_argument("--gate-lr-mult", type=float, default=10.0,
                        help="learning-rate factor of ASVFI's audio gates (zero at init, they open slowly at 1)")
     optim.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 = off (preset)")

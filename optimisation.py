@@ -47,7 +47,7 @@ def build_optimizer(args, network):
 def build_scheduler(args, optimizer, steps_per_epoch):
     """(scheduler or None, steps every batch?). Cosine: once per epoch, from --lr to 0 at --epochs;
     one-cycle (PerVFI): every step over all --epochs; plateau (FLAVR's main.py): the rate halves
-    after 5 epochs without a lower validation loss (step_epoch gives it the loss)."""
+    when 6 epochs in a row bring no lower validation loss, patience 5 (step_epoch gives it the loss)."""
     if args.scheduler == "cosine":
         epochs = args.epochs
         return torch.optim.lr_scheduler.LambdaLR(
