@@ -447,7 +447,8 @@ class VFIWindows(EpochDraws):
         """
         if self.frames_root is not None:
             folder = runs.video_folder(self.frames_root, entry.path, entry.name)
-            return np.stack([video_io.read_png_frames(folder, j, j + 1)[0] for j in indices]), list(range(len(indices)))
+            return (np.stack([video_io.read_png(folder / video_io.png_name(j)) for j in indices]),
+                    list(range(len(indices))))
         first, last = min(indices), max(indices)
         span = video_io.read_frames(self.video_dir / entry.path, first, last + 1, self._frame_index(entry))
         if len(span) != last + 1 - first:
