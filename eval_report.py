@@ -239,7 +239,8 @@ def codes_of(rows):
     a row of a report written before rows recorded it, or code outside a git checkout)."""
     counts = {}
     for row in rows:
-        counts[row.get("code") or None] = counts.get(row.get("code") or None, 0) + 1
+        commit = row.get("code") or None
+        counts[commit] = counts.get(commit, 0) + 1
     return [{"commit": commit, "videos": n} for commit, n in counts.items()]
 
 
