@@ -143,6 +143,12 @@ class RAFTUpdateBlock(nn.Module):
         return 0.25 * self.mask(hidden)
 
 
+def full_precision(tensor):
+    """Autocast off on `tensor`'s device: RAFT builds and reads its correlation volume in the
+    features' full precision even under mixed precision (a bf16 matmul would round every cost)."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def all_pairs_correlation_pyramid(fmap1, fmap2, levels=4):
     """RAFT's 4D cost volume: <f1(p), f2(q)> / sqrt(C) for every pair, q average-pooled `levels` times.
 
@@ -229,7 +235,8 @@ class RAFT(FrozenFlowModule):
         batch = img0.shape[0]
         features = self.fnet(images)
         fmap1, fmap2 = features.to(torch.promote_types(features.dtype, torch.float32)).split(batch, 0)
-        pyramid = all_pairs_correlation_pyramid(fmap1, fmap2, self.corr_levels)
+        with full_precision(images):
+            pyramid = all_pairs_correlation_pyramid(fmap1, fmap2, self.corr_levels)
         hidden, context = self.cnet(images[:batch]).split([RAFT_HIDDEN, RAFT_CONTEXT], 1)
         hidden, context = torch.tanh(hidden), torch.relu(context)
         coords0 = pixel_grid(*fmap1.shape[-2:], device=images.device, dtype=fmap1.dtype).expand(batch, -1, -1, -1)
@@ -237,7 +244,8 @@ class RAFT(FrozenFlowModule):
         predictions = []
         for step in range(iters):
             coords1 = coords1.detach()
-            correlation = lookup_correlation(pyramid, coords1, self.corr_radius)
+            with full_precision(images):
+                correlation = lookup_correlation(pyramid, coords1, self.corr_radius)
             hidden, delta = self.update_block(hidden, context, correlation, coords1 - coords0)
             coords1 = coords1 + delta
             if return_all or step == iters - 1:

@@ -423,6 +423,24 @@ def test_raft_correlation_pyramid_and_window_order():
         torch.testing.assert_close(window[0, k, y, x], pyramid[0][y * 8 + x, 0, y + j - 1, x + i - 1])
 
 
+def test_raft_correlation_stays_full_precision_under_autocast(raft_net, monkeypatch):
+    """As the official RAFT, the cost volume and its lookups leave autocast: the encoders may run
+    in bf16, the correlation is built and sampled in fp32."""
+    seen = []
+
+    def recording_lookup(pyramid, coords, radius):
+        sampled = lookup(pyramid, coords, radius)
+        seen.append((pyramid[0].dtype, sampled.dtype))
+        return sampled
+
+    lookup = raft.lookup_correlation
+    monkeypatch.setattr(raft, "lookup_correlation", recording_lookup)
+    img0, img1 = torch.rand(2, 1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        estimate = raft_net(img0, img1, iters=2)
+    assert seen == [(torch.float32, torch.float32)] * 2 and torch.isfinite(estimate).all()
+
+
 def test_convex_upsampling_with_a_centre_mask_replicates_8x_flow():
     coarse = torch.randn(1, 2, 3, 4, generator=torch.Generator().manual_seed(4))
     mask = torch.full((1, 9, 8, 8, 3, 4), -50.0)
