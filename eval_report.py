@@ -60,55 +60,63 @@ class ResultsCSV:
     signature dict}; rows of other videos are kept as they are); cut-off rows, failed rows and stale
     rows are dropped and the file is rewritten atomically. `done` holds the keys already scored. An
     earlier report that records more metrics than `columns` keeps its columns (this run reports a
-    subset of them), provided no video with output is left to score. Only the writing process (rank 0)
-    passes write=True.
+    subset of them), provided no video with output is left to score. A recorded column without a
+    value in any kept row (a metric that was unavailable) holds nothing to keep and is dropped; with
+    no row kept the report takes this run's columns. Only the writing process (rank 0) passes
+    write=True.
     """
 
     def __init__(self, path, columns, current, restart=False, write=True):
-        self.path, self.columns, self.write = Path(path), list(columns), write
-        rows = [] if restart or not self.path.is_file() else self._read_previous()
+        self.path, self.write, columns = Path(path), write, list(columns)
+        recorded, rows = (columns, []) if restart or not self.path.is_file() else self._read_previous(columns)
         self.rows = [r for r in rows if row_key(r) not in current
                      or all(r[c] == str(current[row_key(r)][c]) for c in SIGNATURE)]
         self.done = {row_key(r) for r in self.rows}
-        if self.columns != list(columns):
-            self._check_nothing_to_score(current, columns)
+        self.columns = self._report_columns(recorded, columns)
+        left_out = [c for c in metric_columns(self.columns) if c not in columns]
+        if left_out:
+            self._check_nothing_to_score(current, left_out)
+        self.rows = [{c: r[c] for c in self.columns} for r in self.rows]  # without the dropped columns
         if write:
             utils.atomic_write_text(self.path, self._render(self.rows))
 
-    def _read_previous(self):
+    def _read_previous(self, columns):
+        """(header, finished rows) of the report on disk; an error when it is not this version's format."""
         text = self.path.read_text()
         complete = text[:text.rfind("\n") + 1] if not text.endswith("\n") else text
         reader = csv.DictReader(io.StringIO(complete))
         if reader.fieldnames is None:
-            return []
-        if list(reader.fieldnames) != self.columns:
-            self.columns = self._reusable(list(reader.fieldnames))
-        return [{"code": "", **row} for row in reader if not row["error"] and None not in row.values()]
+            return [], []
+        if metric_columns(reader.fieldnames) is None:
+            raise ASVFIError(f"{self.path} was written with columns {reader.fieldnames}, not this version's "
+                             f"{columns}; add --restart to start this report again.")
+        return reader.fieldnames, [{"code": "", **row} for row in reader
+                                   if not row["error"] and None not in row.values()]
 
-    def _reusable(self, recorded):
-        """The recorded metric columns in this version's header when they hold every metric column of
-        this run; an error saying what differs otherwise."""
+    def _report_columns(self, recorded, columns):
+        """The report's columns: the recorded metric columns this run reports or a kept row has a value
+        in, in their recorded order; this run's when no row is kept. An error when this run adds a
+        metric the kept rows lack."""
+        if not self.rows:
+            return columns
         have = metric_columns(recorded)
-        if have is None:
-            raise ASVFIError(f"{self.path} was written with columns {recorded}, not this version's "
-                             f"{self.columns}; add --restart to start this report again.")
-        new = [c for c in metric_columns(self.columns) if c not in have]
+        new = [c for c in metric_columns(columns) if c not in have]
         if new:
             raise ASVFIError(f"{self.path} records {', '.join(have)}; this run adds {', '.join(new)} (other "
                              f"--metrics or --flow). Drop those from --metrics to report from the recorded "
                              f"columns, or add --restart to score every video again with this run's metrics.")
-        return csv_columns(have)
+        return csv_columns(c for c in have if c in columns or any(row[c] != "" for row in self.rows))
 
-    def _check_nothing_to_score(self, current, columns):
+    def _check_nothing_to_score(self, current, left_out):
         """A run reporting a subset of the recorded metrics must not score a video: its row would lack
-        the other recorded metrics. Videos without output only get error rows, which are retried."""
+        the recorded metrics `left_out`. Videos without output only get error rows, which are retried."""
         todo = [f"{c}/{v}" for (c, v), sig in current.items() if (c, v) not in self.done and sig["out_digest"]]
         if todo:
-            others = [c for c in metric_columns(self.columns) if c not in columns]
             raise ASVFIError(f"{self.path}: {len(todo)} video(s) to score ({', '.join(todo[:3])}"
-                             f"{' …' if len(todo) > 3 else ''}), and the report also records {', '.join(others)}, "
-                             f"which this run's --metrics would leave out of their rows. Rerun with the metrics "
-                             f"it records to score them, or add --restart to start a report of this run's metrics.")
+                             f"{' …' if len(todo) > 3 else ''}), and the report "
+                             f"also records {', '.join(left_out)}, which this run's --metrics would leave out "
+                             f"of their rows. Rerun with the metrics it records to score them, or add --restart "
+                             f"to start a report of this run's metrics.")
 
     def _render(self, rows):
         buffer = io.StringIO()

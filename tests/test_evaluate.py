@@ -198,6 +198,11 @@ def test_unavailable_weights_are_listed_and_the_other_metrics_still_run(data, ca
     assert list(pd.read_csv(csv_path()).columns)[4:6] == ["psnr", "ssim"]
 
 
+def touch(frame):
+    """A new modification time: the output's fingerprint changes, so its video is to score again."""
+    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))
+
+
 def test_a_subset_of_the_recorded_metrics_is_reported_from_the_recorded_rows(data, capsys):
     root, _ = data
     assert run(root) == 0
@@ -212,13 +217,32 @@ def test_a_subset_of_the_recorded_metrics_is_reported_from_the_recorded_rows(dat
     assert run(root, metrics="ssim") == 1
     assert "2 of 3 scored, 1 missing output: Beta/v_Beta_g01_c01" in capsys.readouterr().out
     assert list(pd.read_csv(csv_path()).columns)[4:6] == ["psnr", "ssim"]
-    frame = out_root / "Alpha" / "v_Alpha_g01_c01" / "frame_00001.png"
-    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))  # new output: to score
+    touch(out_root / "Alpha" / "v_Alpha_g01_c01" / "frame_00001.png")  # new output: to score
     before = csv_path().read_text()
     assert run(root, metrics="ssim") == 1
     assert ("1 video(s) to score (Alpha/v_Alpha_g01_c01), and the report also records psnr"
             in capsys.readouterr().err)
     assert csv_path().read_text() == before
+
+
+def test_recorded_columns_without_a_value_do_not_stop_a_run_of_fewer_metrics(data, capsys):
+    """LPIPS unavailable offline leaves its column empty in every row: a later run without it scores
+    a video and drops the column, which held nothing. A report whose rows are all stale holds nothing
+    either: a run of other metrics starts it again."""
+    root, _ = data
+    assert run(root, metrics="psnr,lpips") == 0
+    assert (pd.read_csv(csv_path(), keep_default_na=False)["lpips"] == "").all()
+    out_root = runs.output_dir(root, "blend", SCALE)
+    touch(out_root / "Alpha" / "v_Alpha_g01_c01" / "frame_00001.png")
+    assert run(root, metrics="psnr") == 0
+    table = pd.read_csv(csv_path())
+    assert list(table.columns)[4:6] == ["psnr", "error"] and table["psnr"].notna().all() and len(table) == 3
+    assert "3 of 3 scored" in capsys.readouterr().out
+    for frame in out_root.glob("*/*/frame_00001.png"):  # every row stale: none kept
+        touch(frame)
+    assert run(root, metrics="ssim,lpips") == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table.columns)[4:7] == ["ssim", "lpips", "error"] and (table["ssim"] != "").all()
 
 
 def test_missing_output_or_ground_truth_folders_are_clear_errors(data, capsys):
