@@ -245,6 +245,21 @@ def test_recorded_columns_without_a_value_do_not_stop_a_run_of_fewer_metrics(dat
     assert list(table.columns)[4:7] == ["ssim", "lpips", "error"] and (table["ssim"] != "").all()
 
 
+def test_a_shortened_list_of_videos_says_how_many_it_leaves_out(data):
+    root, _ = data
+    assert run(root) == 0
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    videos = [f"Cat/v{k}" for k in range(8)]
+    summary.update(missing_output=videos, stale_outputs=videos)
+    table = eval_report.format_table(summary)
+    assert "8 missing output: Cat/v0, Cat/v1, Cat/v2, Cat/v3, Cat/v4 and 3 more\n" in table
+    assert ("NOTE 8 output(s) were made by an earlier state of their checkpoint file: Cat/v0, Cat/v1, Cat/v2, "
+            "Cat/v3, Cat/v4 and 3 more\n") in table
+    with pytest.warns(UserWarning, match=r"^8 output\(s\) \(Cat/v0, Cat/v1, Cat/v2 and 5 more\) were made by"):
+        evaluate.warn_stale(videos, evaluate.parse_args(["--model", "blend", "-s", "2"]))
+    assert eval_report.some_of(videos[:3], 3) == "Cat/v0, Cat/v1, Cat/v2"
+
+
 def test_missing_output_or_ground_truth_folders_are_clear_errors(data, capsys):
     root, _ = data
     shutil.rmtree(runs.output_dir(root, "blend", SCALE))
