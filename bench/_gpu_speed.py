@@ -242,4 +242,5 @@ def step_torchrun_main(check, results):
     finite = all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
     results["checkpoint_weights_finite"] = {"ok": bool(finite)}
     results["train_loss"] = saved["history"][-1]["train_loss"]
-    results["process_group"] = "none: runtime.processes joins a group only for WORLD_SIZE > 1 (the ddp step checks it)"
+    results["process_group"] = (f"{'nccl' if check.cuda else 'gloo'}, one process: torchrun sets WORLD_SIZE, so "
+                                "runtime.processes joins a group and train.py wraps the model in DDP")

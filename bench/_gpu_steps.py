@@ -37,6 +37,7 @@ COMPAT = tools.load_module(tools.REPO_DIR / "tests" / "compat.py", "fixture_comp
 TOLERANCES = {
     "asvfi_fp32_vs_cpu": 1e-3,  # TF32 off: other kernels, same math (observed ~1e-6 per layer)
     "asvfi_tf32_vs_cpu": 3e-2,  # CUDA's default fp32: TF32 convolutions keep 10 mantissa bits
+    "asvfi_fp32_grad_vs_cpu": 2e-3,  # worst parameter's ||g - g_cpu|| / ||g_cpu||, TF32 off (attention backward)
     "asvfi_bf16_vs_fp32": 6e-2,  # 8 mantissa bits through ~20 layers at FLAVR size, random weights
     "asvfi_fp16_vs_fp32": 1.5e-2,
     "pervfi_fp32_vs_reference": 1e-4,  # the fixture's suggested 1e-5 for a CPU port, x10 for GPU kernels
@@ -254,6 +255,27 @@ def gradient_check(network, loss_of, device, dtype):
             "ok": math.isfinite(loss.item()) and not missing and not bad}
 
 
+def fp32_gradients(network, batch):
+    """{name: gradient} of one fp32 training step's L1 loss (the weights are not updated)."""
+    network.train()
+    network.zero_grad(set_to_none=True)
+    l1_loss_of(network, batch)(network).backward()
+    grads = {name: p.grad.detach().double().cpu() for name, p in network.named_parameters() if p.grad is not None}
+    network.zero_grad(set_to_none=True)
+    return grads
+
+
+def gradient_difference(actual, expected):
+    """(worst relative difference ||a - b|| / ||b||, its parameter) over parameters; ||b|| is floored at
+    1e-3 of the largest gradient norm, so near-zero gradients compare on the network's scale. A
+    parameter with a gradient in one set only counts as 1."""
+    if set(actual) != set(expected):
+        return 1.0, sorted(set(actual) ^ set(expected))[0]
+    floor = 1e-3 * max(g.norm().item() for g in expected.values())
+    worst = max((((actual[k] - g).norm().item() / max(g.norm().item(), floor, 1e-30)), k) for k, g in expected.items())
+    return worst
+
+
 def l1_loss_of(network, batch):
     """loss(model) on the batch, for `network` or a wrapper of it (DDP)."""
     kwargs = BENCH_MODEL.audio_kwargs(network, batch)
@@ -262,7 +284,8 @@ def l1_loss_of(network, batch):
 
 # ----------------------------------------------------------------------------- correctness
 def step_asvfi_correctness(check, results):
-    """ASVFI with audio: the device's fp32 vs the CPU's, and bf16/fp16 autocast vs fp32."""
+    """ASVFI with audio: the device's fp32 output and gradients vs the CPU's, and bf16/fp16 autocast
+    outputs vs fp32."""
     cpu = torch.device("cpu")
     _, network = asvfi_pair(check, device=cpu)
     batch = asvfi_batch(check, check.sizes.check_size, 2, device=cpu)
@@ -272,6 +295,9 @@ def step_asvfi_correctness(check, results):
     results["parameters"] = sum(p.numel() for p in network.parameters())
     with strict_fp32():
         results["fp32_vs_cpu"] = within("asvfi_fp32_vs_cpu", difference(predict(on_device, moved), reference))
+        # the backward too: the fused attention kernels a GPU picks have their own gradient code
+        measured, worst = gradient_difference(fp32_gradients(on_device, moved), fp32_gradients(network, batch))
+        results["fp32_grad_vs_cpu"] = {**within("asvfi_fp32_grad_vs_cpu", measured), "worst": worst}
     fp32 = predict(on_device, moved)
     if check.cuda:
         results["tf32_vs_cpu"] = within("asvfi_tf32_vs_cpu", difference(fp32, reference))

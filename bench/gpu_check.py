@@ -1,6 +1,6 @@
 """Every CUDA path checked and timed in one bounded command; a markdown table and a JSON file.
 
-    python tools.py gpu-check --device cuda --out gpu-check     # a GPU machine, ~6 min (--budget-s 360)
+    python tools.py gpu-check --device cuda --out gpu-check     # a GPU machine, at most ~6 min
     python tools.py gpu-check --device cpu --tiny               # the same steps at tiny sizes (the test suite)
     python tools.py gpu-check --device cuda --only infer_speed,ddp --out gpu-check-2   # rerun some steps
 
@@ -58,20 +58,24 @@ class Step:
 
 
 STEPS = (
-    Step("asvfi_correctness", S.step_asvfi_correctness, (30, 15)),
-    Step("pervfi_correctness", S.step_pervfi_correctness, (30, 15)),
-    Step("metric_networks", S.step_metric_networks, (20, 10)),
-    Step("train_gradients", S.step_train_gradients, (30, 15)),
-    Step("train_speed", SPEED.step_train_speed, (60, 15)),
-    Step("infer_speed", SPEED.step_infer_speed, (80, 15)),
-    Step("data_loader", SPEED.step_data_loader, (60, 15)),
-    Step("ddp", SPEED.step_ddp, (40, 60), isolated=True),
-    Step("torchrun_main", SPEED.step_torchrun_main, (60, 60)),
-    Step("train_compile", SPEED.step_train_compile, (100, 10), cuda_only=ON_CUDA_ONLY, isolated=True),
+    Step("asvfi_correctness", S.step_asvfi_correctness, (25, 15)),
+    Step("pervfi_correctness", S.step_pervfi_correctness, (20, 15)),
+    Step("metric_networks", S.step_metric_networks, (15, 10)),
+    Step("train_gradients", S.step_train_gradients, (20, 15)),
+    Step("train_speed", SPEED.step_train_speed, (45, 15)),
+    Step("infer_speed", SPEED.step_infer_speed, (55, 15)),
+    Step("data_loader", SPEED.step_data_loader, (40, 15)),
+    Step("ddp", SPEED.step_ddp, (30, 60), isolated=True),
+    Step("torchrun_main", SPEED.step_torchrun_main, (45, 60)),
+    Step("train_compile", SPEED.step_train_compile, (65, 10), cuda_only=ON_CUDA_ONLY, isolated=True),
 )
 STEP_NAMES = tuple(step.name for step in STEPS)
+# The default overall budget is the sum of the full-size steps' budgets, so that no step starts
+# with less than its own budget because an earlier one took all of its.
+FULL_BUDGET_S = float(sum(step.budget[0] for step in STEPS))
 FAILED = ("fail", "error", "timeout")
 GRACE_S = 30.0  # past --budget-s, the watchdog stops a step that cannot be interrupted
+CHILD_REPORT_S = 10.0  # past an isolated step's deadline, for its child to write what it measured
 
 
 def parse_args(argv):
@@ -79,12 +83,16 @@ def parse_args(argv):
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: CUDA when present)")
     p.add_argument("--out", default=str(tools.REPO_DIR / ".cache" / "gpu-check"), help="folder of gpu_check.md/.json")
     p.add_argument("--tiny", action="store_true", help="tiny sizes (width 0.125, small frames, few reps)")
-    p.add_argument("--budget-s", type=float, default=360.0, help="overall time budget; later steps are skipped")
+    p.add_argument("--budget-s", type=float, default=FULL_BUDGET_S,
+                   help="overall time budget; later steps are skipped (default: the sum of the steps' budgets)")
     p.add_argument("--data-root", default=None,
                    help="where the demo set of the check's sizes is generated once (default: --out/data)")
     p.add_argument("--only", default=None, help=f"comma list of steps to run: {', '.join(STEP_NAMES)}")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # set for an isolated step's child
+    p.add_argument("--until", type=float, default=None, help=argparse.SUPPRESS)  # the child's deadline (time.time())
     args = p.parse_args(argv)
+    if args.until is not None:  # the child's budget counts from its parent's start of the step, not its own
+        args.budget_s = max(args.until - time.time(), 0.0)
     args.only = args.only.split(",") if args.only else list(STEP_NAMES)
     unknown = sorted(set(args.only) - set(STEP_NAMES))
     if unknown:
@@ -129,21 +137,28 @@ def run_in_process(step, check, results):
     return record
 
 
-def run_isolated(step, check, args):
-    """Run one step in a child process (`--only STEP --in-process`), killed when its time is up."""
+def isolated_command(step, check, args):
+    """The child's command line: the step alone, with the step's deadline as a wall-clock time
+    (the child's start-up counts against it) so that it stops itself and reports in time."""
     child_out = check.out / step.name
-    command = [sys.executable, str(tools.REPO_DIR / "tools.py"), "gpu-check", "--only", step.name, "--in-process",
-               "--out", str(child_out), "--device", str(check.device), "--data-root", str(check.data_root),
-               "--budget-s", str(max(check.seconds_left(), 1)), *(["--tiny"] if args.tiny else [])]
-    report = child_out / "gpu_check.json"
+    return [sys.executable, str(tools.REPO_DIR / "tools.py"), "gpu-check", "--only", step.name, "--in-process",
+            "--out", str(child_out), "--device", str(check.device), "--data-root", str(check.data_root),
+            "--until", repr(time.time() + max(check.seconds_left(), 0)), *(["--tiny"] if args.tiny else [])]
+
+
+def run_isolated(step, check, args):
+    """Run one step in a child process (`--only STEP --in-process`): it stops at the step's deadline
+    with its partial results; one still running CHILD_REPORT_S later (a hung kernel) is killed."""
+    report = check.out / step.name / "gpu_check.json"
     report.unlink(missing_ok=True)  # a report left by an earlier run is not this child's
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, cwd=tools.REPO_DIR, capture_output=True, text=True,
-                              timeout=max(check.seconds_left(), 1))
+        done = subprocess.run(isolated_command(step, check, args), cwd=tools.REPO_DIR, capture_output=True,
+                              text=True, timeout=max(check.seconds_left(), 0) + CHILD_REPORT_S)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "seconds": time.perf_counter() - started, "results": {},
-                "error": f"killed after {time.perf_counter() - started:.0f} s (its budget)"}
+                "error": f"killed after {time.perf_counter() - started:.0f} s (its budget and "
+                         f"{CHILD_REPORT_S:.0f} s to report)"}
     if not report.is_file():
         return {"status": "error", "seconds": time.perf_counter() - started, "results": {},
                 "error": f"the child process (exit {done.returncode}) wrote no report: {done.stderr[-1500:]}"}
@@ -161,6 +176,9 @@ def run_steps(steps, check, args, records=None):
         left = budget_end - time.perf_counter()
         if step.cuda_only and not check.cuda:
             records[step.name] = {"status": "skip", "note": step.cuda_only, "seconds": 0.0, "results": {}}
+        elif left <= 0 and args.in_process:  # an isolated step's child that started too late
+            records[step.name] = {"status": "timeout", "seconds": 0.0, "results": {},
+                                  "error": "its budget was spent starting its child process"}
         elif left <= 0:
             records[step.name] = {"status": "skip", "note": f"overall budget of {args.budget_s:.0f} s spent",
                                   "seconds": 0.0, "results": {}}

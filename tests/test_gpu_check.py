@@ -6,6 +6,7 @@ import math
 import time
 
 import pytest
+import torch
 
 import tools
 
@@ -104,12 +105,29 @@ def test_runner_records_errors_timeouts_failures_and_the_overall_budget(tmp_path
     assert spent["fine"]["status"] == "skip" and "budget" in spent["fine"]["note"]
 
 
-def test_an_isolated_step_is_killed_at_its_budget(tmp_path):
+def test_an_isolated_step_that_does_not_report_in_time_is_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(GPU_CHECK, "CHILD_REPORT_S", 0.0)  # the child cannot even start in 0.5 s
     step = GPU_CHECK.Step("metric_networks", STEPS.step_metric_networks, (0.5, 0.5), isolated=True)
     args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
     started = time.perf_counter()
     record = GPU_CHECK.run_steps([step], GPU_CHECK.make_check(args), args)["metric_networks"]
     assert record["status"] == "timeout" and "killed" in record["error"] and time.perf_counter() - started < 5
+
+
+def test_an_isolated_steps_child_keeps_the_steps_deadline_and_reports_when_it_is_spent(tmp_path):
+    """The child gets the step's deadline as a wall-clock time, so its start-up counts against it:
+    it stops itself in time and its record (here: budget spent while starting) reaches the parent."""
+    args = GPU_CHECK.parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    check = GPU_CHECK.make_check(args)
+    step = GPU_CHECK.Step("metric_networks", STEPS.step_metric_networks, (0.5, 0.5), isolated=True)
+    timed = GPU_CHECK.dataclasses.replace(check, deadline=time.perf_counter() + 20)
+    command = GPU_CHECK.isolated_command(step, timed, args)
+    until = float(command[command.index("--until") + 1])
+    assert abs(until - (time.time() + 20)) < 1
+    child = GPU_CHECK.parse_args([*command[3:]])
+    assert child.in_process and child.only == ["metric_networks"] and 18 < child.budget_s <= 20
+    record = GPU_CHECK.run_steps([step], check, args)["metric_networks"]
+    assert record["status"] == "timeout" and "starting its child" in record["error"], record
 
 
 def test_the_watchdog_records_the_running_step_writes_the_report_and_exits(tmp_path):
@@ -191,3 +209,15 @@ def test_bench_infer_measures_in_a_worker_started_through_tools_py(tmp_path, cap
     assert tools.main(["bench-infer", "--width", "0.125", "--sizes", "32x32", "--windows", "1", "--lengths", "",
                        "--work", str(tmp_path)]) == 0
     assert "    32x32       1 " in capsys.readouterr().out
+
+
+def test_gradient_difference_finds_the_parameter_whose_gradient_is_wrong():
+    expected = {"big": torch.full((4,), 2.0), "small": torch.full((3,), 1e-6), "slope": torch.tensor([0.5])}
+    assert STEPS.gradient_difference(dict(expected), expected)[0] == 0.0
+    wrong_slope = {**expected, "slope": torch.tensor([0.4])}
+    measured, worst = STEPS.gradient_difference(wrong_slope, expected)
+    assert worst == "slope" and measured == pytest.approx(0.2)
+    # a near-zero gradient is judged on the network's scale (1e-3 of the largest norm), not its own
+    noisy_small = {**expected, "small": torch.full((3,), 2e-6)}
+    assert STEPS.gradient_difference(noisy_small, expected)[0] < 1e-3  # on its own scale: 1.0
+    assert STEPS.gradient_difference({"big": expected["big"]}, expected) == (1.0, "slope")
