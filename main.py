@@ -62,7 +62,8 @@ def build_parser():
                        help="how a fresh audio fusion adds zero (default zero_gate: zero gates, with "
                             "--gate-lr-mult; zero_out: zero output projections, for ablations)")
     model.add_argument("--pretrained", default=None, metavar="PATH",
-                       help="FLAVR checkpoint loaded into the ASVFI video branch before training")
+                       help="starting weights: a FLAVR release (into the video branch; the audio branch "
+                            "fresh) or an ASVFI checkpoint of main.py (whole, or its video branch if it has no audio)")
 
     data = cli.add_data_flags(p)
     data.add_argument("--crop", type=int, default=None,

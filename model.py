@@ -428,11 +428,19 @@ def encoder_width(state_dict, source):
                                       f"FLAVR's {list(ENCODER_CHANNELS)}")
 
 
-def load_flavr_weights(model, path):
-    """Load a FLAVR checkpoint (`--pretrained`) into the video branch; the audio branch keeps its init.
+def load_pretrained(model, path):
+    """`--pretrained`: starting weights from a FLAVR release or from a checkpoint main.py wrote.
 
-    Accepts a bare state_dict or a dict with 'state_dict'; `module.` prefixes are stripped. The
-    video branch must match exactly; errors name the file and the offending keys.
+    Weights of the video network alone (a FLAVR release, bare or under 'state_dict', `module.`
+    prefixes stripped; an `--audio none` run) fill the video branch, and the audio branch keeps
+    its init; weights with an audio branch (an ASVFI run with audio) fill the whole network.
+    Either must match exactly; errors name the file and the offending keys.
     """
-    return checkpoints.load_strict(model, checkpoints.load_state_dict(path), path,
-                                   keys=set(video_branch_keys(model)), hint=fit_hint(model.config))
+    obj = checkpoints.load_file(path)
+    held = obj.get("model", "asvfi") if isinstance(obj, dict) and "config" in obj else "asvfi"
+    if held != "asvfi":
+        raise checkpoints.CheckpointError(f"{path}: holds a checkpoint of {held}; --pretrained takes a FLAVR "
+                                          f"release or an ASVFI checkpoint (resume a {held} run with --start_epoch)")
+    state_dict = checkpoints.unwrap_state_dict(obj, path)
+    keys = set(video_branch_keys(model)) if is_flavr_state_dict(state_dict) else None  # None: all the model's
+    return checkpoints.load_strict(model, state_dict, path, keys=keys, hint=fit_hint(model.config))

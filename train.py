@@ -229,7 +229,7 @@ def model_config(args):
 def build_network(args, config, device):
     network = registry.build_model(config, weights_dir=args.weights_dir)
     if args.pretrained:
-        asvfi.load_flavr_weights(network, args.pretrained)
+        asvfi.load_pretrained(network, args.pretrained)
     return network.to(device)
 
 

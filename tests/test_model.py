@@ -7,7 +7,7 @@ from compat import load_fixture, recipe_state
 import checkpoints
 import model as asvfi
 import registry
-from model import AudioFusion, LogMel, default_config, load_flavr_weights
+from model import AudioFusion, LogMel, default_config, load_pretrained
 from registry import build_model, load_model
 from utils import ASVFIError
 
@@ -91,21 +91,47 @@ def test_released_flavr_checkpoint_with_module_prefix_loads(tmp_path):
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
     target = build_model(tiny_config(audio="mel"))
     audio_before = {k: v.clone() for k, v in target.state_dict().items() if k.startswith("audio.")}
-    load_flavr_weights(target, path)
+    load_pretrained(target, path)
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value), key
     for key, value in audio_before.items():
         assert torch.equal(target.state_dict()[key], value), key
     # A bare state_dict (no wrapper dict) loads too.
     torch.save(source.state_dict(), tmp_path / "bare.pth")
-    load_flavr_weights(build_model(tiny_config(audio="none")), tmp_path / "bare.pth")
+    load_pretrained(build_model(tiny_config(audio="none")), tmp_path / "bare.pth")
+
+
+def test_pretrained_takes_an_asvfi_checkpoint_whole_or_its_video_branch(tmp_path):
+    """main.py's own checkpoints start a new run too: one with audio fills the whole network, one
+    of an --audio none run the video branch (as a FLAVR release); another model's is refused."""
+    torch.manual_seed(0)
+    source = build_model(tiny_config(audio="mel"))
+    with torch.no_grad():
+        for gate in source.audio.gates():
+            gate.fill_(0.3)  # trained gates, unlike a fresh model's zeros
+    path = tmp_path / "adamw_6e-4_best.pth"
+    torch.save({"model": "asvfi", "config": source.config, "epoch": 5, "state_dict": source.state_dict()}, path)
+    target = build_model(tiny_config(audio="mel"))
+    load_pretrained(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    video_only = build_model(tiny_config(audio="none"))
+    torch.save({"model": "asvfi", "config": video_only.config, "state_dict": video_only.state_dict()}, path)
+    fresh = build_model(tiny_config(audio="mel"))
+    audio_before = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith("audio.")}
+    load_pretrained(fresh, path)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in audio_before.items())
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in video_only.state_dict().items())
+    torch.save({"model": "pervfi", "config": {}, "state_dict": video_only.state_dict()}, path)
+    with pytest.raises(checkpoints.CheckpointError, match="holds a checkpoint of pervfi; --pretrained takes"):
+        load_pretrained(build_model(tiny_config()), path)
 
 
 def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp_path):
     path = tmp_path / "FLAVR_4x.pth"
     torch.save({"state_dict": build_model(tiny_config(scale=4, audio="none")).state_dict()}, path)
     with pytest.raises(checkpoints.CheckpointError) as error:
-        load_flavr_weights(build_model(tiny_config(scale=2)), path)
+        load_pretrained(build_model(tiny_config(scale=2)), path)
     message = str(error.value)
     assert str(path) in message and "17 unexpected keys" in message and "encoder.layer1.0.conv1.0.bias" in message
     assert "outconv.1.weight" in message  # 9 vs 3 output channels
