@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+import prepare
 import runs
 import video_io
-from utils import AUDIO_RATE, MEL_HOP, ASVFIError
+from utils import AUDIO_RATE, MEL_HOP, ASVFIError, some_of
 
 SCALES = (2, 4, 8)
 WAVEFORM_CACHE_SIZE = 8  # decoded waveforms kept per worker when there is no 16 kHz cache file
@@ -313,6 +314,16 @@ def _as_bool(value):
     return bool(value) and not (isinstance(value, float) and math.isnan(value))
 
 
+def refuse_changed_videos(paths, csv_path, rows):
+    """A DataError before any epoch when a video changed after prepare read it: its windows would
+    fail (or differ) mid-training."""
+    changed = prepare.changed_since_prepare(paths, [row.path for row in rows])
+    if changed:
+        listing = some_of([str(paths["videos"] / path) for path in changed], 3)
+        raise DataError(f"{csv_path}: {len(changed)} video(s) changed since prepare read them (size or modification "
+                        f"time): {listing}; re-run prepare for this data set")
+
+
 # ----------------------------------------------------------------------------- the dataset
 class VFIWindows(EpochDraws):
     """Windows of one split of `--dataset {ucf101,demo}` under data_root (see module docstring).
@@ -342,7 +353,9 @@ class VFIWindows(EpochDraws):
         if not all_rows:
             raise DataError(f"{self.csv_path}: no videos listed")
         self.audio_samples = int(audio_samples or audio_samples_for(min(r.fps for r in all_rows), self.scale))
-        self.videos, self.skipped = self._usable_videos([r for r in all_rows if r.split == split])
+        rows = [r for r in all_rows if r.split == split]
+        refuse_changed_videos(paths, self.csv_path, rows)
+        self.videos, self.skipped = self._usable_videos(rows)
         self.eval_windows = [] if self.train else [
             (v, start) for v, entry in enumerate(self.videos)
             for start in evaluation_starts(entry.n_frames, self.scale, sampling.max_windows_per_video)]

@@ -38,13 +38,6 @@ def format_value(value):
     return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
 
 
-def some_of(names, shown):
-    """The first `shown` names and how many more there are: 'A/a, A/b and 3 more'."""
-    names = list(names)
-    rest = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
-
-
 def row_key(row):
     return row["category"], row["video"]
 
@@ -119,7 +112,7 @@ class ResultsCSV:
         the recorded metrics `left_out`. Videos without output only get error rows, which are retried."""
         todo = [f"{c}/{v}" for (c, v), sig in current.items() if (c, v) not in self.done and sig["out_digest"]]
         if todo:
-            raise ASVFIError(f"{self.path}: {len(todo)} video(s) to score ({some_of(todo, 3)}), and the report "
+            raise ASVFIError(f"{self.path}: {len(todo)} video(s) to score ({utils.some_of(todo, 3)}), and the report "
                              f"also records {', '.join(left_out)}, which this run's --metrics would leave out "
                              f"of their rows. Rerun with the metrics it records to score them, or add --restart "
                              f"to start a report of this run's metrics.")
@@ -274,7 +267,7 @@ def count_line(summary):
                        ("outside_set", "output(s) outside the scored set")):
         if summary[key]:
             shown = [item.split(": ")[0] for item in summary[key]]
-            parts.append(f"{len(shown)} {label}: {some_of(shown, 5)}")
+            parts.append(f"{len(shown)} {label}: {utils.some_of(shown, 5)}")
     return ", ".join(parts)
 
 
@@ -306,7 +299,7 @@ def format_table(summary):
     lines += weights_lines(summary)
     if summary.get("stale_outputs"):
         lines.append(f"NOTE {len(summary['stale_outputs'])} output(s) were made by an earlier state of their "
-                     f"checkpoint file: {some_of(summary['stale_outputs'], 5)}")
+                     f"checkpoint file: {utils.some_of(summary['stale_outputs'], 5)}")
     lines += [f"FAILED {failure}" for failure in summary["failed"]]
     return "\n".join(lines) + "\n"
 

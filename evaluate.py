@@ -506,7 +506,7 @@ def stale_outputs(args, identities):
 
 def warn_stale(stale, args):
     if stale:
-        warnings.warn(f"{len(stale)} output(s) ({eval_report.some_of(stale, 3)}) were made "
+        warnings.warn(f"{len(stale)} output(s) ({utils.some_of(stale, 3)}) were made "
                       f"by {runs.checkpoint_file_of(args)} before it last changed; they are scored as they are. "
                       f"Rerun inference.py to score the current weights.", stacklevel=2)
 

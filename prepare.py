@@ -103,6 +103,26 @@ def _load_prepare_cache(path):
         return {}
 
 
+def prepare_key(path):
+    """What prepare records of a video file to know it unchanged: [size, mtime in ns]."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def changed_since_prepare(paths, relatives):
+    """The videos (paths relative to paths["videos"]) whose file is not the one prepare read (size
+    or mtime differ): their split CSV row and cached audio and frame index describe another file.
+    A video prepare has no record of, or whose file is gone (its frames extracted), is not counted."""
+    cache = _load_prepare_cache(paths["cache"])
+    changed = []
+    for relative in relatives:
+        recorded = cache.get(relative, {}).get("key")
+        file = paths["videos"] / relative
+        if recorded is not None and file.is_file() and prepare_key(file) != recorded:
+            changed.append(relative)
+    return changed
+
+
 def frames_wanted(has_audio, extract_frames, require_audio):
     """PNG frames are extracted only for videos the split keeps (UCF-101: about half has no sound)."""
     return extract_frames and (has_audio or not require_audio)
@@ -225,8 +245,7 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     listing = _list_videos(folder)
     names = video_names(listing)  # over every file, kept or not: a name never changes with a sibling's fate
     for relative in progress(listing, "prepare", show_progress):
-        stat = (folder / relative).stat()
-        key = [stat.st_size, stat.st_mtime_ns]
+        key = prepare_key(folder / relative)
         entry = cache.get(relative)
         if entry and entry["key"] == key and _cache_complete(entry, relative, names[relative], paths,
                                                              extract_frames, require_audio):

@@ -82,6 +82,13 @@ def check_frame_pair(pred, ref, name):
                          f"got {tuple(pred.shape)} and {tuple(ref.shape)}")
 
 
+def some_of(names, shown):
+    """The first `shown` names and how many more there are: 'A/a, A/b and 3 more'."""
+    names = list(names)
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
 def progress(items, desc, show=True, unit="video", **options):
     """The project's tqdm bar over `items` (None: updated by hand, give `total`); silent with
     show=False; `options` go to tqdm (total, leave, unit_scale)."""

@@ -22,6 +22,7 @@ import inference
 import metrics
 import publish
 import runs
+import utils
 import video_io
 import weights
 
@@ -257,7 +258,7 @@ def test_a_shortened_list_of_videos_says_how_many_it_leaves_out(data):
             "Cat/v3, Cat/v4 and 3 more\n") in table
     with pytest.warns(UserWarning, match=r"^8 output\(s\) \(Cat/v0, Cat/v1, Cat/v2 and 5 more\) were made by"):
         evaluate.warn_stale(videos, evaluate.parse_args(["--model", "blend", "-s", "2"]))
-    assert eval_report.some_of(videos[:3], 3) == "Cat/v0, Cat/v1, Cat/v2"
+    assert utils.some_of(videos[:3], 3) == "Cat/v0, Cat/v1, Cat/v2"
 
 
 def test_missing_output_or_ground_truth_folders_are_clear_errors(data, capsys):

@@ -427,6 +427,25 @@ def test_prepared_frame_index_spares_training_the_scan_and_follows_file_changes(
     assert len(rebuilt["pts"]) == 30 and rebuilt["key"] == [changed.stat().st_size, 1]
 
 
+def test_a_video_changed_since_prepare_stops_training_before_the_first_epoch(demo_root, tmp_path):
+    """Its split CSV row (frame count) and cached audio describe the file prepare read: rather than
+    fail when a window reaches it, the data set refuses at once, naming it; prepare again fixes it."""
+    import dataset
+    root = copy_demo(demo_root, tmp_path)
+    prepare.prepare(root, "demo", show_progress=False)
+    relative = "BouncingBall/v_BouncingBall_g02_c01.avi"
+    changed = root / "demo" / relative
+    demo_data.make_demo_clip(changed, seed=99, kinds=("impacts",), frames=30)
+    os.utime(changed, ns=(1, 1))
+    paths = runs.dataset_paths(root, "demo")
+    assert prepare.changed_since_prepare(paths, [relative, "PulsingDisc/v_PulsingDisc_g03_c01.avi"]) == [relative]
+    split = pd.read_csv(paths["split_csv"]).set_index("path").loc[relative, "split"]
+    with pytest.raises(dataset.DataError, match=f"1 video\\(s\\) changed since prepare.*{changed}.*re-run prepare"):
+        dataset.VFIWindows(root, "demo", split, 2, dataset.Sampling(train=True))
+    prepare.prepare(root, "demo", show_progress=False)
+    assert len(dataset.VFIWindows(root, "demo", split, 2, dataset.Sampling(train=True))) > 0
+
+
 def torch_equal(a, b, keys):
     import torch
     return all(torch.equal(a[key], b[key]) for key in keys)
