@@ -5,7 +5,8 @@
     cli.add_checkpoint_flags(parser)   # --epoch --checkpoint (alias --weights): which checkpoint of the run
     cli.add_data_flags(parser)         # --data-root --dataset
     cli.add_machine_flags(parser)      # --device --weights-dir --out-dir
-    sys.exit(cli.run_entry_point(main_body, argv))   # ASVFIError -> "error: ..." on stderr, status 1
+    sys.exit(cli.run_entry_point(main_body, argv))   # ASVFIError -> "error: ..." on stderr, status 1;
+                                                     # SIGTERM -> one "stopped (SIGTERM)..." line, status 143
 
 Flags are hyphenated; the seed's documented underscore spellings (--start_epoch, --random_seed,
 --batch_size) stay as aliases. `--dataset` means the same in every script: which data set under
@@ -111,15 +112,33 @@ def dataset_of(args):
     return args.dataset or runs.default_dataset(args.data_root)
 
 
+class Stopped(SystemExit):
+    """A run stopped from outside: SIGTERM (sigterm_unwinds raises it), or Ctrl-C where a script turns
+    its KeyboardInterrupt into one. It exits with status 128 + the signal number, and run_entry_point
+    prints it as one line, `stopped (<cause>)` followed by the notes added on the way up (what a
+    script knows of where it stopped, e.g. the epoch its last checkpoint holds)."""
+
+    def __init__(self, signum):
+        super().__init__(128 + signum)
+        self.cause = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+    def line(self):
+        notes = "; ".join(getattr(self, "__notes__", ()))
+        return f"stopped ({self.cause})" + (f": {notes}" if notes else "")
+
+
 def run_entry_point(body, argv=None):
     """Run a script's body; a project error becomes a one-line message and exit status 1, warnings
-    print as one line each, and SIGTERM unwinds it like Ctrl-C."""
+    print as one line each, and SIGTERM unwinds it like Ctrl-C, ending with one `stopped` line."""
     try:
         with sigterm_unwinds(), one_line_warnings():
             return body(argv)
     except ASVFIError as error:
         print(f"error: {user_message(error)}", file=sys.stderr)
         return 1
+    except Stopped as stop:
+        print(stop.line(), file=sys.stderr)
+        raise
 
 
 def user_message(error):
@@ -133,9 +152,9 @@ def user_message(error):
 
 @contextlib.contextmanager
 def sigterm_unwinds():
-    """Within the block SIGTERM (a cluster's time limit, `kill`) raises SystemExit(143) instead of
-    ending the process where it stands, so `finally` blocks remove temporary files and release
-    output locks. Signals reach only the main thread; elsewhere nothing changes."""
+    """Within the block SIGTERM (a cluster's time limit, `kill`) raises Stopped, a SystemExit(143),
+    instead of ending the process where it stands, so `finally` blocks remove temporary files and
+    release output locks. Signals reach only the main thread; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -176,4 +195,4 @@ def one_line(message, category, filename, lineno, line=None):
 
 
 def exit_on_signal(signum, frame):
-    raise SystemExit(128 + signum)
+    raise Stopped(signum)
