@@ -4,7 +4,13 @@ seed → data (DistributedSampler, also in a single process, so the shuffling is
 seed and the epoch) → network from its config → optimiser + scheduler → (resume) → epochs of
 training steps, each followed by validation (loss, PSNR, SSIM on the val windows, summed over
 processes) → checkpoints, curves and a log written by process 0 while the others wait. A run that already has
-outputs is only continued (`--start_epoch`) or, with `--overwrite`, started again.
+outputs is only continued (`--start_epoch`) or, with `--overwrite`, started again. Process 0 holds the
+run's lock while it trains, so a second process starting the same run stops at once.
+
+The latest checkpoint is an epoch's commit point: the best checkpoint, snapshot, log and curves are
+written first and it last, so a stop anywhere (SIGTERM, Ctrl-C, kill -9) leaves the run at an epoch
+that a resume continues from, redoing the interrupted one whole. A stop ends with one line naming
+the epoch the latest checkpoint holds and the `--start-epoch` that resumes it.
 
 Checkpoints are plain dicts loadable with `torch.load(weights_only=True)`: model, config,
 state_dict (no `module.` prefix), optimizer, scheduler, scaler, epoch (finished epochs),
@@ -15,10 +21,17 @@ one go and 1 epoch + `--start_epoch 1` produce the same weights.
 A non-finite loss (training or validation) stops the run before anything is written, so the
 last good checkpoint stays as it was.
 """
+import contextlib
+import fcntl
 import math
+import os
 import random
+import re
+import shutil
+import signal
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +42,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 import checkpoints
+import cli
 import losses
 import metrics
 import model as asvfi
 import optimisation
 import prepare
+import publish
 import registry
 import runs
 import runtime
@@ -267,23 +282,23 @@ def train_one_epoch(state, criterion, loader, steps, run, epoch):
     args, procs = run.args, run.procs
     state.model.train()
     sums = np.zeros(1 + len(criterion.names))
-    bar = utils.progress(None, f"epoch {epoch + 1}/{args.epochs}", show=procs.is_main, unit="step",
-                         total=steps, leave=False)
-    for step, batch in enumerate(loader):
-        if step == steps:
-            break
-        batch = to_device(batch, procs.device)
-        out = predict(state.model, batch, args.amp, procs.device, target=batch["targets"])
-        loss, terms = criterion(out, batch["targets"])
-        values = np.array(procs.sum([float(loss.detach())] + [terms[n] for n in criterion.names])) / procs.world
-        if not math.isfinite(values[0]):
-            stop_on_non_finite(values[0], f"epoch {epoch + 1}, step {step + 1}", criterion.names, values[1:],
-                               run.paths)
-        optimisation_step(state, loss, args.grad_clip)
-        sums += values
-        bar.update()
-        bar.set_postfix(loss=f"{values[0]:.4f}")
-    bar.close()
+    # closed on the way out too, so a stop's message starts on a line of its own
+    with utils.progress(None, f"epoch {epoch + 1}/{args.epochs}", show=procs.is_main, unit="step",
+                        total=steps, leave=False) as bar:
+        for step, batch in enumerate(loader):
+            if step == steps:
+                break
+            batch = to_device(batch, procs.device)
+            out = predict(state.model, batch, args.amp, procs.device, target=batch["targets"])
+            loss, terms = criterion(out, batch["targets"])
+            values = np.array(procs.sum([float(loss.detach())] + [terms[n] for n in criterion.names])) / procs.world
+            if not math.isfinite(values[0]):
+                stop_on_non_finite(values[0], f"epoch {epoch + 1}, step {step + 1}", criterion.names, values[1:],
+                                   run.paths)
+            optimisation_step(state, loss, args.grad_clip)
+            sums += values
+            bar.update()
+            bar.set_postfix(loss=f"{values[0]:.4f}")
     means = sums / steps
     return {"train_loss": float(means[0]), **{f"train_{n}": float(v) for n, v in zip(criterion.names, means[1:])}}
 
@@ -346,12 +361,17 @@ def checkpoint_dict(state, run, epoch, rng):
 
 
 def save_epoch(checkpoint, run, is_best):
-    """Latest (always), best (when val PSNR improved), epoch snapshot (with --save-every)."""
-    checkpoints.save(checkpoint, run.paths.latest)
+    """Best (when val PSNR improved), epoch snapshot (with --save-every), log and curves, and last the
+    latest checkpoint (always): it is the commit point. A stop before it leaves the run at the
+    previous epoch, and the resume redoes this one whole (training is deterministic), writing the
+    others again as they were."""
     if is_best:
         checkpoints.save(checkpoint, run.paths.best)
     if run.args.save_every and checkpoint["epoch"] % run.args.save_every == 0:
         checkpoints.save(checkpoint, run.paths.snapshot(checkpoint["epoch"]))
+    training_log.write_log(run.paths.log, checkpoint["history"])
+    training_log.plot_curves(run.paths.figure, checkpoint["history"], run.paths.run)
+    checkpoints.save(checkpoint, run.paths.latest)
 
 
 def resume_checkpoint(args, paths, config):
@@ -384,19 +404,36 @@ def load_for_resume(path, args, config):
         raise ResumeError(f"--start_epoch {args.start_epoch}: {path} holds a {checkpoint.get('model')!r} model, "
                           f"not {args.model!r}")
     trained = checkpoint.get("args", {})
-    for flag, key, before in RESUMED_FROM_THE_CHECKPOINT:
-        trained_with = trained.get(key, before)
-        if trained_with != getattr(args, key):
-            raise ResumeError(f"--start_epoch {args.start_epoch}: {path} was trained with "
-                              f"{flag_text(flag, trained_with)}, not {flag_text(flag, getattr(args, key))}; "
-                              f"the optimiser state it holds keeps its own, so resume with the same flag")
+    refuse_changed_flags(path, args, trained, RESUMED_FROM_THE_CHECKPOINT,
+                         "the optimiser state it holds keeps its own, so resume with the same flag")
+    refuse_changed_flags(path, args, trained, WHAT_THE_RUN_IS,
+                         "its earlier epochs trained so, and the resumed run would record the new value as "
+                         "if all had: resume with the same flag, or train a new run with another --tag")
     return checkpoint
 
 
+def refuse_changed_flags(path, args, trained, flags, why):
+    """A ResumeError for the first of `flags` whose value differs from the one `trained` records."""
+    for flag, key, before in flags:
+        trained_with = trained.get(key, before)
+        if trained_with != getattr(args, key):
+            raise ResumeError(f"--start_epoch {args.start_epoch}: {path} was trained with "
+                              f"{flag_text(flag, trained_with)}, not {flag_text(flag, getattr(args, key))}; {why}")
+
+
 # Flags whose effect lives in the restored scheduler or optimiser state (its groups keep their
-# weight decay), so a resume cannot change them: (flag, args key, value of checkpoints without it).
+# weight decay, betas and learning rates), so a resume cannot change them: (flag, args key, value
+# of checkpoints without it; the first checkpoints, older than --gate-lr-mult, trained the gates at
+# the base rate).
 RESUMED_FROM_THE_CHECKPOINT = (("--scheduler", "scheduler", None), ("--weight-decay", "weight_decay", None),
-                               ("--decay-all", "decay_all", False))
+                               ("--decay-all", "decay_all", False), ("--beta1", "beta1", 0.9),
+                               ("--beta2", "beta2", None), ("--gate-lr-mult", "gate_lr_mult", 1.0))
+# Flags that say what the run is: the data, loss, crop and batch of its earlier epochs, and the seed
+# (the RNG states come from the checkpoint, but the seed still draws every later epoch's windows
+# and their order, so a new one would continue as no seed's run). Same shape as above; every
+# checkpoint records them. --data-root may change: the same data can move (resume notes it).
+WHAT_THE_RUN_IS = (("--dataset", "dataset", None), ("--loss", "loss", None), ("--crop", "crop", None),
+                   ("--batch-size", "batch_size", 1), ("--random-seed", "random_seed", 12345))
 
 
 def flag_text(flag, value):
@@ -439,17 +476,122 @@ def summary_line(record, run, is_best):
 
 
 # ----------------------------------------------------------------------------- the loop
-def check_outputs(paths, args):
-    """Before any work: never replace a run's results unasked, and fail now, not after an epoch,
-    when the output folders cannot be written."""
-    existing = paths.existing()
-    if args.start_epoch == 0 and existing and not args.overwrite:
-        raise TrainingStopped(f"run {paths.run} already has {', '.join(map(str, existing))}; resume it with "
-                              f"--start-epoch N (N = its finished epochs; a finished run also needs a larger "
-                              f"--epochs), choose another --tag or --out-dir, or pass --overwrite to train it "
-                              f"again from scratch")
-    for folder in (paths.latest.parent, paths.log.parent):
+@contextlib.contextmanager
+def owned_outputs(run):
+    """Process 0 owns the run's outputs while it trains: it fails now, not after an epoch, when the
+    output folders cannot be written, holds the run's lock, never replaces the run's results unasked
+    (with --overwrite it removes them, so no earlier checkpoint stands beside the new run's files),
+    and removes the temp files a killed write left."""
+    if not run.procs.is_main:
+        yield
+        return
+    for folder in (run.paths.latest.parent, run.paths.log.parent):
         check_writable(folder)
+    with run_lock(run.paths):
+        check_outputs(run.paths, run.args)
+        remove_leftover_temp_files(run.paths)
+        yield
+
+
+def check_outputs(paths, args):
+    """A fresh start of a run that has outputs needs --overwrite, which removes them."""
+    existing = paths.existing()
+    if args.start_epoch or not existing:
+        return
+    if not args.overwrite:
+        raise TrainingStopped(f"run {paths.run} already has {', '.join(map(str, existing))}; "
+                              f"{where_the_run_stands(paths, args.epochs)} (or choose another --tag or "
+                              f"--out-dir, or pass --overwrite to train it again from scratch)")
+    for path in existing:
+        path.unlink()
+    print(f"--overwrite: removed {', '.join(map(str, existing))}")
+
+
+def where_the_run_stands(paths, epochs):
+    """The epoch the run's latest checkpoint holds and the flags that continue it, read from the file
+    (after a stop the console's last epoch line may be behind it)."""
+    if not paths.latest.is_file():
+        again = "pass --overwrite to start it again" if paths.existing() else "run the command again to start it"
+        return f"no epoch was finished (there is no checkpoint {paths.latest}); {again}"
+    try:
+        finished = checkpoints.load_file(paths.latest)["epoch"]
+    except checkpoints.CheckpointError as error:
+        return str(error)
+    if finished < epochs:
+        return f"last checkpoint {paths.latest} holds epoch {finished}; resume with --start-epoch {finished}"
+    return (f"last checkpoint {paths.latest} holds epoch {finished}, all of --epochs {epochs}; train it further "
+            f"with --start-epoch {finished} and a larger --epochs")
+
+
+@contextlib.contextmanager
+def stops_say_where_the_run_stands(run):
+    """A stop from outside ends as a cli.Stopped, which the entry point prints as one line, with
+    process 0's note of where_the_run_stands; Ctrl-C becomes one too (exit status 130, no traceback)."""
+    try:
+        yield
+        return
+    except KeyboardInterrupt:
+        stop = cli.Stopped(signal.SIGINT)
+    except cli.Stopped as signalled:
+        stop = signalled
+    if run.procs.is_main:
+        stop.add_note(where_the_run_stands(run.paths, run.args.epochs))
+    raise stop from None
+
+
+@contextlib.contextmanager
+def run_lock(paths):
+    """Hold the run's lock (publish's hidden lock file beside its latest checkpoint) for the block:
+    a second process training the same run would write over its checkpoints, so it stops at once.
+    The holder removes the file (and the folders made for it, when still empty) before letting go;
+    a process killed outright loses its flock, and the file is reused."""
+    lock = publish.lock_path(paths.latest)
+    made = [path for path in (lock.parent, *lock.parent.parents) if not path.exists()]  # deepest first
+    handle = locked_file(lock, paths)
+    try:
+        yield
+    finally:
+        lock.unlink()  # while still held: a process that opened it meanwhile sees it gone and retries
+        handle.close()
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                folder.rmdir()
+
+
+def locked_file(lock, paths):
+    """`lock` opened and flocked, or TrainingStopped when another process holds it; a file its last
+    holder removed between our open and flock is opened again (the new file is the lock)."""
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(lock, "a")
+        except FileNotFoundError:  # the folder went with the last holder's lock file
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise TrainingStopped(f"run {paths.run} is being trained by another process (it holds {lock}); "
+                                  f"wait for it to end, or choose another --tag or --out-dir") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
+                return handle
+        handle.close()
+
+
+def remove_leftover_temp_files(paths):
+    """Temp files of the run's checkpoints (utils.atomic_path names them .<name>.<random>.tmp) that a
+    process killed while writing left behind, each as large as a checkpoint. Called with the run's
+    lock held, so none of them is still being written."""
+    names = [re.escape(path.name) for path in (paths.latest, paths.best)]
+    pattern = re.compile(rf"\.(?:{'|'.join(names)}|{re.escape(paths.run)}_epoch\d+\.pth)\.\w+\.tmp")
+    folder = paths.latest.parent
+    leftovers = sorted(path for path in folder.iterdir() if pattern.fullmatch(path.name)) if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink()
+    if leftovers:
+        print(f"removed {len(leftovers)} temporary file(s) left by an interrupted checkpoint write: "
+              f"{', '.join(map(str, leftovers))}")
 
 
 def check_writable(folder):
@@ -476,11 +618,51 @@ def build_state(args, network, steps, device):
     return TrainState(network, optimizer, scheduler, per_batch, scaler)
 
 
-def resume(state, run):
-    path, checkpoint = resume_checkpoint(run.args, run.paths, run.config)
+def resume(state, run, path, checkpoint):
     restore(path, checkpoint, state, run.procs)
     if run.procs.is_main:
         print(f"resumed {path} (epoch {checkpoint['epoch']}, best PSNR {state.best_psnr:.2f} dB)")
+        note_moved_data(path, checkpoint, run.args)
+        check_best_checkpoint(run.paths, path, checkpoint)
+
+
+def note_moved_data(path, checkpoint, args):
+    """--data-root may change on resume (the same data at a new path); the console keeps the old one,
+    as the checkpoints from now on record the new one."""
+    before = checkpoint["args"].get("data_root")
+    if before is not None and before != args.data_root:
+        print(f"note: {path} was trained on --data-root {before}; it now reads {args.dataset} from "
+              f"--data-root {args.data_root}")
+
+
+def best_epoch(history):
+    """The epoch <run>_best.pth should hold: the first of the highest val PSNR, as write_epoch decides."""
+    return max(history, key=lambda record: record["val_psnr"])["epoch"]
+
+
+def check_best_checkpoint(paths, path, checkpoint):
+    """<run>_best.pth should hold the best epoch of the resumed history. A stop between an epoch's
+    writes by code that wrote the latest checkpoint first, or a removed file, leaves it older or
+    missing: it is copied from a file holding that epoch (the resumed checkpoint, or the epoch's
+    snapshot), else a warning says it is behind. One written after the resumed epoch (a stop before
+    its commit) is one this resume writes again."""
+    if not checkpoint["history"]:
+        return
+    wanted = best_epoch(checkpoint["history"])
+    held = checkpoints.load_file(paths.best).get("epoch") if paths.best.is_file() else None
+    if held == wanted or (held is not None and held > checkpoint["epoch"]):
+        return
+    psnr = max(record["val_psnr"] for record in checkpoint["history"])
+    found = (f"{paths.best} holds epoch {held}" if held is not None else f"there is no {paths.best}") + \
+        f", but epoch {wanted} has the best validation PSNR ({psnr:.2f} dB) in {path}'s history"
+    holders = ((path, checkpoint["epoch"]), (paths.snapshot(wanted), wanted))
+    source = next((file for file, epoch in holders if epoch == wanted and file.is_file()), None)
+    if source is None:
+        warnings.warn(f"{found}, and no file keeps that epoch's weights; {paths.best} stays behind until an "
+                      f"epoch beats {psnr:.2f} dB")
+        return
+    utils.atomic_write(paths.best, lambda tmp: shutil.copyfile(source, tmp))
+    print(f"note: {found}; copied {source} to it")
 
 
 def run_epoch(state, criterion, data, run, epoch):
@@ -503,36 +685,40 @@ def run_epoch(state, criterion, data, run, epoch):
 
 
 def write_epoch(state, run, record):
-    """Append the record, then (process 0) checkpoints, log, curves and the console line."""
+    """Append the record, then (process 0) the epoch's files (save_epoch) and the console line."""
     state.history.append(record)
     is_best = record["val_psnr"] > state.best_psnr
     state.best_psnr = max(state.best_psnr, record["val_psnr"])
     rng = run.procs.gather(rng_state())
     if run.procs.is_main:
         save_epoch(checkpoint_dict(state, run, record["epoch"], rng), run, is_best)
-        training_log.write_log(run.paths.log, state.history)
-        training_log.plot_curves(run.paths.figure, state.history, run.paths.run)
         tqdm.write(summary_line(record, run, is_best))
     run.procs.barrier()
 
 
 def train(args, procs):
     """Train as the parsed command line says; returns the final TrainState."""
-    device = procs.device
     seed_everything(args.random_seed)
-    if args.amp and device.type != "cuda" and procs.is_main:
-        print(f"note: --amp {args.amp} applies to CUDA only; training in float32 on {device}")
+    if args.amp and procs.device.type != "cuda" and procs.is_main:
+        print(f"note: --amp {args.amp} applies to CUDA only; training in float32 on {procs.device}")
     run = Run(args, procs, run_paths(args), model_config(args))
-    if procs.is_main:
-        check_outputs(run.paths, args)
+    with stops_say_where_the_run_stands(run), owned_outputs(run):
+        return train_run(run)
+
+
+def train_run(run):
+    """The run's epochs, from scratch or from the checkpoint --start-epoch names (read before the data
+    is prepared, so a resume with changed flags stops at once)."""
+    args, procs, device = run.args, run.procs, run.procs.device
+    resumed = resume_checkpoint(args, run.paths, run.config) if args.start_epoch > 0 else None
     network = build_network(args, run.config, device)
     criterion = losses.build_criterion(args.loss, weights_dir=args.weights_dir)
     train_set, val_set = build_datasets(args, procs)
     loader, sampler, steps = train_loader(train_set, args, procs)
     data = (train_set, sampler, loader, steps, val_loader(val_set, args, procs))
     state = build_state(args, network, steps, device)
-    if args.start_epoch > 0:
-        resume(state, run)
+    if resumed:
+        resume(state, run, *resumed)
     state.model = (DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
                    if procs.grouped else network)
     if procs.is_main:

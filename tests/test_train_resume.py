@@ -1,0 +1,270 @@
+"""Stopping and resuming a training run: the latest checkpoint as each epoch's commit point, the
+one-line stop message, the flags a resume may not change, the run's lock and killed writes' temp files."""
+import csv
+import fcntl
+import os
+import re
+import signal
+import time
+
+import matplotlib.image
+import pytest
+import torch
+
+import checkpoints
+import publish
+import train
+import training_log
+from test_train import RUN, _single_process, assert_same_weights, load, run_main, without_timing  # noqa: F401
+
+SHORT = ["--limit-steps", "2", "--val-windows", "2"]
+WEIGHTS = f"weights/asvfi/{RUN}"
+
+
+def log_rows(out_dir):
+    """The CSV log without its timing column."""
+    with open(out_dir / f"figs/{RUN}.csv") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def sigterm_now():
+    """What a cluster's time limit does: the handler raises during the sleep."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+
+
+def stopped_line(capsys):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("stopped")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def three_epochs(demo_root, tmp_path_factory):
+    """An uninterrupted 3-epoch run whose last epoch is its best (so it writes _best.pth)."""
+    out = tmp_path_factory.mktemp("three_epochs")
+    assert run_main(demo_root, out, "--epochs", "3", *SHORT) == 0
+    assert train.best_epoch(load(out / f"{WEIGHTS}.pth")["history"]) == 3
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_epoch(demo_root, tmp_path_factory):
+    """A run of 1 finished epoch, to resume (to more) with changed flags."""
+    out = tmp_path_factory.mktemp("one_epoch")
+    assert run_main(demo_root, out, "--epochs", "1", *SHORT) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------- the commit point
+@pytest.mark.parametrize("interrupted", ["best", "log", "figure", "latest"])
+def test_a_stop_between_the_last_epochs_writes_resumes_to_the_uninterrupted_run(
+        interrupted, demo_root, three_epochs, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the last epoch writes its files; the resume the stop line advises ends with the
+    weights, history, best checkpoint, log and curves of the run that was never stopped."""
+    out = tmp_path / "stopped"
+    target = {"best": out / f"{WEIGHTS}_best.pth", "latest": out / f"{WEIGHTS}.pth"}.get(interrupted)
+    save, write_log, plot_curves = checkpoints.save, training_log.write_log, training_log.plot_curves
+
+    def stopping_save(checkpoint, path):
+        if path == target and checkpoint["epoch"] == 3:
+            sigterm_now()
+        return save(checkpoint, path)
+
+    def stopping_log(path, history):
+        if interrupted == "log" and len(history) == 3:
+            sigterm_now()
+        return write_log(path, history)
+
+    def stopping_curves(path, history, run):
+        if interrupted == "figure" and len(history) == 3:
+            sigterm_now()
+        return plot_curves(path, history, run)
+
+    monkeypatch.setattr(checkpoints, "save", stopping_save)
+    monkeypatch.setattr(training_log, "write_log", stopping_log)
+    monkeypatch.setattr(training_log, "plot_curves", stopping_curves)
+    with pytest.raises(SystemExit) as stopped:
+        run_main(demo_root, out, "--epochs", "3", *SHORT)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    line = stopped_line(capsys)
+    assert line == (f"stopped (SIGTERM): last checkpoint {out / WEIGHTS}.pth holds epoch 2; "
+                    f"resume with --start-epoch 2")
+    finished = int(re.search(r"holds epoch (\d+)", line)[1])
+    assert run_main(demo_root, out, "--epochs", "3", *SHORT, "--start-epoch", str(finished)) == 0
+
+    straight, resumed = load(three_epochs / f"{WEIGHTS}.pth"), load(out / f"{WEIGHTS}.pth")
+    assert_same_weights(straight["state_dict"], resumed["state_dict"])
+    assert without_timing(straight["history"]) == without_timing(resumed["history"])
+    best = load(out / f"{WEIGHTS}_best.pth")
+    assert best["epoch"] == 3
+    assert_same_weights(best["state_dict"], load(three_epochs / f"{WEIGHTS}_best.pth")["state_dict"])
+    assert log_rows(out) == log_rows(three_epochs)
+    assert (matplotlib.image.imread(out / f"figs/{RUN}.png") ==
+            matplotlib.image.imread(three_epochs / f"figs/{RUN}.png")).all()
+
+
+def saved(path, epoch, history):
+    """A stand-in checkpoint file of `epoch` with the given val PSNRs as its history."""
+    records = [{"epoch": e, "val_psnr": psnr} for e, psnr in enumerate(history, 1)]
+    torch.save({"epoch": epoch, "history": records, "state_dict": {"w": torch.full((1,), float(epoch))}}, path)
+    return path
+
+
+@pytest.fixture
+def paths(tmp_path):
+    paths = train.RunPaths(tmp_path, "asvfi", RUN)
+    paths.latest.parent.mkdir(parents=True)
+    return paths
+
+
+def test_resume_leaves_a_right_best_checkpoint_and_one_a_stopped_epoch_wrote(paths, capsys):
+    latest = saved(paths.latest, 3, [20.0, 21.0, 22.0])
+    for best_epoch in (3, 4):  # the resumed history's best; one written by the epoch the resume redoes
+        before = saved(paths.best, best_epoch, [20.0])
+        train.check_best_checkpoint(paths, latest, train.checkpoints.load_file(latest))
+        assert paths.best.read_bytes() == before.read_bytes() and capsys.readouterr().out == ""
+
+
+def test_resume_rewrites_an_older_best_checkpoint_from_the_checkpoint_of_the_best_epoch(paths, capsys):
+    """The resumed checkpoint's own epoch was its best, but _best.pth was left at an older one."""
+    latest = saved(paths.latest, 3, [20.0, 21.0, 22.0])
+    saved(paths.best, 2, [20.0, 21.0])
+    train.check_best_checkpoint(paths, latest, train.checkpoints.load_file(latest))
+    assert paths.best.read_bytes() == latest.read_bytes()
+    assert (f"note: {paths.best} holds epoch 2, but epoch 3 has the best validation PSNR (22.00 dB) in "
+            f"{latest}'s history; copied {latest} to it") in capsys.readouterr().out
+
+
+def test_resume_restores_a_missing_best_checkpoint_from_the_best_epochs_snapshot(paths, capsys):
+    latest = saved(paths.latest, 3, [20.0, 22.0, 21.0])
+    snapshot = saved(paths.snapshot(2), 2, [20.0, 22.0])
+    train.check_best_checkpoint(paths, latest, train.checkpoints.load_file(latest))
+    assert paths.best.read_bytes() == snapshot.read_bytes()
+    assert f"there is no {paths.best}, but epoch 2 has the best" in capsys.readouterr().out
+
+
+def test_resume_warns_when_no_file_keeps_the_best_epochs_weights(paths):
+    latest = saved(paths.latest, 3, [20.0, 22.0, 21.0])
+    before = saved(paths.best, 1, [20.0])
+    with pytest.warns(UserWarning, match=re.escape(
+            f"{paths.best} holds epoch 1, but epoch 2 has the best validation PSNR (22.00 dB) in {latest}'s "
+            f"history, and no file keeps that epoch's weights; {paths.best} stays behind until an epoch "
+            f"beats 22.00 dB")):
+        train.check_best_checkpoint(paths, latest, train.checkpoints.load_file(latest))
+    assert load(paths.best)["epoch"] == 1 and paths.best.read_bytes() == before.read_bytes()
+
+
+# ----------------------------------------------------------------------------- flags a resume may not change
+@pytest.mark.parametrize("flags, said", [
+    (["--beta1", "0.8"], "trained with --beta1 0.9, not --beta1 0.8; the optimiser state it holds keeps its own"),
+    (["--beta2", "0.999"], "trained with --beta2 0.99, not --beta2 0.999; the optimiser state"),
+    (["--gate-lr-mult", "5"], "trained with --gate-lr-mult 10.0, not --gate-lr-mult 5.0; the optimiser state"),
+    (["--dataset", "other"], "trained with --dataset demo, not --dataset other; its earlier epochs trained so"),
+    (["--loss", "1*L1+0.1*Lap"], "trained with --loss 1*L1, not --loss 1*L1+0.1*Lap; its earlier epochs"),
+    (["--crop", "16"], "trained with --crop 32, not --crop 16; its earlier epochs"),
+    (["--batch-size", "1"], "trained with --batch-size 2, not --batch-size 1; its earlier epochs"),
+    (["--random-seed", "7"], "trained with --random-seed 12345, not --random-seed 7; its earlier epochs"),
+])
+def test_a_resume_that_changes_what_the_run_is_or_its_optimiser_is_refused(flags, said, demo_root, one_epoch,
+                                                                            capsys):
+    latest = one_epoch / f"{WEIGHTS}.pth"
+    before = latest.read_bytes()
+    assert run_main(demo_root, one_epoch, "--epochs", "3", *SHORT, "--start-epoch", "1", *flags) == 1
+    err = capsys.readouterr().err
+    assert f"error: --start_epoch 1: {latest} was {said}" in err
+    assert "resume with the same flag" in err and latest.read_bytes() == before
+
+
+def test_a_resume_from_moved_data_says_where_it_was(demo_root, one_epoch, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("demo", "demo_split.csv"):
+        (moved / name).symlink_to(demo_root / name)
+    out = tmp_path / "run"  # a copy of the checkpoint: the module's run stays at epoch 1
+    (out / "weights/asvfi").mkdir(parents=True)
+    (out / f"{WEIGHTS}.pth").write_bytes((one_epoch / f"{WEIGHTS}.pth").read_bytes())
+    assert run_main(moved, out, "--epochs", "2", *SHORT, "--start-epoch", "1") == 0
+    assert (f"note: {out / WEIGHTS}.pth was trained on --data-root {demo_root}; it now reads demo from "
+            f"--data-root {moved}") in capsys.readouterr().out
+    assert load(out / f"{WEIGHTS}.pth")["args"]["data_root"] == str(moved)
+
+
+# ----------------------------------------------------------------------------- stops and reruns
+def interrupted_at_step(monkeypatch, step):
+    """Ctrl-C at the `step`-th optimisation step of the process (counting over epochs)."""
+    real, calls = train.optimisation_step, []
+
+    def step_or_interrupt(*args):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(train, "optimisation_step", step_or_interrupt)
+
+
+def exit_status_of_ctrl_c(*run_main_arguments):
+    """main.py's exit status when Ctrl-C stops it (a KeyboardInterrupt escaping fails the test
+    instead of ending the test session)."""
+    try:
+        run_main(*run_main_arguments)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended main.py with a KeyboardInterrupt")
+    except SystemExit as stopped:
+        return stopped.code
+    pytest.fail("main.py returned after Ctrl-C")
+
+
+def test_ctrl_c_ends_with_one_line_naming_the_epoch_to_resume(demo_root, tmp_path, monkeypatch, capsys):
+    interrupted_at_step(monkeypatch, 3)  # the first step of epoch 2
+    assert exit_status_of_ctrl_c(demo_root, tmp_path, "--epochs", "3", *SHORT) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"stopped (Ctrl-C): last checkpoint {tmp_path / WEIGHTS}.pth holds epoch 1; "
+                                    f"resume with --start-epoch 1")
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_an_overwrite_stopped_before_its_first_epoch_leaves_nothing_of_the_earlier_run(demo_root, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """--overwrite removes the run's outputs first: no earlier checkpoint stands beside the new run's files."""
+    assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 0
+    interrupted_at_step(monkeypatch, 1)
+    assert exit_status_of_ctrl_c(demo_root, tmp_path, "--epochs", "1", *SHORT, "--overwrite") == 128 + signal.SIGINT
+    assert stopped_line(capsys) == (f"stopped (Ctrl-C): no epoch was finished (there is no checkpoint "
+                                    f"{tmp_path / WEIGHTS}.pth); run the command again to start it")
+    assert not (tmp_path / f"{WEIGHTS}.pth").exists() and not (tmp_path / f"{WEIGHTS}_best.pth").exists()
+    monkeypatch.undo()
+    assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 0
+
+
+def test_a_rerun_of_an_existing_run_names_the_epoch_to_resume(demo_root, one_epoch, capsys):
+    assert run_main(demo_root, one_epoch, "--epochs", "3", *SHORT) == 1
+    assert (f"last checkpoint {one_epoch / WEIGHTS}.pth holds epoch 1; resume with --start-epoch 1 (or choose "
+            f"another --tag or --out-dir, or pass --overwrite") in capsys.readouterr().err
+    assert run_main(demo_root, one_epoch, "--epochs", "1", *SHORT) == 1
+    assert (f"holds epoch 1, all of --epochs 1; train it further with --start-epoch 1 and a larger --epochs"
+            in capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------- the run's lock, killed writes
+def test_a_run_being_trained_by_another_process_is_refused(demo_root, tmp_path, capsys):
+    lock = publish.lock_path(tmp_path / f"{WEIGHTS}.pth")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file description: conflicts as another process would
+        assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 1
+    assert f"run {RUN} is being trained by another process (it holds {lock})" in capsys.readouterr().err
+    assert not (tmp_path / f"{WEIGHTS}.pth").exists()
+
+
+def test_temp_files_of_killed_checkpoint_writes_are_removed_and_the_lock_file_goes(demo_root, tmp_path, capsys):
+    folder = tmp_path / "weights/asvfi"
+    folder.mkdir(parents=True)
+    ours = [f".{RUN}.pth.k1x_9abc.tmp", f".{RUN}_best.pth.0a1b2c3d.tmp", f".{RUN}_epoch4.pth.zz12ab34.tmp"]
+    others = [f".{RUN}_noaudio.pth.q1w2e3r4.tmp", ".adamw_1e-3.pth.a1b2c3d4.tmp", f".{RUN}.pth.keep"]
+    for name in ours + others:
+        (folder / name).write_bytes(b"half a checkpoint")
+    assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 0
+    assert "removed 3 temporary file(s) left by an interrupted checkpoint write: " in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*others, f"{RUN}.pth", f"{RUN}_best.pth"])
