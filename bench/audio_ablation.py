@@ -8,10 +8,11 @@ Both arms get the same data, windows, crops, seed, optimiser and number of steps
 branch differs. They are ordinary main.py runs tagged `audio` / `noaudio`
 (`weights/asvfi/<opt>_<lr>_<tag>.pth`, `figs/<opt>_<lr>_<tag>.csv`), so either can be resumed,
 inspected or evaluated like any other run. The report is written to `figs/audio_ablation.md`
-(validation PSNR per epoch and best, markdown) and `figs/audio_ablation.png`.
+(validation PSNR per epoch and best, markdown, with the command that trains both arms again) and `figs/audio_ablation.png`.
 """
 import argparse
 import csv
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import utils
 ARMS = (("audio", "mel", "ASVFI, audio"), ("noaudio", "none", "ASVFI, no audio"))
 
 
-def parse_args(argv):
+def build_parser():
     p = argparse.ArgumentParser(prog="tools.py audio_ablation", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../data", help="the demo is generated under it on first use")
     p.add_argument("--epochs", type=int, default=6)
@@ -37,6 +38,8 @@ def parse_args(argv):
     p.add_argument("--crop", type=int, default=128, help="random training crop; 0 = full frames")
     p.add_argument("--size", type=prepare.parse_size, default=None,
                    help="WxH: generate the demo at this frame size in --data-root first (default: 320x240)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip of the demo generated in --data-root first (default: 100)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--windows-per-video", type=int, default=8)
     p.add_argument("--val-windows", type=int, default=64)
@@ -56,7 +59,47 @@ def parse_args(argv):
     p.add_argument("--out-dir", default=".", help="root of weights/ and figs/ (as main.py)")
     p.add_argument("--overwrite", action="store_true", help="start both arms again (main.py --overwrite)")
     p.add_argument("--report-only", action="store_true", help="skip training; report from the existing logs")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def script_path(name):
+    """A repository script as a printed command names it: by its name when run from the repository,
+    else by its full path, so that the command works from the folder it was run in."""
+    return name if Path.cwd().resolve() == tools.REPO_DIR else str(tools.REPO_DIR / name)
+
+
+def command_args(parser, args):
+    """The options of `args` that differ from the parser's defaults, as a command line would give them."""
+    defaults = vars(parser.parse_args([]))
+    words = []
+    for action in parser._actions:
+        if action.dest not in defaults or getattr(args, action.dest) == defaults[action.dest]:
+            continue
+        words.append(action.option_strings[0])
+        if action.nargs != 0:  # a flag (store_true) has no value
+            words.append(str(getattr(args, action.dest)))
+    return words
+
+
+def command_line(parser, args):
+    """`python tools.py <command> ...` that runs the parser's command with `args` (shell-quoted)."""
+    script, *command = parser.prog.split()
+    return shlex.join(["python", script_path(script), *command, *command_args(parser, args)])
+
+
+def rerun_settings(args):
+    """The settings that train both arms again as `args` did: from scratch over the runs that exist
+    (a resumed run ends with the same weights as one trained in one go)."""
+    return argparse.Namespace(**{**vars(args), "overwrite": True, "start_epoch": 0, "report_only": False})
+
+
+def demo_options(args):
+    """The demo size and length asked for (ensure_demo's options); none: any demo there."""
+    return {key: value for key, value in (("size", args.size), ("frames", args.frames)) if value}
 
 
 def training_flags(args, tag, audio):
@@ -79,7 +122,7 @@ def train_arms(args):
     """Both arms through main.py: one after the other, or as two one-thread processes at once."""
     arms = [(label, training_flags(args, args.tag_prefix + tag, audio)) for tag, audio, label in ARMS]
     for label, flags in arms:
-        print(f"== {label}: python main.py {' '.join(flags)}")
+        print(f"== {label}: {shlex.join(['python', script_path('main.py'), *flags])}")
     if not args.parallel:
         return all(train_entry.main(flags) == 0 for _, flags in arms)
     job_runner = tools.load_bench("_jobs")
@@ -126,9 +169,7 @@ def plot(logs, path, title="Demo data: audio vs no audio"):
 def write_report(args):
     """The per-epoch table (markdown) and curves of both arms, from their training logs."""
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
-    command = "python tools.py audio_ablation " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k not in ("report_only", "out_dir", "device", "start_epoch", "parallel", "overwrite") and v is not None and v != "")
+    command = command_line(build_parser(), rerun_settings(args))
     report = f"{markdown_table(logs)}\n\nCommand: `{command}`\n"
     out = Path(args.out_dir) / "figs"
     name = f"{args.tag_prefix}audio_ablation"
@@ -140,8 +181,8 @@ def write_report(args):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.size and not args.report_only:
-        prepare.ensure_demo(args.data_root, size=args.size)
+    if demo_options(args) and not args.report_only:
+        prepare.ensure_demo(args.data_root, **demo_options(args))
     if not args.report_only and not train_arms(args):
         raise utils.ASVFIError("training an arm failed (see above)")
     write_report(args)

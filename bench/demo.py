@@ -11,8 +11,9 @@
 4. scores all five with PSNR and SSIM and prints one table, best first, and the time each stage took;
 5. plots why (`tools.py demo-figure`): the light of each generated lamp frame against the truth.
 
-Every step is an ordinary script run; the commands are printed so that each can be rerun alone.
-The table is also written to `figs/demo.md`.
+Every step is an ordinary script run; the commands are printed so that each can be rerun alone,
+from the folder the demo ran in. The table is also written to `figs/demo.md`, with the command
+that makes it again.
 """
 import argparse
 import json
@@ -34,7 +35,7 @@ BASELINES = (("repeat", "Repeat (previous frame)"), ("blend", "Blend (mean of ne
 TAG_PREFIX = "demo_"
 
 
-def parse_args(argv):
+def build_parser():
     p = argparse.ArgumentParser(prog="tools.py demo", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../data/demo-160x120", help="the demo set is generated here once")
     p.add_argument("--size", type=prepare.parse_size, default="160x120", help="WxH of the generated demo frames")
@@ -48,7 +49,11 @@ def parse_args(argv):
     p.add_argument("--val-windows", type=int, default=16, help="about a tenth of an epoch's time")
     p.add_argument("--lr", default="2e-3")
     p.add_argument("--out-dir", default=".", help="root of weights/, figs/ and evals/ (as main.py)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
 
 
 class Stages:
@@ -69,9 +74,11 @@ class Stages:
 
 
 def ablation_args(args):
-    """`tools.py audio_ablation`'s settings for the two arms (its report is written from them)."""
+    """`tools.py audio_ablation`'s settings for the two arms (its report, and the command in it, is
+    written from them)."""
     return ablation.parse_args([
-        "--data-root", args.data_root, "--epochs", str(args.epochs), "--crop", str(args.crop),
+        "--data-root", args.data_root, "--size", str(args.size), "--frames", str(args.frames),
+        "--epochs", str(args.epochs), "--crop", str(args.crop),
         "--batch-size", str(args.batch_size), "--windows-per-video", str(args.windows_per_video),
         "--val-windows", str(args.val_windows), "--lr", args.lr, "--workers", "0", "--parallel",
         "--overwrite", "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir])
@@ -105,13 +112,15 @@ def methods(args):
 
 
 def generate_and_score(flags):
-    return [["inference.py", *flags, "--overwrite"], ["evaluate.py", *flags, "--metrics", "psnr,ssim", "--restart"]]
+    return [[ablation.script_path("inference.py"), *flags, "--overwrite"],
+            [ablation.script_path("evaluate.py"), *flags, "--metrics", "psnr,ssim", "--restart"]]
 
 
 def demo_jobs(args):
     """Both arms first; the baselines when a slot frees up; each arm's frames once it is trained."""
     settings = ablation_args(args)
-    jobs = [job_runner.Job(f"train {tag}", [["main.py", *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]],
+    jobs = [job_runner.Job(f"train {tag}", [[ablation.script_path("main.py"),
+                                             *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]],
                            quiet=False) for tag, audio, _ in ablation.ARMS]
     rows = methods(args)
     jobs.append(job_runner.Job("baselines", [command for row in rows if row.tag is None
@@ -129,7 +138,8 @@ def summary_of(args, row):
 
 
 def result_table(args):
-    """Markdown table of the five methods on the demo test split, best PSNR first."""
+    """Markdown table of the five methods on the demo test split, best PSNR first, with the command
+    that makes it again."""
     rows = []
     for row in methods(args):
         metrics = summary_of(args, row)["metrics"]
@@ -139,7 +149,17 @@ def result_table(args):
              f"mean over videos of the per-video mean; protocol asvfi)", "",
              "| model | PSNR (dB) | SSIM |", "|---|---:|---:|"]
     lines += [f"| {label} | {psnr:.2f} | {ssim:.3f} |" for psnr, ssim, label in rows]
+    lines += ["", f"Command: `{ablation.command_line(build_parser(), args)}`"]
     return "\n".join(lines)
+
+
+def draw_figure(args):
+    """`tools.py demo-figure` on the demo's runs, printed as the other steps are."""
+    figure = tools.load_bench("demo_figure")  # here, not at import: demo_figure imports this module
+    settings = figure.parse_args(["--data-root", args.data_root, "--lr", args.lr, "--tag-prefix", TAG_PREFIX,
+                                  "--out-dir", args.out_dir])
+    print(f"$ {ablation.command_line(figure.build_parser(), settings)}", flush=True)
+    return figure.main(ablation.command_args(figure.build_parser(), settings))
 
 
 def main(argv=None):
@@ -152,8 +172,7 @@ def main(argv=None):
     table = result_table(args)
     utils.atomic_write_text(Path(args.out_dir) / "figs" / "demo.md", table + "\n")
     print("\n" + table + "\n")
-    stages.run("figure", lambda: tools.run_bench("demo_figure", ["--data-root", args.data_root, "--lr", args.lr,
-                                                                 "--tag-prefix", TAG_PREFIX, "--out-dir", args.out_dir]))
+    stages.run("figure", lambda: draw_figure(args))
     print("jobs, two at a time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
     print(f"make demo: {stages.summary()}")
     return 0

@@ -30,14 +30,18 @@ SCALE = 2
 LAMP_CATEGORIES = [name for name, (kinds, _) in demo_data.DEMO_CATEGORIES.items() if "loudness" in kinds]
 
 
-def parse_args(argv):
+def build_parser():
     p = argparse.ArgumentParser(prog="tools.py demo-figure", description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../data/demo-160x120")
     p.add_argument("--tag-prefix", default=DEMO.TAG_PREFIX,
                    help=f"of the two ASVFI runs (tools.py demo's: {DEMO.TAG_PREFIX})")
     p.add_argument("--lr", default="2e-3", help="as typed in the runs' names")
     p.add_argument("--out-dir", default=".", help="root of figs/")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
 
 
 def methods(args):

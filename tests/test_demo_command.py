@@ -1,5 +1,8 @@
 """`python tools.py demo` (what `make demo` runs) end to end on a tiny demo set."""
+import csv
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +11,9 @@ from utils import ASVFIError
 
 ARM_LABELS = ("ASVFI, audio", "ASVFI, no audio")
 TINY = ["--size", "64x48", "--frames", "12", "--epochs", "1", "--windows-per-video", "1", "--val-windows", "4"]
+demo = tools.load_bench("demo")
+ablation = tools.load_bench("audio_ablation")
+figure = tools.load_bench("demo_figure")
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +75,64 @@ def test_jobs_run_in_the_callers_folder_where_their_relative_paths_were_meant(tm
                                     ["main.py", "--help"]])  # a repository script, found from elsewhere
     job_runner.run_jobs([here], "logs")
     assert (tmp_path / "cwd.txt").read_text() == str(tmp_path) and (tmp_path / "logs" / "where.log").is_file()
+
+
+def printed_command(text, parser):
+    """The settings of the `Command: ...` line under a table, parsed by the command's own parser
+    (and the script it names)."""
+    words = shlex.split(re.search(r"^Command: `(.+)`$", text, re.M)[1])
+    assert words[:1] == ["python"] and words[2:len(parser.prog.split()) + 1] == parser.prog.split()[1:]
+    return words[1], parser.parse_args(words[len(parser.prog.split()) + 1:])
+
+
+def test_the_commands_under_the_tables_are_those_the_demo_ran(demo_run):
+    root, flags = demo_run
+    script, settings = printed_command((root / "out" / "figs" / "demo_audio_ablation.md").read_text(),
+                                       ablation.build_parser())
+    assert Path(script).resolve() == tools.REPO_DIR / "tools.py"
+    # the audio_ablation command trains the very main.py runs of the demo, on a demo of its size
+    trained = [job.commands[0][1:] for job in demo.demo_jobs(demo.parse_args(flags)) if job.name.startswith("train")]
+    assert [ablation.training_flags(settings, demo.TAG_PREFIX + tag, audio) for tag, audio, _ in ablation.ARMS] == trained
+    assert (str(settings.size), settings.frames, settings.out_dir) == ("64x48", 12, str(root / "out"))
+    # and the demo's own command is the demo that made the test table
+    _, settings = printed_command((root / "out" / "figs" / "demo.md").read_text(), demo.build_parser())
+    assert settings == demo.parse_args(flags)
+
+
+def test_the_printed_ablation_command_reproduces_its_rows_from_elsewhere_on_a_fresh_data_root(
+        demo_run, tmp_path, monkeypatch):
+    root, _ = demo_run
+    report = (root / "out" / "figs" / "demo_audio_ablation.md").read_text()
+    words = shlex.split(re.search(r"^Command: `(.+)`$", report, re.M)[1])[3:]
+    words[words.index("--data-root") + 1] = str(tmp_path / "fresh")  # the demo is made again from its size
+    logs = {tag: ablation.read_log(ablation.log_path(ablation.parse_args(words), tag)) for tag, _, _ in ablation.ARMS}
+    monkeypatch.chdir(tmp_path)  # the runs exist in --out-dir: the command must train them again there
+    assert tools.run_bench("audio_ablation", words) == 0
+    again = {tag: ablation.read_log(ablation.log_path(ablation.parse_args(words), tag)) for tag, _, _ in ablation.ARMS}
+    assert all([r["val_psnr"] for r in again[tag]] == [r["val_psnr"] for r in logs[tag]] for tag in logs)
+    assert not (tmp_path / "figs").exists() and not (tmp_path / "weights").exists()
+
+
+def test_the_scripts_the_demo_runs_are_named_so_that_they_run_from_the_callers_folder(demo_run, tmp_path,
+                                                                                      monkeypatch, capsys):
+    root, flags = demo_run
+    monkeypatch.chdir(tmp_path)
+    commands = [command for job in demo.demo_jobs(demo.parse_args(flags)) for command in job.commands]
+    assert {Path(command[0]).name for command in commands} == {"main.py", "inference.py", "evaluate.py"}
+    assert all(Path(command[0]).is_file() for command in commands)  # as printed, not only as run
+    # the figure step prints its command too, and runs what it prints
+    assert demo.draw_figure(demo.parse_args(flags)) == 0
+    line = re.search(r"^\$ (.+)$", capsys.readouterr().out, re.M)[1]
+    script, settings = printed_command(f"Command: `{line}`", figure.build_parser())
+    assert Path(script).is_file() and settings == figure.parse_args(
+        ["--data-root", str(root / "data"), "--out-dir", str(root / "out"), "--tag-prefix", "demo_", "--lr", "2e-3"])
+
+
+def test_a_resumed_or_report_only_ablation_prints_the_command_that_trains_both_arms_again_from_scratch():
+    parser = ablation.build_parser()
+    ran = ablation.parse_args(["--data-root", "d", "--size", "64x48", "--frames", "12", "--start-epoch", "1",
+                               "--report-only", "--device", "cpu"])
+    _, settings = printed_command(f"Command: `{ablation.command_line(parser, ablation.rerun_settings(ran))}`", parser)
+    # the runs exist once a report is written: --overwrite retrains them, from epoch 0 (resuming gives the same weights)
+    assert settings.overwrite and settings.start_epoch == 0 and not settings.report_only
+    assert vars(settings) == {**vars(ran), "overwrite": True, "start_epoch": 0, "report_only": False}
