@@ -8,7 +8,8 @@ Both arms get the same data, windows, crops, seed, optimiser and number of steps
 branch differs. They are ordinary main.py runs tagged `audio` / `noaudio`
 (`weights/asvfi/<opt>_<lr>_<tag>.pth`, `figs/<opt>_<lr>_<tag>.csv`), so either can be resumed,
 inspected or evaluated like any other run. The report is written to `figs/audio_ablation.md`
-(validation PSNR per epoch and best, markdown, with the command that trains both arms again) and `figs/audio_ablation.png`.
+(validation PSNR per epoch and best, markdown, with what they were measured on and the command
+that trains both arms again) and `figs/audio_ablation.png`.
 """
 import argparse
 import csv
@@ -19,11 +20,14 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from torch.utils.data import Subset
 
 import main as train_entry
 import prepare
 import runs
+import runtime
 import tools
+import train
 import utils
 
 # (run tag, main.py --audio, label) of the two arms; tools.py demo and demo-figure show the same two
@@ -166,11 +170,26 @@ def plot(logs, path, title="Demo data: audio vs no audio"):
     utils.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
+def validation_caption(args):
+    """What the validation PSNR of the table is of, read from the val windows main.py builds for the arms."""
+    tag, audio, _ = ARMS[0]  # both arms are validated on the same windows
+    settings = train_entry.parse_args(training_flags(rerun_settings(args), args.tag_prefix + tag, audio))
+    windows = train.build_datasets(settings, runtime.Processes())[1]
+    source, indices = (windows.dataset, windows.indices) if isinstance(windows, Subset) else (windows, range(len(windows)))
+    n_videos = len({source.eval_windows[i][0] for i in indices})  # (video, start) of each window
+    sizes = ", ".join(f"{w}x{h}" for h, w in sorted(train.frame_sizes(windows)))
+    per_window = settings.scale - 1
+    return (f"Validation PSNR (dB) after each epoch, on the same {len(windows)} windows of the val split "
+            f"({n_videos} videos), full {sizes} frames, {settings.scale}x: {per_window} generated frame"
+            f"{'s' if per_window > 1 else ''} per window. `best` is the maximum over the epochs on these same "
+            f"windows, which also picked each arm's `_best` checkpoint: optimistic by that choice.")
+
+
 def write_report(args):
     """The per-epoch table (markdown) and curves of both arms, from their training logs."""
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
     command = command_line(build_parser(), rerun_settings(args))
-    report = f"{markdown_table(logs)}\n\nCommand: `{command}`\n"
+    report = f"{validation_caption(args)}\n\n{markdown_table(logs)}\n\nCommand: `{command}`\n"
     out = Path(args.out_dir) / "figs"
     name = f"{args.tag_prefix}audio_ablation"
     utils.atomic_write_text(out / f"{name}.md", report)

@@ -12,8 +12,8 @@
 5. plots why (`tools.py demo-figure`): the light of each generated lamp frame against the truth.
 
 Every step is an ordinary script run; the commands are printed so that each can be rerun alone,
-from the folder the demo ran in. The table is also written to `figs/demo.md`, with the command
-that makes it again.
+from the folder the demo ran in. The table is also written to `figs/demo.md`, with what its
+numbers are of and the command that makes it again.
 """
 import argparse
 import json
@@ -137,18 +137,40 @@ def summary_of(args, row):
     return json.loads(csv_path.with_name(csv_path.stem + "_summary.json").read_text())
 
 
+def scored_set(summaries):
+    """(videos, generated frames) that every row was scored on; the caption states them once."""
+    scored = {(summary["videos"], summary["metrics"]["psnr"]["frames"]) for summary in summaries}
+    if len(scored) != 1:
+        raise utils.ASVFIError("the rows of the demo table were scored on different sets: " + "; ".join(
+            f"{summary['csv']}: {summary['videos']} videos" for summary in summaries))
+    return scored.pop()
+
+
+def table_caption(args, summaries):
+    """What the table's numbers are of: the data, the protocol and the checkpoints, from the reports."""
+    videos, frames = scored_set(summaries)
+    protocol = {summary["protocol"]["name"] for summary in summaries}
+    checkpoints = ", ".join(f"`{Path(row.checkpoint).name}`" for row in methods(args) if row.tag is not None)
+    return (f"Demo test split, {args.size}, 2x (frames 0, 2, 4, ... in, every other frame generated): PSNR and "
+            f"SSIM of the {frames} generated frames of the {videos} test videos, averaged per video, then over "
+            f"the videos (protocol {', '.join(sorted(protocol))}); std: of the per-video means over those {videos} "
+            f"videos. The ASVFI rows are each arm's best-validation-epoch checkpoint ({checkpoints}).")
+
+
+def std_text(entry, decimals):
+    return "—" if entry["std"] is None else f"{entry['std']:.{decimals}f}"  # undefined over one video
+
+
 def result_table(args):
-    """Markdown table of the five methods on the demo test split, best PSNR first, with the command
-    that makes it again."""
-    rows = []
-    for row in methods(args):
-        metrics = summary_of(args, row)["metrics"]
-        rows.append((metrics["psnr"]["mean"], metrics["ssim"]["mean"], row.label))
-    rows.sort(reverse=True)
-    lines = [f"Demo test split ({args.size}, 2x: frames 0, 2, 4, ... in, every other frame generated; "
-             f"mean over videos of the per-video mean; protocol asvfi)", "",
-             "| model | PSNR (dB) | SSIM |", "|---|---:|---:|"]
-    lines += [f"| {label} | {psnr:.2f} | {ssim:.3f} |" for psnr, ssim, label in rows]
+    """Markdown table of the five methods on the demo test split, best PSNR first, with its caption
+    and the command that makes it again."""
+    summaries = {row.label: summary_of(args, row) for row in methods(args)}
+    rows = sorted(summaries.items(), key=lambda item: item[1]["metrics"]["psnr"]["mean"], reverse=True)
+    lines = [table_caption(args, summaries.values()), "",
+             "| model | PSNR (dB) | PSNR std | SSIM | SSIM std |", "|---|---:|---:|---:|---:|"]
+    for label, summary in rows:
+        psnr, ssim = summary["metrics"]["psnr"], summary["metrics"]["ssim"]
+        lines.append(f"| {label} | {psnr['mean']:.2f} | {std_text(psnr, 2)} | {ssim['mean']:.3f} | {std_text(ssim, 3)} |")
     lines += ["", f"Command: `{ablation.command_line(build_parser(), args)}`"]
     return "\n".join(lines)
 

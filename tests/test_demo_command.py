@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tools
@@ -27,7 +28,7 @@ def demo_run(tmp_path_factory):
 def test_demo_ends_with_one_table_of_five_methods_best_first(demo_run, capsys):
     root, _ = demo_run
     table = (root / "out" / "figs" / "demo.md").read_text()
-    rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
+    rows = re.findall(r"^\| (.+?) \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \| [\d.]+ \|$", table, re.M)
     labels = [label for label, _, _ in rows]
     assert sorted(labels) == sorted(["Repeat (previous frame)", "Blend (mean of neighbours)",
                                      "DIS (OpenCV optical flow, bidirectional warp)", *ARM_LABELS])
@@ -126,6 +127,37 @@ def test_the_scripts_the_demo_runs_are_named_so_that_they_run_from_the_callers_f
     script, settings = printed_command(f"Command: `{line}`", figure.build_parser())
     assert Path(script).is_file() and settings == figure.parse_args(
         ["--data-root", str(root / "data"), "--out-dir", str(root / "out"), "--tag-prefix", "demo_", "--lr", "2e-3"])
+
+
+def split_rows(root, split):
+    with open(root / "data" / "demo_split.csv") as f:
+        return [row for row in csv.DictReader(f) if row["split"] == split]
+
+
+def test_the_test_table_says_what_its_numbers_are_of(demo_run):
+    root, _ = demo_run
+    table = (root / "out" / "figs" / "demo.md").read_text()
+    with open(root / "out" / "evals" / "DIS_s2.csv") as f:
+        per_video = list(csv.DictReader(f))
+    frames = sum(int(row["generated"]) for row in per_video)
+    assert f"of the {frames} generated frames of the {len(split_rows(root, 'test'))} test videos" in table
+    assert "protocol asvfi" in table and "`adamw_2e-3_demo_audio_best.pth`, `adamw_2e-3_demo_noaudio_best.pth`" in table
+    dis = re.search(r"^\| DIS .*? \| [\d.]+ \| ([\d.]+) \| [\d.]+ \| ([\d.]+) \|$", table, re.M)
+    assert float(dis[1]) == pytest.approx(np.std([float(row["psnr"]) for row in per_video]), abs=0.006)
+    assert float(dis[2]) == pytest.approx(np.std([float(row["ssim"]) for row in per_video]), abs=0.0006)
+
+
+def test_the_validation_table_says_what_its_numbers_are_of(demo_run):
+    root, flags = demo_run
+    report = (root / "out" / "figs" / "demo_audio_ablation.md").read_text()
+    found = re.search(r"on the same (\d+) windows of the val split \((\d+) videos\), full 64x48 frames, 2x", report)
+    assert int(found[1]) == 4 and 1 <= int(found[2]) <= 4  # --val-windows 4
+    assert "`best` is the maximum over the epochs on these same windows" in report
+    # read from the data: all of the val split without a --val-windows limit
+    every = ablation.validation_caption(ablation.parse_args([*ablation.command_args(
+        ablation.build_parser(), demo.ablation_args(demo.parse_args(flags))), "--val-windows", "0"]))
+    windows, videos = map(int, re.search(r"on the same (\d+) windows of the val split \((\d+) videos\)", every).groups())
+    assert videos == len(split_rows(root, "val")) and windows > videos
 
 
 def test_a_resumed_or_report_only_ablation_prints_the_command_that_trains_both_arms_again_from_scratch():
