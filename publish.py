@@ -7,8 +7,9 @@
         publish(tmp, final)                      # rename into place; an older result moved aside first
 
 Locks are `fcntl.flock` on a hidden `.<name>.lock` beside the result, released when the process
-dies, so a crashed run never blocks the next one. Partial names carry the process id and a random
-token, so two runs never write into one partial folder.
+dies, so a crashed run never blocks the next one; the holder removes the file when it is done.
+Partial names carry the process id and a random token, so two runs never write into one partial
+folder.
 """
 import contextlib
 import fcntl
@@ -23,17 +24,42 @@ def lock_path(final):
     return final.with_name(f".{final.name}.lock")
 
 
+class Busy(Exception):
+    """Another process holds the lock (raised by exclusive(..., wait=False)); args[0] is the lock file."""
+
+
 @contextlib.contextmanager
-def exclusive(final):
-    """Hold the lock of one result for the duration of the block (blocking, across processes)."""
+def exclusive(final, wait=True):
+    """Hold the lock of one result for the duration of the block, across processes. wait=False raises
+    Busy at once when another process holds it. The holder removes the lock file before letting go, so
+    finished results leave none behind."""
     path = lock_path(final)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    handle = locked_file(path, wait)
+    try:
+        yield
+    finally:
+        path.unlink()  # while still held: a process that opened it meanwhile sees it gone and retries
+        handle.close()
+
+
+def locked_file(path, wait):
+    """`path` opened and flocked. A file that its last holder removed between our open and our flock is
+    opened again: the new file is the lock."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle = open(path, "a")
+        except FileNotFoundError:  # the folder went with the last holder's lock file
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            raise Busy(path) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                return handle
+        handle.close()
 
 
 def partial_name(final):

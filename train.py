@@ -22,7 +22,6 @@ A non-finite loss (training or validation) stops the run before anything is writ
 last good checkpoint stays as it was.
 """
 import contextlib
-import fcntl
 import math
 import os
 import random
@@ -541,42 +540,21 @@ def stops_say_where_the_run_stands(run):
 
 @contextlib.contextmanager
 def run_lock(paths):
-    """Hold the run's lock (publish's hidden lock file beside its latest checkpoint) for the block:
-    a second process training the same run would write over its checkpoints, so it stops at once.
-    The holder removes the file (and the folders made for it, when still empty) before letting go;
-    a process killed outright loses its flock, and the file is reused."""
-    lock = publish.lock_path(paths.latest)
-    made = [path for path in (lock.parent, *lock.parent.parents) if not path.exists()]  # deepest first
-    handle = locked_file(lock, paths)
+    """Hold the run's lock (publish's lock beside its latest checkpoint) for the block: a second
+    process training the same run would write over its checkpoints, so it stops at once. The folders
+    made for the lock are removed again when still empty, so a refused run leaves nothing behind."""
+    folder = paths.latest.parent
+    made = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
-        yield
+        with publish.exclusive(paths.latest, wait=False):
+            yield
+    except publish.Busy as busy:
+        raise TrainingStopped(f"run {paths.run} is being trained by another process (it holds {busy.args[0]}); "
+                              f"wait for it to end, or choose another --tag or --out-dir") from None
     finally:
-        lock.unlink()  # while still held: a process that opened it meanwhile sees it gone and retries
-        handle.close()
-        for folder in made:
+        for path in made:
             with contextlib.suppress(OSError):  # not empty: the run wrote there
-                folder.rmdir()
-
-
-def locked_file(lock, paths):
-    """`lock` opened and flocked, or TrainingStopped when another process holds it; a file its last
-    holder removed between our open and flock is opened again (the new file is the lock)."""
-    while True:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = open(lock, "a")
-        except FileNotFoundError:  # the folder went with the last holder's lock file
-            continue
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise TrainingStopped(f"run {paths.run} is being trained by another process (it holds {lock}); "
-                                  f"wait for it to end, or choose another --tag or --out-dir") from None
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
-                return handle
-        handle.close()
+                path.rmdir()
 
 
 def remove_leftover_temp_files(paths):
