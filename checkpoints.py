@@ -30,15 +30,24 @@ def save(obj, path):
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_file(path):
-    """Any torch file, weights_only; CheckpointError names the file when it is missing or not loadable."""
+def load_file(path, mmap=False):
+    """Any torch file, weights_only; CheckpointError names the file when it is missing or not loadable.
+    mmap=True maps the tensors instead of reading them, for a look at the plain fields."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointError(f"{path}: {load_failure(error)}") from None
+
+
+def saved_epoch(path):
+    """The finished epochs a training checkpoint records, without reading its weights."""
+    epoch = load_file(path, mmap=True).get("epoch")
+    if not isinstance(epoch, int):
+        raise CheckpointError(f"{path}: not a training checkpoint (it records no epoch)")
+    return epoch
 
 
 def load_failure(error):

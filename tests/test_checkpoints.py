@@ -48,3 +48,12 @@ def test_a_flavr_release_of_any_shape_builds_its_network_and_other_foreign_files
     torch.save({"state_dict": {"other.weight": torch.ones(1)}}, tmp_path / "other.pth")
     with pytest.raises(checkpoints.CheckpointError, match="no model config.*main.py"):
         registry.load_model(tmp_path / "other.pth")
+
+
+def test_saved_epoch_reads_the_epoch_without_the_weights_and_refuses_a_file_without_one(tmp_path):
+    path = tmp_path / "run.pth"
+    checkpoints.save({"epoch": 3, "state_dict": {"w": torch.arange(4.0)}}, path)
+    assert checkpoints.saved_epoch(path) == 3
+    checkpoints.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "bare.pth")
+    with pytest.raises(checkpoints.CheckpointError, match=r"bare\.pth: not a training checkpoint"):
+        checkpoints.saved_epoch(tmp_path / "bare.pth")
