@@ -173,22 +173,27 @@ def build_datasets(args, procs):
     if procs.is_main and args.dataset not in runs.TESTSET_FOLDERS:
         prepare.ensure_dataset(args.data_root, args.dataset)
     procs.barrier()
-    crop = args.crop or None
-    training = Sampling(train=True, crop=crop, windows_per_video=args.windows_per_video, seed=args.random_seed,
-                        color_jitter=args.color_jitter)
-    validation = Sampling(crop=args.val_crop or None)
-    if args.dataset in runs.TESTSET_FOLDERS:
-        root = runs.testset_dir(args.data_root, args.dataset)
-        n_inputs = registry.consumes(model_config(args)).input_frames[0]
-        train_set = testsets.training_windows(args.dataset, root, "train", n_inputs, training)
-        val_set = testsets.training_windows(args.dataset, root, "val", n_inputs, validation)
-    else:
-        train_set = VFIWindows(args.data_root, args.dataset, "train", args.scale, training)
-        val_set = VFIWindows(args.data_root, args.dataset, "val", args.scale, validation)
+    training = Sampling(train=True, crop=args.crop or None, windows_per_video=args.windows_per_video,
+                        seed=args.random_seed, color_jitter=args.color_jitter)
+    return split_windows(args, "train", training), validation_windows(args)
+
+
+def validation_windows(args):
+    """The val split's windows, or --val-windows of them evenly spaced: the same ones every epoch."""
+    val_set = split_windows(args, "val", Sampling(crop=args.val_crop or None))
     if args.val_windows and len(val_set) > args.val_windows:
         keep = np.unique(np.round(np.linspace(0, len(val_set) - 1, args.val_windows)).astype(int))
         val_set = Subset(val_set, keep.tolist())
-    return train_set, val_set
+    return val_set
+
+
+def split_windows(args, split, sampling):
+    """The windows of one split of the data set, sampled as `sampling` says."""
+    if args.dataset in runs.TESTSET_FOLDERS:
+        root = runs.testset_dir(args.data_root, args.dataset)
+        n_inputs = registry.consumes(model_config(args)).input_frames[0]
+        return testsets.training_windows(args.dataset, root, split, n_inputs, sampling)
+    return VFIWindows(args.data_root, args.dataset, split, args.scale, sampling)
 
 
 def frame_sizes(windows):
@@ -513,7 +518,7 @@ def where_the_run_stands(paths, epochs):
         again = "pass --overwrite to start it again" if paths.existing() else "run the command again to start it"
         return f"no epoch was finished (there is no checkpoint {paths.latest}); {again}"
     try:
-        finished = checkpoints.load_file(paths.latest)["epoch"]
+        finished = checkpoints.saved_epoch(paths.latest)
     except checkpoints.CheckpointError as error:
         return str(error)
     if finished < epochs:
@@ -627,7 +632,7 @@ def check_best_checkpoint(paths, path, checkpoint):
     if not checkpoint["history"]:
         return
     wanted = best_epoch(checkpoint["history"])
-    held = checkpoints.load_file(paths.best).get("epoch") if paths.best.is_file() else None
+    held = checkpoints.saved_epoch(paths.best) if paths.best.is_file() else None
     if held == wanted or (held is not None and held > checkpoint["epoch"]):
         return
     psnr = max(record["val_psnr"] for record in checkpoint["history"])

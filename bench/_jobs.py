@@ -6,6 +6,7 @@ one line per epoch, which names the run) stays on the terminal. A failed script 
 end of its log.
 """
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -36,6 +37,31 @@ def interpreter_args(command):
     return [str(script), *command[1:]] if command[0].endswith(".py") and script.is_file() else list(command)
 
 
+def script_path(name):
+    """A repository script as a printed command names it: by its name when run from the repository,
+    else by its full path, so that the command works from the folder it was run in."""
+    return name if Path.cwd().resolve() == tools.REPO_DIR else str(tools.REPO_DIR / name)
+
+
+def command_args(parser, args):
+    """The options of `args` that differ from the parser's defaults, as a command line would give them."""
+    defaults = vars(parser.parse_args([]))
+    words = []
+    for action in parser._actions:
+        if action.dest not in defaults or getattr(args, action.dest) == defaults[action.dest]:
+            continue
+        words.append(action.option_strings[0])
+        if action.nargs != 0:  # a flag (store_true) has no value
+            words.append(str(getattr(args, action.dest)))
+    return words
+
+
+def command_line(parser, args):
+    """`python tools.py <command> ...` that runs the parser's command with `args` (shell-quoted)."""
+    script, *command = parser.prog.split()
+    return shlex.join(["python", script_path(script), *command, *command_args(parser, args)])
+
+
 def run_jobs(jobs, log_dir, slots=2):
     """Run the jobs `slots` at a time; raise naming the first script that failed and its log.
     Returns {job name: seconds}."""
@@ -49,7 +75,7 @@ def run_jobs(jobs, log_dir, slots=2):
         if command is None:
             seconds[job.name] = time.perf_counter() - job.started
             return
-        print("$ python " + " ".join(command), flush=True)
+        print(f"$ {shlex.join(['python', *command])}", flush=True)
         out = subprocess.DEVNULL if job.quiet else None
         with open(job.log(log_dir), "a") as log:
             proc = subprocess.Popen([sys.executable, *interpreter_args(command)], env=env, stdout=out, stderr=log)
@@ -67,7 +93,7 @@ def run_jobs(jobs, log_dir, slots=2):
                 continue
             if proc.returncode != 0:
                 tail = "\n".join(job.log(log_dir).read_text().splitlines()[-5:])
-                raise ASVFIError(f"`python {' '.join(command)}` failed (exit {proc.returncode}); the end of "
+                raise ASVFIError(f"`{shlex.join(['python', *command])}` failed (exit {proc.returncode}); the end of "
                                  f"{job.log(log_dir)}:\n{tail}")
             del running[name]
             start_next(job, remaining)

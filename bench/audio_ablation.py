@@ -25,10 +25,11 @@ from torch.utils.data import Subset
 import main as train_entry
 import prepare
 import runs
-import runtime
 import tools
 import train
 import utils
+
+job_runner = tools.load_bench("_jobs")
 
 # (run tag, main.py --audio, label) of the two arms; tools.py demo and demo-figure show the same two
 ARMS = (("audio", "mel", "ASVFI, audio"), ("noaudio", "none", "ASVFI, no audio"))
@@ -70,31 +71,6 @@ def parse_args(argv):
     return build_parser().parse_args(argv)
 
 
-def script_path(name):
-    """A repository script as a printed command names it: by its name when run from the repository,
-    else by its full path, so that the command works from the folder it was run in."""
-    return name if Path.cwd().resolve() == tools.REPO_DIR else str(tools.REPO_DIR / name)
-
-
-def command_args(parser, args):
-    """The options of `args` that differ from the parser's defaults, as a command line would give them."""
-    defaults = vars(parser.parse_args([]))
-    words = []
-    for action in parser._actions:
-        if action.dest not in defaults or getattr(args, action.dest) == defaults[action.dest]:
-            continue
-        words.append(action.option_strings[0])
-        if action.nargs != 0:  # a flag (store_true) has no value
-            words.append(str(getattr(args, action.dest)))
-    return words
-
-
-def command_line(parser, args):
-    """`python tools.py <command> ...` that runs the parser's command with `args` (shell-quoted)."""
-    script, *command = parser.prog.split()
-    return shlex.join(["python", script_path(script), *command, *command_args(parser, args)])
-
-
 def rerun_settings(args):
     """The settings that train both arms again as `args` did: from scratch over the runs that exist
     (a resumed run ends with the same weights as one trained in one go)."""
@@ -126,10 +102,9 @@ def train_arms(args):
     """Both arms through main.py: one after the other, or as two one-thread processes at once."""
     arms = [(label, training_flags(args, args.tag_prefix + tag, audio)) for tag, audio, label in ARMS]
     for label, flags in arms:
-        print(f"== {label}: {shlex.join(['python', script_path('main.py'), *flags])}")
+        print(f"== {label}: {shlex.join(['python', job_runner.script_path('main.py'), *flags])}")
     if not args.parallel:
         return all(train_entry.main(flags) == 0 for _, flags in arms)
-    job_runner = tools.load_bench("_jobs")
     jobs = [job_runner.Job(f"train {args.tag_prefix}{tag}", [["main.py", *flags]], quiet=False)
             for (tag, _, _), (_, flags) in zip(ARMS, arms)]
     job_runner.run_jobs(jobs, Path(args.out_dir) / "figs" / "audio_ablation_logs")
@@ -174,7 +149,13 @@ def validation_caption(args):
     """What the validation PSNR of the table is of, read from the val windows main.py builds for the arms."""
     tag, audio, _ = ARMS[0]  # both arms are validated on the same windows
     settings = train_entry.parse_args(training_flags(rerun_settings(args), args.tag_prefix + tag, audio))
-    windows = train.build_datasets(settings, runtime.Processes())[1]
+    try:
+        windows = train.validation_windows(settings)
+    except utils.ASVFIError as error:  # a report from the logs alone, the data moved or removed since
+        return (f"Validation PSNR (dB) after each epoch, on --val-windows {settings.val_windows} windows of the val "
+                f"split of {settings.data_root}, {settings.scale}x ({error}, so their videos and frame size are not "
+                f"named). `best` is the maximum over the epochs on these same windows, which also picked each "
+                f"arm's `_best` checkpoint: optimistic by that choice.")
     source, indices = (windows.dataset, windows.indices) if isinstance(windows, Subset) else (windows, range(len(windows)))
     n_videos = len({source.eval_windows[i][0] for i in indices})  # (video, start) of each window
     sizes = ", ".join(f"{w}x{h}" for h, w in sorted(train.frame_sizes(windows)))
@@ -188,7 +169,7 @@ def validation_caption(args):
 def write_report(args):
     """The per-epoch table (markdown) and curves of both arms, from their training logs."""
     logs = {tag: read_log(log_path(args, tag)) for tag, _, _ in ARMS}
-    command = command_line(build_parser(), rerun_settings(args))
+    command = job_runner.command_line(build_parser(), rerun_settings(args))
     report = f"{validation_caption(args)}\n\n{markdown_table(logs)}\n\nCommand: `{command}`\n"
     out = Path(args.out_dir) / "figs"
     name = f"{args.tag_prefix}audio_ablation"

@@ -112,14 +112,14 @@ def methods(args):
 
 
 def generate_and_score(flags):
-    return [[ablation.script_path("inference.py"), *flags, "--overwrite"],
-            [ablation.script_path("evaluate.py"), *flags, "--metrics", "psnr,ssim", "--restart"]]
+    return [[job_runner.script_path("inference.py"), *flags, "--overwrite"],
+            [job_runner.script_path("evaluate.py"), *flags, "--metrics", "psnr,ssim", "--restart"]]
 
 
 def demo_jobs(args):
     """Both arms first; the baselines when a slot frees up; each arm's frames once it is trained."""
     settings = ablation_args(args)
-    jobs = [job_runner.Job(f"train {tag}", [[ablation.script_path("main.py"),
+    jobs = [job_runner.Job(f"train {tag}", [[job_runner.script_path("main.py"),
                                              *ablation.training_flags(settings, TAG_PREFIX + tag, audio)]],
                            quiet=False) for tag, audio, _ in ablation.ARMS]
     rows = methods(args)
@@ -171,7 +171,7 @@ def result_table(args):
     for label, summary in rows:
         psnr, ssim = summary["metrics"]["psnr"], summary["metrics"]["ssim"]
         lines.append(f"| {label} | {psnr['mean']:.2f} | {std_text(psnr, 2)} | {ssim['mean']:.3f} | {std_text(ssim, 3)} |")
-    lines += ["", f"Command: `{ablation.command_line(build_parser(), args)}`"]
+    lines += ["", f"Command: `{job_runner.command_line(build_parser(), args)}`"]
     return "\n".join(lines)
 
 
@@ -180,8 +180,8 @@ def draw_figure(args):
     figure = tools.load_bench("demo_figure")  # here, not at import: demo_figure imports this module
     settings = figure.parse_args(["--data-root", args.data_root, "--lr", args.lr, "--tag-prefix", TAG_PREFIX,
                                   "--out-dir", args.out_dir])
-    print(f"$ {ablation.command_line(figure.build_parser(), settings)}", flush=True)
-    return figure.main(ablation.command_args(figure.build_parser(), settings))
+    print(f"$ {job_runner.command_line(figure.build_parser(), settings)}", flush=True)
+    return figure.main(job_runner.command_args(figure.build_parser(), settings))
 
 
 def main(argv=None):

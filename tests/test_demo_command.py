@@ -15,6 +15,7 @@ TINY = ["--size", "64x48", "--frames", "12", "--epochs", "1", "--windows-per-vid
 demo = tools.load_bench("demo")
 ablation = tools.load_bench("audio_ablation")
 figure = tools.load_bench("demo_figure")
+job_runner = tools.load_bench("_jobs")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,6 @@ def test_demo_refuses_a_demo_set_of_another_size(demo_run):
 
 
 def test_a_failed_job_is_named_with_the_end_of_its_log(tmp_path):
-    job_runner = tools.load_bench("_jobs")
     failing = job_runner.Job("broken step", [["-c", "import sys; print('boom: no such file', file=sys.stderr); "
                                                    "sys.exit(3)"]])
     with pytest.raises(ASVFIError, match=r"failed \(exit 3\); the end of .*broken_step\.log:\nboom: no such file"):
@@ -71,7 +71,6 @@ def test_a_failed_job_is_named_with_the_end_of_its_log(tmp_path):
 
 def test_jobs_run_in_the_callers_folder_where_their_relative_paths_were_meant(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    job_runner = tools.load_bench("_jobs")
     here = job_runner.Job("where", [["-c", "import os; open('cwd.txt', 'w').write(os.getcwd())"],
                                     ["main.py", "--help"]])  # a repository script, found from elsewhere
     job_runner.run_jobs([here], "logs")
@@ -154,7 +153,7 @@ def test_the_validation_table_says_what_its_numbers_are_of(demo_run):
     assert int(found[1]) == 4 and 1 <= int(found[2]) <= 4  # --val-windows 4
     assert "`best` is the maximum over the epochs on these same windows" in report
     # read from the data: all of the val split without a --val-windows limit
-    every = ablation.validation_caption(ablation.parse_args([*ablation.command_args(
+    every = ablation.validation_caption(ablation.parse_args([*job_runner.command_args(
         ablation.build_parser(), demo.ablation_args(demo.parse_args(flags))), "--val-windows", "0"]))
     windows, videos = map(int, re.search(r"on the same (\d+) windows of the val split \((\d+) videos\)", every).groups())
     assert videos == len(split_rows(root, "val")) and windows > videos
@@ -164,7 +163,7 @@ def test_a_resumed_or_report_only_ablation_prints_the_command_that_trains_both_a
     parser = ablation.build_parser()
     ran = ablation.parse_args(["--data-root", "d", "--size", "64x48", "--frames", "12", "--start-epoch", "1",
                                "--report-only", "--device", "cpu"])
-    _, settings = printed_command(f"Command: `{ablation.command_line(parser, ablation.rerun_settings(ran))}`", parser)
+    _, settings = printed_command(f"Command: `{job_runner.command_line(parser, ablation.rerun_settings(ran))}`", parser)
     # the runs exist once a report is written: --overwrite retrains them, from epoch 0 (resuming gives the same weights)
     assert settings.overwrite and settings.start_epoch == 0 and not settings.report_only
     assert vars(settings) == {**vars(ran), "overwrite": True, "start_epoch": 0, "report_only": False}

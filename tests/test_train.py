@@ -389,8 +389,10 @@ def test_audio_ablation_report_from_logs(tmp_path, capsys):
         (tmp_path / "figs").mkdir(exist_ok=True)
         (tmp_path / f"figs/{RUN}_{tag}.csv").write_text(
             f"epoch,train_loss,val_loss,val_psnr,val_ssim,lr,seconds\n{rows}\n")
-    assert tools.main(["audio_ablation", "--report-only", "--out-dir", str(tmp_path)]) == 0
+    assert tools.main(["audio_ablation", "--report-only", "--out-dir", str(tmp_path),
+                       "--data-root", str(tmp_path / "moved")]) == 0
     table = (tmp_path / "figs/audio_ablation.md").read_text()
+    assert "moved/demo_split.csv: split CSV not found" in table and not (tmp_path / "moved").exists()
     assert "| 2 | 22.50 | 21.00 | +1.50 |" in table and "| best | 22.50 | 21.50 | +1.00 |" in table
     assert matplotlib.image.imread(tmp_path / "figs/audio_ablation.png").std() > 0
     assert "| best |" in capsys.readouterr().out
