@@ -313,6 +313,14 @@ def own_bytes(folder, shared_with):
     return own
 
 
+def chosen_for_you(args, name):
+    """Why this data set, when --dataset was not given."""
+    if args.dataset:
+        return ""
+    found = "UCF-101 is" if name == "ucf101" else "no UCF-101 is"
+    return f" (no --dataset given, and {found} under --data-root {args.data_root}; pass --dataset to choose)"
+
+
 def test_sources(args, entries, video_dir):
     """(entry, path) of each test video, every path confined to the video folder (CSV rows are data)."""
     return [(entry, runs.confined(video_dir, entry.path, f"{video_dir.parent}: split CSV path")) for entry in entries]
@@ -321,10 +329,14 @@ def test_sources(args, entries, video_dir):
 def run_test_split(args, procs):
     network, scale = load_at_scale(args, procs.device)
     engines = build_engines(network, procs.device, scale, args)
-    paths = prepare.ensure_dataset(args.data_root, cli.dataset_of(args))
+    name = cli.dataset_of(args)
+    paths = prepare.ensure_dataset(args.data_root, name)
     video_dir, split_csv = paths["videos"], paths["split_csv"]
     entries = dataset.read_split(split_csv, "test")
-    entries = procs.shard(entries[:args.limit] if args.limit else entries)
+    entries = entries[:args.limit] if args.limit else entries
+    if procs.is_main:
+        print(f"{name} test split ({split_csv}): {len(entries)} video(s){chosen_for_you(args, name)}")
+    entries = procs.shard(entries)
     sources = test_sources(args, entries, video_dir)
     out_root = runs.output_dir(args.data_root, args.model, scale, runs.generated_run_of(args))
     gt_root = runs.gt_dir(args.data_root, scale)

@@ -171,6 +171,16 @@ def test_blend_output_is_the_mean_of_its_neighbours(demo_root, tmp_path):
         assert np.abs(out[1::2] - (gt[:-2:2] + gt[2::2]) / 2).max() <= 0.5  # rounding of x.5 only
 
 
+def test_the_run_names_the_data_set_and_why_when_it_chose_it(demo_root, tmp_path, capsys):
+    root = copy_demo(demo_root, tmp_path)
+    assert run("--model", "repeat", "--data-root", root, "-s", 2, "--limit", 1) == 0
+    out = capsys.readouterr().out
+    assert f"demo test split ({root / 'demo_split.csv'}): 1 video(s) (no --dataset given, and no UCF-101 is under " \
+           f"--data-root {root}; pass --dataset to choose)" in out
+    assert run("--model", "repeat", "--data-root", root, "--dataset", "demo", "-s", 2, "--limit", 1) == 0
+    assert "demo test split" in (out := capsys.readouterr().out) and "no --dataset given" not in out
+
+
 def test_resume_skips_finished_videos_and_redoes_interrupted_ones(demo_root, tmp_path, capsys):
     root = copy_demo(demo_root, tmp_path)
     argv = ("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2)
