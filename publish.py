@@ -38,7 +38,8 @@ def exclusive(final, wait=True):
     try:
         yield
     finally:
-        path.unlink()  # while still held: a process that opened it meanwhile sees it gone and retries
+        with contextlib.suppress(FileNotFoundError):  # removed by hand meanwhile: nothing to clean
+            path.unlink()  # while still held: a process that opened it meanwhile sees it gone and retries
         handle.close()
 
 
