@@ -53,6 +53,15 @@ def metric_columns(columns):
     return None
 
 
+def scored_while_unavailable(row, computable):
+    """Names of the `computable` metrics ({column: name}) a finished row has no value of and no note
+    about: a metric that could not run then (its weights were missing) leaves its column empty and
+    says nothing, while one that ran without a value notes "name: reason"."""
+    notes = f"; {row.get('notes', '')}"
+    return [name for column, name in computable.items()
+            if column in row and row[column] == "" and f"; {name}: " not in notes]
+
+
 class ResultsCSV:
     """One row per video, appended and flushed as each video finishes.
 
@@ -62,15 +71,20 @@ class ResultsCSV:
     earlier report that records more metrics than `columns` keeps its columns (this run reports a
     subset of them), provided no video with output is left to score. A recorded column without a
     value in any kept row (a metric that was unavailable) holds nothing to keep and is dropped; with
-    no row kept the report takes this run's columns. Only the writing process (rank 0) passes
-    write=True.
+    no row kept the report takes this run's columns. A row of this run's videos without a value of a
+    metric this run computes (`computable`: {column: metric name}) and without a note saying why was
+    scored while that metric was unavailable: it is scored again (`rescored`: {key: metric names}).
+    Only the writing process (rank 0) passes write=True.
     """
 
-    def __init__(self, path, columns, current, restart=False, write=True):
+    def __init__(self, path, columns, current, restart=False, write=True, computable=None):
         self.path, self.write, columns = Path(path), write, list(columns)
         recorded, rows = (columns, []) if restart or not self.path.is_file() else self._read_previous(columns)
         self.rows = [r for r in rows if row_key(r) not in current
                      or all(r[c] == str(current[row_key(r)][c]) for c in SIGNATURE)]
+        self.rescored = {row_key(r): lacking for r in self.rows if row_key(r) in current
+                         and (lacking := scored_while_unavailable(r, computable or {}))}
+        self.rows = [r for r in self.rows if row_key(r) not in self.rescored]
         self.done = {row_key(r) for r in self.rows}
         self.columns = self._report_columns(recorded, columns)
         left_out = [c for c in metric_columns(self.columns) if c not in columns]

@@ -18,7 +18,7 @@ videos that failed (missing output, frame count or size mismatch) are dropped an
 next run. A run asking for a subset of the metrics a report records reports them from its rows. The
 FVD needs every video's I3D features, so they are cached per video next to the CSV.
 A metric whose weights cannot be had (e.g. `--offline` without them) is listed as unavailable;
-the others still run. The summary (mean, std over videos, N) is printed and written atomically
+the others still run, and a later run that has the weights scores those videos again. The summary (mean, std over videos, N) is printed and written atomically
 to `<csv>_summary.json` and `<csv>_summary.txt`.
 
 The videos scored are the test split of the split CSV, in its order (without one, every ground-truth
@@ -543,7 +543,8 @@ def evaluate(argv=None):
         columns = eval_report.csv_columns(built[n].column if n in built else metric_registry.metric_column(n, args.flow)
                                           for n in names)
         current = {(i.category, i.video): i.signature for i in items}
-        results = eval_report.ResultsCSV(csv_path, columns, current, args.restart, write=procs.is_main)
+        results = eval_report.ResultsCSV(csv_path, columns, current, args.restart, write=procs.is_main,
+                                         computable={built[n].column: n for n in built})
         procs.barrier()
         cache = eval_report.FeatureCache(csv_path.with_name(csv_path.stem + "_fvd"), args.restart and procs.is_main)
         if procs.is_main:
@@ -551,6 +552,10 @@ def evaluate(argv=None):
                 print(f"{name}: unavailable ({reason})", file=sys.stderr)
             if results.done & set(current):
                 print(f"{csv_path}: resuming, {len(results.done & set(current))} video(s) already scored")
+            if results.rescored:
+                print(f"{csv_path}: scoring {len(results.rescored)} video(s) again "
+                      f"({utils.some_of([f'{c}/{v}' for c, v in results.rescored], 3)}): "
+                      f"{', '.join(sorted(set().union(*results.rescored.values())))} could not run when they were scored")
         score_items(items, run, results, cache, procs)
         if not procs.is_main:
             return 0

@@ -307,6 +307,43 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
     assert "3 clips of 16 frames" in out and "weights checked by: FVD i3d: unverified" in out
 
 
+def test_rows_scored_while_a_metric_was_unavailable_are_scored_again_once_it_can_run(tmp_path, monkeypatch, capsys):
+    """FVD without its weights leaves fvd_clips empty with no note; with the weights a resumed run
+    scores those videos again (a row FVD ran on, noted or not, is kept) and its set FVD covers them all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root = tmp_path / "data"
+    rng = np.random.default_rng(2)
+    for index, n_frames in enumerate((17, 33, 12)):
+        gt = moving_pattern(rng, n_frames, 16, 20)
+        write_frames(runs.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
+        write_frames(runs.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
+                     blend_of_neighbours(gt, SCALE))
+    assert run(root, metrics="psnr,fvd") == 0
+    without = pd.read_csv(csv_path(), keep_default_na=False)
+    assert (without["fvd_clips"] == "").all() and (without["notes"] == "").all()
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.jit.script(StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
+    capsys.readouterr()
+    assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
+    out = capsys.readouterr().out
+    assert "scoring 3 video(s) again (Gamma/v_Gamma_g00_c01, Gamma/v_Gamma_g01_c01, Gamma/v_Gamma_g02_c01): " \
+           "fvd could not run when they were scored" in out and "resuming" not in out
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table["fvd_clips"]) == [1, 2, 0] and list(table["psnr"]) == list(without["psnr"])
+    summary_path = Path(str(csv_path().with_suffix("")) + "_summary.json")
+    scored = json.loads(summary_path.read_text())["metrics"]["fvd"]
+    assert scored["status"] == "ok" and scored["clips"] == 3
+    recorded = csv_path().read_text()
+    assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0  # every row has FVD now: nothing again
+    out = capsys.readouterr().out
+    assert "resuming, 3 video(s) already scored" in out and "again" not in out
+    assert csv_path().read_text() == recorded
+    assert eval_report.scored_while_unavailable({"lpips": "", "notes": "vfips: too small; lpips: no frames"},
+                                                {"lpips": "lpips"}) == []
+
+
 def blend_on_demo(demo_root, tmp_path, monkeypatch, limit):
     """A private copy of the demo data with inference.py's blend frames for its first `limit` test videos."""
     monkeypatch.chdir(tmp_path)
