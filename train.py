@@ -563,13 +563,10 @@ def run_lock(paths):
 
 
 def remove_leftover_temp_files(paths):
-    """Temp files of the run's checkpoints (utils.atomic_path names them .<name>.<random>.tmp) that a
-    process killed while writing left behind, each as large as a checkpoint. Called with the run's
-    lock held, so none of them is still being written."""
+    """Remove the temp files of the run's checkpoints (latest, best, epoch snapshots) that a process
+    killed while writing left behind, each as large as a checkpoint. Called with the run's lock held."""
     names = [re.escape(path.name) for path in (paths.latest, paths.best)]
-    pattern = re.compile(rf"\.(?:{'|'.join(names)}|{re.escape(paths.run)}_epoch\d+\.pth)\.\w+\.tmp")
-    folder = paths.latest.parent
-    leftovers = sorted(path for path in folder.iterdir() if pattern.fullmatch(path.name)) if folder.is_dir() else []
+    leftovers = utils.atomic_leftovers(paths.latest.parent, rf"{'|'.join(names)}|{re.escape(paths.run)}_epoch\d+\.pth")
     for path in leftovers:
         path.unlink()
     if leftovers:

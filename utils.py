@@ -4,6 +4,7 @@
 """
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +48,15 @@ def atomic_path(path, suffix=".tmp"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_leftovers(folder, name_pattern):
+    """The temp files atomic_path made in `folder` for files whose names fullmatch the regex
+    `name_pattern` and that a process killed while writing left behind (call with the writer's lock
+    held, so that none is still being written)."""
+    pattern = re.compile(rf"\.(?:{name_pattern})\.\w+\.tmp")
+    folder = Path(folder)
+    return sorted(path for path in folder.iterdir() if pattern.fullmatch(path.name)) if folder.is_dir() else []
 
 
 def atomic_write(path, write):

@@ -1,7 +1,11 @@
-"""publish.exclusive: one holder per result, a refusal at once with wait=False, no lock file left."""
+"""publish.exclusive: one holder per result, a refusal at once with wait=False, no lock file left;
+utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves."""
+from pathlib import Path
+
 import pytest
 
 import publish
+import utils
 
 
 def test_a_held_lock_refuses_a_second_holder_at_once_and_leaves_no_file_when_released(tmp_path):
@@ -16,3 +20,14 @@ def test_a_held_lock_refuses_a_second_holder_at_once_and_leaves_no_file_when_rel
     with publish.exclusive(final, wait=False):  # free again
         publish.lock_path(final).unlink()  # removed by hand meanwhile: the release still succeeds
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_atomic_leftovers_are_the_temp_files_of_interrupted_writes_of_the_named_files(tmp_path):
+    kept = tmp_path / "run.pth"
+    with utils.atomic_path(kept) as tmp:
+        left = utils.atomic_leftovers(tmp_path, r"run\.pth")
+        assert left == [tmp_path / tmp.rsplit("/", 1)[-1]]  # the name atomic_path chose, while it writes
+        assert utils.atomic_leftovers(tmp_path, r"other\.pth") == []
+        Path(tmp).write_text("done")
+    assert utils.atomic_leftovers(tmp_path, r"run\.pth") == [] and kept.read_text() == "done"
+    assert utils.atomic_leftovers(tmp_path / "absent", r"run\.pth") == []
