@@ -279,19 +279,31 @@ class StandInI3D(torch.nn.Module):
         return torch.cat([x.mean(dim=(2, 3, 4)), x.pow(2).mean(dim=(2, 3, 4))], 1)
 
 
-def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkeypatch, capsys):
+def fvd_videos(tmp_path, monkeypatch, seed):
+    """Three ground-truth / blend videos of 17, 33 and 12 frames: 1, 2 and no 16-frame FVD clips."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     root = tmp_path / "data"
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     for index, n_frames in enumerate((17, 33, 12)):
         gt = moving_pattern(rng, n_frames, 16, 20)
         write_frames(runs.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
         write_frames(runs.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
                      blend_of_neighbours(gt, SCALE))
+    return root
+
+
+def stand_in_i3d_weights(tmp_path):
+    """A weights folder whose I3D file is StandInI3D."""
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     torch.jit.script(StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
+    return weights_dir
+
+
+def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkeypatch, capsys):
+    root = fvd_videos(tmp_path, monkeypatch, seed=1)
+    weights_dir = stand_in_i3d_weights(tmp_path)
     assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
     summary_path = Path(str(csv_path().with_suffix("")) + "_summary.json")
     first = json.loads(summary_path.read_text())["metrics"]["fvd"]
@@ -310,21 +322,11 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
 def test_rows_scored_while_a_metric_was_unavailable_are_scored_again_once_it_can_run(tmp_path, monkeypatch, capsys):
     """FVD without its weights leaves fvd_clips empty with no note; with the weights a resumed run
     scores those videos again (a row FVD ran on, noted or not, is kept) and its set FVD covers them all."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    root = tmp_path / "data"
-    rng = np.random.default_rng(2)
-    for index, n_frames in enumerate((17, 33, 12)):
-        gt = moving_pattern(rng, n_frames, 16, 20)
-        write_frames(runs.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
-        write_frames(runs.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01",
-                     blend_of_neighbours(gt, SCALE))
+    root = fvd_videos(tmp_path, monkeypatch, seed=2)
     assert run(root, metrics="psnr,fvd") == 0
     without = pd.read_csv(csv_path(), keep_default_na=False)
     assert (without["fvd_clips"] == "").all() and (without["notes"] == "").all()
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    torch.jit.script(StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
+    weights_dir = stand_in_i3d_weights(tmp_path)
     capsys.readouterr()
     assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
     out = capsys.readouterr().out
