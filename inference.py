@@ -39,7 +39,7 @@ import testset_inference
 import utils
 import video_io
 from interpolate import build_engines, interpolate_video, recursion_passes, unreachable_scale_message
-from sources import (UNREADABLE_ERRORS, InputError, audio_cut, check_length, load_wave, open_source,
+from sources import (UNREADABLE_ERRORS, InputError, check_length, load_wave, open_source, output_audio,
                      resampling_setting, source_frames, warn_resampling)
 from utils import ASVFIError
 
@@ -248,10 +248,9 @@ def stream_test_video(source, temporaries, engines, shape, wave):
     """
     tmp_frames, tmp_mp4, tmp_gt, published_gt = temporaries
     scale, batch, n_out = shape
-    audio = None if wave is None else source.path
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(video_io.VideoWriter(tmp_mp4, source.fps, source.width, source.height,
-                                                          audio_from=audio, audio_until=audio_cut(source, wave)))
+                                                          **output_audio(source, wave)))
         encoder = stack.enter_context(pipeline.Sink(writer.write, name="h264"))
         pngs = stack.enter_context(pipeline.Sink(lambda job: job(), name="png"))
 
@@ -422,12 +421,11 @@ def run_single(args, procs):
     output = Path(args.output)
     expected = (source.n_frames - 1) * scale + 1
     written = 0
-    audio = None if wave is None else source.path
     # VideoWriter writes to a temporary file and renames it on success: no half-written output, and
     # a file replaced with --overwrite stays as it was when the run fails.
     with write_errors_named(output, "nothing was written there"), \
-            video_io.VideoWriter(output, source.fps * scale, source.width, source.height, audio_from=audio,
-                                 audio_until=audio_cut(source, wave)) as writer:
+            video_io.VideoWriter(output, source.fps * scale, source.width, source.height,
+                                 **output_audio(source, wave)) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)
         for frame, _ in utils.progress(stream, f"{scale}x", unit="frame", total=expected):
             writer.write(frame)

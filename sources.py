@@ -40,6 +40,7 @@ class Source:
     images: list = None  # the frame files of a folder input
     truncation: str = None  # why the file decodes to well less than it declares (VideoInfo.truncation)
     vfr_drift: float = None  # variable frame rate: the most its frames move (s) on the constant-rate output
+    start_time: float = 0.0  # the first frame's time (s) on the file's timeline, where its audio starts at 0
 
 
 def open_source(path, folder_fps=25.0):
@@ -54,8 +55,9 @@ def open_source(path, folder_fps=25.0):
     info = video_io.probe(path)
     if info.n_frames < 1:
         raise InputError(f"{path}: no decodable video frames")
+    times = video_io.frame_times(path)
     return Source(path, info.fps, info.n_frames, info.width, info.height, info.has_audio, truncation=info.truncation,
-                  vfr_drift=video_io.constant_rate_drift(video_io.frame_times(path), info.fps))
+                  vfr_drift=video_io.constant_rate_drift(times, info.fps), start_time=float(times[0]))
 
 
 def source_frames(source):
@@ -91,12 +93,22 @@ def load_wave(source):
     return wave
 
 
+def output_audio(source, wave):
+    """VideoWriter's audio options for an output of `source` (none when `wave` is None): the source's
+    own soundtrack from its first frame's time on, since the output starts at that frame (a file whose
+    video starts after its audio, as a clip cut without re-encoding, keeps its sync), cut where
+    `audio_cut` says."""
+    if wave is None:
+        return {}
+    return {"audio_from": source.path, "audio_start": source.start_time, "audio_until": audio_cut(source, wave)}
+
+
 def audio_cut(source, wave):
-    """Where the output's audio ends (s), with a warning, when the video part of the source is truncated
-    or its audio runs well past the last frame: the output never plays sound over missing pictures.
-    None when the source is complete."""
+    """Where the output's audio ends (s from the first frame), with a warning, when the video part of the
+    source is truncated or its audio runs well past the last frame: the output never plays sound over
+    missing pictures. None when the source is complete."""
     video_end = source.n_frames / source.fps
-    audio_end = 0.0 if wave is None else len(wave) / AUDIO_RATE
+    audio_end = 0.0 if wave is None else len(wave) / AUDIO_RATE - source.start_time
     if source.truncation:
         what = "; the audio is cut at the last frame" if wave is not None else ""
         warnings.warn(f"{source.path}: {source.truncation}: interpolating the {source.n_frames} frames that "

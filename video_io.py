@@ -202,18 +202,39 @@ def _scan_video(path, size, mtime_ns, inode):
         if rotation % 180:
             width, height = height, width
         return _FrameIndex(tuple(pts), tuple(keyframe), stream.time_base, fps, float(start), width, height,
-                           _declared_duration(container, stream, fps), rotation)
+                           _declared_duration(path, container, stream, fps, float(start)), rotation)
 
 
-def _declared_duration(container, stream, fps):
-    """Seconds the header claims: the video stream's duration, else the container's (0 when neither),
-    or its frame count over the rate when longer (an AVI cut short keeps the count in its header,
-    while FFmpeg derives the duration from what is left)."""
+def _declared_duration(path, container, stream, fps, video_start):
+    """Seconds the header claims the video lasts: its stream's duration, or its frame count over the
+    rate when longer (an AVI cut short keeps the count in its header, while FFmpeg derives the duration
+    from what is left). A container that states only its own length (Matroska, WebM) is taken at
+    that length past the first frame, unless its audio reaches the container's end: the file is whole
+    and its sound merely outlasts the picture, so the video's length is not stated (0)."""
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        container_start = container.start_time / av.time_base if container.start_time is not None else 0.0
+        container_end = container_start + container.duration / av.time_base
+        whole = container.streams.audio and _audio_packets_end(path) >= container_end - 2 / fps
+        duration = 0.0 if whole else container_end - video_start
     else:
-        duration = container.duration / av.time_base if container.duration else 0.0
+        duration = 0.0
     return max(duration, stream.frames / fps if stream.frames and fps else 0.0)
+
+
+def _audio_packets_end(path):
+    """Where the first audio stream's last packet ends (s; 0 without timestamps), read without decoding."""
+    end = 0.0
+    with _open(path) as container:
+        stream = container.streams.audio[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        except av.error.FFmpegError:  # a garbled tail: what was read so far is where it ends
+            pass
+    return end
 
 
 def probe(path):
@@ -379,6 +400,14 @@ def _as_channels_first(wave):
     raise ValueError(f"audio waveform must be (T,), (C, T) or (T, C) with C <= 2, got shape {wave.shape}")
 
 
+def _audio_span(wave, rate, start, until):
+    """(wave, rate) of (C, T) `wave` from `start` s (zeros lead a negative start) to `start + until`
+    (None: the end)."""
+    first = int(round(start * rate))
+    wave = wave[:, first:] if first >= 0 else np.pad(wave, ((0, 0), (-first, 0)))
+    return (wave if until is None else wave[:, :int(round(until * rate))]), rate
+
+
 class VideoWriter:
     """Write RGB uint8 frames (and an audio track) to a video file, atomically on close.
 
@@ -387,13 +416,16 @@ class VideoWriter:
     by one replicated edge row/column and the real size is stored in the container's comment tag,
     which `probe`/`read_frames`/`iter_frames` honour (other players show the extra edge line).
     Audio: `audio=(waveform, rate)` with waveform (T,) or (C, T), or `audio_from=path` to re-encode
-    another file's audio (nothing is added when that file has none); `audio_until` cuts it at that
-    time (s). Sample n plays at n/rate, frame k at k/fps.
+    another file's audio (nothing is added when that file has none); `audio_start` is the time (s) of
+    the audio that plays with the first frame (earlier sound is dropped, a negative start leads with
+    silence) and `audio_until` cuts it at that time (s, from the first frame). Sample n plays at
+    n/rate, frame k at k/fps.
     """
 
     QUALITY = 18  # x264 CRF (visually lossless); the AVI quantiser is derived from it
 
-    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, audio_until=None):
+    def __init__(self, path, fps, width, height, audio=None, audio_from=None, gop=12, audio_until=None,
+                 audio_start=0.0):
         if audio is not None and audio_from is not None:
             raise ValueError(f"{path}: give either audio=(waveform, rate) or audio_from=path, not both")
         self.path = Path(path)
@@ -403,10 +435,8 @@ class VideoWriter:
         if audio_from is not None:
             decoded = _decode_audio(audio_from)
             audio = None if decoded is None else decoded
-        self.audio = None if audio is None else (_as_channels_first(audio[0]), int(audio[1]))
-        if self.audio is not None and audio_until is not None:  # cut at that time (seconds)
-            wave, rate = self.audio
-            self.audio = (wave[:, :int(round(audio_until * rate))], rate)
+        self.audio = None if audio is None else _audio_span(_as_channels_first(audio[0]), int(audio[1]),
+                                                            audio_start, audio_until)
         self.container = None
 
     @property

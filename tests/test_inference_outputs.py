@@ -159,6 +159,47 @@ def test_truncated_input_is_named_in_a_warning_and_its_audio_cut_to_the_video(tm
     assert audio_seconds <= info.n_frames / info.fps + 0.1
 
 
+def flash_and_click_video(path, video_start, flash=10, frames=25, fps=25, rate=16000):
+    """A 64x48 MKV whose video starts `video_start` s after its audio (a clip cut without re-encoding):
+    frame `flash` is bright and the audio clicks at that frame's time."""
+    import fractions
+
+    import av
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.time_base = fractions.Fraction(1, 1000)
+        audio = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == flash else 20, np.uint8),
+                                               format="rgb24")
+            frame.pts = round(1000 * (video_start + i / fps))
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        wave = np.zeros(int((video_start + frames / fps) * rate), np.int16)
+        click = round((video_start + flash / fps) * rate)
+        wave[click:click + 80] = 30000
+        sound = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
+        sound.sample_rate, sound.pts = rate, 0
+        container.mux(audio.encode(sound))
+        container.mux(audio.encode())
+
+
+def test_a_video_that_starts_after_its_audio_keeps_its_sound_in_step(tmp_path):
+    """The output starts at the first frame, so its audio starts at that frame's time too: the click
+    still plays with the (interpolated video's) flash frame."""
+    source, output = tmp_path / "late video.mkv", tmp_path / "out.mp4"
+    flash_and_click_video(source, video_start=0.5)
+    assert video_io.frame_times(source)[0] == pytest.approx(0.5)
+    assert run("--model", "repeat", "--input", source, "--output", output) == 0
+    frames = video_io.read_frames(output, 0, 49)
+    flash_time = int(np.argmax(frames.reshape(len(frames), -1).mean(1))) / 50
+    wave = video_io.read_audio(output)
+    click_time = int(np.argmax(np.abs(wave) > 0.3)) / 16000
+    assert flash_time == pytest.approx(0.4) and click_time == pytest.approx(flash_time, abs=0.005)
+    assert len(wave) / 16000 == pytest.approx(49 / 50, abs=0.05)  # the sound before the first frame is gone
+
+
 def test_confined_refuses_a_symlink_that_leads_outside_the_video_folder(tmp_path):
     import runs
     from utils import ASVFIError

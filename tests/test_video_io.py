@@ -150,6 +150,17 @@ def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
     np.testing.assert_allclose(times, np.delete(np.arange(20) / FPS, 10), atol=1e-6)
 
 
+def test_sound_outlasting_the_picture_is_not_truncation_but_a_file_cut_short_is(tmp_path):
+    """Matroska states only the file's length, which counts the audio: a whole file whose audio runs
+    0.3 s past its 40 frames is not called truncated, while the same file cut in half is."""
+    whole = write_video(tmp_path / "whole.mkv", moving_frames(40), audio=(tone(40 / FPS + 0.3, 16000), 16000))
+    info = video_io.probe(whole)
+    assert info.n_frames == 40 and info.truncation is None
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    assert "truncated or damaged file" in (video_io.probe(cut).truncation or "")
+
+
 def test_png_frames_are_identical_to_decoded_frames(tmp_path):
     decoded = video_io.read_frames(write_video(tmp_path / "p.mp4", moving_frames(12)), 0, 12)
     paths = video_io.write_png_frames(tmp_path / "frames", decoded, start=3)
