@@ -113,8 +113,8 @@ def dataset_of(args):
 
 
 class Stopped(SystemExit):
-    """A run stopped from outside: SIGTERM (sigterm_unwinds raises it), or Ctrl-C where a script turns
-    its KeyboardInterrupt into one. It exits with status 128 + the signal number, and run_entry_point
+    """A run stopped from outside: SIGTERM (sigterm_unwinds raises it), or Ctrl-C (run_entry_point, or
+    a script that adds notes, turns its KeyboardInterrupt into one). It exits with status 128 + the signal number, and run_entry_point
     prints it as one line, `stopped (<cause>)` followed by the notes added on the way up (what a
     script knows of where it stopped, e.g. the epoch its last checkpoint holds)."""
 
@@ -129,7 +129,8 @@ class Stopped(SystemExit):
 
 def run_entry_point(body, argv=None):
     """Run a script's body; a project error becomes a one-line message and exit status 1, warnings
-    print as one line each, and SIGTERM unwinds it like Ctrl-C, ending with one `stopped` line."""
+    print as one line each, and SIGTERM unwinds it like Ctrl-C; either stop ends with one `stopped`
+    line and status 128 + the signal (130 for Ctrl-C), without a traceback."""
     try:
         with sigterm_unwinds(), one_line_warnings():
             return body(argv)
@@ -139,6 +140,9 @@ def run_entry_point(body, argv=None):
     except Stopped as stop:
         print(stop.line(), file=sys.stderr)
         raise
+    except KeyboardInterrupt:
+        print(Stopped(signal.SIGINT).line(), file=sys.stderr)
+        raise Stopped(signal.SIGINT) from None
 
 
 def user_message(error):

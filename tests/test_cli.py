@@ -36,6 +36,18 @@ def test_sigterm_unwinds_an_entry_point_so_no_temporary_file_is_left(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_ctrl_c_ends_an_entry_point_with_one_line_and_status_130_after_its_cleanup(tmp_path):
+    """Ctrl-C in any script (inference, prepare, evaluate): the half-written file goes and the run ends
+    with `stopped (Ctrl-C)`, no traceback."""
+    target = tmp_path / "report.csv"
+    code = ("import os, signal, time, cli, utils; "
+            "cli.run_entry_point(lambda argv: utils.atomic_write(%r, lambda tmp: (open(tmp, 'w').write('half'), "
+            "os.kill(os.getpid(), signal.SIGINT), time.sleep(5))))" % str(target))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGINT
+    assert done.stderr.strip() == "stopped (Ctrl-C)" and list(tmp_path.iterdir()) == []
+
+
 def test_entry_point_warnings_print_as_one_line():
     """Our warnings name the file they are about; the source line that raised them says nothing to a user."""
     code = ("import warnings, cli; cli.run_entry_point(lambda argv: warnings.warn('clip.mp4: no audio stream')); "
