@@ -469,7 +469,7 @@ def build_parser():
                         "runs or stops the command)")
     single = p.add_argument_group("single-video mode")
     single.add_argument("--input", default=None, help="a video file or a folder of frames")
-    single.add_argument("--output", default=None, help="output MP4")
+    single.add_argument("--output", default=None, help="output video: .mp4, .mov, .mkv (H.264 + AAC) or .avi (MPEG-4 + PCM)")
     single.add_argument("--fps", type=float, default=None, help="target frame rate instead of --scale")
     single.add_argument("--input-fps", type=float, default=None,
                         help="frame rate of a folder of frames (default 25, with a note)")
@@ -492,6 +492,9 @@ def parse_args(argv=None):
         p.error(f"--output {args.output} is the input: it would replace the source; choose another file")
     if args.input and Path(args.output).is_dir():
         p.error(f"--output {args.output} is a folder; give a file name such as {Path(args.output) / 'out.mp4'}")
+    if args.input and Path(args.output).suffix.lower() not in video_io.WRITE_FORMATS:
+        p.error(f"--output {args.output}: the video formats written are {', '.join(video_io.WRITE_FORMATS)} "
+                f"(H.264 + AAC; .avi: MPEG-4 + PCM)")
     if args.input and Path(args.output).exists() and not args.overwrite:
         p.error(f"--output {args.output} already exists; pass --overwrite to replace it")
     if args.batch < 1:

@@ -28,6 +28,7 @@ class MediaError(ASVFIError):
 
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+WRITE_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}  # VideoWriter's containers
 _DISPLAY_SIZE_TAG = "asvfi-display-size="
 
 
@@ -429,6 +430,9 @@ class VideoWriter:
         if audio is not None and audio_from is not None:
             raise ValueError(f"{path}: give either audio=(waveform, rate) or audio_from=path, not both")
         self.path = Path(path)
+        if self.path.suffix.lower() not in WRITE_FORMATS:
+            raise ValueError(f"{path}: cannot write {self.path.suffix or 'a file without an extension'}; "
+                             f"the video formats written are {', '.join(WRITE_FORMATS)}")
         self.fps = fractions.Fraction(fps).limit_denominator(1001)
         self.size = (int(width), int(height))
         self.gop = gop
@@ -448,7 +452,7 @@ class VideoWriter:
     def __enter__(self):
         self._output = utils.atomic_path(self.path, suffix=self.path.suffix)
         self._tmp = self._output.__enter__()
-        fmt = {".mkv": "matroska", ".mov": "mov", ".avi": "avi"}.get(self.path.suffix.lower(), "mp4")
+        fmt = WRITE_FORMATS[self.path.suffix.lower()]
         self.container = av.open(self._tmp, "w", format=fmt)
         avi = fmt == "avi"
         width, height = self.size

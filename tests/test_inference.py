@@ -519,6 +519,13 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     fails_with(capsys, "--fps 60: not an integer multiple .* 25 fps", "--model", "blend", "--input", odd_video,
                "--output", tmp_path / "x.mp4", "--fps", 60)
     assert not any((tmp_path / name).exists() for name in ("x.mp4", "one_2x.mp4", "broken_2x.mp4"))
+    for output in ("x.webm", "x"):  # a container it does not write is refused, not written as MP4
+        with pytest.raises(SystemExit):
+            run("--model", "blend", "--input", odd_video, "--output", tmp_path / output)
+        assert f"{tmp_path / output}: the video formats written are .mp4, .mov, .mkv, .avi" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"x\.webm: cannot write \.webm; the video formats written are"):
+        video_io.VideoWriter(tmp_path / "x.webm", 25, 24, 32)
+    assert not list(tmp_path.glob("x*"))
 
 
 def test_fps_asked_of_an_ntsc_input_says_the_rate_it_gives(capsys):
