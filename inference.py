@@ -172,18 +172,6 @@ def settings_of(args, network):
 
 
 @contextlib.contextmanager
-def removed_on_failure(*paths):
-    """Partial results are deleted when the block fails, whatever the error."""
-    try:
-        yield
-    except BaseException:
-        for path in paths:
-            if path is not None:
-                publish.remove(path)
-        raise
-
-
-@contextlib.contextmanager
 def write_errors_named(where, kept="finished videos are kept"):
     """Disk full, read-only folder, ...: one clear message naming where, and the run stops."""
     try:
@@ -208,7 +196,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
     tmp_frames, tmp_mp4 = publish.fresh_folder(publish.partial_name(dest.frames)), publish.partial_name(dest.mp4)
     with contextlib.ExitStack() as stack:
         tmp_gt = stack.enter_context(gt_writer(dest.gt, records.gt))
-        stack.enter_context(removed_on_failure(tmp_frames, tmp_mp4, tmp_gt))
+        stack.enter_context(publish.removed_on_failure(tmp_frames, tmp_mp4, tmp_gt))
         stack.enter_context(write_errors_named(dest.frames.parent))
         written = stream_test_video(source, (tmp_frames, tmp_mp4, tmp_gt, dest.gt), engines, (scale, batch, n_out), wave)
         if written != n_out:

@@ -201,15 +201,17 @@ def _frames_complete(folder, n_frames):
 
 
 def _extract_frames(video, folder, n_frames):
-    """Write the frames into a partial folder and rename it into place: an interrupted extraction
-    leaves a partial, which the next run deletes, never a folder that looks complete."""
+    """Write the frames into a partial folder and rename it into place, never leaving a folder that
+    looks complete: a stop or an error removes the partial; one left by a killed run is removed by the
+    next."""
     with publish.exclusive(folder):
         if _frames_complete(folder, n_frames):
             return
         publish.remove_leftovers(folder)
         partial = publish.fresh_folder(publish.partial_name(folder))
-        write_png_frames(partial, iter_frames(video))
-        publish.publish(partial, folder)
+        with publish.removed_on_failure(partial):
+            write_png_frames(partial, iter_frames(video))
+            publish.publish(partial, folder)
 
 
 def _cache_complete(entry, relative, name, paths, extract_frames, require_audio):

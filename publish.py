@@ -3,8 +3,9 @@
     with exclusive(final):                       # blocks while another process writes this result
         remove_leftovers(final)                  # partials of runs that died (nobody else writes now)
         tmp = fresh_folder(partial_name(final))  # private to this run
-        ...                                      # write into tmp
-        publish(tmp, final)                      # rename into place; an older result moved aside first
+        with removed_on_failure(tmp):            # an error, Ctrl-C or SIGTERM takes the partial with it
+            ...                                  # write into tmp
+            publish(tmp, final)                  # rename into place; an older result moved aside first
 
 Locks are `fcntl.flock` on a hidden `.<name>.lock` beside the result, released when the process
 dies, so a crashed run never blocks the next one; the holder removes the file when it is done.
@@ -89,6 +90,19 @@ def remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+@contextlib.contextmanager
+def removed_on_failure(*paths):
+    """Partial results (files or folders; None is skipped) are deleted when the block fails, whatever
+    the error: a Ctrl-C or a SIGTERM unwinding the process (cli.sigterm_unwinds) too."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            if path is not None:
+                remove(path)
+        raise
 
 
 def fresh_folder(path):

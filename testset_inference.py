@@ -85,7 +85,7 @@ def predict(engine, sample):
 def write_sample(folder, pred, record):
     """pred.npy (raw), pred_<k>.png (8-bit) and identity.json into a partial folder, then publish it."""
     tmp = publish.fresh_folder(publish.partial_name(folder))
-    try:
+    with publish.removed_on_failure(tmp):
         with open(tmp / "pred.npy", "wb") as handle:
             np.save(handle, pred.astype(np.float32))
         for k, frame in enumerate(pred):
@@ -93,9 +93,6 @@ def write_sample(folder, pred, record):
             video_io.write_png_frames(tmp, [pixels])[0].rename(tmp / f"pred_{k}.png")
         identity.write_identity(tmp, record)
         publish.publish(tmp, folder)
-    except BaseException:
-        publish.remove(tmp)
-        raise
 
 
 def run_testset(args, procs, network, made_by, run):

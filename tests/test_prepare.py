@@ -2,11 +2,13 @@
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import cli
 import demo_data
 import prepare
 import runs
@@ -177,6 +179,26 @@ def test_frames_are_extracted_only_for_videos_the_split_keeps(demo_root, tmp_pat
     assert summary["reused"] == len(list((root / "demo").glob("*/*.*")))  # nothing re-examined
     prepare.prepare(root, "demo", require_audio=False, extract_frames=True, show_progress=False)
     assert len(video_io.read_png_frames(frames / silent)) == 10
+
+
+def test_a_stop_during_frame_extraction_takes_its_partial_folder_with_it(demo_root, tmp_path, monkeypatch):
+    """SIGTERM (cli.Stopped) or Ctrl-C while a video's frames are written: the partial folder goes
+    before the stop reaches the user; only a kill -9 leaves one (for the next run to remove)."""
+    root = copy_demo(demo_root, tmp_path)
+    for path in (root / "demo").glob("*/*.avi"):
+        if "g01" not in path.name:
+            path.unlink()
+    real_write = prepare.write_png_frames
+
+    def stopped_after_three_frames(folder, frames):
+        real_write(folder, (frame for _, frame in zip(range(3), frames)))
+        raise cli.Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(prepare, "write_png_frames", stopped_after_three_frames)
+    with pytest.raises(cli.Stopped):
+        prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    frames = runs.dataset_paths(root, "demo")["frames"]
+    assert not [path for path in frames.rglob("*") if ".partial-" in path.name or path.suffix == ".png"]
 
 
 def test_frames_cut_off_by_a_killed_extraction_are_extracted_again(demo_root, tmp_path):
