@@ -114,9 +114,10 @@ def dataset_of(args):
 
 class Stopped(SystemExit):
     """A run stopped from outside: SIGTERM (sigterm_unwinds raises it), or Ctrl-C (run_entry_point, or
-    a script that adds notes, turns its KeyboardInterrupt into one). It exits with status 128 + the signal number, and run_entry_point
-    prints it as one line, `stopped (<cause>)` followed by the notes added on the way up (what a
-    script knows of where it stopped, e.g. the epoch its last checkpoint holds)."""
+    a script that adds notes, turns its KeyboardInterrupt into one). It exits with status 128 + the
+    signal number, and run_entry_point prints it as one line, `stopped (<cause>)` followed by the notes
+    added on the way up (what a script knows of where it stopped, e.g. the epoch its last checkpoint
+    holds)."""
 
     def __init__(self, signum):
         super().__init__(128 + signum)
