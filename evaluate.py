@@ -84,6 +84,8 @@ class Item:
     # test sets: the crop their reader applies (FLAVR's UCF101: centre 224), which inference applied to
     # the inputs, so the targets get it too before the protocol's own crop
     gt_crop: str = None
+    # a split's video: its file relative to the data root, which its frames' identity records must name
+    source: str = None
 
 
 @dataclass
@@ -137,17 +139,17 @@ def finished_folders(root):
 
 
 def list_videos(gt_root, split_csv=None):
-    """(category, video) of the videos an evaluation is over: with a split CSV every video of its test
-    split, in the CSV's order (the order inference.py --limit takes), whether inference has written it
-    yet or not, so a partial run counts the rest as missing; without one, every finished ground-truth
-    folder."""
+    """{(category, video): its file relative to the data set's video folder} of the videos an evaluation
+    is over: with a split CSV every video of its test split, in the CSV's order (the order
+    inference.py --limit takes), whether inference has written it yet or not, so a partial run counts
+    the rest as missing; without one, every finished ground-truth folder (file None: not known)."""
     if not gt_root.is_dir():
         raise ASVFIError(f"{gt_root}: no ground-truth frames; run inference.py for this scale first "
                          f"(it writes the ground truth next to the generated frames)")
     if split_csv is None:
-        return finished_folders(gt_root)
+        return dict.fromkeys(finished_folders(gt_root))
     # The folder name inference used: the stem, or <stem>_<ext> when two files share a stem.
-    return [(Path(entry.path).parent.name, entry.name) for entry in dataset.read_split(split_csv, "test")]
+    return {(Path(entry.path).parent.name, entry.name): entry.path for entry in dataset.read_split(split_csv, "test")}
 
 
 def signature(args, protocol, gt_digest, out_digest):
@@ -156,14 +158,18 @@ def signature(args, protocol, gt_digest, out_digest):
 
 
 def video_items(args, protocol, videos, out_root):
+    """Items of `videos` ({(category, video): file under the data set's video folder or None})."""
     gt_root = runs.gt_dir(args.data_root, args.scale)
+    videos_dir = runs.dataset_paths(args.data_root, cli.dataset_of(args))["videos"]
     items = []
-    for category, video in videos:
+    for (category, video), file in videos.items():
         gt, out = gt_root / category / video, out_root / category / video
         gt_files, out_files = (frame_files(folder) if folder.is_dir() else [] for folder in (gt, out))
+        source = identity.relative_path(videos_dir / file, args.data_root) if file else None
         items.append(Item(category, video, gt, out, signature(args, protocol,
                                                               folder_digest(gt, gt_files) if gt_files else "",
-                                                              folder_digest(out, out_files) if out_files else "")))
+                                                              folder_digest(out, out_files) if out_files else ""),
+                          source=source))
     return items
 
 
@@ -254,9 +260,24 @@ def results_of(scorers, run, values):
     return values, scorers["fvd"].features() if "fvd" in scorers else None
 
 
+def check_sources(item):
+    """The ground truth and the output were cut from the split's own video. Outputs are kept by
+    model, scale, category and video name, so inference for another data set under the same data
+    root whose videos share those names (a copy, a re-encoded version) writes the same folders."""
+    if item.source is None:
+        return
+    for kind, folder in (("ground truth", item.gt), ("output", item.out)):
+        made_from = ((identity.read_identity(folder) or {}).get("source") or {}).get("path")
+        if made_from is not None and made_from != item.source:
+            raise VideoMismatch(f"{folder}: this {kind} was made from {made_from}, not from the split's "
+                                f"{item.source} (inference.py for another data set wrote the same folder); "
+                                f"rerun inference.py for this data set")
+
+
 def score_video(item, run, fvd_clips=None):
     """Every metric over one video pair: (CSV values, FVD features or None)."""
     n_frames = check_pair(item.gt, item.out)
+    check_sources(item)
     scorers = {name: metric.scorer() for name, metric in run.built.items()}
     if "fvd" in scorers and fvd_clips is not None:
         scorers["fvd"].select(*fvd_clips)
@@ -477,9 +498,10 @@ def collect_items(args, protocol):
     gt_root, split_csv = runs.gt_dir(args.data_root, args.scale), test_split_csv(args)
     every_video = list_videos(gt_root, split_csv)
     out_root = output_root(args)
-    videos, scope = limited(args, every_video, f"test videos of {split_csv}" if split_csv
-                            else f"ground-truth videos under {gt_root}")
-    extra = [f"{c}/{v}" for c, v in finished_folders(out_root) if (c, v) not in set(every_video)]
+    keys, scope = limited(args, list(every_video), f"test videos of {split_csv}" if split_csv
+                          else f"ground-truth videos under {gt_root}")
+    videos = {key: every_video[key] for key in keys}
+    extra = [f"{c}/{v}" for c, v in finished_folders(out_root) if (c, v) not in every_video]
     return video_items(args, protocol, videos, out_root), extra, f"{model_label(args)}, {args.scale}x", scope
 
 

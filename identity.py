@@ -20,12 +20,17 @@ import utils
 IDENTITY_FILE = "identity.json"
 
 
+def relative_path(path, root):
+    """`path` (links resolved) relative to `root`, with forward slashes: how records name sources."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(root).resolve())).as_posix()
+
+
 def file_identity(path, root=None):
     """{path, size, mtime_ns} of a file; `path` relative to `root` when given (portable records)."""
     path = Path(path)
     stat = path.stat()
-    shown = os.path.relpath(path.resolve(), Path(root).resolve()) if root is not None else str(path.resolve())
-    return {"path": Path(shown).as_posix(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    shown = relative_path(path, root) if root is not None else path.resolve().as_posix()
+    return {"path": shown, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def gt_record(source_path, data_root, n_frames, scale):

@@ -140,8 +140,9 @@ def test_interrupted_run_resumes_to_the_same_csv_without_duplicates(data, monkey
         return real_score_video(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "score_video", interrupted_on_second_video)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C: one line, status 130
         run(root)
+    assert stopped.value.code == 130
     assert len(pd.read_csv(csv_path())) == 1
     with open(csv_path(), "a") as f:  # a row cut off in the middle of writing
         f.write("v_Beta_g01_c01,Beta,10,5,31.2")
@@ -356,6 +357,24 @@ def blend_on_demo(demo_root, tmp_path, monkeypatch, limit):
     assert inference.main(["--model", "blend", "--data-root", str(root), "--dataset", "demo", "-s", "2",
                            "--device", "cpu", "--limit", str(limit)]) == 0
     return root
+
+
+def test_outputs_another_data_set_wrote_over_are_an_error_row_not_scored(demo_root, tmp_path, monkeypatch, capsys):
+    """Outputs live under <Model>/scale/<s>/<Category>/<video>, whatever the data set: a copy of the
+    demo under another name, run after it, writes the same folders. Evaluating the first then names
+    the file they were made from instead of scoring the copy's frames as its own."""
+    root = blend_on_demo(demo_root, tmp_path, monkeypatch, limit=1)
+    shutil.copytree(root / "demo", root / "copy")
+    shutil.copy(root / "demo_split.csv", root / "copy_split.csv")
+    assert run(root, "--dataset", "demo", "--limit", 1) == 0
+    assert inference.main(["--model", "blend", "--data-root", str(root), "--dataset", "copy", "-s", "2",
+                           "--device", "cpu", "--limit", "1"]) == 0
+    capsys.readouterr()
+    assert run(root, "--dataset", "demo", "--limit", 1) == 1
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    video = pd.read_csv(root / "demo_split.csv").query("split == 'test'")["path"].iloc[0]
+    assert f"this ground truth was made from copy/{video}, not from the split's demo/{video}" in table.loc[0, "error"]
+    assert run(root, "--dataset", "copy", "--limit", 1) == 0  # the data set that made them scores them
 
 
 def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
