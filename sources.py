@@ -90,7 +90,19 @@ def load_wave(source):
         why = "no decodable audio"
     if wave is None:
         warnings.warn(f"{source.path}: {why}; the output video is written without audio", stacklevel=2)
+    else:
+        warn_short_audio(source, wave)
     return wave
+
+
+def warn_short_audio(source, wave):
+    """A soundtrack that ends over a second before the last frame: the frames after its end are
+    interpolated on silence, which an audio-guided model reads as a quiet scene."""
+    audio_end, video_end = len(wave) / AUDIO_RATE - source.start_time, source.n_frames / source.fps
+    if audio_end < video_end - 1.0:
+        warnings.warn(f"{source.path}: the audio ends at {max(audio_end, 0.0):.2f} s, {video_end - audio_end:.2f} s "
+                      f"before the last frame ({video_end:.2f} s); the frames after it are interpolated on "
+                      f"silence", stacklevel=3)
 
 
 def output_audio(source, wave):

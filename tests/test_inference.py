@@ -528,6 +528,18 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     assert not list(tmp_path.glob("x*"))
 
 
+def test_a_soundtrack_ending_well_before_the_picture_is_named_in_a_warning(tmp_path):
+    """60 frames (2.4 s) over 0.8 s of sound: the last 1.6 s are interpolated on silence."""
+    frames = moving_frames(60, 24, 32)
+    source = tmp_path / "short sound.mp4"
+    with video_io.VideoWriter(source, 25, 32, 24, audio=(tone(0.8), 16000)) as writer:
+        for frame in frames:
+            writer.write(frame)
+    with pytest.warns(UserWarning, match=r"short sound\.mp4: the audio ends at 0\.8\d s, 1\.5\d s before the last "
+                                         r"frame \(2\.40 s\); the frames after it are interpolated on silence"):
+        assert run("--model", "repeat", "--input", source, "--output", tmp_path / "out.mp4") == 0
+
+
 def test_fps_asked_of_an_ntsc_input_says_the_rate_it_gives(capsys):
     assert inference.resolve_scale(None, 50, 25.0) == 2 and capsys.readouterr().err == ""
     assert inference.resolve_scale(None, 60, 30000 / 1001) == 2
