@@ -336,6 +336,18 @@ def test_vfips_protocol_with_stub_network():
     assert streamed.result().value == pytest.approx(score, abs=1e-9)
 
 
+def test_vfips_reference_window_rule_scores_only_the_kept_prefix():
+    """Under "vfibench" a 24-frame video scores only window 0 (range(0, N-12, 12)); the full second window is not pooled."""
+    assert protocols.vfips_window_starts(24, "reference") == [0]
+    torch.manual_seed(5)
+    ref = 0.5 + 0.1 * torch.rand(24, 3, 65, 65)
+    pred = torch.cat([ref[:12] - 0.1, ref[12:] - 0.3])  # window scores 2*(pred-ref): -0.2, -0.6
+    streamed = metrics.VFIPSWindows(StubVFIPS(), protocol="vfibench")
+    for start in range(0, 24, 8):
+        streamed.update(ref[start:start + 8], pred[start:start + 8])
+    assert streamed.result().value == pytest.approx(0.2, abs=1e-5), "abs of window 0 alone, not of mean(-0.2, -0.6)"
+
+
 def test_vfips_drops_inf_windows_and_explains_missing_scores():
     frames = torch.rand(36, 3, 65, 65)
     score, _ = metrics.vfips_video(StubVFIPS(inf_windows={1}), frames, frames * 0.5)
