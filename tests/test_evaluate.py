@@ -20,6 +20,7 @@ import evaluate
 import identity
 import inference
 import metrics
+import protocols
 import publish
 import runs
 import utils
@@ -422,6 +423,15 @@ def test_std_of_a_single_video_is_not_available(data, capsys):
     assert summary["metrics"]["psnr"]["n"] == 1 and summary["metrics"]["psnr"]["std"] is None
     psnr_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("PSNR"))
     assert psnr_line.split()[3:5] == ["—", "1"]
+
+
+def test_pooled_protocols_weight_each_video_by_its_generated_frames():
+    """FLAVR averages over every output frame of the set, so a 3-frame video counts three times a 1-frame one."""
+    rows = [{"psnr": "30", "generated": "1"}, {"psnr": "40", "generated": "3"}, {"psnr": "", "generated": "5"}]
+    pooled = eval_report.column_stats(rows, "psnr", protocols.get_protocol("flavr"))
+    assert pooled["mean"] == pytest.approx((30 * 1 + 40 * 3) / 4) and pooled["frames"] == 4 and pooled["n"] == 2
+    per_video = eval_report.column_stats(rows, "psnr", protocols.get_protocol("asvfi"))
+    assert per_video["mean"] == pytest.approx(35.0) and per_video["std"] == pytest.approx(5.0)
 
 
 def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
