@@ -122,6 +122,14 @@ def test_window_indices_put_targets_between_inputs_two_and_three(scale):
     assert dataset.evaluation_starts(3 * scale, scale) == []
 
 
+def test_evaluation_starts_include_the_last_window_that_ends_on_the_last_frame():
+    """A window spans 3s+1 frames: 25 frames at 4x fit a window at 12 (frames 12..24); dropping it loses a middle interval."""
+    assert dataset.evaluation_starts(25, 4) == [0, 4, 8, 12]
+    assert dataset.window_indices(12, 4)[0][-1] == 24
+    assert dataset.evaluation_starts(24, 4) == [0, 4, 8]
+    assert dataset.evaluation_starts(13, 4) == [0] and dataset.evaluation_starts(7, 2) == [0]
+
+
 @pytest.mark.parametrize("scale", [2, 4, 8])
 def test_evaluation_windows_read_exactly_their_frames_and_cover_every_middle_interval(tiny_root, scale):
     data = windows(tiny_root, scale, frames_root=tiny_root / "coded_imgs")
