@@ -158,6 +158,15 @@ def test_max_windows_per_video_spreads_windows_evenly(tiny_root):
     assert starts == [all_starts[0], all_starts[len(all_starts) // 2], all_starts[-1]]
 
 
+def test_evaluation_crop_is_the_centre_of_the_frame_rounded_down(tiny_root):
+    """Evaluation crops are taken at ((H-h)//2, (W-w)//2): 48x64 frames cropped to 15x21 start at row 16, column 21."""
+    data = windows(tiny_root, 2, frames_root=tiny_root / "coded_imgs", crop=(15, 21))
+    item = data[0]
+    assert item["inputs"].shape == (4, 3, 15, 21)
+    _, rows, cols = decode_codes(all_frames(item))
+    assert (rows == torch.arange(16, 31)[:, None]).all() and (cols == torch.arange(21, 42)).all()
+
+
 def test_too_short_video_is_skipped_with_a_warning_naming_it(tiny_root):
     with pytest.warns(UserWarning, match=SHORT):
         data = VFIWindows(tiny_root, "demo", "train", 4)
