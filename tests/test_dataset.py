@@ -206,6 +206,16 @@ def test_training_augmentation_is_identical_across_the_window(tiny_root):
     assert all(values == {False, True} for values in seen.values()), seen
 
 
+def test_random_crop_offsets_reach_the_last_position_on_both_axes():
+    """A crop one pixel smaller than the frame can start at 0 or 1 on each axis; never reaching 1 would bias crops."""
+    sampling = Sampling(train=True, crop=(6, 8))
+    draws = [dataset.draw_augmentation(np.random.default_rng(seed), (7, 9), sampling) for seed in range(40)]
+    assert {d.top for d in draws} == {0, 1} and {d.left for d in draws} == {0, 1}
+    assert all((d.height, d.width) == (6, 8) for d in draws)
+    whole = dataset.draw_augmentation(np.random.default_rng(0), (6, 8), sampling)
+    assert (whole.top, whole.left) == (0, 0)
+
+
 def test_training_draws_depend_only_on_seed_epoch_and_index(tiny_root):
     def items(epoch, seed=0):
         data = windows(tiny_root, 2, train=True, crop=16, windows_per_video=2, seed=seed)
