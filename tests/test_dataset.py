@@ -396,3 +396,13 @@ def test_colour_jitter_is_one_draw_for_every_frame_of_a_window_in_its_drawn_orde
     torch.testing.assert_close(out, dataset.jitter_colours(plain, draws[0].jitter))
     no_jitter = dataset.draw_augmentation(np.random.default_rng(5), (6, 7), Sampling(train=True))
     assert no_jitter.jitter is None and (no_jitter.top, no_jitter.left) == (draws[0].top, draws[0].left)
+
+
+def test_contrast_jitter_blends_each_frame_with_its_own_mean_luma():
+    """torchvision's adjust_contrast takes the grey mean per image: a dark and a bright frame of one window keep their own means."""
+    rng = np.random.default_rng(7)
+    frames = np.stack([0.2 * rng.random((3, 4, 5)), 0.6 + 0.4 * rng.random((3, 4, 5))])
+    luma_mean = (0.2989 * frames[:, 0] + 0.587 * frames[:, 1] + 0.114 * frames[:, 2]).mean(axis=(1, 2))
+    expected = np.clip(0.5 * frames + 0.5 * luma_mean[:, None, None, None], 0, 1)
+    out = dataset.jitter_colours(torch.from_numpy(frames).float(), ((1, 0, 2, 3), 1.0, 0.5, 1.0, 0.0))
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
