@@ -376,6 +376,19 @@ def test_windows_replicate_edges_and_get_the_training_audio_segments():
     assert [len(c[0]) for c in engine.calls] == [3, 1]
 
 
+def test_a_two_frame_stream_gives_both_inputs_and_the_frame_between():
+    """The shortest stream still has one interval: 2 inputs at 2x make 3 frames at 0, 0.02 and 0.04 s (25 fps)."""
+    frames = moving_frames(2, 8, 12)
+    engine = RecordingEngine()
+    out = list(interpolate.interpolate_stream(iter([(f, i / 25) for i, f in enumerate(frames)]), engine, None,
+                                              batch=4, input_fps=25))
+    assert [t for _, t in out] == pytest.approx([0, 0.02, 0.04])
+    np.testing.assert_array_equal(out[0][0], frames[0])
+    np.testing.assert_array_equal(out[1][0], np.zeros_like(frames[0]))
+    np.testing.assert_array_equal(out[2][0], frames[1])
+    np.testing.assert_array_equal(engine.calls[0][0], np.stack(frames)[[[0, 0, 1, 1]]])
+
+
 # ----------------------------------------------------------------------------- tiling
 def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     """Tiles of a frame larger than the tile get the same audio, batch and centring (the whole frame's
