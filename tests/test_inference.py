@@ -438,6 +438,15 @@ def test_tiling_matches_untiled_for_a_local_model():
     assert interpolate.tile_starts(75, 32, 8) == [0, 24, 43] and interpolate.tile_starts(20, 32, 8) == [0]
 
 
+def test_blend_ramp_rises_from_the_shared_edge_and_never_reaches_zero():
+    """Over an overlap of k pixels the weight is 1/(k+1) .. k/(k+1) rising away from the neighbour, 1 elsewhere."""
+    ramp = lambda length, start, total: interpolate.blend_ramp(length, start, total, 3, CPU).tolist()  # noqa: E731
+    assert ramp(8, 4, 20) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 0.75, 0.5, 0.25])  # neighbours on both sides
+    assert ramp(8, 0, 20) == pytest.approx([1, 1, 1, 1, 1, 0.75, 0.5, 0.25])  # first tile: no ramp at the frame edge
+    assert ramp(8, 12, 20) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1])  # last tile, flush with the edge
+    assert ramp(8, 0, 8) == pytest.approx([1] * 8)  # one tile covers the frame
+
+
 # ----------------------------------------------------------------------------- failure messages
 def fails_with(capsys, pattern, *argv):
     """The entry point turns the error into a message on stderr and exit status 1."""
