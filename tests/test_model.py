@@ -331,6 +331,23 @@ def test_the_loudness_of_a_token_reaches_what_the_fusion_adds():
     assert (loud - quiet).abs().max() > 0.1 * quiet.abs().max()
 
 
+def test_fusion_adds_its_result_through_tanh_of_the_gate():
+    """x + tanh(gate) * result: the gate saturates, so what gate 1 adds is tanh(1)/tanh(0.5) = 1.648 times gate 0.5's, not 2."""
+    torch.manual_seed(0)
+    fusion = AudioFusion(channels=8, token_dim=16, dim=16, heads=2, n_targets=1)
+    x, tokens = torch.randn(1, 8, 4, 3, 2), torch.randn(1, 5, 16)
+    times = (torch.linspace(-1, 2, 5)[None], torch.tensor([0.5]), torch.tensor(asvfi.INPUT_FRAME_TIMES))
+    added = {}
+    with torch.no_grad():
+        for gate in (1.0, 0.5):
+            fusion.gate.fill_(gate)
+            added[gate] = fusion(x, tokens, *times) - x
+    assert added[0.5].abs().max() > 1e-3
+    ratio = np.tanh(1.0) / np.tanh(0.5)
+    assert ratio == pytest.approx(1.6480, abs=1e-4)
+    torch.testing.assert_close(added[1.0], ratio * added[0.5], atol=1e-5, rtol=1e-4)
+
+
 def test_checkpoint_with_normalised_values_is_refused_with_advice(tmp_path):
     model = build_model(tiny_config())
     state = model.state_dict()
