@@ -348,6 +348,24 @@ def test_fusion_adds_its_result_through_tanh_of_the_gate():
     torch.testing.assert_close(added[1.0], ratio * added[0.5], atol=1e-5, rtol=1e-4)
 
 
+def test_time_penalty_is_the_softplus_slope_times_the_absolute_time_distance():
+    """Each head's logit bias is -softplus(slope_h) * |k/s - t_token| (linear in the distance, as the docstring says)."""
+    fusion = AudioFusion(channels=8, token_dim=8, dim=8, heads=2, n_targets=2)
+    with torch.no_grad():
+        fusion.query_target_time.weight.zero_()  # no content term: the bias is the time penalty alone
+        fusion.time_slope.copy_(torch.log(torch.expm1(torch.tensor([1.0, 3.0]))))  # softplus -> 1, 3
+    token_times = torch.tensor([[-1.0, 0.0, 0.25, 1.0, 2.0]])
+    targets = torch.tensor([0.5, 0.75])
+    keys = torch.randn(1, 2, 5, 4)
+    with torch.no_grad():
+        bias = fusion._logit_bias(keys, token_times, targets)
+    distance = np.abs(np.array([0.5, 0.75])[:, None] - np.array([-1.0, 0.0, 0.25, 1.0, 2.0])[None])  # (n, S)
+    expected = -np.array([1.0, 3.0])[None, :, None] * distance[:, None, :]  # (n, heads, S)
+    assert bias.shape == (1, 2, 2, 5)
+    np.testing.assert_allclose(bias[0].numpy(), expected, atol=1e-5)
+    assert bias[0, 0, 1, 2].item() == pytest.approx(-0.75, abs=1e-5)  # |0.5 - 0.25| * 3
+
+
 def test_checkpoint_with_normalised_values_is_refused_with_advice(tmp_path):
     model = build_model(tiny_config())
     state = model.state_dict()
