@@ -5,11 +5,12 @@ import torch
 from compat import load_fixture, recipe_state
 
 import checkpoints
+import dataset
 import model as asvfi
 import registry
 from model import AudioFusion, LogMel, default_config, load_pretrained
 from registry import build_model, load_model
-from utils import ASVFIError
+from utils import AUDIO_RATE, ASVFIError
 
 
 @pytest.fixture(scope="module")
@@ -364,6 +365,20 @@ def test_time_penalty_is_the_softplus_slope_times_the_absolute_time_distance():
     assert bias.shape == (1, 2, 2, 5)
     np.testing.assert_allclose(bias[0].numpy(), expected, atol=1e-5)
     assert bias[0, 0, 1, 2].item() == pytest.approx(-0.75, abs=1e-5)  # |0.5 - 0.25| * 3
+
+
+def test_input_frame_times_follow_the_datasets_interval_units():
+    """The model places input frame k of a window where the dataset's audio times put that frame: 0 = input 1, 1 = input 2."""
+    fps = 25
+    for scale in dataset.SCALES:
+        inputs, _ = dataset.window_indices(3, scale)
+        frame_times = [i / fps for i in inputs]
+        n_samples = dataset.audio_samples_for(fps, scale)
+        _, sample_times = dataset.audio_segment(None, frame_times[1], frame_times[2], n_samples)
+        first = int(round((frame_times[1] + frame_times[2]) / 2 * AUDIO_RATE)) - n_samples // 2
+        at_frames = [float(sample_times[int(round(t * AUDIO_RATE)) - first]) for t in frame_times]
+        assert at_frames == pytest.approx(list(asvfi.INPUT_FRAME_TIMES), abs=1e-4), scale
+    assert build_model(tiny_config()).frame_times.tolist() == list(asvfi.INPUT_FRAME_TIMES)
 
 
 def test_checkpoint_with_normalised_values_is_refused_with_advice(tmp_path):
