@@ -218,3 +218,27 @@ def test_pervfi_laplacian_is_the_band_mean_without_residual():
     assert value.item() == pytest.approx(sum(b.abs().mean().item() for b in bands[:-1]) / 5, rel=1e-5)
     offset = losses.build_criterion("1*PerVFILap")({"pred": target + 0.3}, target)[0]
     assert offset.item() < 1e-6 and losses.laplacian_loss(target + 0.3, target).item() == pytest.approx(0.3, abs=1e-6)
+
+
+def official_lap_bands(img, levels):
+    """PerVFI src/train/loss.py LapLoss.laplacian_pyramid, transcribed (5x5 binomial /256, reflect pad, zero insertion)."""
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    kernel = (torch.outer(taps, taps) / 256).repeat(img.shape[1], 1, 1, 1)
+    conv_gauss = lambda x, k: F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), k, groups=x.shape[1])  # noqa: E731
+    current, bands = img, []
+    for _ in range(levels):
+        down = conv_gauss(current, kernel)[:, :, ::2, ::2]
+        up = torch.zeros(*down.shape[:2], 2 * down.shape[2], 2 * down.shape[3])
+        up[:, :, ::2, ::2] = down
+        bands.append(current - conv_gauss(up, 4 * kernel))
+        current = down
+    return bands
+
+
+def test_pervfi_laplacian_divides_by_five_levels_even_when_a_small_crop_has_fewer_bands():
+    """PerVFI's LapLoss returns sum / max_levels (5); a 16x16 crop has 3 bands, still divided by 5, not 3."""
+    torch.manual_seed(1)
+    pred, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    assert len(losses.laplacian_pyramid(pred - target)) - 1 == 3
+    reference = sum(F.l1_loss(a, b) for a, b in zip(official_lap_bands(pred, 3), official_lap_bands(target, 3))) / 5
+    assert losses.pervfi_laplacian_loss(pred, target).item() == pytest.approx(reference.item(), rel=1e-5)
