@@ -156,6 +156,20 @@ def test_best_checkpoint_is_the_best_validation_psnr(straight_run):
     assert_same_weights(best["state_dict"], snapshot["state_dict"])
 
 
+def test_a_tied_validation_psnr_keeps_the_earlier_epoch_as_best(monkeypatch):
+    """write_epoch's strict > agrees with best_epoch() (the first of the highest): a later tie must not replace the best file."""
+    saved = []
+    monkeypatch.setattr(train, "checkpoint_dict", lambda state, run, epoch, rng: {"epoch": epoch})
+    monkeypatch.setattr(train, "save_epoch", lambda checkpoint, run, is_best: saved.append((checkpoint["epoch"], is_best)))
+    monkeypatch.setattr(train, "summary_line", lambda record, run, is_best: "")
+    state = train.TrainState(network=None, optimizer=None)
+    run = SimpleNamespace(procs=runtime.Processes())
+    for epoch, psnr in enumerate([20.0, 25.0, 25.0, 24.0], 1):
+        train.write_epoch(state, run, {"epoch": epoch, "val_psnr": psnr})
+    assert saved == [(1, True), (2, True), (3, False), (4, False)]
+    assert state.best_psnr == 25.0 and train.best_epoch(state.history) == 2
+
+
 def test_curves_and_log(straight_run):
     history = load(straight_run / f"weights/asvfi/{RUN}.pth")["history"]
     with open(straight_run / f"figs/{RUN}.csv") as f:
