@@ -462,6 +462,19 @@ def test_chunked_reading_with_one_torch_thread_matches_the_reference(data, monke
         assert row.psnr == pytest.approx(psnr, abs=1e-6) and row.ssim == pytest.approx(ssim_value, abs=1e-6)
 
 
+def test_chunks_starting_on_an_odd_frame_score_the_same_generated_frames(data, monkeypatch):
+    """The generated-frame mask counts from the chunk's start: 5-frame chunks at 2x (the second starts on
+    generated frame 5) must score frames 1, 3, 5, ... as whole-video reading does, not the inputs."""
+    root, frames = data
+    monkeypatch.setattr(evaluate, "FRAME_CHUNK", 5)
+    assert run(root, metrics="psnr") == 0
+    rows = list(pd.read_csv(csv_path()).itertuples())
+    assert len(rows) == len(VIDEOS)
+    for row in rows:
+        psnr, _, generated = expected_scores(frames[row.category, row.video], SCALE)
+        assert row.psnr == pytest.approx(psnr, abs=1e-6) and row.generated == generated
+
+
 def test_partial_folders_left_by_a_dead_run_are_not_scored(tmp_path):
     finished = tmp_path / "Cat" / "v_Cat_g01_c01"
     left_over = publish.partial_name(tmp_path / "Cat" / "v_Cat_g01_c02")
