@@ -11,7 +11,7 @@ duration, name: the stem, or stem_<ext> where two files of a folder share a stem
 each 16 kHz audio cache file, the video's frame index (frame times, seek points), so training
 never scans a video again. It uses UCF-101's official split 1 when `{data_root}/ucfTrainTestlist` is there,
 otherwise a deterministic split by group (a `gXX` group never spans two splits), with val carved
-from train by group. Corrupt, empty and (with require_audio) silent videos are excluded and
+from train by group. Corrupt, empty, one-frame and (with require_audio) silent videos are excluded and
 reported; re-running only looks at new or changed files. `ensure_dataset` is what the scripts
 call: it returns a ready data set's paths and generates the demo on first use (`ensure_demo`,
 which the demo tools call with the frame size they want, refusing a demo of another size).
@@ -138,6 +138,8 @@ def _examine_video(video, relative, name, paths, extract_frames, require_audio):
         info = probe(video)
         if info.n_frames == 0:
             return None, "empty: no frame decodes"
+        if info.n_frames == 1:  # a still: nothing to interpolate, to train on or to test
+            return None, "only 1 frame decodes; interpolation needs at least 2"
         index = frame_index_path(audio_dir, relative, name)
         with _cache_writes(index):  # training reads frame times and seek points from it, never re-scanning
             atomic_write_text(index, json.dumps(frame_index_record(video)))

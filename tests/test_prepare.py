@@ -158,6 +158,19 @@ def test_prepare_is_incremental(demo_root, tmp_path):
     assert runs.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi").is_file()
 
 
+def test_a_one_frame_video_is_excluded_with_its_reason(demo_root, tmp_path):
+    """A still (one frame, with sound) cannot be interpolated, trained on or tested: prepare names it,
+    where it used to land in a split for training to skip later."""
+    root = copy_demo(demo_root, tmp_path)
+    still = root / "demo" / "PulsingDisc" / "v_PulsingDisc_g03_c06.mp4"
+    with video_io.VideoWriter(still, 25, 64, 48, audio=(np.zeros(16000, np.float32), utils.AUDIO_RATE)) as writer:
+        writer.write(np.full((48, 64, 3), 90, np.uint8))
+    summary = prepare.prepare(root, "demo", show_progress=False)
+    assert ("PulsingDisc/v_PulsingDisc_g03_c06.mp4", "only 1 frame decodes; interpolation needs at least 2") \
+        in summary["excluded"]
+    assert "PulsingDisc/v_PulsingDisc_g03_c06.mp4" not in set(pd.read_csv(root / "demo_split.csv")["path"])
+
+
 def test_extract_frames_matches_decoded_frames(demo_root, tmp_path):
     root = copy_demo(demo_root, tmp_path)
     for path in (root / "demo").glob("*/*.avi"):
