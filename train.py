@@ -378,17 +378,17 @@ def save_epoch(checkpoint, run, is_best):
     checkpoints.save(checkpoint, run.paths.latest)
 
 
-def resume_checkpoint(args, paths, config):
+def resume_checkpoint(args, paths, config, world):
     """The checkpoint after `--start_epoch` finished epochs: the latest one, or its epoch snapshot."""
     start = args.start_epoch
     if not paths.latest.is_file():
         raise ResumeError(f"--start_epoch {start}: no checkpoint {paths.latest} to resume run {paths.run} from "
                           f"(check --optimizer/--lr/--tag/--model/--out-dir, or train from --start_epoch 0)")
-    latest = load_for_resume(paths.latest, args, config)
+    latest = load_for_resume(paths.latest, args, config, world)
     if latest["epoch"] == start:
         return paths.latest, latest
     if paths.snapshot(start).is_file():
-        return paths.snapshot(start), load_for_resume(paths.snapshot(start), args, config)
+        return paths.snapshot(start), load_for_resume(paths.snapshot(start), args, config, world)
     done = latest["epoch"]
     advice = (f"use --start_epoch {done}" if done < args.epochs else
               f"the run has finished its {done} epochs: train it further with --start_epoch {done} and a larger "
@@ -397,8 +397,8 @@ def resume_checkpoint(args, paths, config):
                       f"snapshot {paths.snapshot(start)}; {advice}")
 
 
-def load_for_resume(path, args, config):
-    """A checkpoint of this run's model and config, or a ResumeError naming the file."""
+def load_for_resume(path, args, config, world):
+    """A checkpoint of this run's model, config and number of processes, or a ResumeError naming the file."""
     try:
         checkpoint = checkpoints.load_checkpoint(path, expect_config=config)
     except checkpoints.CheckpointError as error:
@@ -413,7 +413,20 @@ def load_for_resume(path, args, config):
     refuse_changed_flags(path, args, trained, WHAT_THE_RUN_IS,
                          "its earlier epochs trained so, and the resumed run would record the new value as "
                          "if all had: resume with the same flag, or train a new run with another --tag")
+    refuse_other_process_count(path, args, checkpoint, world)
     return checkpoint
+
+
+def refuse_other_process_count(path, args, checkpoint, world):
+    """A ResumeError when the run trained with another number of processes: each step's batch is
+    --batch-size from every process, so a resume with another number would change the batch (and the
+    windows each process draws) as a changed --batch-size would."""
+    trained = len(checkpoint["rng"])  # one RNG state per process
+    if trained != world:
+        raise ResumeError(f"--start_epoch {args.start_epoch}: {path} was trained by {trained} process(es) of "
+                          f"--batch-size {args.batch_size}, this run has {world}; resume it with {trained} "
+                          f"(torchrun --nproc_per_node={trained}, or plain python for 1), or train a new run "
+                          f"with another --tag")
 
 
 def refuse_changed_flags(path, args, trained, flags, why):
@@ -467,8 +480,7 @@ def restore(path, checkpoint, state, procs):
         optimisation.follow_schedule(scheduler, state.optimizer)
     if state.scaler is not None and checkpoint.get("scaler"):
         state.scaler.load_state_dict(checkpoint["scaler"])
-    states = checkpoint["rng"]
-    restore_rng(states[procs.rank] if len(states) == procs.world else states[0])
+    restore_rng(checkpoint["rng"][procs.rank])
     state.history, state.best_psnr = list(checkpoint["history"]), checkpoint["best_psnr"]
 
 
@@ -690,7 +702,7 @@ def train_run(run):
     """The run's epochs, from scratch or from the checkpoint --start-epoch names (read before the data
     is prepared, so a resume with changed flags stops at once)."""
     args, procs, device = run.args, run.procs, run.procs.device
-    resumed = resume_checkpoint(args, run.paths, run.config) if args.start_epoch > 0 else None
+    resumed = resume_checkpoint(args, run.paths, run.config, procs.world) if args.start_epoch > 0 else None
     network = build_network(args, run.config, device)
     criterion = losses.build_criterion(args.loss, weights_dir=args.weights_dir)
     train_set, val_set = build_datasets(args, procs)
