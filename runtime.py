@@ -1,7 +1,8 @@
 """Where a script runs: the device, mixed precision, and this process's place in a torchrun job.
 
     with runtime.processes("cuda") as procs:     # one process, or a DDP group under torchrun
-        ... procs.device, procs.rank, procs.world, procs.is_main, procs.sum([...]), procs.barrier()
+        ... procs.device, procs.rank, procs.world, procs.is_main, procs.sum([...]), procs.barrier(),
+        procs.main_only(work)
 
 torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; each process takes the GPU of its LOCAL_RANK.
 Training joins a process group (NCCL on GPUs, gloo on CPU); inference only shards its videos.
@@ -16,6 +17,10 @@ import torch.distributed as dist
 from utils import ASVFIError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StoppedOnMain(ASVFIError):
+    """What the other processes raise when work only process 0 did stopped the job."""
 
 
 def pick_device(name=None):
@@ -60,6 +65,19 @@ class Processes:
     def barrier(self):
         if self.grouped:
             dist.barrier()
+
+    def main_only(self, work, *args):
+        """`work(*args)` on process 0 while the others wait. An ASVFIError there stops every process:
+        process 0 with its message, the others with one line pointing to it (left waiting in their
+        next collective, they would fail with a lost-connection traceback that hides the cause)."""
+        error = None
+        if self.is_main:
+            try:
+                work(*args)
+            except ASVFIError as raised:
+                error = raised
+        if self.sum([float(error is not None)])[0]:
+            raise error or StoppedOnMain(f"process {self.rank}: process 0 stopped the job (its error says why)")
 
     def sum(self, values):
         """Element-wise sum of a list of floats over all processes."""

@@ -170,9 +170,8 @@ def build_datasets(args, procs):
     Process 0 generates the demo data on first use while the others wait. An image set with a
     training list (Vimeo-90K septuplets) gives the input frames the model reads (registry.consumes).
     """
-    if procs.is_main and args.dataset not in runs.TESTSET_FOLDERS:
-        prepare.ensure_dataset(args.data_root, args.dataset)
-    procs.barrier()
+    if args.dataset not in runs.TESTSET_FOLDERS:
+        procs.main_only(prepare.ensure_dataset, args.data_root, args.dataset)
     training = Sampling(train=True, crop=args.crop or None, windows_per_video=args.windows_per_video,
                         seed=args.random_seed, color_jitter=args.color_jitter)
     return split_windows(args, "train", training), validation_windows(args)
@@ -494,19 +493,22 @@ def summary_line(record, run, is_best):
 # ----------------------------------------------------------------------------- the loop
 @contextlib.contextmanager
 def owned_outputs(run):
-    """Process 0 owns the run's outputs while it trains: it fails now, not after an epoch, when the
-    output folders cannot be written, holds the run's lock, never replaces the run's results unasked
-    (with --overwrite it removes them, so no earlier checkpoint stands beside the new run's files),
-    and removes the temp files a killed write left."""
-    if not run.procs.is_main:
+    """Process 0 owns the run's outputs while it trains (claim_outputs); when it cannot, every
+    process stops."""
+    with contextlib.ExitStack() as held:
+        run.procs.main_only(claim_outputs, run, held)
         yield
-        return
+
+
+def claim_outputs(run, held):
+    """Fail now, not after an epoch, when the output folders cannot be written; hold the run's lock
+    in `held`; never replace the run's results unasked (with --overwrite remove them, so no earlier
+    checkpoint stands beside the new run's files); remove the temp files a killed write left."""
     for folder in (run.paths.latest.parent, run.paths.log.parent):
         check_writable(folder)
-    with run_lock(run.paths):
-        check_outputs(run.paths, run.args)
-        remove_leftover_temp_files(run.paths)
-        yield
+    held.enter_context(run_lock(run.paths))
+    check_outputs(run.paths, run.args)
+    remove_leftover_temp_files(run.paths)
 
 
 def check_outputs(paths, args):

@@ -301,15 +301,34 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
 
 
 # ----------------------------------------------------------------------------- DDP
-def two_process_gloo_run(demo_root, tmp_path, *flags):
-    """main.py's training under torchrun with 2 CPU processes; every rank's final weights."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               "tests/ddp_worker.py", str(tmp_path / "ranks"),
+def two_process_torchrun(demo_root, tmp_path, script, *flags):
+    """`script` (a list: the file and its first arguments) with main.py's flags under torchrun with 2
+    CPU processes, writing under tmp_path/ddp."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *script,
                *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+
+
+def two_process_gloo_run(demo_root, tmp_path, *flags):
+    """main.py's training under torchrun with 2 CPU processes; every rank's final weights."""
+    done = two_process_torchrun(demo_root, tmp_path, ["tests/ddp_worker.py", str(tmp_path / "ranks")], *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     return load(tmp_path / "ranks/rank0.pth"), load(tmp_path / "ranks/rank1.pth")
+
+
+def test_a_two_process_run_refused_by_process_0_stops_every_process_with_one_line(demo_root, tmp_path):
+    """Only process 0 checks the run's outputs; the other learns that it refused, instead of failing in
+    the next collective with a lost-connection traceback that torchrun then reports as the cause."""
+    log = tmp_path / f"ddp/figs/{RUN}.csv"  # an existing run: main.py refuses to replace it unasked
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch\n")
+    done = two_process_torchrun(demo_root, tmp_path, ["main.py"], "--epochs", "1")
+    assert done.returncode != 0
+    assert done.stderr.count(f"error: run {RUN} already has {log}") == 1
+    assert "error: process 1: process 0 stopped the job (its error says why)" in done.stderr
+    assert "Connection closed" not in done.stderr and "[rank1]: Traceback" not in done.stderr
+    assert log.read_text() == "epoch\n"
 
 
 def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
