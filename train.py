@@ -225,11 +225,26 @@ def train_loader(train_set, args, procs):
 
 
 def val_loader(val_set, args, procs):
-    """Each process validates its own share (no padding, so every window counts once); whole frames
-    of several sizes go one window at a time (the sums do not depend on the batch size)."""
-    shard = Subset(val_set, list(range(procs.rank, len(val_set), procs.world)))
+    """The val windows in fixed batches (the same whatever the number of processes), dealt out to the
+    processes in turn: every window counts once (no padding), and each batch's sampling noise is the
+    same in any job (validation_noise). Whole frames of several sizes go one window at a time (the
+    sums do not depend on the batch size). Its own generator seeds the workers, so that validation
+    draws nothing from the training's RNG."""
     batch_size = args.batch_size if len(frame_sizes(val_set)) == 1 else 1
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=args.workers)
+    windows = list(range(len(val_set)))
+    batches = [windows[first:first + batch_size] for first in range(0, len(windows), batch_size)]
+    return DataLoader(val_set, batch_sampler=procs.shard(batches), num_workers=args.workers,
+                      generator=torch.Generator())
+
+
+@contextlib.contextmanager
+def validation_noise(seed, first_window, device):
+    """Noise a sampling model (PerVFI) draws inside comes from (seed, the batch's first window) only,
+    so a val batch gives the same sample in any job and epoch; the RNG outside goes on as if nothing
+    were drawn."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(np.random.SeedSequence([seed, first_window]).generate_state(1)[0]))
+        yield
 
 
 def to_device(batch, device):
@@ -313,9 +328,10 @@ def validate(network, criterion, loader, run):
     device = run.procs.device
     n_terms = len(criterion.names)
     sums = [0.0] * (5 + n_terms)  # loss·B, PSNR sum, SSIM sum, frames, windows, then each term·B
-    for batch in loader:
+    for windows, batch in zip(loader.batch_sampler, loader):
         batch = to_device(batch, device)
-        out = predict(network, batch, run.args.amp, device, target=batch["targets"])
+        with validation_noise(run.args.random_seed, windows[0], device):
+            out = predict(network, batch, run.args.amp, device, target=batch["targets"])
         loss, terms = criterion(out, batch["targets"])
         pred = out["pred"].clamp(0, 1).flatten(0, 1)
         gt = batch["targets"].flatten(0, 1)

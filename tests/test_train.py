@@ -300,6 +300,34 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
     assert without_timing(straight["history"]) == without_timing(resumed["history"])
 
 
+def test_pervfi_validation_draws_the_same_samples_in_any_job(demo_root, tmp_path):
+    """A val batch's sample comes from (seed, its first window): the logged figures (validation after
+    training's draws), a fresh single process and the two shares of a 2-process job agree, and
+    validation leaves the RNG as it was."""
+    flags = [*TINY, *PERVFI, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--epochs", "1",
+             "--limit-steps", "1", "--batch_size", "1", "--val-windows", "3", "--val-crop", "64"]
+    assert main.main(flags) == 0
+    checkpoint = load(tmp_path / f"weights/pervfi/{PERVFI_RUN}.pth")
+    args = main.parse_args(flags)
+    network = train.build_network(args, checkpoint["config"], torch.device("cpu"))
+    network.load_state_dict(checkpoint["state_dict"])
+    val_set = train.validation_windows(args)
+    criterion = losses.build_criterion(args.loss)
+
+    def validate(procs):
+        run = train.Run(args, procs, train.run_paths(args), checkpoint["config"])
+        return train.validate(network, criterion, train.val_loader(val_set, args, procs), run)
+
+    torch.rand(7)  # another RNG state than after training
+    before = torch.get_rng_state()
+    single = validate(runtime.Processes())
+    assert torch.equal(torch.get_rng_state(), before)
+    rank0, rank1 = (validate(runtime.Processes(rank=rank, world=2)) for rank in (0, 1))  # windows 0, 2 and 1
+    for key in ("val_psnr", "val_ssim", "val_PerVFILap"):
+        assert single[key] == pytest.approx(checkpoint["history"][0][key], rel=1e-6)
+        assert single[key] == pytest.approx((2 * rank0[key] + rank1[key]) / 3, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- DDP
 def two_process_torchrun(demo_root, tmp_path, script, *flags):
     """`script` (a list: the file and its first arguments) with main.py's flags under torchrun with 2
@@ -409,8 +437,9 @@ def test_validation_on_whole_frames_of_several_sizes_goes_one_window_at_a_time(d
     args = SimpleNamespace(batch_size=4, workers=0)
     mixed = train.VFIWindows(root, "demo", "val", 2, train.Sampling())
     one_size = train.VFIWindows(demo_root, "demo", "val", 2, train.Sampling())
-    assert train.val_loader(mixed, args, runtime.Processes()).batch_size == 1
-    assert train.val_loader(train.Subset(one_size, [0, 1]), args, runtime.Processes()).batch_size == 4
+    assert [len(b) for b in train.val_loader(mixed, args, runtime.Processes()).batch_sampler] == [1] * len(mixed)
+    assert list(train.val_loader(train.Subset(one_size, range(6)), args, runtime.Processes()).batch_sampler) == \
+        [[0, 1, 2, 3], [4, 5]]
 
 
 # ----------------------------------------------------------------------------- audio ablation report
