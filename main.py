@@ -12,7 +12,7 @@ The run name is `<optimizer>_<lr>` with the learning rate as typed (`--lr 6e-4` 
 plus `_<tag>` with `--tag`. Outputs go under `--out-dir` (default: the current directory, i.e. the
 repository root when run as documented): `weights/<model>/<run>.pth` (latest, every epoch),
 `weights/<model>/<run>_best.pth` (best validation PSNR of this run),
-`weights/<model>/<run>_epoch<N>.pth` (with --save-every), `figs/<run>.png` + `figs/<run>.csv`.
+`weights/<model>/<run>_epoch<N>.pth` (with --save-every), `figs/<model>/<run>.png` + `.csv`.
 A run that already has outputs is never replaced silently: resume it with `--start-epoch N`, or
 pass `--overwrite` to start it again from scratch.
 

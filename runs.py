@@ -58,12 +58,18 @@ def best_checkpoint_path(model, run, out_dir="."):
     return checkpoint_dir(model, out_dir) / f"{run}_best.pth"
 
 
-def figure_path(run, out_dir="."):
-    return Path(out_dir) / "figs" / f"{run}.png"
+def figure_dir(model, out_dir="."):
+    """`figs/<model>/`: a run's curves and log sit under its model, as its checkpoints do, so an
+    ASVFI and a PerVFI run of the same name never share (or --overwrite) each other's."""
+    return Path(out_dir) / "figs" / model
 
 
-def log_path(run, out_dir="."):
-    return Path(out_dir) / "figs" / f"{run}.csv"
+def figure_path(model, run, out_dir="."):
+    return figure_dir(model, out_dir) / f"{run}.png"
+
+
+def log_path(model, run, out_dir="."):
+    return figure_dir(model, out_dir) / f"{run}.csv"
 
 
 def generated_run(model, optimizer, lr, tag=None, epoch=0, checkpoint=None):

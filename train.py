@@ -98,11 +98,11 @@ class RunPaths:
 
     @property
     def figure(self):
-        return runs.figure_path(self.run, self.root)
+        return runs.figure_path(self.model, self.run, self.root)
 
     @property
     def log(self):
-        return runs.log_path(self.run, self.root)
+        return runs.log_path(self.model, self.run, self.root)
 
 
 def run_paths(args):

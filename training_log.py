@@ -1,4 +1,4 @@
-"""A training run's record: the per-epoch CSV log and the loss / PSNR curves (`figs/<run>.csv`, `.png`)."""
+"""A training run's record: the per-epoch CSV log and the loss / PSNR curves (`figs/<model>/<run>.csv`, `.png`)."""
 import csv
 import io
 

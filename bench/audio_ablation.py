@@ -6,7 +6,7 @@
 
 Both arms get the same data, windows, crops, seed, optimiser and number of steps; only the audio
 branch differs. They are ordinary main.py runs tagged `audio` / `noaudio`
-(`weights/asvfi/<opt>_<lr>_<tag>.pth`, `figs/<opt>_<lr>_<tag>.csv`), so either can be resumed,
+(`weights/asvfi/<opt>_<lr>_<tag>.pth`, `figs/asvfi/<opt>_<lr>_<tag>.csv`), so either can be resumed,
 inspected or evaluated like any other run. The report is written to `figs/audio_ablation.md`
 (validation PSNR per epoch and best, markdown, with what they were measured on and the command
 that trains both arms again) and `figs/audio_ablation.png`.
@@ -95,7 +95,7 @@ def training_flags(args, tag, audio):
 
 
 def log_path(args, tag):
-    return Path(args.out_dir) / "figs" / f"{runs.run_name(args.optimizer, args.lr, args.tag_prefix + tag)}.csv"
+    return runs.log_path("asvfi", runs.run_name(args.optimizer, args.lr, args.tag_prefix + tag), args.out_dir)
 
 
 def train_arms(args):

@@ -119,7 +119,14 @@ def test_every_run_keeps_its_own_best_checkpoint(tmp_path):
     assert tagged.best == tmp_path / "weights/asvfi/adamw_6e-4_noaudio_best.pth"
     assert other.best == tmp_path / "weights/asvfi/adamw_1e-3_best.pth"
     assert tagged.latest == tmp_path / "weights/asvfi/adamw_6e-4_noaudio.pth"
-    assert tagged.figure == tmp_path / "figs/adamw_6e-4_noaudio.png"
+    assert tagged.figure == tmp_path / "figs/asvfi/adamw_6e-4_noaudio.png"
+
+
+def test_runs_of_two_models_with_one_name_keep_their_own_curves_and_log(tmp_path):
+    """An ASVFI and a PerVFI run named alike must not block or --overwrite each other's files."""
+    asvfi, pervfi = train.RunPaths(tmp_path, "asvfi", RUN), train.RunPaths(tmp_path, "pervfi", RUN)
+    assert asvfi.log == tmp_path / f"figs/asvfi/{RUN}.csv" and pervfi.log == tmp_path / f"figs/pervfi/{RUN}.csv"
+    assert asvfi.figure != pervfi.figure
 
 
 # ----------------------------------------------------------------------------- checkpoints, best, curves
@@ -172,14 +179,14 @@ def test_a_tied_validation_psnr_keeps_the_earlier_epoch_as_best(monkeypatch):
 
 def test_curves_and_log(straight_run):
     history = load(straight_run / f"weights/asvfi/{RUN}.pth")["history"]
-    with open(straight_run / f"figs/{RUN}.csv") as f:
+    with open(straight_run / f"figs/asvfi/{RUN}.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row, record in zip(rows, history):
         for key in ("train_loss", "val_loss", "val_psnr", "val_ssim", "train_L1", "lr"):
             assert float(row[key]) == pytest.approx(record[key], rel=1e-12)
         assert 0 < record["val_ssim"] < 1 and record["train_loss"] == pytest.approx(record["train_L1"])
-    image = matplotlib.image.imread(straight_run / f"figs/{RUN}.png")
+    image = matplotlib.image.imread(straight_run / f"figs/asvfi/{RUN}.png")
     assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0
 
 
@@ -238,7 +245,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, 
     assert checkpoint["epoch"] == 1 and len(checkpoint["history"]) == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
     assert not (tmp_path / f"weights/asvfi/{RUN}_epoch2.pth").exists()
-    assert len((tmp_path / f"figs/{RUN}.csv").read_text().splitlines()) == 2
+    assert len((tmp_path / f"figs/asvfi/{RUN}.csv").read_text().splitlines()) == 2
 
 
 def test_a_finished_run_is_never_replaced_unasked(demo_root, tmp_path, capsys):
@@ -448,8 +455,8 @@ def test_audio_ablation_report_from_logs(tmp_path, capsys):
     import tools
     for tag, psnrs in (("audio", [20.0, 22.5, 22.25]), ("noaudio", [20.0, 21.0, 21.5])):
         rows = "\n".join(f"{e},0.1,0.1,{p},0.9,0.0006,1.0" for e, p in enumerate(psnrs, 1))
-        (tmp_path / "figs").mkdir(exist_ok=True)
-        (tmp_path / f"figs/{RUN}_{tag}.csv").write_text(
+        (tmp_path / "figs/asvfi").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"figs/asvfi/{RUN}_{tag}.csv").write_text(
             f"epoch,train_loss,val_loss,val_psnr,val_ssim,lr,seconds\n{rows}\n")
     assert tools.main(["audio_ablation", "--report-only", "--out-dir", str(tmp_path),
                        "--data-root", str(tmp_path / "moved")]) == 0

@@ -23,7 +23,7 @@ WEIGHTS = f"weights/asvfi/{RUN}"
 
 def log_rows(out_dir):
     """The CSV log without its timing column."""
-    with open(out_dir / f"figs/{RUN}.csv") as f:
+    with open(out_dir / f"figs/asvfi/{RUN}.csv") as f:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
@@ -101,8 +101,8 @@ def test_a_stop_between_the_last_epochs_writes_resumes_to_the_uninterrupted_run(
     assert best["epoch"] == 3
     assert_same_weights(best["state_dict"], load(three_epochs / f"{WEIGHTS}_best.pth")["state_dict"])
     assert log_rows(out) == log_rows(three_epochs)
-    assert (matplotlib.image.imread(out / f"figs/{RUN}.png") ==
-            matplotlib.image.imread(three_epochs / f"figs/{RUN}.png")).all()
+    assert (matplotlib.image.imread(out / f"figs/asvfi/{RUN}.png") ==
+            matplotlib.image.imread(three_epochs / f"figs/asvfi/{RUN}.png")).all()
 
 
 def saved(path, epoch, history):

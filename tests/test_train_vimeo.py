@@ -132,7 +132,7 @@ def assert_trained_one_epoch(out_dir, model, run):
     (record,) = checkpoint["history"]
     assert all(math.isfinite(record[key]) for key in ("train_loss", "val_loss", "val_psnr"))
     assert (out_dir / f"weights/{model}/{run}_best.pth").is_file()
-    log = (out_dir / f"figs/{run}.csv").read_text().splitlines()
+    log = (out_dir / f"figs/{model}/{run}.csv").read_text().splitlines()
     assert len(log) == 2 and "train_loss" in log[0]
 
 
