@@ -18,7 +18,8 @@ videos that failed (missing output, frame count or size mismatch) are dropped an
 next run. A run asking for a subset of the metrics a report records reports them from its rows. The
 FVD needs every video's I3D features, so they are cached per video next to the CSV.
 A metric whose weights cannot be had (e.g. `--offline` without them) is listed as unavailable;
-the others still run, and a later run that has the weights scores those videos again. The summary (mean, std over videos, N) is printed and written atomically
+the others still run (when none can, the run stops, naming what each lacks), and a later run that
+has the weights scores those videos again. The summary (mean, std over videos, N) is printed and written atomically
 to `<csv>_summary.json` and `<csv>_summary.txt`.
 
 The videos scored are the test split of the split CSV, in its order (without one, every ground-truth
@@ -544,6 +545,14 @@ def report_header(args, title, scope, csv_path, identities, rows, stale):
             "made_by": eval_report.made_by(record for key, record in identities.items() if key in scored)}
 
 
+def check_a_metric_can_run(built, unavailable):
+    """With every asked-for metric unavailable a run would write rows without values and report
+    every video as scored: stop instead, with what each metric lacks."""
+    if not built:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in unavailable.items())
+        raise ASVFIError(f"none of the requested metrics can run, so nothing was scored: {reasons}")
+
+
 def evaluate(argv=None):
     args = parse_args(argv)
     protocol = protocols.for_dataset(args.protocol, args.dataset, png_predictions=not is_testset(args))
@@ -559,6 +568,7 @@ def evaluate(argv=None):
         warn_stale(stale, args)
         built, unavailable = metric_registry.build_metrics(names, procs.device, args.weights_dir, not args.offline,
                                                    args.flow, protocol)
+        check_a_metric_can_run(built, unavailable)
         run = Run(names, built, unavailable, protocol, 1 if is_testset(args) else args.scale, procs.device, pool,
                   args.flow, eval_report.code_version() or "")
         csv_path = report_path(args)

@@ -434,6 +434,15 @@ def test_pooled_protocols_weight_each_video_by_its_generated_frames():
     assert per_video["mean"] == pytest.approx(35.0) and per_video["std"] == pytest.approx(5.0)
 
 
+def test_a_run_whose_every_metric_is_unavailable_stops_naming_the_missing_file(data, capsys):
+    """No rows without values and no "3 of 3 scored" when nothing could be measured."""
+    root, _ = data
+    assert run(root, metrics="lpips") == 1
+    err = capsys.readouterr().err
+    assert "none of the requested metrics can run" in err and weights.REGISTRY["alexnet"].filename in err
+    assert not csv_path().exists()
+
+
 def test_offline_without_weights_dir_lists_unavailable_weights(data, capsys):
     root, _ = data
     assert evaluate.main(["--model", "blend", "-s", str(SCALE), "--data-root", str(root), "--metrics", "psnr,lpips",
