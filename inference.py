@@ -38,6 +38,7 @@ import runtime
 import testset_inference
 import utils
 import video_io
+import weights
 from interpolate import build_engines, interpolate_video, recursion_passes, unreachable_scale_message
 from sources import (UNREADABLE_ERRORS, InputError, check_length, load_wave, open_source, output_audio,
                      resampling_setting, source_frames, warn_resampling)
@@ -95,16 +96,25 @@ def load_model(args, scale, device):
     path = runs.checkpoint_file_of(args)
     if not path.is_file():
         raise ASVFIError(missing_checkpoint_message(args, path, scale))
+    check_named_flow_estimator(args)
     network, _ = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir, model=args.model)
     network = network.to(device).eval()
     if args.model == "pervfi" and network.flow_estimator is None:
         # Built now, not at the first frame, so the output records name the estimator that runs
         # (DIS with a warning when a learned estimator's weights cannot be had).
         network.set_flow_estimator(weights_dir=args.weights_dir)
-    if args.model == "pervfi" and args.flow_estimator and network.flow_estimator_used != args.flow_estimator:
-        # the DIS stand-in is for the checkpoint's default estimator; one asked for by name must run
-        raise ASVFIError(f"--flow-estimator {args.flow_estimator} cannot run: {network.flow_estimator_note}")
     return network
+
+
+def check_named_flow_estimator(args):
+    """The DIS stand-in is for a checkpoint's default estimator; one asked for by name must run, so
+    its weights are checked before the network is built (which would warn and fall back to DIS)."""
+    if args.model != "pervfi" or not args.flow_estimator:
+        return
+    try:
+        flow.build_flow_estimator(args.flow_estimator, weights_dir=args.weights_dir)
+    except weights.WeightsUnavailable as error:
+        raise ASVFIError(f"--flow-estimator {args.flow_estimator} cannot run: {error}") from None
 
 
 def pervfi_overrides(args):
