@@ -1,5 +1,6 @@
-"""ASVFI forward / training-step ms per window, audio on vs off (how much the audio branch adds to the
-forward time at FLAVR size).
+"""ASVFI forward / training-step ms per window, audio on vs off: what the audio branch adds.
+
+At FLAVR size by default.
 
     python tools.py bench-model                        # 256x256, 2x, width 1.0 (FLAVR size), batch 1
     python tools.py bench-model --size 128 --width 0.125 --reps 5

@@ -1,5 +1,6 @@
-"""Trainable parameter counts: the default models by top-level module, then the variants table
-that BENCHMARKS.md shows (the test suite checks that the two agree).
+"""Trainable parameter counts: the default models by top-level module, then the variants table.
+
+The table is the one BENCHMARKS.md shows (the test suite checks that the two agree).
 
     python tools.py params                   # PerVFI (without its frozen flow estimator) and ASVFI
     python tools.py params --models pervfi   # one model only, and the table

@@ -1,5 +1,6 @@
 """The repository as a whole: the install files agree, it stands on its own, and the documented
 tables are what the tools print."""
+import ast
 import re
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def test_fixtures_used_by_the_tests_are_in_the_repository():
     assert used, "the fixture tests load their data through compat.load_fixture"
     missing = sorted(name for name in used if not (ROOT / "tests" / "fixtures" / name).is_file())
     assert not missing
+
+
+def test_every_tools_command_describes_itself_in_a_whole_sentence():
+    """`tools.py <command> --help` shows the first docstring line of bench/<command>.py, so that
+    line must not stop mid-sentence."""
+    cut = [path.name for path in sorted((ROOT / "bench").glob("[!_]*.py"))
+           if not ast.get_docstring(ast.parse(path.read_text())).splitlines()[0].endswith(".")]
+    assert not cut
 
 
 def test_benchmarks_parameter_table_is_what_the_params_tool_prints(capsys):
