@@ -533,9 +533,11 @@ def check_outputs(paths, args):
     if args.start_epoch or not existing:
         return
     if not args.overwrite:
+        # without a checkpoint, where_the_run_stands already advises --overwrite
+        overwrite = ", or pass --overwrite to train it again from scratch" if paths.latest.is_file() else ""
         raise TrainingStopped(f"run {paths.run} already has {', '.join(map(str, existing))}; "
                               f"{where_the_run_stands(paths, args.epochs)} (or choose another --tag or "
-                              f"--out-dir, or pass --overwrite to train it again from scratch)")
+                              f"--out-dir{overwrite})")
     for path in existing:
         path.unlink()
     print(f"--overwrite: removed {', '.join(map(str, existing))}")

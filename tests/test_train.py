@@ -248,6 +248,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, 
     assert len((tmp_path / f"figs/asvfi/{RUN}.csv").read_text().splitlines()) == 2
 
 
+def test_a_run_with_only_a_log_is_refused_with_the_overwrite_advice_once(demo_root, tmp_path, capsys):
+    log = tmp_path / f"figs/asvfi/{RUN}.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch,train_loss\n")
+    assert run_main(demo_root, tmp_path, "--epochs", "1", "--limit-steps", "1") == 1
+    err = capsys.readouterr().err
+    assert "no epoch was finished" in err and err.count("--overwrite") == 1
+
+
 def test_a_finished_run_is_never_replaced_unasked(demo_root, tmp_path, capsys):
     flags = ["--epochs", "1", "--limit-steps", "1", "--val-windows", "2"]
     assert run_main(demo_root, tmp_path, *flags) == 0
