@@ -70,8 +70,9 @@ class ResultsCSV:
     rows are dropped and the file is rewritten atomically. `done` holds the keys already scored. An
     earlier report that records more metrics than `columns` keeps its columns (this run reports a
     subset of them), provided no video with output is left to score. A recorded column without a
-    value in any kept row (a metric that was unavailable) holds nothing to keep and is dropped; with
-    no row kept the report takes this run's columns. A row of this run's videos without a value of a
+    value in any kept row (a metric that was unavailable) stays, empty, and does not hold up a run
+    without it: once the metric can run its rows are scored again. With no row kept the report takes
+    this run's columns. A row of this run's videos without a value of a
     metric this run computes (`computable`: {column: metric name}) and without a note saying why was
     scored while that metric was unavailable: it is scored again (`rescored`: {key: metric names}).
     Only the writing process (rank 0) passes write=True.
@@ -87,10 +88,10 @@ class ResultsCSV:
         self.rows = [r for r in self.rows if row_key(r) not in self.rescored]
         self.done = {row_key(r) for r in self.rows}
         self.columns = self._report_columns(recorded, columns)
-        left_out = [c for c in metric_columns(self.columns) if c not in columns]
+        left_out = [c for c in metric_columns(self.columns)
+                    if c not in columns and any(row[c] != "" for row in self.rows)]
         if left_out:
             self._check_nothing_to_score(current, left_out)
-        self.rows = [{c: r[c] for c in self.columns} for r in self.rows]  # without the dropped columns
         if write:
             utils.atomic_write_text(self.path, self._render(self.rows))
 
@@ -108,9 +109,8 @@ class ResultsCSV:
                                    if not row["error"] and None not in row.values()]
 
     def _report_columns(self, recorded, columns):
-        """The report's columns: the recorded metric columns this run reports or a kept row has a value
-        in, in their recorded order; this run's when no row is kept. An error when this run adds a
-        metric the kept rows lack."""
+        """The report's columns: the recorded ones, in their recorded order; this run's when no row
+        is kept. An error when this run adds a metric the kept rows lack."""
         if not self.rows:
             return columns
         have = metric_columns(recorded)
@@ -119,7 +119,7 @@ class ResultsCSV:
             raise ASVFIError(f"{self.path} records {', '.join(have)}; this run adds {', '.join(new)} (other "
                              f"--metrics or --flow). Drop those from --metrics to report from the recorded "
                              f"columns, or add --restart to score every video again with this run's metrics.")
-        return csv_columns(c for c in have if c in columns or any(row[c] != "" for row in self.rows))
+        return csv_columns(have)
 
     def _check_nothing_to_score(self, current, left_out):
         """A run reporting a subset of the recorded metrics must not score a video: its row would lack

@@ -230,17 +230,21 @@ def test_a_subset_of_the_recorded_metrics_is_reported_from_the_recorded_rows(dat
 
 def test_recorded_columns_without_a_value_do_not_stop_a_run_of_fewer_metrics(data, capsys):
     """LPIPS unavailable offline leaves its column empty in every row: a later run without it scores
-    a video and drops the column, which held nothing. A report whose rows are all stale holds nothing
-    either: a run of other metrics starts it again."""
+    a video and keeps the empty column, so that a run with LPIPS resumes and, once its weights exist,
+    scores those rows again. A report whose rows are all stale holds nothing: a run of other metrics
+    starts it again."""
     root, _ = data
     assert run(root, metrics="psnr,lpips") == 0
     assert (pd.read_csv(csv_path(), keep_default_na=False)["lpips"] == "").all()
     out_root = runs.output_dir(root, "blend", SCALE)
     touch(out_root / "Alpha" / "v_Alpha_g01_c01" / "frame_00001.png")
     assert run(root, metrics="psnr") == 0
-    table = pd.read_csv(csv_path())
-    assert list(table.columns)[4:6] == ["psnr", "error"] and table["psnr"].notna().all() and len(table) == 3
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table.columns)[4:7] == ["psnr", "lpips", "error"] and len(table) == 3
+    assert (table["psnr"] != "").all() and (table["lpips"] == "").all()
     assert "3 of 3 scored" in capsys.readouterr().out
+    assert run(root, metrics="psnr,lpips") == 0  # LPIPS still unavailable: nothing to score again
+    assert "resuming, 3 video(s) already scored" in capsys.readouterr().out
     for frame in out_root.glob("*/*/frame_00001.png"):  # every row stale: none kept
         touch(frame)
     assert run(root, metrics="ssim,lpips") == 0
@@ -323,11 +327,12 @@ def test_fvd_is_set_level_with_clip_count_and_survives_a_resume(tmp_path, monkey
 
 def test_rows_scored_while_a_metric_was_unavailable_are_scored_again_once_it_can_run(tmp_path, monkeypatch, capsys):
     """FVD without its weights leaves fvd_clips empty with no note; with the weights a resumed run
-    scores those videos again (a row FVD ran on, noted or not, is kept) and its set FVD covers them all."""
+    (even after a run without FVD) scores those videos again (a row FVD ran on, noted or not, is kept) and its set FVD covers them all."""
     root = fvd_videos(tmp_path, monkeypatch, seed=2)
     assert run(root, metrics="psnr,fvd") == 0
     without = pd.read_csv(csv_path(), keep_default_na=False)
     assert (without["fvd_clips"] == "").all() and (without["notes"] == "").all()
+    assert run(root, metrics="psnr") == 0  # a run without FVD between keeps the empty column
     weights_dir = stand_in_i3d_weights(tmp_path)
     capsys.readouterr()
     assert run(root, metrics="psnr,fvd", weights_dir=weights_dir) == 0
