@@ -364,7 +364,7 @@ def two_process_gloo_run(demo_root, tmp_path, *flags):
 def test_a_two_process_run_refused_by_process_0_stops_every_process_with_one_line(demo_root, tmp_path):
     """Only process 0 checks the run's outputs; the other learns that it refused, instead of failing in
     the next collective with a lost-connection traceback that torchrun then reports as the cause."""
-    log = tmp_path / f"ddp/figs/{RUN}.csv"  # an existing run: main.py refuses to replace it unasked
+    log = tmp_path / f"ddp/figs/asvfi/{RUN}.csv"  # an existing run: main.py refuses to replace it unasked
     log.parent.mkdir(parents=True)
     log.write_text("epoch\n")
     done = two_process_torchrun(demo_root, tmp_path, ["main.py"], "--epochs", "1")
