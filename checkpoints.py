@@ -112,7 +112,8 @@ def as_training_checkpoint(obj, path, expect_config=None):
 def load_strict(model, state_dict, source, keys=None, hint=""):
     """Load `state_dict` into `model` requiring exactly `keys` (default: all of the model's keys).
 
-    Errors list the missing, unexpected and wrongly shaped keys, name `source` and add `hint`.
+    Errors list the missing, unexpected and wrongly shaped keys, name `source` and add `hint`;
+    weights holding NaN or inf are refused too (`refuse_non_finite`).
     """
     expected = {k: v.shape for k, v in model.state_dict().items() if keys is None or k in keys}
     missing = sorted(set(expected) - set(state_dict))
@@ -124,6 +125,17 @@ def load_strict(model, state_dict, source, keys=None, hint=""):
                 if items]
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(problems)}. {hint}".rstrip())
+    refuse_non_finite(state_dict, source)
     model.load_state_dict(state_dict, strict=keys is None)
     return model
+
+
+def refuse_non_finite(state_dict, source):
+    """A CheckpointError naming `source` and the tensors holding NaN or inf: such weights (a diverged
+    run, a damaged file) would only produce NaN outputs, written as black frames or NaN scores."""
+    broken = sorted(k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:
+        raise CheckpointError(f"{source}: {len(broken)} weight tensor(s) hold NaN or infinite values (e.g. "
+                              f"{broken[:4]}); the file is damaged or comes from a run that diverged: use an "
+                              f"earlier checkpoint")
 

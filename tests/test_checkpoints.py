@@ -57,3 +57,18 @@ def test_saved_epoch_reads_the_epoch_without_the_weights_and_refuses_a_file_with
     checkpoints.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "bare.pth")
     with pytest.raises(checkpoints.CheckpointError, match=r"bare\.pth: not a training checkpoint"):
         checkpoints.saved_epoch(tmp_path / "bare.pth")
+
+
+def test_weights_holding_nan_or_inf_are_refused_naming_the_file_and_the_tensors(tmp_path):
+    """A diverged run's or a damaged file's weights would generate black frames without a word."""
+    config = asvfi.default_config(width=0.125)
+    weights = asvfi.ASVFI(config).state_dict()
+    weights["encoder.stem.0.weight"][0, 0, 0, 0, 0] = float("nan")
+    weights["outconv.1.weight"][0, 0, 0, 0] = float("inf")
+    path = tmp_path / "diverged.pth"
+    checkpoints.save({"model": "asvfi", "config": config, "state_dict": weights}, path)
+    said = r"diverged.pth: 2 weight tensor\(s\) hold NaN or infinite values \(e.g. \['encoder.stem.0.weight'"
+    with pytest.raises(checkpoints.CheckpointError, match=said):
+        registry.load_model(path)
+    with pytest.raises(checkpoints.CheckpointError, match=said):  # --pretrained
+        asvfi.load_pretrained(asvfi.ASVFI(config), path)
