@@ -482,7 +482,8 @@ def restore(path, checkpoint, state, procs):
         raise ResumeError(f"{path}: its one-cycle schedule spans {checkpoint['scheduler']['total_steps']} steps, "
                           f"this run {scheduler.total_steps}; resume with the same --epochs, --batch_size, "
                           f"--windows-per-video and --limit-steps")
-    state.network.load_state_dict(checkpoint["state_dict"])
+    checkpoints.load_strict(state.network, checkpoint["state_dict"], path,
+                            hint=registry.spec(checkpoint["model"]).fit_hint(state.network.config))
     saved_groups = len(checkpoint["optimizer"]["param_groups"])
     if saved_groups != len(state.optimizer.param_groups):
         raise ResumeError(f"{path}: its optimiser state has {saved_groups} parameter groups, this run "

@@ -281,3 +281,30 @@ def test_temp_files_of_killed_checkpoint_writes_are_removed_and_the_lock_file_go
     assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 0
     assert "removed 3 temporary file(s) left by an interrupted checkpoint write: " in capsys.readouterr().out
     assert sorted(p.name for p in folder.iterdir()) == sorted([*others, f"{RUN}.pth", f"{RUN}_best.pth"])
+
+
+def resume_from(demo_root, one_epoch, out, change):
+    """Resume a copy of the 1-epoch run's checkpoint after `change(checkpoint)`; the exit status and
+    whether the checkpoint file was left as it was."""
+    (out / "weights/asvfi").mkdir(parents=True)
+    checkpoint = load(one_epoch / f"{WEIGHTS}.pth")
+    change(checkpoint)
+    checkpoints.save(checkpoint, out / f"{WEIGHTS}.pth")
+    before = (out / f"{WEIGHTS}.pth").read_bytes()
+    status = run_main(demo_root, out, "--epochs", "2", *SHORT, "--start-epoch", "1")
+    return status, (out / f"{WEIGHTS}.pth").read_bytes() == before
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda c: c["state_dict"].pop("outconv.1.weight"), "weights do not fit the model: 1 missing keys"),
+    (lambda c: c["state_dict"].update(extra=torch.zeros(1)), "weights do not fit the model: 1 unexpected keys"),
+    (lambda c: c["state_dict"].update({"outconv.1.bias": torch.zeros(2)}), "1 shape mismatches"),
+    (lambda c: c["state_dict"]["outconv.1.bias"].fill_(float("nan")), "hold NaN or infinite values"),
+])
+def test_a_resume_from_weights_that_do_not_fit_is_refused_naming_the_file(change, said, demo_root, one_epoch,
+                                                                           tmp_path, capsys):
+    status, unchanged = resume_from(demo_root, one_epoch, tmp_path / "run", change)
+    err = capsys.readouterr().err
+    assert status == 1 and unchanged and "Traceback" not in err
+    assert f"error: {tmp_path / 'run' / WEIGHTS}.pth: " in err and said in err
+
