@@ -419,6 +419,7 @@ def load_for_resume(path, args, config, world):
     except checkpoints.CheckpointError as error:
         raise ResumeError(f"--start_epoch {args.start_epoch}: {error}; resume with the flags the run "
                           f"was started with") from None
+    refuse_without_training_state(path, args, checkpoint)
     if checkpoint.get("model") != args.model:
         raise ResumeError(f"--start_epoch {args.start_epoch}: {path} holds a {checkpoint.get('model')!r} model, "
                           f"not {args.model!r}")
@@ -430,6 +431,21 @@ def load_for_resume(path, args, config, world):
                          "if all had: resume with the same flag, or train a new run with another --tag")
     refuse_other_process_count(path, args, checkpoint, world)
     return checkpoint
+
+
+# What a resume reads besides the weights (checkpoint_dict writes them all; scaler and args are
+# read with defaults, as the first checkpoints had neither).
+TRAINING_STATE = ("model", "epoch", "optimizer", "scheduler", "best_psnr", "history", "rng")
+
+
+def refuse_without_training_state(path, args, checkpoint):
+    """A ResumeError naming what is missing when `path` holds weights but not a run's training state
+    (a FLAVR release, a file cut down to its weights), which a resume cannot continue from."""
+    missing = [key for key in TRAINING_STATE if key not in checkpoint]
+    if missing:
+        raise ResumeError(f"--start_epoch {args.start_epoch}: {path} is not a training checkpoint of main.py: it "
+                          f"has no {', '.join(missing)} (weights alone can start a new ASVFI run with --pretrained); "
+                          f"train this run again with --overwrite, or choose another --tag")
 
 
 def refuse_other_process_count(path, args, checkpoint, world):

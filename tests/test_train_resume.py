@@ -308,3 +308,12 @@ def test_a_resume_from_weights_that_do_not_fit_is_refused_naming_the_file(change
     assert status == 1 and unchanged and "Traceback" not in err
     assert f"error: {tmp_path / 'run' / WEIGHTS}.pth: " in err and said in err
 
+
+@pytest.mark.parametrize("entry", ["optimizer", "rng", "model"])
+def test_a_resume_from_a_file_without_the_training_state_is_refused_naming_what_it_lacks(entry, demo_root,
+                                                                                        one_epoch, tmp_path, capsys):
+    status, unchanged = resume_from(demo_root, one_epoch, tmp_path / "run", lambda c: c.pop(entry))
+    err = capsys.readouterr().err
+    assert status == 1 and unchanged and "Traceback" not in err
+    assert (f"error: --start_epoch 1: {tmp_path / 'run' / WEIGHTS}.pth is not a training checkpoint of main.py: "
+            f"it has no {entry}") in err
