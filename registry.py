@@ -115,9 +115,22 @@ def load_model(path, overrides=None, weights_dir=None, model=None):
     saved = {"model": checkpoint.get("model", "asvfi"), **checkpoint["config"]}
     check_model_name(path, saved["model"], model)
     config = {**saved, **(overrides or {})}
-    network = build_model(config, weights_dir)
+    network = build_checkpoint_network(path, config, weights_dir)
     checkpoints.load_strict(network, checkpoint["state_dict"], path, hint=spec(config["model"]).fit_hint(config))
     return network, checkpoint
+
+
+def build_checkpoint_network(path, config, weights_dir=None):
+    """build_model for the config a checkpoint records: a config its model refuses (an unknown key,
+    a value it cannot be built with) raises a CheckpointError naming the file; errors of the weight
+    files the network needs name those files already and pass as they are."""
+    try:
+        return build_model(config, weights_dir)
+    except checkpoints.CheckpointError:
+        raise
+    except (ASVFIError, ValueError) as error:
+        raise checkpoints.CheckpointError(f"{path}: its config does not describe a network that can be built "
+                                          f"({error})") from None
 
 
 def check_model_name(path, held, expected):

@@ -72,3 +72,28 @@ def test_weights_holding_nan_or_inf_are_refused_naming_the_file_and_the_tensors(
         registry.load_model(path)
     with pytest.raises(checkpoints.CheckpointError, match=said):  # --pretrained
         asvfi.load_pretrained(asvfi.ASVFI(config), path)
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"depth": "unet_99"}, "unknown depth 'unet_99'"),
+    ({"extra": 1}, "unknown ASVFI config keys ['extra']"),
+])
+def test_a_checkpoint_whose_config_cannot_be_built_is_refused_naming_the_file(change, said, tmp_path):
+    config = asvfi.default_config(width=0.125)
+    path = tmp_path / "edited.pth"
+    checkpoints.save({"model": "asvfi", "config": {**config, **change},
+                      "state_dict": asvfi.ASVFI(config).state_dict()}, path)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        registry.load_model(path)
+    assert str(error.value).startswith(f"{path}: its config does not describe a network") and said in str(error.value)
+
+
+def test_a_pervfi_checkpoint_naming_an_unknown_flow_estimator_is_refused_naming_the_file(tmp_path):
+    import pervfi
+    config = pervfi.default_pervfi_config(width=0.125, steps_per_level=2)
+    path = tmp_path / "edited.pth"
+    checkpoints.save({"model": "pervfi", "config": {**config, "flow_estimator": "bogus"},
+                      "state_dict": pervfi.build_pervfi(config).state_dict()}, path)
+    with pytest.raises(checkpoints.CheckpointError, match=r"edited.pth: its config does not describe a network "
+                                                          r"that can be built \(flow.py: unknown flow estimator"):
+        registry.load_model(path)
