@@ -15,17 +15,32 @@ import checkpoints
 import weights
 
 I3D_SIZE = 224
+I3D_KEYWORDS = ("rescale", "resize", "return_features")  # what i3d_features and clip_features pass
 
 
 def load_i3d(weights_dir=None, allow_download=True, device=None):
-    """StyleGAN-V's I3D (Kinetics-400) TorchScript detector; CheckpointError names a corrupt file."""
+    """StyleGAN-V's I3D (Kinetics-400) TorchScript detector; CheckpointError names a corrupt file,
+    or a TorchScript module that cannot be called as the detector is (the file has no known hash)."""
     path = weights.locate("i3d", weights_dir, allow_download)
     try:
-        return torch.jit.load(str(path), map_location=device).eval()
+        detector = torch.jit.load(str(path), map_location=device).eval()
     except (RuntimeError, ValueError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise checkpoints.CheckpointError(f"{path}: not a loadable TorchScript I3D detector ({first_line}); "
                                           f"delete it and download it again") from error
+    check_i3d_call(detector, path)
+    return detector
+
+
+def check_i3d_call(detector, path):
+    """A CheckpointError naming `path` when the module's forward lacks the detector's keywords: another
+    TorchScript network would fail only at the first clip, with a traceback, after the other metrics ran."""
+    schema = getattr(getattr(detector, "forward", None), "schema", None)
+    accepted = {argument.name for argument in schema.arguments} if schema is not None else set()
+    missing = [keyword for keyword in I3D_KEYWORDS if keyword not in accepted]
+    if missing:
+        raise checkpoints.CheckpointError(f"{path}: a TorchScript module whose forward takes no {', '.join(missing)}, "
+                                          f"so not StyleGAN-V's I3D detector; delete it and download it again")
 
 
 def i3d_clip(frames):

@@ -568,3 +568,14 @@ def test_fvd_clips_follow_a_selection_and_keep_only_open_frames():
     for start in range(0, 40, 7):
         every.update(frames[start:start + 7], frames[start:start + 7])
     assert len(every.features()[0]) == 2 and len(every.frames[0]) <= 16
+
+
+def test_a_torchscript_file_that_is_not_the_i3d_detector_makes_fvd_unavailable_naming_it(tmp_path, monkeypatch):
+    """Its hash is unknown, so the call is what tells another TorchScript network from the detector."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    path = tmp_path / weights.REGISTRY["i3d"].filename
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+    built, unavailable = metric_registry.build_metrics(["fvd", "psnr"], weights_dir=tmp_path, allow_download=False)
+    assert set(built) == {"psnr"}
+    assert unavailable["fvd"].startswith(f"{path}: a TorchScript module whose forward takes no rescale, resize, "
+                                         f"return_features, so not StyleGAN-V's I3D detector")
