@@ -9,6 +9,7 @@ scheduler, scaler, epoch, best_psnr, args, history, rng. Every file is read with
 `torch.load(weights_only=True)`, so loading never runs pickled code. Problems raise
 CheckpointError with the file name. (registry.load_model rebuilds the network a checkpoint describes.)
 """
+import os
 import re
 from pathlib import Path
 
@@ -34,12 +35,22 @@ def load_file(path, mmap=False):
     """Any torch file, weights_only; CheckpointError names the file when it is missing or not loadable.
     mmap=True maps the tensors instead of reading them, for a look at the plain fields."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    check_readable_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointError(f"{path}: {load_failure(error)}") from None
+
+
+def check_readable_file(path):
+    """A CheckpointError naming `path` unless it is a file this process may read: missing, a folder
+    where the file should be, or a file without read permission (torch would call it damaged)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: no permission to read the file; fix its permissions (chmod u+r)")
 
 
 def saved_epoch(path):

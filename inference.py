@@ -94,7 +94,7 @@ def load_model(args, scale, device):
     if args.model in registry.BASELINES:
         return registry.build_model(registry.default_config(args.model, scale=scale)).to(device).eval()
     path = runs.checkpoint_file_of(args)
-    if not path.is_file():
+    if not path.exists():  # anything else there (a folder, say) is refused by registry.load_model, naming it
         raise ASVFIError(missing_checkpoint_message(args, path, scale))
     check_named_flow_estimator(args)
     network, _ = registry.load_model(path, pervfi_overrides(args), weights_dir=args.weights_dir, model=args.model)

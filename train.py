@@ -396,7 +396,7 @@ def save_epoch(checkpoint, run, is_best):
 def resume_checkpoint(args, paths, config, world):
     """The checkpoint after `--start_epoch` finished epochs: the latest one, or its epoch snapshot."""
     start = args.start_epoch
-    if not paths.latest.is_file():
+    if not paths.latest.exists():  # anything else there (a folder, say) is refused by load_for_resume, naming it
         raise ResumeError(f"--start_epoch {start}: no checkpoint {paths.latest} to resume run {paths.run} from "
                           f"(check --optimizer/--lr/--tag/--model/--out-dir, or train from --start_epoch 0)")
     latest = load_for_resume(paths.latest, args, config, world)

@@ -97,3 +97,14 @@ def test_a_pervfi_checkpoint_naming_an_unknown_flow_estimator_is_refused_naming_
     with pytest.raises(checkpoints.CheckpointError, match=r"edited.pth: its config does not describe a network "
                                                           r"that can be built \(flow.py: unknown flow estimator"):
         registry.load_model(path)
+
+
+def test_a_folder_or_an_unreadable_file_is_named_as_such_not_as_missing_or_damaged(tmp_path, monkeypatch):
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(checkpoints.CheckpointError, match=r"folder.pth: a folder, not a checkpoint file"):
+        checkpoints.load_file(tmp_path / "folder.pth")
+    path = tmp_path / "locked.pth"
+    checkpoints.save({"state_dict": {"w": torch.ones(1)}}, path)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # chmod 000 does not stop root
+    with pytest.raises(checkpoints.CheckpointError, match=r"locked.pth: no permission to read the file"):
+        checkpoints.load_file(path)

@@ -457,6 +457,13 @@ def fails_with(capsys, pattern, *argv):
     return message
 
 
+def test_a_folder_where_the_checkpoint_should_be_is_named_as_one(tmp_path, odd_video, capsys):
+    (tmp_path / "run.pth").mkdir()
+    fails_with(capsys, f"error: {tmp_path / 'run.pth'}: a folder, not a checkpoint file", "--checkpoint",
+               tmp_path / "run.pth", "--input", odd_video, "--output", tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monkeypatch, odd_video, capsys):
     monkeypatch.chdir(tmp_path)
     message = fails_with(capsys, "no such checkpoint", "--optimizer", "adam", "--lr", "2e-4", "--data-root", tmp_path,

@@ -317,3 +317,9 @@ def test_a_resume_from_a_file_without_the_training_state_is_refused_naming_what_
     assert status == 1 and unchanged and "Traceback" not in err
     assert (f"error: --start_epoch 1: {tmp_path / 'run' / WEIGHTS}.pth is not a training checkpoint of main.py: "
             f"it has no {entry}") in err
+
+
+def test_a_resume_from_a_folder_where_the_checkpoint_should_be_names_it(demo_root, tmp_path, capsys):
+    (tmp_path / f"{WEIGHTS}.pth").mkdir(parents=True)
+    assert run_main(demo_root, tmp_path, "--epochs", "2", *SHORT, "--start-epoch", "1") == 1
+    assert f"{tmp_path / WEIGHTS}.pth: a folder, not a checkpoint file" in capsys.readouterr().err
