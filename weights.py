@@ -127,6 +127,15 @@ def check_content(path, spec, source):
                                      f"another one: delete it and download {spec.filename} again from {spec.url}")
 
 
+def check_readable(path, spec):
+    """checkpoints.check_readable_file as a WeightsUnavailable: a folder or a file without read
+    permission where `spec`'s file is looked for."""
+    try:
+        checkpoints.check_readable_file(path)
+    except checkpoints.CheckpointError as error:
+        raise WeightsUnavailable(f"{spec.about}: {error}") from None
+
+
 def check_format(path, spec):
     """A download with no full hash must at least be what it claims: a loadable file with the keys."""
     if spec.torchscript:
@@ -196,7 +205,8 @@ def locate(name, weights_dir=None, allow_download=True):
     spec = REGISTRY[name]
     candidates = candidate_paths(name, weights_dir)
     for path in candidates:
-        if path.is_file():
+        if path.exists():
+            check_readable(path, spec)
             check_content(path, spec, spec.about)
             return path
     where = " or ".join(([f"{candidates[0]} (--weights-dir)"] if weights_dir else [])

@@ -113,6 +113,19 @@ def test_corrupt_cached_file_raises_a_project_error_naming_it(served, monkeypatc
         weights.locate("test_file", weights_dir=tmp_path)
 
 
+def test_a_folder_or_an_unreadable_file_in_weights_dir_is_named_as_such(served, monkeypatch, tmp_path):
+    """Not 'not found, put it at <the folder>', nor a PermissionError traceback from the hash check."""
+    register(monkeypatch)
+    (tmp_path / "test.pth").mkdir()
+    with pytest.raises(weights.WeightsUnavailable, match=r"a test file: .*test.pth: a folder, not a checkpoint file"):
+        weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
+    (tmp_path / "test.pth").rmdir()
+    (tmp_path / "test.pth").write_bytes(torch_bytes({"w": torch.ones(1)}))
+    monkeypatch.setattr(weights.os, "access", lambda *args, **kwargs: False)  # chmod 000 does not stop root
+    with pytest.raises(weights.WeightsUnavailable, match=r"test.pth: no permission to read the file"):
+        weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
+
+
 def test_cached_file_with_a_wrong_hash_is_rejected(served, monkeypatch, tmp_path):
     register(monkeypatch, hub_prefix="00000000")
     (tmp_path / "test.pth").write_bytes(torch_bytes({"w": torch.ones(1)}))
