@@ -108,3 +108,24 @@ def test_a_folder_or_an_unreadable_file_is_named_as_such_not_as_missing_or_damag
     monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # chmod 000 does not stop root
     with pytest.raises(checkpoints.CheckpointError, match=r"locked.pth: no permission to read the file"):
         checkpoints.load_file(path)
+
+
+def test_inspect_describes_a_published_release_and_refuses_other_weight_files(tmp_path, capsys):
+    """FLAVR and PerVFI releases load in inference, so inspect says what they are instead of refusing
+    them as files without a training state."""
+    import pervfi
+    import tools
+    flavr = asvfi.ASVFI(asvfi.default_config(audio="none", width=0.125)).state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in flavr.items()}}, tmp_path / "FLAVR_2x.pth")
+    generator = pervfi.build_pervfi(pervfi.default_pervfi_config(width=0.25)).state_dict()
+    torch.save({f"module.{k}": v for k, v in generator.items()}, tmp_path / "v00.pth")
+    for name, what, state in (("FLAVR_2x.pth", "a FLAVR release", flavr),
+                              ("v00.pth", "the PerVFI authors' generator", generator)):
+        assert tools.main(["inspect", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        values = sum(t.numel() for t in state.values() if t.is_floating_point())
+        assert f"  release    {what}" in out and f"{len(state)} entries, {values:,} floating-point values" in out
+        assert "not resumable" in out
+    torch.save({"other.weight": torch.ones(1)}, tmp_path / "other.pth")
+    assert tools.main(["inspect", str(tmp_path / "other.pth")]) == 1
+    assert "other.pth: not a training checkpoint" in capsys.readouterr().err
