@@ -273,8 +273,8 @@ def load_frozen(network, state_dict, path, device):
 
 def load_pwcnet(weights_dir=None, allow_download=True, device=None):
     """Frozen PWC-Net with the released `network-default.pytorch` weights (weights.locate("pwcnet"))."""
-    path = weights.locate("pwcnet", weights_dir, allow_download)
-    return load_frozen(PWCNet(), remap_pwc_keys(checkpoints.load_state_dict(path)), path, device)
+    state, path = weights.load_state_dict("pwcnet", weights_dir, allow_download)
+    return load_frozen(PWCNet(), remap_pwc_keys(state), path, device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -551,6 +551,10 @@ def test_corrupt_cached_weight_file_makes_that_metric_alone_unavailable(tmp_path
     assert set(built) == {"psnr"}
     for name in ("i3d", "vfips"):
         assert str(tmp_path / weights.REGISTRY[name].filename) in unavailable[name if name != "i3d" else "fvd"]
+    pwc = tmp_path / weights.REGISTRY["pwcnet"].filename  # FloLPIPS's flow: the same message as the others
+    pwc.write_bytes(b"not a torch file")
+    with pytest.raises(weights.WeightsUnavailable, match=f"Delete {pwc} and download {pwc.name} again from http"):
+        flow.load_pwcnet(tmp_path, allow_download=False)
 
 
 def test_fvd_clips_follow_a_selection_and_keep_only_open_frames():
