@@ -209,14 +209,14 @@ def _scan_video(path, size, mtime_ns, inode):
 def _declared_duration(path, container, stream, fps, video_start):
     """Seconds the header claims the video lasts: its stream's duration, or its frame count over the
     rate when longer (an AVI cut short keeps the count in its header, while FFmpeg derives the duration
-    from what is left). A container that states only its own length (Matroska, WebM) is taken at
-    that length past the first frame, unless its audio reaches the container's end: the file is whole
-    and its sound merely outlasts the picture, so the video's length is not stated (0)."""
+    from what is left). A container that states only where it ends (Matroska, WebM: FFmpeg reads its
+    segment duration, which counts from time 0, not from the first packet) is taken to end the video
+    there, unless its audio reaches that end: the file is whole and its sound merely outlasts the
+    picture, so the video's length is not stated (0)."""
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
     elif container.duration:
-        container_start = container.start_time / av.time_base if container.start_time is not None else 0.0
-        container_end = container_start + container.duration / av.time_base
+        container_end = container.duration / av.time_base
         whole = container.streams.audio and _audio_packets_end(path) >= container_end - 2 / fps
         duration = 0.0 if whole else container_end - video_start
     else:

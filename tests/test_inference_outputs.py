@@ -159,9 +159,10 @@ def test_truncated_input_is_named_in_a_warning_and_its_audio_cut_to_the_video(tm
     assert audio_seconds <= info.n_frames / info.fps + 0.1
 
 
-def flash_and_click_video(path, video_start, flash=10, frames=25, fps=25, rate=16000):
+def flash_and_click_video(path, video_start, flash=10, frames=25, fps=25, rate=16000, audio_seconds=None):
     """A 64x48 MKV whose video starts `video_start` s after its audio (a clip cut without re-encoding):
-    frame `flash` is bright and the audio clicks at that frame's time."""
+    frame `flash` is bright and the audio clicks at that frame's time. The audio lasts `audio_seconds`
+    (None: until the last frame ends; 0: no audio stream)."""
     import fractions
 
     import av
@@ -169,20 +170,24 @@ def flash_and_click_video(path, video_start, flash=10, frames=25, fps=25, rate=1
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         video.codec_context.time_base = fractions.Fraction(1, 1000)
-        audio = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        audio = None if audio_seconds == 0 else container.add_stream("pcm_s16le", rate=rate, layout="mono")
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 250 if i == flash else 20, np.uint8),
                                                format="rgb24")
             frame.pts = round(1000 * (video_start + i / fps))
             container.mux(video.encode(frame))
         container.mux(video.encode())
-        wave = np.zeros(int((video_start + frames / fps) * rate), np.int16)
+        if audio is None:
+            return path
+        seconds = video_start + frames / fps if audio_seconds is None else audio_seconds
+        wave = np.zeros(int(seconds * rate), np.int16)
         click = round((video_start + flash / fps) * rate)
         wave[click:click + 80] = 30000
         sound = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
         sound.sample_rate, sound.pts = rate, 0
         container.mux(audio.encode(sound))
         container.mux(audio.encode())
+    return path
 
 
 def test_a_video_that_starts_after_its_audio_keeps_its_sound_in_step(tmp_path):

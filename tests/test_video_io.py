@@ -161,6 +161,16 @@ def test_sound_outlasting_the_picture_is_not_truncation_but_a_file_cut_short_is(
     assert "truncated or damaged file" in (video_io.probe(cut).truncation or "")
 
 
+def test_a_silent_matroska_whose_video_starts_late_declares_its_picture_length(tmp_path):
+    """Matroska states only the file's end: the video's length is that end less the first frame's
+    time, so a whole clip starting at 0.5 s is not called truncated."""
+    from test_inference_outputs import flash_and_click_video
+    late = flash_and_click_video(tmp_path / "late.mkv", video_start=0.5, frames=40, audio_seconds=0)
+    info = video_io.probe(late)
+    assert info.n_frames == 40 and not info.has_audio and info.truncation is None
+    assert info.declared_duration == pytest.approx(40 / FPS, abs=0.05)
+
+
 def test_png_frames_are_identical_to_decoded_frames(tmp_path):
     decoded = video_io.read_frames(write_video(tmp_path / "p.mp4", moving_frames(12)), 0, 12)
     paths = video_io.write_png_frames(tmp_path / "frames", decoded, start=3)
