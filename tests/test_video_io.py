@@ -91,6 +91,23 @@ def test_stereo_audio_is_mixed_to_mono_and_audio_from_copies_a_track(tmp_path):
     assert np.corrcoef(original[middle], copied[middle])[0, 1] > 0.99
 
 
+def test_audio_start_and_audio_until_place_the_sound_from_the_first_frame(tmp_path):
+    """audio_start is the sound that plays with the first frame (earlier sound goes, a negative start
+    leads with silence) and audio_until counts from that frame: a click at 0.5 s plays at 0.5 - start."""
+    rate = 16000
+    wave = np.zeros(2 * rate, np.float32)
+    wave[rate // 2:rate // 2 + 24] = 0.9
+    for n, (start, until, click, length) in enumerate(((0.3, 1.0, 0.2, 1.0), (-0.2, None, 0.7, 2.2))):
+        path = tmp_path / f"shifted{n}.avi"  # PCM: every sample as written
+        with video_io.VideoWriter(path, FPS, 64, 48, audio=(wave, rate), audio_start=start,
+                                  audio_until=until) as writer:
+            for frame in moving_frames(25):
+                writer.write(frame)
+        audio = video_io.read_audio(path, rate)
+        assert np.argmax(np.abs(audio)) / rate == pytest.approx(click, abs=0.002)
+        assert len(audio) / rate == pytest.approx(length, abs=0.01)
+
+
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
     assert not video_io.probe(path).has_audio
