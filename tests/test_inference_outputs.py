@@ -4,6 +4,7 @@ import errno
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,19 @@ def test_a_video_that_starts_after_its_audio_keeps_its_sound_in_step(tmp_path):
     click_time = int(np.argmax(np.abs(wave) > 0.3)) / 16000
     assert flash_time == pytest.approx(0.4) and click_time == pytest.approx(flash_time, abs=0.005)
     assert len(wave) / 16000 == pytest.approx(49 / 50, abs=0.05)  # the sound before the first frame is gone
+
+
+def test_a_video_that_starts_after_its_audio_measures_the_audio_from_its_first_frame(tmp_path):
+    """The sound before the first frame is not the output's: a clip 1.5 s into its sound is not said
+    to run past its picture, and one whose sound ends 0.5 s after its first frame is warned about."""
+    whole = sources.open_source(flash_and_click_video(tmp_path / "whole.mkv", video_start=1.5, frames=50))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sources.audio_cut(whole, sources.load_wave(whole)) is None
+    short = sources.open_source(flash_and_click_video(tmp_path / "short.mkv", video_start=1.5, frames=50,
+                                                      audio_seconds=2.0))
+    with pytest.warns(UserWarning, match=r"short\.mkv: the audio ends at 0\.50 s, 1\.50 s before the last frame"):
+        sources.load_wave(short)
 
 
 def test_confined_refuses_a_symlink_that_leads_outside_the_video_folder(tmp_path):
