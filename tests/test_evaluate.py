@@ -353,6 +353,13 @@ def test_rows_scored_while_a_metric_was_unavailable_are_scored_again_once_it_can
                                                 {"lpips": "lpips"}) == []
 
 
+def test_a_metric_noted_first_in_a_row_ran_on_it():
+    """A metric that ran without a value notes "name: reason", maybe as the row's first note."""
+    assert eval_report.scored_while_unavailable({"lpips": "", "notes": "lpips: no frames"}, {"lpips": "lpips"}) == []
+    assert eval_report.scored_while_unavailable({"lpips": "", "notes": "vfips: too small"},
+                                                {"lpips": "lpips"}) == ["lpips"]
+
+
 def blend_on_demo(demo_root, tmp_path, monkeypatch, limit):
     """A private copy of the demo data with inference.py's blend frames for its first `limit` test videos."""
     monkeypatch.chdir(tmp_path)
