@@ -360,6 +360,18 @@ def test_a_metric_noted_first_in_a_row_ran_on_it():
                                                 {"lpips": "lpips"}) == ["lpips"]
 
 
+def test_rows_of_videos_outside_the_run_are_kept_as_they_are_not_scored_again(tmp_path, monkeypatch, capsys):
+    """--limit 1 with FVD's weights scores again only its video; the rows of the others stay."""
+    root = fvd_videos(tmp_path, monkeypatch, seed=3)
+    assert run(root, metrics="psnr,fvd") == 0
+    before = pd.read_csv(csv_path(), keep_default_na=False)
+    capsys.readouterr()
+    assert run(root, "--limit", 1, metrics="psnr,fvd", weights_dir=stand_in_i3d_weights(tmp_path)) == 0
+    assert "scoring 1 video(s) again (Gamma/v_Gamma_g00_c01)" in capsys.readouterr().out
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert list(table["video"]) == list(before["video"]) and list(table["fvd_clips"]) == ["1", "", ""]
+
+
 def blend_on_demo(demo_root, tmp_path, monkeypatch, limit):
     """A private copy of the demo data with inference.py's blend frames for its first `limit` test videos."""
     monkeypatch.chdir(tmp_path)
