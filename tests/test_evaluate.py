@@ -400,6 +400,12 @@ def test_outputs_another_data_set_wrote_over_are_an_error_row_not_scored(demo_ro
     video = pd.read_csv(root / "demo_split.csv").query("split == 'test'")["path"].iloc[0]
     assert f"this ground truth was made from copy/{video}, not from the split's demo/{video}" in table.loc[0, "error"]
     assert run(root, "--dataset", "copy", "--limit", 1) == 0  # the data set that made them scores them
+    # another model's run for the demo writes the shared ground truth again; the blend output stays the copy's
+    assert inference.main(["--model", "repeat", "--data-root", str(root), "--dataset", "demo", "-s", "2",
+                           "--device", "cpu", "--limit", "1"]) == 0
+    assert run(root, "--dataset", "demo", "--limit", 1) == 1
+    error = pd.read_csv(csv_path(), keep_default_na=False).loc[0, "error"]
+    assert f"this output was made from copy/{video}, not from the split's demo/{video}" in error
 
 
 def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
