@@ -408,6 +408,18 @@ def test_outputs_another_data_set_wrote_over_are_an_error_row_not_scored(demo_ro
     assert f"this output was made from copy/{video}, not from the split's demo/{video}" in error
 
 
+def test_the_summary_lists_outputs_outside_the_split_but_not_the_split_videos_past_limit(demo_root, tmp_path,
+                                                                                        monkeypatch):
+    """outside_set: output folders no split video owns; a test video --limit leaves out is in the split."""
+    root = blend_on_demo(demo_root, tmp_path, monkeypatch, limit=2)
+    out_root = runs.output_dir(root, "blend", SCALE)
+    first = next(folder for folder in sorted(out_root.glob("*/*")) if folder.is_dir())
+    shutil.copytree(first, out_root / "Stray" / "v_Stray_g01_c01")
+    assert run(root, "--dataset", "demo", "--limit", 1) == 0
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert summary["outside_set"] == ["Stray/v_Stray_g01_c01"]
+
+
 def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
     """The README path: inference.py writes GT + blend frames for the demo test split, evaluate.py
     scores them and the PSNR column equals a numpy computation on the written frames."""
