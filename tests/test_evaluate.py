@@ -420,6 +420,16 @@ def test_the_summary_lists_outputs_outside_the_split_but_not_the_split_videos_pa
     assert summary["outside_set"] == ["Stray/v_Stray_g01_c01"]
 
 
+def test_without_a_split_the_outputs_inference_wrote_are_scored(demo_root, tmp_path, monkeypatch):
+    """Every ground-truth folder is scored when no split CSV says which file each video is: the
+    records' sources are not checked against one."""
+    root = blend_on_demo(demo_root, tmp_path, monkeypatch, limit=1)
+    (root / "demo_split.csv").unlink()
+    assert run(root) == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert len(table) == 1 and table.loc[0, "error"] == ""
+
+
 def test_demo_data_blend_baseline_from_inference(demo_root, tmp_path, monkeypatch):
     """The README path: inference.py writes GT + blend frames for the demo test split, evaluate.py
     scores them and the PSNR column equals a numpy computation on the written frames."""
