@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 import checkpoints
 import publish
+import runtime
 import train
 import training_log
 from test_train import RUN, _single_process, assert_same_weights, load, run_main, without_timing  # noqa: F401
@@ -188,6 +190,14 @@ def test_a_resume_with_another_number_of_processes_is_refused(demo_root, one_epo
     assert (f"error: --start_epoch 1: {out / WEIGHTS}.pth was trained by 2 process(es) of --batch-size 2, this "
             f"run has 1; resume it with 2 (torchrun --nproc_per_node=2") in capsys.readouterr().err
     assert load(out / f"{WEIGHTS}.pth")["epoch"] == 1
+
+
+def test_a_resume_of_a_one_process_run_by_two_processes_is_refused(tmp_path):
+    """The other way round too: two processes would each take a whole batch, doubling it."""
+    args = SimpleNamespace(start_epoch=1, batch_size=2)
+    with pytest.raises(train.ResumeError, match=r"trained by 1 process\(es\) of --batch-size 2, this run has 2"):
+        train.refuse_other_process_count(tmp_path / "run.pth", args, {"rng": [train.rng_state()]}, 2)
+    train.refuse_other_process_count(tmp_path / "run.pth", args, {"rng": [train.rng_state()] * 2}, 2)
 
 
 def test_a_resume_from_moved_data_says_where_it_was(demo_root, one_epoch, tmp_path, capsys):
