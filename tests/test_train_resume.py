@@ -200,6 +200,23 @@ def test_a_resume_of_a_one_process_run_by_two_processes_is_refused(tmp_path):
     train.refuse_other_process_count(tmp_path / "run.pth", args, {"rng": [train.rng_state()] * 2}, 2)
 
 
+def test_each_resumed_process_restores_its_own_rng_state(tmp_path):
+    """A checkpoint keeps one RNG state per process; process 1 goes on from its own, not process 0's."""
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append(train.rng_state())
+    network = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    checkpoint = {"state_dict": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": None,
+                  "rng": states, "history": [], "best_psnr": 0.0}
+    state = SimpleNamespace(network=network, optimizer=optimizer, scheduler=None, scaler=None)
+    train.restore(tmp_path / "run.pth", checkpoint, state, runtime.Processes(rank=1, world=2))
+    drawn = torch.rand(3)
+    torch.manual_seed(2)
+    assert torch.equal(drawn, torch.rand(3))
+
+
 def test_a_resume_from_moved_data_says_where_it_was(demo_root, one_epoch, tmp_path, capsys):
     moved = tmp_path / "moved"
     moved.mkdir()
