@@ -298,6 +298,22 @@ def test_a_run_being_trained_by_another_process_is_refused(demo_root, tmp_path, 
     assert not (tmp_path / f"{WEIGHTS}.pth").exists()
 
 
+def test_the_run_holds_its_lock_while_it_trains(demo_root, tmp_path, monkeypatch):
+    """A second process starting the same run mid-epoch is refused, not only one starting before it."""
+    real, refused = train.optimisation_step, []
+
+    def step_while_another_tries(*args):
+        try:
+            with publish.exclusive(tmp_path / f"{WEIGHTS}.pth", wait=False):
+                refused.append(False)
+        except publish.Busy:
+            refused.append(True)
+        return real(*args)
+    monkeypatch.setattr(train, "optimisation_step", step_while_another_tries)
+    assert run_main(demo_root, tmp_path, "--epochs", "1", *SHORT) == 0
+    assert refused == [True, True]
+
+
 def test_temp_files_of_killed_checkpoint_writes_are_removed_and_the_lock_file_goes(demo_root, tmp_path, capsys):
     folder = tmp_path / "weights/asvfi"
     folder.mkdir(parents=True)
