@@ -456,6 +456,9 @@ def test_validation_on_whole_frames_of_several_sizes_goes_one_window_at_a_time(d
     assert [len(b) for b in train.val_loader(mixed, args, runtime.Processes()).batch_sampler] == [1] * len(mixed)
     assert list(train.val_loader(train.Subset(one_size, range(6)), args, runtime.Processes()).batch_sampler) == \
         [[0, 1, 2, 3], [4, 5]]
+    shares = [list(train.val_loader(train.Subset(one_size, range(6)), args, runtime.Processes(rank=rank, world=2))
+                   .batch_sampler) for rank in (0, 1)]
+    assert shares == [[[0, 1, 2, 3]], [[4, 5]]]  # the same batches, dealt out: each window once in the job
 
 
 # ----------------------------------------------------------------------------- audio ablation report
