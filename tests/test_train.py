@@ -344,6 +344,15 @@ def test_pervfi_validation_draws_the_same_samples_in_any_job(demo_root, tmp_path
         assert single[key] == pytest.approx((2 * rank0[key] + rank1[key]) / 3, rel=1e-6)
 
 
+def test_validation_noise_comes_from_the_seed_and_the_batchs_first_window():
+    """Each val batch draws its own sample (not one shared by every batch), the same one every time."""
+    def draw(seed, window):
+        with train.validation_noise(seed, window, torch.device("cpu")):
+            return torch.rand(4)
+    assert torch.equal(draw(0, 3), draw(0, 3))
+    assert not torch.equal(draw(0, 3), draw(0, 4)) and not torch.equal(draw(0, 3), draw(1, 3))
+
+
 # ----------------------------------------------------------------------------- DDP
 def two_process_torchrun(demo_root, tmp_path, script, *flags):
     """`script` (a list: the file and its first arguments) with main.py's flags under torchrun with 2
