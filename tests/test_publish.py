@@ -28,6 +28,9 @@ def test_atomic_leftovers_are_the_temp_files_of_interrupted_writes_of_the_named_
         left = utils.atomic_leftovers(tmp_path, r"run\.pth")
         assert left == [tmp_path / tmp.rsplit("/", 1)[-1]]  # the name atomic_path chose, while it writes
         assert utils.atomic_leftovers(tmp_path, r"other\.pth") == []
+        (tmp_path / f"{Path(tmp).name}.keep").write_text("a file of its own")  # only whole names match
+        assert utils.atomic_leftovers(tmp_path, r"run\.pth") == [tmp_path / Path(tmp).name]
         Path(tmp).write_text("done")
     assert utils.atomic_leftovers(tmp_path, r"run\.pth") == [] and kept.read_text() == "done"
     assert utils.atomic_leftovers(tmp_path / "absent", r"run\.pth") == []
+
