@@ -1,5 +1,6 @@
 """publish.exclusive: one holder per result, a refusal at once with wait=False, no lock file left;
-utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves."""
+utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves; removed_on_failure
+takes the partials made with it."""
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,11 @@ def test_atomic_leftovers_are_the_temp_files_of_interrupted_writes_of_the_named_
     assert utils.atomic_leftovers(tmp_path, r"run\.pth") == [] and kept.read_text() == "done"
     assert utils.atomic_leftovers(tmp_path / "absent", r"run\.pth") == []
 
+
+def test_removed_on_failure_skips_none_and_lets_the_error_through(tmp_path):
+    """None stands for a partial that was not made (a ground truth already current): the block's own
+    error reaches the caller and the partials that were made go."""
+    partial = publish.fresh_folder(tmp_path / "video.partial-1")
+    with pytest.raises(OSError, match="disk full"), publish.removed_on_failure(partial, None):
+        raise OSError("disk full")
+    assert not partial.exists()
