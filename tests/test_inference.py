@@ -560,6 +560,12 @@ def test_single_video_failures_give_clear_messages(tmp_path, odd_video, capsys):
     assert not list(tmp_path.glob("x*"))
 
 
+def test_an_output_extension_in_capitals_is_accepted(tmp_path, odd_video):
+    """A camera's naming (clip.MP4): the case of the extension does not matter, as to VideoWriter."""
+    args = inference.parse_args(["--model", "blend", "--input", str(odd_video), "--output", str(tmp_path / "x.MP4")])
+    assert Path(args.output).name == "x.MP4"
+
+
 def test_a_soundtrack_ending_well_before_the_picture_is_named_in_a_warning(tmp_path):
     """60 frames (2.4 s) over 0.8 s of sound: the last 1.6 s are interpolated on silence."""
     frames = moving_frames(60, 24, 32)
