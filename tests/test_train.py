@@ -384,6 +384,17 @@ def test_a_two_process_run_refused_by_process_0_stops_every_process_with_one_lin
     assert log.read_text() == "epoch\n"
 
 
+def test_a_two_process_run_whose_data_process_0_cannot_prepare_stops_every_process_with_one_line(demo_root,
+                                                                                                 tmp_path):
+    """Process 0 prepares the data set while the other waits: its error stops the other too, which
+    neither reads a data set that is not there nor reports an error of its own."""
+    done = two_process_torchrun(demo_root, tmp_path, ["main.py"], "--epochs", "1", "--data-root",
+                                str(tmp_path / "no_data"), "--dataset", "ucf101")
+    assert done.returncode != 0
+    assert done.stderr.count("UCF-101 not found") == 1
+    assert "error: process 1: process 0 stopped the job (its error says why)" in done.stderr
+
+
 def test_two_process_gloo_run_matches_one_process(demo_root, tmp_path):
     """2 processes x batch 1 == 1 process x batch 2 (same windows, averaged gradients); ranks end equal."""
     flags = ["--epochs", "1", "--limit-steps", "3", "--batch_size", "1"]
