@@ -14,6 +14,7 @@ import torch
 
 import checkpoints
 import publish
+import registry
 import runtime
 import train
 import training_log
@@ -206,10 +207,10 @@ def test_each_resumed_process_restores_its_own_rng_state(tmp_path):
     for seed in (1, 2):
         torch.manual_seed(seed)
         states.append(train.rng_state())
-    network = torch.nn.Linear(2, 2)
+    network = registry.build_model(registry.default_config("asvfi", width=0.125))
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
-    checkpoint = {"state_dict": network.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": None,
-                  "rng": states, "history": [], "best_psnr": 0.0}
+    checkpoint = {"model": "asvfi", "state_dict": network.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": None, "rng": states, "history": [], "best_psnr": 0.0}
     state = SimpleNamespace(network=network, optimizer=optimizer, scheduler=None, scaler=None)
     train.restore(tmp_path / "run.pth", checkpoint, state, runtime.Processes(rank=1, world=2))
     drawn = torch.rand(3)
