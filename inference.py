@@ -178,6 +178,8 @@ def settings_of(args, network):
     if args.model == "pervfi":
         settings.update(flow_estimator_used=network.flow_estimator_used,
                         flow_estimator_note=network.flow_estimator_note)
+        if config["heat"]:  # a sample's noise is drawn for a batch of windows at once
+            settings["batch"] = args.batch
     return settings
 
 

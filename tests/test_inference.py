@@ -671,6 +671,21 @@ def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
 
 
+def test_pervfi_samples_record_the_batch_size_their_noise_was_drawn_for():
+    """A sample's noise is drawn for a batch of windows at once: another --batch gives other frames
+    from the same seed, so an output made at another batch size is not this run's (heat 0 draws none)."""
+    def settings(model, *flags, **config):
+        args = inference.parse_args(["--model", model, *flags])
+        network = registry.build_model(registry.default_config(model, width=0.125, **config))
+        if model == "pervfi":
+            network.set_flow_estimator()
+        return inference.settings_of(args, network)
+    assert settings("pervfi", "--batch", "2", heat=0.3)["batch"] == 2
+    assert settings("pervfi", "--batch", "2", heat=0.3) != settings("pervfi", "--batch", "4", heat=0.3)
+    assert settings("pervfi", "--batch", "2", heat=0.0) == settings("pervfi", "--batch", "4", heat=0.0)
+    assert settings("asvfi", "--batch", "2") == settings("asvfi", "--batch", "4")
+
+
 @pytest.mark.parametrize("scale", [2, 4])
 def test_a_flavr_release_interpolates_a_video_as_it_is_at_its_own_scale(odd_video, tmp_path, scale):
     network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none", scale=scale))
