@@ -44,6 +44,8 @@ from sources import (UNREADABLE_ERRORS, InputError, check_length, load_wave, ope
                      resampling_setting, source_frames, warn_resampling)
 from utils import ASVFIError
 
+TILE_OVERLAP = 32  # default pixels shared by neighbouring tiles
+
 
 # ----------------------------------------------------------------------------- model loading
 def missing_checkpoint_message(args, path, scale):
@@ -460,7 +462,7 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="redo test videos that are already finished; replace an existing --output")
     p.add_argument("--tile", type=int, default=0, help="split frames into tiles of this size (0 = off)")
-    p.add_argument("--tile-overlap", type=int, default=32)
+    p.add_argument("--tile-overlap", type=int, default=TILE_OVERLAP)
     p.add_argument("--heat", type=float, default=0.3, help="PerVFI sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling models (PerVFI), per video")
     p.add_argument("--flow-estimator", default=None, choices=flow.FLOW_ESTIMATORS,
@@ -484,7 +486,9 @@ def parse_args(argv=None):
     if args.fps and not args.input:
         p.error("--fps is for single-video mode (--input/--output); the test split uses --scale")
     if args.tile and not 0 <= args.tile_overlap < args.tile:
-        p.error(f"--tile-overlap {args.tile_overlap} must be in [0, --tile {args.tile})")
+        default = " (the default)" if args.tile_overlap == TILE_OVERLAP else ""
+        p.error(f"--tile-overlap {args.tile_overlap}{default} must be in [0, --tile {args.tile}): "
+                f"a larger --tile or a smaller --tile-overlap")
     if args.scale is not None and args.scale < 2:
         p.error(f"--scale {args.scale}: must be at least 2 (2, 4, 8, ...)")
     cli.refuse_checkpoint_for_baseline(p, args)

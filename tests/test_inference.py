@@ -726,3 +726,13 @@ def test_evaluate_scores_a_run_at_the_one_scale_inference_wrote(demo_root, tmp_p
     with pytest.raises(SystemExit):
         evaluate.parse_args([*common])
     assert "holds frames of this run at 2x, 4x: choose one with -s" in capsys.readouterr().err
+
+
+def test_a_tile_no_larger_than_the_default_overlap_is_refused_saying_the_overlap_is_the_default(capsys):
+    with pytest.raises(SystemExit):
+        inference.parse_args(["--tile", "32"])
+    assert "--tile-overlap 32 (the default) must be in [0, --tile 32)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference.parse_args(["--tile", "64", "--tile-overlap", "64"])
+    assert "--tile-overlap 64 must be in [0, --tile 64)" in capsys.readouterr().err
+    assert inference.parse_args(["--tile", "64"]).tile_overlap == inference.TILE_OVERLAP
