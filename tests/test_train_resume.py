@@ -183,11 +183,8 @@ def test_a_resume_that_changes_what_the_run_is_or_its_optimiser_is_refused(flags
 def test_a_resume_with_another_number_of_processes_is_refused(demo_root, one_epoch, tmp_path, capsys):
     """A run of 2 processes (one RNG state each) resumed by one would train on with half its batch."""
     out = tmp_path / "run"
-    (out / "weights/asvfi").mkdir(parents=True)
-    checkpoint = load(one_epoch / f"{WEIGHTS}.pth")
-    checkpoint["rng"] = checkpoint["rng"] * 2
-    checkpoints.save(checkpoint, out / f"{WEIGHTS}.pth")
-    assert run_main(demo_root, out, "--epochs", "2", *SHORT, "--start-epoch", "1") == 1
+    status, unchanged = resume_from(demo_root, one_epoch, out, lambda c: c.update(rng=c["rng"] * 2))
+    assert status == 1 and unchanged
     assert (f"error: --start_epoch 1: {out / WEIGHTS}.pth was trained by 2 process(es) of --batch-size 2, this "
             f"run has 1; resume it with 2 (torchrun --nproc_per_node=2") in capsys.readouterr().err
     assert load(out / f"{WEIGHTS}.pth")["epoch"] == 1
