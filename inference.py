@@ -180,8 +180,6 @@ def settings_of(args, network):
     if args.model == "pervfi":
         settings.update(flow_estimator_used=network.flow_estimator_used,
                         flow_estimator_note=network.flow_estimator_note)
-        if config["heat"]:  # a sample's noise is drawn for a batch of windows at once
-            settings["batch"] = args.batch
     return settings
 
 
@@ -353,7 +351,6 @@ def run_test_split(args, procs):
                 if dest.finished(records) and not args.overwrite:
                     skipped += 1
                     continue
-                torch.manual_seed(args.seed)  # sampling models give the same frames whatever the video order
                 n_frames, n_bytes = write_test_video(source, dest, engines, scale, args.batch, records)
             written, frames_out, bytes_out = written + 1, frames_out + n_frames, bytes_out + n_bytes
         except UNREADABLE_ERRORS as error:  # one bad video must not stop the run; reported below
@@ -464,7 +461,8 @@ def build_parser():
     p.add_argument("--tile", type=int, default=0, help="split frames into tiles of this size (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=TILE_OVERLAP)
     p.add_argument("--heat", type=float, default=0.3, help="PerVFI sampling temperature")
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling models (PerVFI), per video")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of a sampling model's noise (PerVFI): each window's is drawn from (seed, its index)")
     p.add_argument("--flow-estimator", default=None, choices=flow.FLOW_ESTIMATORS,
                    help="PerVFI's flow estimator (default: the checkpoint's; raft_sintel for the authors' "
                         "v00.pth, with DIS and a warning when its weights cannot be had; one named here "
@@ -509,7 +507,6 @@ def parse_args(argv=None):
 def generate(argv=None):
     args = parse_args(argv)
     with runtime.processes(args.device, join_group=False) as procs:  # torchrun ranks shard the videos
-        torch.manual_seed(args.seed)
         if args.input:
             return run_single(args, procs)
         if args.dataset in runs.TESTSET_FOLDERS:

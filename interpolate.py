@@ -8,11 +8,14 @@ j+2 make the window of interval (j, j+1), windows are batched, and every output 
 as soon as it is known. A model trained for scale m reaches m^k by recursion (each pass is a
 stream feeding the next); models that take any t (PerVFI, baselines) produce all s-1 frames of an
 interval in one pass. Each window gets the audio segment training used: centred on its interval,
-three intervals long, with per-sample times in interval units. Large frames can be split into
-overlapping tiles (`--tile`), blended back with ramps across the overlaps.
+three intervals long, with per-sample times in interval units. A sampling model's noise for a
+window is seeded by (--seed, the interval's index), so the batch size does not change its frames.
+Large frames can be split into overlapping tiles (`--tile`), blended back with ramps across the
+overlaps (a tiled sample draws its noise tile by tile).
 """
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,14 +66,16 @@ class Engine:
     amp: str = None  # None, "bf16" or "fp16": autocast on CUDA
     tile: int = 0
     tile_overlap: int = 32
+    seed: int = 0  # of a sampling model's noise (see runtime.window_generators)
 
     def __post_init__(self):
         self.consumes = registry.consumes(self.network.config)
 
-    def __call__(self, windows, audio, audio_times, has_audio):
-        """windows (B, 4, 3, H, W) float in [0, 1] (see `as_input`), audio/audio_times (B, A)
-        → (B, s-1, H, W, 3) uint8, contiguous (the PNG and H.264 writers take it without a copy)."""
-        pred = self.predict(windows, audio, audio_times, has_audio)
+    def __call__(self, windows, audio, audio_times, has_audio, window_ids):
+        """windows (B, 4, 3, H, W) float in [0, 1] (see `as_input`), audio/audio_times (B, A), the
+        windows' indices (B,) → (B, s-1, H, W, 3) uint8, contiguous (the PNG and H.264 writers take
+        it without a copy)."""
+        pred = self.predict(windows, audio, audio_times, has_audio, window_ids)
         pred = pred.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         return pred.permute(0, 1, 3, 4, 2).contiguous().cpu().numpy()
 
@@ -81,10 +86,11 @@ class Engine:
         channels_first = np.ascontiguousarray(frame.transpose(2, 0, 1))
         return torch.from_numpy(channels_first).to(self.device).float().div_(255)
 
-    def predict(self, inputs, audio, audio_times, has_audio, ts=None):
+    def predict(self, inputs, audio, audio_times, has_audio, window_ids, ts=None):
         """inputs (B, 4, 3, H, W) float in [0, 1] → the raw float32 prediction (B, n, 3, H, W), unclamped.
 
-        ts (B, n): target times in the interval (any-t models only; default k/scale, k = 1..s-1).
+        window_ids (B,): what seeds each window's noise (sampling models only); ts (B, n): target
+        times in the interval (any-t models only; default k/scale, k = 1..s-1).
         """
         extra = {}
         if self.consumes.audio:
@@ -94,6 +100,8 @@ class Engine:
         if self.consumes.any_t:
             native = torch.arange(1, self.scale, device=self.device) / self.scale
             extra["ts"] = (native.expand(len(inputs), -1) if ts is None else ts.to(self.device))
+        if self.consumes.noise:
+            extra["generator"] = runtime.window_generators(self.seed, window_ids, self.device)
         with torch.no_grad(), runtime.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
         return pred.float()
@@ -166,25 +174,35 @@ def interpolate_stream(frames, engine, wave, batch, input_fps):
         yield recent[-1][:2]
 
 
+class Window(NamedTuple):
+    """The window of interval `index`: the 4 model inputs, its left frame (uint8) and its times."""
+    inputs: list
+    left: np.ndarray
+    t0: float
+    t1: float
+    index: int
+
+
 def window_of(recent, newest, j):
-    """(the 4 model inputs, left frame uint8, t_j, t_j+1) of interval j from the held inputs,
-    indices clamped to [0, newest]. The inputs are stacked once per batch (one copy, not two)."""
+    """The Window of interval j from the held inputs, indices clamped to [0, newest]. The inputs
+    are stacked once per batch (one copy, not two)."""
     oldest = newest - len(recent) + 1
     picks = [recent[min(max(i, 0), newest) - oldest] for i in (j - 1, j, j + 1, j + 2)]
-    return [tensor for _, _, tensor in picks], picks[1][0], picks[1][1], picks[2][1]
+    return Window([tensor for _, _, tensor in picks], picks[1][0], picks[1][1], picks[2][1], j)
 
 
 def run_batch(pending, engine, wave, n_audio):
     """Interpolate a batch of windows; yield each interval's left input, then its generated frames."""
-    segments = [dataset.audio_segment(wave, t0, t1, n_audio) for _, _, t0, t1 in pending]
-    inputs = torch.stack([frame for window, _, _, _ in pending for frame in window])
+    segments = [dataset.audio_segment(wave, window.t0, window.t1, n_audio) for window in pending]
+    inputs = torch.stack([frame for window in pending for frame in window.inputs])
     generated = engine(inputs.view(len(pending), 4, *inputs.shape[1:]),
                        np.stack([audio for audio, _ in segments]),
-                       np.stack([times for _, times in segments]), wave is not None)
-    for (_, left, t0, t1), between in zip(pending, generated):
-        yield left, t0
+                       np.stack([times for _, times in segments]), wave is not None,
+                       [window.index for window in pending])
+    for window, between in zip(pending, generated):
+        yield window.left, window.t0
         for k, frame in enumerate(between, 1):
-            yield frame, t0 + (t1 - t0) * k / engine.scale
+            yield frame, window.t0 + (window.t1 - window.t0) * k / engine.scale
 
 
 def interpolate_video(frames, engines, wave, batch, input_fps):
@@ -196,7 +214,7 @@ def interpolate_video(frames, engines, wave, batch, input_fps):
 
 
 def build_engines(network, device, scale, settings):
-    """One Engine per pass; settings carries amp, tile and tile_overlap (the parsed flags)."""
+    """One Engine per pass; settings carries amp, tile, tile_overlap and seed (the parsed flags)."""
     native = network.config["scale"]
-    return [Engine(network, device, step, settings.amp, settings.tile, settings.tile_overlap)
+    return [Engine(network, device, step, settings.amp, settings.tile, settings.tile_overlap, settings.seed)
             for step in pass_scales(native, scale, registry.consumes(network.config).any_t)]

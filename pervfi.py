@@ -169,16 +169,30 @@ def build_official_pervfi(checkpoint, flow_estimator=None, **overrides):
 # ----------------------------------------------------------------------------------------------
 
 def standard_normal(shape, like, generator=None):
-    """N(0, 1) noise drawn on the generator's device (reproducible across devices)."""
-    device = like.device if generator is None else generator.device
-    noise = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-    return noise.to(device=like.device, dtype=like.dtype)
+    """N(0, 1) noise of `shape` in `like`'s device and dtype (see `drawn` for `generator`)."""
+    return drawn(torch.randn, shape, like, generator)
 
 
 def standard_uniform(like, generator=None):
-    """U(0, 1) noise shaped like `like`, drawn on the generator's device."""
+    """U(0, 1) noise shaped like `like` (see `drawn` for `generator`)."""
+    return drawn(torch.rand, like.shape, like, generator)
+
+
+def drawn(draw, shape, like, generator):
+    """`draw` (torch.randn or torch.rand) in float32 on the generator's device (a CPU generator
+    gives the same numbers whatever device the network runs on), moved to `like`'s device and dtype.
+
+    `generator` may be a list, one per sample: the leading dimension (samples, or sample-major
+    items) is then split into equal blocks, block i drawn from generator i, so that a sample's
+    noise does not depend on which other samples share its batch.
+    """
+    if isinstance(generator, (list, tuple)):
+        if not generator or shape[0] % len(generator):
+            raise ValueError(f"pervfi.py: {len(generator)} generators for a batch of {shape[0]}")
+        block = (shape[0] // len(generator), *shape[1:])
+        return torch.cat([drawn(draw, block, like, one) for one in generator])
     device = like.device if generator is None else generator.device
-    noise = torch.rand(like.shape, generator=generator, device=device, dtype=torch.float32)
+    noise = draw(shape, generator=generator, device=device, dtype=torch.float32)
     return noise.to(device=like.device, dtype=like.dtype)
 
 
@@ -354,7 +368,8 @@ class PerVFI(nn.Module):
 
         "pred" (B, n, 3, H, W), not clamped: with a target in training mode, a sample at the
         training heat (the official training code's choice for the Lap/perceptual terms);
-        otherwise a sample at `heat` (default config["heat"]) drawn with `generator`. `flows` =
+        otherwise a sample at `heat` (default config["heat"]) drawn with `generator` (one, or a list
+        of one per sample: see `drawn`). `flows` =
         (F0->1, F1->0) skips the estimator (cached flows, at the input size). Frames are
         zero-padded to multiples of 8 (as the official inference does) and cropped back.
         """

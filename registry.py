@@ -27,6 +27,7 @@ class Consumes:
     # how many input frames it can use: ASVFI 4, PerVFI 2; the baselines read only the two around
     # the target, so a 2- or a 4-frame test-set sample gives them the same pair
     input_frames: tuple = (4,)
+    noise: bool = False  # draws sampling noise: forward takes generator=, a list of one per sample
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ MODELS = {
     "pervfi": ModelSpec(default_config=pervfi.default_pervfi_config, build=_build_pervfi,
                         consumes=lambda config: Consumes(audio=pervfi.PerVFI.uses_audio,
                                                          any_t=pervfi.PerVFI.arbitrary_t, frame_mean=False,
-                                                         input_frames=(2,)),
+                                                         input_frames=(2,), noise=True),
                         trained=True, likelihood=True),
     **{name: _baseline(name) for name in baselines.BASELINES},
 }

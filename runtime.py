@@ -11,6 +11,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -44,6 +45,13 @@ def autocast(device, amp):
     """Mixed precision for `--amp bf16|fp16` on CUDA; a no-op without --amp or on another device."""
     return torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16),
                           enabled=bool(amp) and device.type == "cuda")
+
+
+def window_generators(seed, windows, device):
+    """One generator on `device` per window, seeded by (seed, the window's index) only: the noise a
+    sampling model (PerVFI) draws for a window is then the same in any batch, order or job."""
+    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+            for index in windows]
 
 
 @dataclass(frozen=True)

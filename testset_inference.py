@@ -65,21 +65,22 @@ def window_of(sample):
     return torch.stack(inputs)[None]
 
 
-def predict(engine, sample):
-    """Raw float32 (n_targets, 3, H, W) at the sample's target times."""
+def predict(engine, sample, index):
+    """Raw float32 (n_targets, 3, H, W) at the sample's target times; `index` (the sample's place in
+    the test set) seeds a sampling model's noise."""
     inputs = window_of(sample).to(engine.device)
     n_audio = dataset.audio_samples_for(25, 1)
     audio, audio_times = dataset.audio_segment(None, 0.0, 1 / 25, n_audio)  # image sets: no sound
     extra = (audio[None], audio_times[None], False)
     if engine.consumes.any_t:
         ts = torch.tensor([sample.target_times], dtype=torch.float32)
-        return engine.predict(inputs, *extra, ts=ts)[0].cpu().numpy()
+        return engine.predict(inputs, *extra, [index], ts=ts)[0].cpu().numpy()
     native = [k / engine.scale for k in range(1, engine.scale)]
     picks = [native.index(t) if t in native else None for t in sample.target_times]
     if None in picks:
         raise ASVFIError(f"a model trained for {engine.scale}x gives only t = {native}; sample {sample.id} "
                          f"asks for t = {list(sample.target_times)}")
-    return engine.predict(inputs, *extra)[0, picks].cpu().numpy()
+    return engine.predict(inputs, *extra, [index])[0, picks].cpu().numpy()
 
 
 def write_sample(folder, pred, record):
@@ -100,7 +101,7 @@ def run_testset(args, procs, network, made_by, run):
     run = the run part of the output folder (None for baselines)."""
     testset = open_checked(args)
     check_fits(network, testset)
-    engine = Engine(network, procs.device, network.config["scale"], args.amp, args.tile, args.tile_overlap)
+    engine = Engine(network, procs.device, network.config["scale"], args.amp, args.tile, args.tile_overlap, args.seed)
     model, checkpoint, settings = made_by
     out_root = runs.testset_output_dir(args.data_root, model, args.dataset, run)
     indices = procs.shard(list(range(len(testset)))[:args.limit or None])
@@ -117,8 +118,7 @@ def run_testset(args, procs, network, made_by, run):
                 skipped += 1
                 continue
             publish.remove_leftovers(folder)
-            torch.manual_seed(args.seed)
-            write_sample(folder, predict(engine, testset[index]), record)
+            write_sample(folder, predict(engine, testset[index], index), record)
             written += 1
     print(f"{written} sample(s) written to {out_root}, {skipped} already finished (--overwrite redoes them)")
     return 0

@@ -226,25 +226,15 @@ def train_loader(train_set, args, procs):
 
 def val_loader(val_set, args, procs):
     """The val windows in fixed batches (the same whatever the number of processes), dealt out to the
-    processes in turn: every window counts once (no padding), and each batch's sampling noise is the
-    same in any job (validation_noise). Whole frames of several sizes go one window at a time (the
-    sums do not depend on the batch size). Its own generator seeds the workers, so that validation
-    draws nothing from the training's RNG."""
+    processes in turn: every window counts once (no padding), and each window's sampling noise is the
+    same in any job (`validate`). Whole frames of several sizes go one window at a time (the sums do
+    not depend on the batch size). Its own generator seeds the workers, so that validation draws
+    nothing from the training's RNG."""
     batch_size = args.batch_size if len(frame_sizes(val_set)) == 1 else 1
     windows = list(range(len(val_set)))
     batches = [windows[first:first + batch_size] for first in range(0, len(windows), batch_size)]
     return DataLoader(val_set, batch_sampler=procs.shard(batches), num_workers=args.workers,
                       generator=torch.Generator())
-
-
-@contextlib.contextmanager
-def validation_noise(seed, first_window, device):
-    """Noise a sampling model (PerVFI) draws inside comes from (seed, the batch's first window) only,
-    so a val batch gives the same sample in any job and epoch; the RNG outside goes on as if nothing
-    were drawn."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(int(np.random.SeedSequence([seed, first_window]).generate_state(1)[0]))
-        yield
 
 
 def to_device(batch, device):
@@ -266,13 +256,18 @@ def build_network(args, config, device):
     return network.to(device)
 
 
-def predict(network, batch, amp, device, target=None):
-    """Forward pass under autocast; outputs come back as float32 for the losses and metrics."""
+def predict(network, batch, amp, device, target=None, windows=None, seed=0):
+    """Forward pass under autocast; outputs come back as float32 for the losses and metrics. With
+    `windows` (their indices), a sampling model's noise comes from (seed, each window's index) only,
+    not from the training's RNG (`runtime.window_generators`)."""
     model = network.module if isinstance(network, DistributedDataParallel) else network
-    audio = ({"audio": batch["audio"], "audio_times": batch["audio_times"], "has_audio": batch["has_audio"]}
-             if registry.consumes(model.config).audio else {})  # only a model that reads sound gets it
+    consumes = registry.consumes(model.config)
+    extra = ({"audio": batch["audio"], "audio_times": batch["audio_times"], "has_audio": batch["has_audio"]}
+             if consumes.audio else {})  # only a model that reads sound gets it
+    if consumes.noise and windows is not None:
+        extra["generator"] = runtime.window_generators(seed, windows, device)
     with runtime.autocast(device, amp):
-        out = network(batch["inputs"], ts=batch["ts"], target=target, **audio)
+        out = network(batch["inputs"], ts=batch["ts"], target=target, **extra)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
 
 
@@ -330,8 +325,8 @@ def validate(network, criterion, loader, run):
     sums = [0.0] * (5 + n_terms)  # loss·B, PSNR sum, SSIM sum, frames, windows, then each term·B
     for windows, batch in zip(loader.batch_sampler, loader):
         batch = to_device(batch, device)
-        with validation_noise(run.args.random_seed, windows[0], device):
-            out = predict(network, batch, run.args.amp, device, target=batch["targets"])
+        out = predict(network, batch, run.args.amp, device, target=batch["targets"], windows=windows,
+                      seed=run.args.random_seed)
         loss, terms = criterion(out, batch["targets"])
         pred = out["pred"].clamp(0, 1).flatten(0, 1)
         gt = batch["targets"].flatten(0, 1)

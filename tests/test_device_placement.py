@@ -153,5 +153,5 @@ def test_interpolation_engine_batches_and_tiles_on_the_device(tile):
     network = asvfi.ASVFI(asvfi.default_config(scale=2, width=0.125, audio="mel")).to(META).eval()
     engine = interpolate.Engine(network, META, scale=2, tile=tile, tile_overlap=8)
     samples = np.zeros((3, 4096), dtype=np.float32)
-    pred = engine.predict(meta_tensor(3, 4, 3, 48, 64), samples, samples, has_audio=True)
+    pred = engine.predict(meta_tensor(3, 4, 3, 48, 64), samples, samples, True, [0, 1, 2])
     assert pred.device == META and pred.shape == (3, 1, 3, 48, 64)

@@ -104,7 +104,7 @@ def split_test_rows(root):
 
 
 def engine_args(**overrides):
-    return Namespace(**{"amp": None, "tile": 0, "tile_overlap": 32, **overrides})
+    return Namespace(**{"amp": None, "tile": 0, "tile_overlap": 32, "seed": 0, **overrides})
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -308,7 +308,7 @@ def test_stream_replicates_edges_and_batches_do_not_change_results(network):
     window = np.stack([items[0][0], items[0][0], items[1][0], items[2][0]])[None]
     audio, times = dataset.audio_segment(None, 0.0, 0.04, 4160)
     inputs = torch.stack([engines[0].as_input(frame) for frame in window[0]])[None]
-    direct = engines[0](inputs, audio[None], times[None], False)[0, 0]
+    direct = engines[0](inputs, audio[None], times[None], False, [0])[0, 0]
     assert np.abs(direct.astype(int) - by_one[1]).max() <= 1
 
 
@@ -351,8 +351,8 @@ class RecordingEngine:
     def as_input(frame):
         return torch.from_numpy(frame)
 
-    def __call__(self, windows, audio, audio_times, has_audio):
-        self.calls.append((windows.numpy(), audio, audio_times, has_audio))
+    def __call__(self, windows, audio, audio_times, has_audio, window_ids):
+        self.calls.append((windows.numpy(), audio, audio_times, has_audio, window_ids))
         return np.zeros((len(windows), 1, *windows.shape[2:]), np.uint8)
 
 
@@ -375,6 +375,7 @@ def test_windows_replicate_edges_and_get_the_training_audio_segments():
         np.testing.assert_array_equal(times[j], segment_times)
     assert [c[3] for c in engine.calls] == [True, True]
     assert [len(c[0]) for c in engine.calls] == [3, 1]
+    assert [c[4] for c in engine.calls] == [[0, 1, 2], [3]]  # each window named by its interval
 
 
 def test_a_two_frame_stream_gives_both_inputs_and_the_frame_between():
@@ -404,7 +405,7 @@ def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     audio, times = dataset.audio_segment(tone(0.3), 0.04, 0.08, 4160)
     as_inputs = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
     tiled = interpolate.Engine(network, CPU, 2, tile=64, tile_overlap=16)(as_inputs(frames), audio[None], times[None],
-                                                                          True)
+                                                                          True, [0])
     whole_mean = as_inputs(frames).mean(dim=(1, 3, 4))
 
     def tile_prediction(crop):
@@ -433,8 +434,8 @@ def test_tiling_matches_untiled_for_a_local_model():
     blend = registry.build_model(registry.default_config("blend", scale=2))
     frames = torch.from_numpy(np.stack(moving_frames(4, 51, 75))[None]).permute(0, 1, 4, 2, 3).float() / 255
     audio = np.zeros((1, 10), np.float32)
-    whole = interpolate.Engine(blend, CPU, 2)(frames, audio, audio, False)
-    tiled = interpolate.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False)
+    whole = interpolate.Engine(blend, CPU, 2)(frames, audio, audio, False, [0])
+    tiled = interpolate.Engine(blend, CPU, 2, tile=32, tile_overlap=8)(frames, audio, audio, False, [0])
     assert np.abs(whole.astype(int) - tiled).max() <= 1
     assert interpolate.tile_starts(75, 32, 8) == [0, 24, 43] and interpolate.tile_starts(20, 32, 8) == [0]
 
@@ -671,19 +672,16 @@ def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
 
 
-def test_pervfi_samples_record_the_batch_size_their_noise_was_drawn_for():
-    """A sample's noise is drawn for a batch of windows at once: another --batch gives other frames
-    from the same seed, so an output made at another batch size is not this run's (heat 0 draws none)."""
-    def settings(model, *flags, **config):
-        args = inference.parse_args(["--model", model, *flags])
-        network = registry.build_model(registry.default_config(model, width=0.125, **config))
-        if model == "pervfi":
-            network.set_flow_estimator()
-        return inference.settings_of(args, network)
-    assert settings("pervfi", "--batch", "2", heat=0.3)["batch"] == 2
-    assert settings("pervfi", "--batch", "2", heat=0.3) != settings("pervfi", "--batch", "4", heat=0.3)
-    assert settings("pervfi", "--batch", "2", heat=0.0) == settings("pervfi", "--batch", "4", heat=0.0)
-    assert settings("asvfi", "--batch", "2") == settings("asvfi", "--batch", "4")
+def test_pervfi_output_records_name_the_seed_and_not_the_batch_size():
+    """A sample's noise is drawn per window (the frames do not depend on --batch: see test_pervfi.py),
+    so --batch is not in the records and an output made at another batch size is this run's."""
+    network = registry.build_model(registry.default_config("pervfi", width=0.125, heat=0.3))
+    network.set_flow_estimator("dis")
+
+    def settings(*flags):
+        return inference.settings_of(inference.parse_args(["--model", "pervfi", *flags]), network)
+    assert settings("--batch", "2") == settings("--batch", "4")
+    assert settings("--seed", "1") != settings("--seed", "2")
 
 
 @pytest.mark.parametrize("scale", [2, 4])

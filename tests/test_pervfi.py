@@ -2,12 +2,15 @@
 deformable convolution, splatting, conditional Glow (invertibility, log-det), NLL, sampling, API."""
 import copy
 import math
+from argparse import Namespace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import interpolate
 import losses
 import pervfi
 from compat import FIXTURES, load_fixture, recipe_state
@@ -472,6 +475,43 @@ def test_heat_zero_is_deterministic_and_seeds_reproduce():
     assert torch.equal(s1, s1_again)
     assert (s1 - s2).abs().max() > 1e-3
     assert (s1 - a).abs().max() > 1e-3
+
+
+def test_each_samples_noise_comes_from_its_own_generator():
+    """With one generator per sample, a sample's noise does not depend on the others in its batch (in
+    float64: in float32 the Glow amplifies batch-size-dependent rounding to about 1e-3)."""
+    inputs, target = frames(size=(24, 32))
+    model = trained_looking(tiny_model(), inputs, target).double()
+    inputs, times = inputs.double(), torch.tensor([[0.25, 0.5]])
+
+    def sample(clip, *seeds):
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        return model(clip, ts=times, heat=0.3, generator=generators)["pred"]
+    both = sample(inputs, 1, 2)
+    assert torch.allclose(sample(inputs[1:], 2), both[1:], atol=1e-12)
+    reseeded = sample(inputs, 3, 2)
+    assert (reseeded[0] - both[0]).abs().max() > 1e-3
+    assert torch.allclose(reseeded[1], both[1], atol=1e-12)
+    with pytest.raises(ValueError, match="3 generators for a batch of 4"):
+        sample(inputs, 1, 2, 3)
+
+
+def test_streamed_samples_depend_on_the_seed_and_not_on_the_batch_size():
+    """interpolate.py seeds each window's noise by (seed, its interval's index): a video sampled with
+    --batch 1 or 3 gives the same frames, another seed other frames."""
+    inputs, target = frames(size=(24, 32))
+    model = trained_looking(tiny_model(), inputs, target)
+    clip = torch.cat([inputs[0], inputs[1, 3:]])  # 5 frames, 4 intervals
+    items = [((frame.permute(1, 2, 0) * 255).round().byte().numpy(), i / 25) for i, frame in enumerate(clip)]
+
+    def sampled(batch, seed=0):
+        settings = Namespace(amp=None, tile=0, tile_overlap=32, seed=seed)
+        engines = interpolate.build_engines(model, torch.device("cpu"), 4, settings)
+        return np.stack([frame for frame, _ in interpolate.interpolate_video(iter(items), engines, None, batch, 25)])
+    one_at_a_time = sampled(1).astype(int)
+    assert one_at_a_time.shape == (17, 24, 32, 3)
+    assert np.abs(sampled(3) - one_at_a_time).max() <= 1  # float32 rounding (see the test above)
+    assert np.abs(sampled(1, seed=1) - one_at_a_time).max() > 2
 
 
 def test_arbitrary_times_give_different_frames_and_batch_like_single_calls():

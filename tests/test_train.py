@@ -317,9 +317,9 @@ def test_pervfi_trains_and_resumes_after_an_interruption(demo_root, tmp_path, po
 
 
 def test_pervfi_validation_draws_the_same_samples_in_any_job(demo_root, tmp_path):
-    """A val batch's sample comes from (seed, its first window): the logged figures (validation after
-    training's draws), a fresh single process and the two shares of a 2-process job agree, and
-    validation leaves the RNG as it was."""
+    """A val window's sample comes from (seed, its index): the logged figures (validation after
+    training's draws), a fresh single process, another batch size and the two shares of a 2-process
+    job agree, and validation leaves the RNG as it was."""
     flags = [*TINY, *PERVFI, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--epochs", "1",
              "--limit-steps", "1", "--batch_size", "1", "--val-windows", "3", "--val-crop", "64"]
     assert main.main(flags) == 0
@@ -330,27 +330,29 @@ def test_pervfi_validation_draws_the_same_samples_in_any_job(demo_root, tmp_path
     val_set = train.validation_windows(args)
     criterion = losses.build_criterion(args.loss)
 
-    def validate(procs):
+    def validate(procs, batch_size=1):
         run = train.Run(args, procs, train.run_paths(args), checkpoint["config"])
-        return train.validate(network, criterion, train.val_loader(val_set, args, procs), run)
+        loader = train.val_loader(val_set, SimpleNamespace(**{**vars(args), "batch_size": batch_size}), procs)
+        return train.validate(network, criterion, loader, run)
 
     torch.rand(7)  # another RNG state than after training
     before = torch.get_rng_state()
     single = validate(runtime.Processes())
     assert torch.equal(torch.get_rng_state(), before)
     rank0, rank1 = (validate(runtime.Processes(rank=rank, world=2)) for rank in (0, 1))  # windows 0, 2 and 1
+    batched = validate(runtime.Processes(), batch_size=3)
     for key in ("val_psnr", "val_ssim", "val_PerVFILap"):
         assert single[key] == pytest.approx(checkpoint["history"][0][key], rel=1e-6)
         assert single[key] == pytest.approx((2 * rank0[key] + rank1[key]) / 3, rel=1e-6)
+        assert single[key] == pytest.approx(batched[key], rel=1e-4)  # float32 rounding differs by batch
 
 
-def test_validation_noise_comes_from_the_seed_and_the_batchs_first_window():
-    """Each val batch draws its own sample (not one shared by every batch), the same one every time."""
+def test_window_generators_draw_from_the_seed_and_each_windows_index():
+    """Each window draws its own noise (not one shared by every window), the same one every time."""
     def draw(seed, window):
-        with train.validation_noise(seed, window, torch.device("cpu")):
-            return torch.rand(4)
+        return torch.rand(4, generator=runtime.window_generators(seed, [window], torch.device("cpu"))[0])
     assert torch.equal(draw(0, 3), draw(0, 3))
-    assert not torch.equal(draw(0, 3), draw(0, 4)) and not torch.equal(draw(0, 3), draw(1, 3))
+    assert not torch.equal(draw(0, 3), draw(1, 3)) and not torch.equal(draw(0, 3), draw(0, 4))
 
 
 # ----------------------------------------------------------------------------- DDP
