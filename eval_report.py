@@ -67,12 +67,13 @@ class ResultsCSV:
 
     On start it keeps the finished rows of an earlier run whose signature matches `current` ({key:
     signature dict}; rows of other videos are kept as they are); cut-off rows, failed rows and stale
-    rows are dropped and the file is rewritten atomically. `done` holds the keys already scored. An
-    earlier report that records more metrics than `columns` keeps its columns (this run reports a
-    subset of them), provided no video with output is left to score. A recorded column without a
-    value in any kept row (a metric that was unavailable) stays, empty, and does not hold up a run
-    without it: once the metric can run its rows are scored again. With no row kept the report takes
-    this run's columns. A row of this run's videos without a value of a
+    rows are dropped and the file is rewritten atomically. Rows of these videos scored under another
+    data root are another data set's results, not stale ones: the run is refused instead. `done`
+    holds the keys already scored. An earlier report that records more metrics than `columns` keeps
+    its columns (this run reports a subset of them), provided no video with output is left to score.
+    A recorded column without a value in any kept row (a metric that was unavailable) stays, empty,
+    and does not hold up a run without it: once the metric can run its rows are scored again. With
+    no row kept the report takes this run's columns. A row of this run's videos without a value of a
     metric this run computes (`computable`: {column: metric name}) and without a note saying why was
     scored while that metric was unavailable: it is scored again (`rescored`: {key: metric names}).
     Only the writing process (rank 0) passes write=True.
@@ -81,6 +82,7 @@ class ResultsCSV:
     def __init__(self, path, columns, current, restart=False, write=True, computable=None):
         self.path, self.write, columns = Path(path), write, list(columns)
         recorded, rows = (columns, []) if restart or not self.path.is_file() else self._read_previous(columns)
+        self._check_same_data_root(rows, current)
         self.rows = [r for r in rows if row_key(r) not in current
                      or all(r[c] == str(current[row_key(r)][c]) for c in SIGNATURE)]
         self.rescored = {row_key(r): lacking for r in self.rows if row_key(r) in current
@@ -107,6 +109,16 @@ class ResultsCSV:
                              f"{columns}; add --restart to start this report again.")
         return reader.fieldnames, [{"code": "", **row} for row in reader
                                    if not row["error"] and None not in row.values()]
+
+    def _check_same_data_root(self, rows, current):
+        """Two data roots can hold videos of the same names (two renderings of the demo, a moved copy):
+        replacing one's scores by the other's would lose them."""
+        other = [r for r in rows if row_key(r) in current and r["data_root"] != str(current[row_key(r)]["data_root"])]
+        if other:
+            first = other[0]
+            raise ASVFIError(f"{self.path} holds the scores of {len(other)} of these videos under data root "
+                             f"{first['data_root']}, not {current[row_key(first)]['data_root']}; pass another "
+                             f"--out-dir to keep both reports, or add --restart to replace its scores")
 
     def _report_columns(self, recorded, columns):
         """The report's columns: the recorded ones, in their recorded order; this run's when no row

@@ -1,4 +1,4 @@
-"""Score generated frames against the ground truth: console table + evals/<Model>_<run>_s<s>.csv.
+"""Score generated frames against the ground truth: console table + evals/<Model>_<run>_<dataset>_s<s>.csv.
 
     python evaluate.py --optimizer adamw --lr 6e-4 -s 2               # ASVFI run adamw_6e-4, 2x
     python evaluate.py --model blend -s 2 --metrics psnr,ssim,lpips   # a baseline, some metrics
@@ -386,11 +386,11 @@ def is_testset(args):
 
 
 def report_path(args):
-    """evals/<Model>_<run>_s<s>.csv (test sets: _<dataset> instead of _s<s>); _<protocol> unless asvfi,
+    """evals/<Model>_<run>_<dataset>_s<s>.csv (image test sets: no _s<s>); _<protocol> unless asvfi,
     so reports of different protocols never mix."""
-    path = runs.eval_csv_path(args.model, runs.generated_run_of(args), args.scale, out_dir=args.out_dir)
-    stem = path.stem[:-len(f"_s{args.scale}")] + f"_{args.dataset}" if is_testset(args) else path.stem
-    return path.with_name(stem + ("" if args.protocol == "asvfi" else f"_{args.protocol}") + ".csv")
+    path = runs.eval_csv_path(args.model, runs.generated_run_of(args), cli.dataset_of(args),
+                              None if is_testset(args) else args.scale, out_dir=args.out_dir)
+    return path.with_name(path.stem + ("" if args.protocol == "asvfi" else f"_{args.protocol}") + ".csv")
 
 
 def fvd_plan(items, run):

@@ -4,7 +4,7 @@
     checkpoint_path("asvfi", "adamw_6e-4")     -> weights/asvfi/adamw_6e-4.pth
     output_dir("../data", "asvfi", 2, run)     -> ../data/ASVFI/scale/2_<run>
     gt_dir("../data", 2)                       -> ../data/GT/scale/2
-    eval_csv_path("asvfi", run, 2)             -> evals/ASVFI_<run>_s2.csv
+    eval_csv_path("asvfi", run, "ucf101", 2)   -> evals/ASVFI_<run>_ucf101_s2.csv
 
 Checkpoint, figure and report paths are relative to `--out-dir` (the repository root by default);
 frames and data live under `--data-root`.
@@ -112,10 +112,11 @@ def gt_dir(data_root, scale):
     return Path(data_root) / "GT" / "scale" / str(scale)
 
 
-def eval_csv_path(model, run, scale, out_dir="."):
-    """`evals/<Model>_<run>_s<s>.csv` (the scale is in the name so 2x and 4x reports do not mix)."""
+def eval_csv_path(model, run, dataset, scale=None, out_dir="."):
+    """`evals/<Model>_<run>_<dataset>_s<s>.csv`: the data set and the scale are in the name so that
+    reports of two data sets, or of 2x and 4x, do not mix; an image test set (scale None) has no `_s<s>`."""
     name = f"{DISPLAY_NAMES[model]}_{run}" if run else DISPLAY_NAMES[model]
-    return Path(out_dir) / "evals" / f"{name}_s{scale}.csv"
+    return Path(out_dir) / "evals" / (f"{name}_{dataset}" + (f"_s{scale}" if scale else "") + ".csv")
 
 
 # ----------------------------------------------------------------------------- data sets

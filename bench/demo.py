@@ -133,7 +133,7 @@ def demo_jobs(args):
 def summary_of(args, row):
     """The evaluation summary JSON that evaluate.py wrote for one method of the table."""
     run = runs.generated_run(row.model, "adamw", args.lr, checkpoint=row.checkpoint)
-    csv_path = runs.eval_csv_path(row.model, run, 2, out_dir=args.out_dir)
+    csv_path = runs.eval_csv_path(row.model, run, "demo", 2, out_dir=args.out_dir)
     return json.loads(csv_path.with_name(csv_path.stem + "_summary.json").read_text())
 
 

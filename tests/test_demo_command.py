@@ -136,7 +136,7 @@ def split_rows(root, split):
 def test_the_test_table_says_what_its_numbers_are_of(demo_run):
     root, _ = demo_run
     table = (root / "out" / "figs" / "demo.md").read_text()
-    with open(root / "out" / "evals" / "DIS_s2.csv") as f:
+    with open(root / "out" / "evals" / "DIS_demo_s2.csv") as f:
         per_video = list(csv.DictReader(f))
     frames = sum(int(row["generated"]) for row in per_video)
     assert f"of the {frames} generated frames of the {len(split_rows(root, 'test'))} test videos" in table

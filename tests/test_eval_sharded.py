@@ -26,7 +26,7 @@ def flags(root, weights_dir, out_dir):
 
 
 def report(out_dir):
-    csv = runs.eval_csv_path("blend", None, SCALE, out_dir=out_dir)
+    csv = runs.eval_csv_path("blend", None, "demo", SCALE, out_dir=out_dir)
     return pd.read_csv(csv), json.loads(Path(str(csv.with_suffix("")) + "_summary.json").read_text())
 
 

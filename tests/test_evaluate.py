@@ -94,7 +94,7 @@ def expected_scores(gt, scale):
 
 
 def csv_path():
-    return runs.eval_csv_path("blend", None, SCALE)
+    return runs.eval_csv_path("blend", None, "demo", SCALE)
 
 
 def test_psnr_ssim_columns_match_independent_computation(data, capsys):
@@ -399,13 +399,33 @@ def test_outputs_another_data_set_wrote_over_are_an_error_row_not_scored(demo_ro
     table = pd.read_csv(csv_path(), keep_default_na=False)
     video = pd.read_csv(root / "demo_split.csv").query("split == 'test'")["path"].iloc[0]
     assert f"this ground truth was made from copy/{video}, not from the split's demo/{video}" in table.loc[0, "error"]
+    demo_report = csv_path().read_text()
     assert run(root, "--dataset", "copy", "--limit", 1) == 0  # the data set that made them scores them
+    assert runs.eval_csv_path("blend", None, "copy", SCALE).is_file()  # in its own report: the demo's stays
+    assert csv_path().read_text() == demo_report
     # another model's run for the demo writes the shared ground truth again; the blend output stays the copy's
     assert inference.main(["--model", "repeat", "--data-root", str(root), "--dataset", "demo", "-s", "2",
                            "--device", "cpu", "--limit", "1"]) == 0
     assert run(root, "--dataset", "demo", "--limit", 1) == 1
     error = pd.read_csv(csv_path(), keep_default_na=False).loc[0, "error"]
     assert f"this output was made from copy/{video}, not from the split's demo/{video}" in error
+
+
+def test_the_same_videos_under_another_data_root_do_not_replace_a_reports_scores(data, tmp_path, capsys):
+    """Another data root can hold videos of the same names (another rendering, a copy): its scores are
+    other results, not newer ones, so the run is refused, naming both roots, and the report is kept."""
+    root, _ = data
+    assert run(root) == 0
+    report = csv_path().read_text()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(root, elsewhere)
+    capsys.readouterr()
+    assert run(elsewhere) == 1
+    err = capsys.readouterr().err
+    assert f"holds the scores of 3 of these videos under data root {root.resolve()}, not {elsewhere.resolve()}" in err
+    assert "--out-dir" in err and csv_path().read_text() == report
+    assert run(elsewhere, "--restart") == 0
+    assert set(pd.read_csv(csv_path())["data_root"]) == {str(elsewhere.resolve())}
 
 
 def test_the_summary_lists_outputs_outside_the_split_but_not_the_split_videos_past_limit(demo_root, tmp_path,

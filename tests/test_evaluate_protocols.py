@@ -77,7 +77,7 @@ def test_flavr_protocol_on_its_ucf101_set_prints_the_paper_row(data, capsys):
         expected.append(protocols.score_frame("flavr", pred[0][crop], gt[crop]))
     code = run(root, "--dataset", "flavr-ucf101", "--protocol", "flavr", metrics=None)
     assert code == 1  # one prediction missing
-    path = runs.eval_csv_path("blend", None, SCALE).with_name("Blend_flavr-ucf101_flavr.csv")
+    path = runs.eval_csv_path("blend", None, "flavr-ucf101").with_name("Blend_flavr-ucf101_flavr.csv")
     summary = json.loads(Path(str(path.with_suffix("")) + "_summary.json").read_text())
     psnr = np.mean([e["psnr"] for e in expected])
     ssim = np.mean([e["ssim"] for e in expected])
@@ -98,7 +98,7 @@ def test_a_protocol_on_videos_says_it_scored_the_8_bit_pngs_not_the_references_p
     printed = capsys.readouterr().out
     assert "frames cut to even size; prediction clamped and rounded to 8 bits;" in printed
     assert "not the reference's prediction clamped and truncated to 8 bits" in printed
-    summary = json.loads(Path(str(runs.eval_csv_path("blend", None, SCALE).with_suffix("")).replace(
+    summary = json.loads(Path(str(runs.eval_csv_path("blend", None, "demo", SCALE).with_suffix("")).replace(
         f"_s{SCALE}", f"_s{SCALE}_vfibench") + "_summary.json").read_text())
     assert "truncat" in summary["protocol"]["departures"] and "truncated" not in summary["protocol"]["summary"]
 
