@@ -277,6 +277,11 @@ class EpochDraws(Dataset):
         epoch = self.epoch if epoch is None else epoch
         return np.random.default_rng([self.seed, int(epoch), int(index)])
 
+    def __getitem__(self, index):
+        """`item(index)` (the subclass's item dict) with window = index: train.py keys a sampling
+        model's noise by it, as the augmentation is keyed here."""
+        return {**self.item(index), "window": torch.tensor(index)}
+
 
 # ----------------------------------------------------------------------------- split CSV
 def read_split(csv_path, split=None):
@@ -397,7 +402,7 @@ class VFIWindows(EpochDraws):
     def __len__(self):
         return len(self.videos) * self.windows_per_video if self.train else len(self.eval_windows)
 
-    def __getitem__(self, index):
+    def item(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range ({len(self)})")
         if self.train:
@@ -422,7 +427,8 @@ class VFIWindows(EpochDraws):
     # ------------------------------------------------------------------ one window
     def window(self, video_index, start, augmentation=Augmentation()):
         """The item dict of the window at `start` in video `video_index`: inputs (4,3,H,W), targets (s-1,3,H,W),
-        audio and audio_times (A,), has_audio, video, indices (4+s-1,), ts (s-1,)."""
+        audio and audio_times (A,), has_audio, video, indices (4+s-1,), ts (s-1,); an item got by index
+        also carries its index (`EpochDraws.__getitem__`)."""
         entry = self.videos[video_index]
         if not 0 <= start <= entry.n_frames - frames_needed(self.scale):
             raise IndexError(f"{entry.path}: window start {start} out of range for {entry.n_frames} frames "

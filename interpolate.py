@@ -66,7 +66,7 @@ class Engine:
     amp: str = None  # None, "bf16" or "fp16": autocast on CUDA
     tile: int = 0
     tile_overlap: int = 32
-    seed: int = 0  # of a sampling model's noise (see runtime.window_generators)
+    seed: int = 0  # of a sampling model's noise: window j's is keyed (seed, j) (runtime.noise_generators)
 
     def __post_init__(self):
         self.consumes = registry.consumes(self.network.config)
@@ -101,7 +101,7 @@ class Engine:
             native = torch.arange(1, self.scale, device=self.device) / self.scale
             extra["ts"] = (native.expand(len(inputs), -1) if ts is None else ts.to(self.device))
         if self.consumes.noise:
-            extra["generator"] = runtime.window_generators(self.seed, window_ids, self.device)
+            extra["generator"] = runtime.noise_generators([(self.seed, j) for j in window_ids], self.device)
         with torch.no_grad(), runtime.autocast(self.device, self.amp):
             pred = self.run_tiled(inputs, extra) if self.tile else self.network(inputs, **extra)["pred"]
         return pred.float()

@@ -47,11 +47,12 @@ def autocast(device, amp):
                           enabled=bool(amp) and device.type == "cuda")
 
 
-def window_generators(seed, windows, device):
-    """One generator on `device` per window, seeded by (seed, the window's index) only: the noise a
-    sampling model (PerVFI) draws for a window is then the same in any batch, order or job."""
-    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
-            for index in windows]
+def noise_generators(keys, device):
+    """One generator on `device` per window, seeded by its key only (a tuple of ints: the seed and what
+    names the window, e.g. (seed, index) or (seed, epoch, index)): the noise a sampling model (PerVFI)
+    draws for a window is then the same in any batch, order or number of processes."""
+    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1)[0]))
+            for key in keys]
 
 
 @dataclass(frozen=True)

@@ -237,8 +237,9 @@ TESTSETS = {reader.name: reader for reader in (FlavrUCF101, UCF101Triplets, Vime
 class ImageSetWindows(dataset.EpochDraws):
     """A reader's samples as training or validation items in dataset.VFIWindows' format, so train.py
     trains on them as on video windows: inputs (4, 3, h, w), targets, ts, video (the sample id),
-    indices (each frame's position in the sample's files, inputs then targets) and silent audio
-    placeholders (has_audio False: main.py refuses models that read sound on these sets).
+    indices (each frame's position in the sample's files, inputs then targets), window (the item's
+    index) and silent audio placeholders (has_audio False: main.py refuses models that read sound on
+    these sets).
 
     Training draws crop / flips / temporal reversal with dataset.draw_augmentation from (seed,
     epoch, index), sampling.windows_per_video items per sample; evaluation takes the centre
@@ -270,7 +271,7 @@ class ImageSetWindows(dataset.EpochDraws):
     def __len__(self):
         return len(self.reader) * self.repeats
 
-    def __getitem__(self, index):
+    def item(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"item {index} out of range ({len(self)})")
         sample_id = self.reader.sample_ids[index // self.repeats]

@@ -256,16 +256,17 @@ def build_network(args, config, device):
     return network.to(device)
 
 
-def predict(network, batch, amp, device, target=None, windows=None, seed=0):
+def predict(network, batch, amp, device, target=None, noise_keys=None):
     """Forward pass under autocast; outputs come back as float32 for the losses and metrics. With
-    `windows` (their indices), a sampling model's noise comes from (seed, each window's index) only,
-    not from the training's RNG (`runtime.window_generators`)."""
+    `noise_keys` (one tuple of ints per window), a sampling model's noise for a window comes from its
+    key only (`runtime.noise_generators`), not from a shared RNG whose draws depend on the batch and
+    the process."""
     model = network.module if isinstance(network, DistributedDataParallel) else network
     consumes = registry.consumes(model.config)
     extra = ({"audio": batch["audio"], "audio_times": batch["audio_times"], "has_audio": batch["has_audio"]}
              if consumes.audio else {})  # only a model that reads sound gets it
-    if consumes.noise and windows is not None:
-        extra["generator"] = runtime.window_generators(seed, windows, device)
+    if consumes.noise and noise_keys is not None:
+        extra["generator"] = runtime.noise_generators(noise_keys, device)
     with runtime.autocast(device, amp):
         out = network(batch["inputs"], ts=batch["ts"], target=target, **extra)
     return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in out.items()}
@@ -301,8 +302,9 @@ def train_one_epoch(state, criterion, loader, steps, run, epoch):
         for step, batch in enumerate(loader):
             if step == steps:
                 break
+            keys = [(args.random_seed, epoch, window) for window in batch["window"].tolist()]
             batch = to_device(batch, procs.device)
-            out = predict(state.model, batch, args.amp, procs.device, target=batch["targets"])
+            out = predict(state.model, batch, args.amp, procs.device, target=batch["targets"], noise_keys=keys)
             loss, terms = criterion(out, batch["targets"])
             values = np.array(procs.sum([float(loss.detach())] + [terms[n] for n in criterion.names])) / procs.world
             if not math.isfinite(values[0]):
@@ -323,10 +325,10 @@ def validate(network, criterion, loader, run):
     device = run.procs.device
     n_terms = len(criterion.names)
     sums = [0.0] * (5 + n_terms)  # loss·B, PSNR sum, SSIM sum, frames, windows, then each term·B
-    for windows, batch in zip(loader.batch_sampler, loader):
+    for batch in loader:
+        keys = [(run.args.random_seed, window) for window in batch["window"].tolist()]
         batch = to_device(batch, device)
-        out = predict(network, batch, run.args.amp, device, target=batch["targets"], windows=windows,
-                      seed=run.args.random_seed)
+        out = predict(network, batch, run.args.amp, device, target=batch["targets"], noise_keys=keys)
         loss, terms = criterion(out, batch["targets"])
         pred = out["pred"].clamp(0, 1).flatten(0, 1)
         gt = batch["targets"].flatten(0, 1)

@@ -347,12 +347,50 @@ def test_pervfi_validation_draws_the_same_samples_in_any_job(demo_root, tmp_path
         assert single[key] == pytest.approx(batched[key], rel=1e-4)  # float32 rounding differs by batch
 
 
-def test_window_generators_draw_from_the_seed_and_each_windows_index():
+def test_pervfi_trains_and_validates_on_noise_keyed_by_each_window(demo_root, tmp_path, monkeypatch):
+    """Training draws PerVFI's dequantisation, mask and sample noise from (seed, epoch, window) and
+    validation from (seed, window): not from an RNG shared by the batch (the same in every process)."""
+    keys = []
+
+    def recording(window_keys, device):
+        keys.extend(window_keys)
+        return noise_generators(window_keys, device)
+    noise_generators = runtime.noise_generators
+    monkeypatch.setattr(runtime, "noise_generators", recording)
+    flags = [*TINY, *PERVFI, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--epochs", "1",
+             "--limit-steps", "2", "--val-windows", "3", "--val-crop", "64", "--random_seed", "7"]
+    assert main.main(flags) == 0
+    training, validation = [k for k in keys if len(k) == 3], [k for k in keys if len(k) == 2]
+    assert len(training) == 4 and {k[:2] for k in training} == {(7, 0)} and len({k[2] for k in training}) == 4
+    val_windows = train.validation_windows(main.parse_args(flags)).indices
+    assert sorted(validation) == sorted((7, window) for window in val_windows)
+
+
+def test_a_pervfi_training_step_draws_its_noise_from_the_keys_alone():
+    """The same windows and keys give the same loss whatever the global RNG's state; another epoch's
+    keys give other noise."""
+    network = registry.build_model(registry.default_config("pervfi", width=0.125)).train()
+    network.set_flow_estimator("dis")
+    generator = torch.Generator().manual_seed(0)
+    batch = {"inputs": torch.rand(2, 4, 3, 32, 32, generator=generator), "ts": torch.full((2, 1), 0.5)}
+    target = torch.rand(2, 1, 3, 32, 32, generator=generator)
+
+    def nll(keys, global_seed):
+        torch.manual_seed(global_seed)
+        return train.predict(network, batch, None, torch.device("cpu"), target=target, noise_keys=keys)["nll"]
+    nll([(0, 0, 5), (0, 0, 6)], 0)  # ActNorm's data initialisation
+    first = nll([(0, 0, 5), (0, 0, 6)], 1)
+    assert torch.equal(nll([(0, 0, 5), (0, 0, 6)], 2), first)
+    assert not torch.equal(nll([(0, 1, 5), (0, 1, 6)], 1), first)
+
+
+def test_noise_generators_draw_from_their_keys_only():
     """Each window draws its own noise (not one shared by every window), the same one every time."""
-    def draw(seed, window):
-        return torch.rand(4, generator=runtime.window_generators(seed, [window], torch.device("cpu"))[0])
+    def draw(*key):
+        return torch.rand(4, generator=runtime.noise_generators([key], torch.device("cpu"))[0])
     assert torch.equal(draw(0, 3), draw(0, 3))
     assert not torch.equal(draw(0, 3), draw(1, 3)) and not torch.equal(draw(0, 3), draw(0, 4))
+    assert not torch.equal(draw(0, 3), draw(0, 1, 3))  # (seed, epoch, window) of training
 
 
 # ----------------------------------------------------------------------------- DDP
