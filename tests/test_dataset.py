@@ -4,6 +4,7 @@ Test videos are tiny (64x48, 30 frames) and their frames encode what they are: r
 green = 4*row, blue = 4*column. Read losslessly from PNG folders, every output pixel tells which
 frame and which source pixel it came from.
 """
+import dataclasses
 import shutil
 import warnings
 
@@ -130,6 +131,13 @@ def test_evaluation_starts_include_the_last_window_that_ends_on_the_last_frame()
     assert dataset.evaluation_starts(13, 4) == [0] and dataset.evaluation_starts(7, 2) == [0]
 
 
+def test_audio_length_is_three_intervals_at_the_slowest_fps_plus_a_hop_each_side_rounded_up_to_the_hop():
+    """25 fps at 2x: 3 * 2 / 25 s = 3840 samples + 2 * 160 = 4160 (26 hops); 29.97 fps: 3203.2 + 320 → 23 hops."""
+    assert dataset.audio_samples_for(25, 2) == 4160
+    assert dataset.audio_samples_for(30, 4) == 6400 + 2 * utils.MEL_HOP
+    assert dataset.audio_samples_for(29.97, 2) == 23 * utils.MEL_HOP
+
+
 @pytest.mark.parametrize("scale", [2, 4, 8])
 def test_evaluation_windows_read_exactly_their_frames_and_cover_every_middle_interval(tiny_root, scale):
     data = windows(tiny_root, scale, frames_root=tiny_root / "coded_imgs")
@@ -175,6 +183,18 @@ def test_too_short_video_is_skipped_with_a_warning_naming_it(tiny_root):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert SHORT in [v.path for v in VFIWindows(tiny_root, "demo", "train", 2).videos]
+
+
+def test_a_video_of_exactly_one_window_is_usable_and_the_crop_is_checked_per_axis(tiny_root):
+    """4x needs 13 frames: 13 give a window, 12 do not. A 40x60 (h, w) crop fits 48x64 frames; 60x40 is too tall."""
+    data = windows(tiny_root, 4)
+    entry = data.videos[video_index(data, CODED)]
+    assert data.why_unusable(dataclasses.replace(entry, n_frames=13)) is None
+    assert data.why_unusable(dataclasses.replace(entry, n_frames=12))[0] == dataset.TOO_SHORT
+    wide = windows(tiny_root, 4, train=True, crop=(40, 60))
+    assert CODED in [v.path for v in wide.videos] and wide[0]["inputs"].shape == (4, 3, 40, 60)
+    with pytest.raises(dataset.DataError, match="64x48 smaller than crop 40x60"):
+        windows(tiny_root, 4, train=True, crop=(60, 40))
 
 
 # ----------------------------------------------------------------------------- training augmentation
@@ -343,6 +363,38 @@ def test_audio_cache_is_read_instead_of_decoding(tiny_root, tmp_path, monkeypatc
     cached = windows(tmp_path, 4).window(0, 3)
     assert cached["video"] == CODED
     assert_items_equal(cached, decoded)
+
+
+def test_frame_times_past_the_measured_ones_continue_at_the_video_fps():
+    """Frame 3 of a file whose last measured time is frame 2 at 0.08 s sits one 1/25 s step later."""
+    entry = dataset.VideoEntry("A/v.avi", "A", "train", 25.0, 6, WIDTH, HEIGHT, True)
+    times = np.array([0.0, 0.04, 0.08])
+    assert VFIWindows._frame_time(entry, times, 2) == pytest.approx(0.08)
+    assert VFIWindows._frame_time(entry, times, 3) == pytest.approx(0.12)
+    assert VFIWindows._frame_time(entry, times, 5) == pytest.approx(0.20)
+
+
+def test_decoded_waveforms_are_kept_for_the_most_recently_used_videos_only(tiny_root):
+    data = windows(tiny_root, 2)
+    entries = [dataclasses.replace(data.videos[0], path=f"Fake/v_{i}.avi", name=f"v_{i}", has_audio=True)
+               for i in range(dataset.WAVEFORM_CACHE_SIZE + 1)]
+    decoded = []
+    data._decode_audio = lambda entry: decoded.append(entry.path) or np.full(4, len(decoded), np.float32)
+    for entry in entries[:-1]:
+        data._waveform(entry)
+    assert data._waveform(entries[0])[0] == 1  # used again: now the most recent
+    data._waveform(entries[-1])  # one too many: the least recently used (entries[1]) goes
+    assert list(data._waveforms) == [e.path for e in entries[2:-1] + entries[:1] + entries[-1:]]
+    data._waveform(entries[0])
+    data._waveform(entries[1])
+    assert decoded == [e.path for e in entries] + [entries[1].path]
+
+
+def test_blank_has_audio_cells_read_as_no_audio(tmp_path):
+    rows = [dict(path=f"A/v_{i}.avi", category="A", split="train", fps=25, n_frames=30, width=WIDTH,
+                 height=HEIGHT, has_audio=value) for i, value in enumerate([True, None, False])]
+    pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
+    assert [entry.has_audio for entry in dataset.read_split(tmp_path / "split.csv")] == [True, False, False]
 
 
 # ----------------------------------------------------------------------------- the demo set
