@@ -1,6 +1,7 @@
 """metrics.py against its references: numpy (PSNR), scikit-image (SSIM), the lpips / flolpips /
 VFIPS fixtures (deterministic weights + reference outputs), closed-form Fréchet distances and a
 scripted stand-in for the I3D detector."""
+import dataclasses
 import math
 
 import numpy as np
@@ -536,6 +537,21 @@ def test_default_protocol_frame_metrics_are_finite_for_identical_constant_and_ti
             scorer = built[name].scorer()
             scorer.update(frame[None], frame[None].clone())
             assert math.isfinite(scorer.result().value), (name, shape)
+
+
+def test_frame_mean_averages_every_batch_and_refuses_a_non_finite_frame():
+    """A protocol without epsilon or floor gives identical frames +inf dB: the video gets no mean, with the reason."""
+    generator = torch.Generator().manual_seed(4)
+    gt = torch.rand((5, 3, 6, 7), generator=generator)
+    pred = (gt + 0.1 * torch.randn(gt.shape, generator=generator)).clamp(0, 1)
+    scorer = metrics.FrameMean(metrics.psnr, batch=2)
+    scorer.update(gt, pred)
+    assert scorer.result().value == pytest.approx(float(metrics.psnr(pred, gt).mean()), abs=1e-12)
+    no_floor = dataclasses.replace(protocols.get_protocol("asvfi"), psnr_mse_floor=0.0)
+    scorer = metrics.FrameMean(metrics.protocol_psnr(no_floor), batch=2)
+    scorer.update(gt, torch.cat([pred[:4], gt[4:]]))
+    assert scorer.result() == metrics.Result(None, "non-finite frame value (the protocol has no epsilon or floor)")
+    assert metrics.FrameMean(metrics.psnr).result() == metrics.Result(None, "no generated frames")
 
 
 def test_protocol_refuses_metrics_it_does_not_define():
