@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import eval_report
 import evaluate
 import identity
 import inference
+import metric_registry
 import metrics
 import protocols
 import publish
@@ -358,6 +360,52 @@ def test_a_metric_noted_first_in_a_row_ran_on_it():
     assert eval_report.scored_while_unavailable({"lpips": "", "notes": "lpips: no frames"}, {"lpips": "lpips"}) == []
     assert eval_report.scored_while_unavailable({"lpips": "", "notes": "vfips: too small"},
                                                 {"lpips": "lpips"}) == ["lpips"]
+
+
+def test_a_note_about_flolpips_is_not_a_note_about_lpips():
+    """"flolpips: ..." ends in "lpips: ...": only a note that starts with the metric's own name counts."""
+    row = {"lpips": "", "flolpips": "", "notes": "flolpips: no pairs"}
+    assert eval_report.scored_while_unavailable(row, {"lpips": "lpips", "flolpips": "flolpips"}) == ["lpips"]
+
+
+def test_reopened_report_drops_rows_of_another_protocol_and_rows_cut_short(tmp_path):
+    """A row is kept only under the signature (data root, digests, protocol) it was scored with; a
+    complete line with too few fields is not a scored row, even of a video outside this run."""
+    path, columns = tmp_path / "report.csv", eval_report.csv_columns(["psnr"])
+    signature = {"data_root": "/data", "gt_digest": "g", "out_digest": "o", "protocol": "asvfi"}
+    current = {("A", "v1"): signature, ("A", "v2"): signature}
+    report = eval_report.ResultsCSV(path, columns, current)
+    for video in ("v1", "v2", "v3"):
+        report.append({"video": video, "category": "A", "frames": 9, "generated": 4, "psnr": 30.5, **signature})
+    with open(path, "a") as f:
+        f.write("v4,A,9\n")
+    reopened = eval_report.ResultsCSV(path, columns, {**current, ("A", "v2"): {**signature, "protocol": "vfibench"}})
+    assert reopened.done == {("A", "v1"), ("A", "v3")}
+    assert pd.read_csv(path)["video"].tolist() == ["v1", "v3"]
+
+
+def test_set_fvd_skips_videos_without_a_clip_and_says_whose_features_are_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(3, 4)), rng.normal(1.0, 1.0, size=(3, 4))
+    cache = eval_report.FeatureCache(tmp_path / "features")
+    cache.save("A", "long", (real, fake))
+    rows = [{"category": "A", "video": "long", "fvd_clips": "3"}, {"category": "A", "video": "short", "fvd_clips": "0"},
+            {"category": "A", "video": "unscored", "fvd_clips": ""}]
+    asvfi = protocols.get_protocol("asvfi")
+    fvd = eval_report.set_level_fvd(rows, cache, asvfi)
+    assert fvd == {"value": pytest.approx(protocols.fvd_from_features(asvfi, real, fake)), "clips": 3, "reason": ""}
+    lost = eval_report.set_level_fvd(rows + [{"category": "B", "video": "lost", "fvd_clips": "2"}], cache, asvfi)
+    assert lost["clips"] == 3 and lost["reason"] == f"features of 1 video(s) missing from {cache.folder}"
+
+
+def test_a_metric_entry_says_why_videos_have_no_value():
+    rows = [{"lpips": "0.25", "generated": "4", "notes": ""},
+            {"lpips": "", "generated": "4", "notes": "vfips: too small; lpips: no generated frames"}]
+    metric = metric_registry.Metric("lpips", "generated", None, "lpips", about="AlexNet")
+    run_info = SimpleNamespace(unavailable={}, built={"lpips": metric}, protocol=protocols.get_protocol("asvfi"))
+    entry = eval_report.metric_entry("lpips", rows, run_info, cache=None)
+    assert entry["mean"] == 0.25 and entry["n"] == 1 and entry["about"] == "AlexNet"
+    assert entry["without_value"] == 1 and entry["why"] == ["no generated frames"]
 
 
 def test_rows_of_videos_outside_the_run_are_kept_as_they_are_not_scored_again(tmp_path, monkeypatch, capsys):
