@@ -54,6 +54,7 @@ def test_parse_loss_spec(spec, expected):
     ("-1*L1", "cannot parse '-1*L1'"),
     ("1*L1 0.1*Lap", "cannot parse"),
     ("0*L1", "must be a positive number"),
+    ("1e999*L1", "must be a positive number, got inf"),
     ("1*L1+0.5*L1", "appears twice"),
 ])
 def test_malformed_loss_strings_name_the_problem(spec, message):
@@ -101,6 +102,14 @@ def test_laplacian_pyramid_reconstructs_the_image(size):
     pyramid = losses.laplacian_pyramid(image)
     assert torch.allclose(reconstruct_from_pyramid(pyramid), image, atol=1e-6)
     assert pyramid[0].shape == image.shape and pyramid[1].shape[-2:] == ((size[0] + 1) // 2, (size[1] + 1) // 2)
+
+
+def test_laplacian_pyramid_still_splits_a_side_of_exactly_three_pixels():
+    """Three pixels take the reflect-padded 5x5 blur: 6x6 gives bands at 6x6 and 3x3 and a 2x2 residual."""
+    image = frames(shape=(1, 3, 6, 6))
+    pyramid = losses.laplacian_pyramid(image)
+    assert [tuple(level.shape[-2:]) for level in pyramid] == [(6, 6), (3, 3), (2, 2)]
+    assert torch.allclose(reconstruct_from_pyramid(pyramid), image, atol=1e-6)
 
 
 def test_laplacian_loss_known_values():
@@ -199,6 +208,17 @@ def test_vgg_perceptual_value(tmp_path, monkeypatch):
     total, terms = criterion({"pred": pred}, target)
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert terms["VGG"] > 0
+
+
+def test_vgg_weights_are_frozen_and_the_gradient_reaches_the_prediction(tmp_path, monkeypatch):
+    path, _ = fake_vgg19_file(tmp_path)
+    monkeypatch.setattr(weights, "locate", lambda name, weights_dir=None, allow_download=True: path)
+    criterion = losses.build_criterion("1*VGG")
+    assert not any(p.requires_grad for p in criterion.perceptual.parameters())
+    pred = frames(0, (1, 1, 3, 16, 16)).requires_grad_(True)
+    criterion({"pred": pred}, frames(1, (1, 1, 3, 16, 16)))[0].backward()
+    assert pred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in criterion.perceptual.parameters())
 
 
 def test_vgg_rejects_a_file_that_is_not_vgg19(tmp_path, monkeypatch):
