@@ -205,6 +205,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
     wave = load_wave(source)
     warn_resampling(source)
     publish.remove_leftovers(dest.frames)
+    publish.remove_leftovers(dest.mp4)  # beside the frames, under their lock
     tmp_frames, tmp_mp4 = publish.fresh_folder(publish.partial_name(dest.frames)), publish.partial_name(dest.mp4)
     with contextlib.ExitStack() as stack:
         tmp_gt = stack.enter_context(gt_writer(dest.gt, records.gt))

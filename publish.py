@@ -65,9 +65,11 @@ def locked_file(path, wait):
 
 
 def partial_name(final):
-    """A temporary name beside `final`, private to this run; the suffix keeps the container format."""
+    """A temporary name beside `final`, private to this run; the suffix keeps the container format.
+    It starts with final's whole name, so results whose names differ only after a dot (`clip.v2`,
+    `clip.v3`) never share a prefix of partials."""
     final = Path(final)
-    return final.with_name(f"{final.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+    return final.with_name(f"{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
 
 
 def is_partial(path):
@@ -80,7 +82,7 @@ def remove_leftovers(final):
     final = Path(final)
     if not final.parent.is_dir():
         return
-    for leftover in final.parent.glob(f"{final.stem}.partial*"):
+    for leftover in final.parent.glob(f"{final.name}.partial*"):
         remove(leftover)
 
 

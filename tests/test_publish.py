@@ -1,6 +1,6 @@
 """publish.exclusive: one holder per result, a refusal at once with wait=False, no lock file left;
 utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves; removed_on_failure
-takes the partials made with it."""
+takes the partials made with it; remove_leftovers takes only the partials of its result."""
 from pathlib import Path
 
 import pytest
@@ -43,3 +43,31 @@ def test_removed_on_failure_skips_none_and_lets_the_error_through(tmp_path):
     with pytest.raises(OSError, match="disk full"), publish.removed_on_failure(partial, None):
         raise OSError("disk full")
     assert not partial.exists()
+
+
+def test_leftovers_are_the_partials_of_that_result_only(tmp_path):
+    """A dead run's partials of `video` (and an older run's `video.partial`) go; a partial keeps the
+    result's suffix, so an MP4 is still written as one; other results' partials stay."""
+    movie = tmp_path / "video.mp4"
+    partial = publish.partial_name(movie)
+    assert partial.suffix == ".mp4" and publish.is_partial(partial) and not publish.is_partial(movie)
+    partial.write_text("left by a run that died")
+    dead = publish.fresh_folder(publish.partial_name(tmp_path / "video"))
+    older = publish.fresh_folder(tmp_path / "video.partial")
+    other = publish.fresh_folder(publish.partial_name(tmp_path / "video_2"))
+    movie.write_text("done")
+    publish.remove_leftovers(movie)
+    assert not partial.exists() and dead.is_dir()
+    publish.remove_leftovers(tmp_path / "video")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([movie.name, other.name]) and not older.exists()
+    publish.remove_leftovers(tmp_path / "absent" / "video.mp4")  # no folder: nothing to do
+
+
+def test_leftovers_of_one_result_spare_the_partials_of_a_neighbour_named_with_a_dot(tmp_path):
+    """`clip.v2` and `clip.v3` are two results with their own locks, so two runs may write them at
+    once: cleaning up after a dead run of one must not delete the partial the other is writing."""
+    writing = publish.fresh_folder(publish.partial_name(tmp_path / "clip.v3"))
+    (writing / "frame_00000.png").write_bytes(b"being written")
+    dead = publish.fresh_folder(publish.partial_name(tmp_path / "clip.v2"))
+    publish.remove_leftovers(tmp_path / "clip.v2")
+    assert not dead.exists() and (writing / "frame_00000.png").is_file()
