@@ -1,6 +1,9 @@
-"""publish.exclusive: one holder per result, a refusal at once with wait=False, no lock file left;
-utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves; removed_on_failure
-takes the partials made with it; remove_leftovers takes only the partials of its result."""
+"""publish.exclusive: one holder per result, a refusal at once with wait=False, a wait otherwise, no
+lock file left; utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves;
+removed_on_failure takes the partials made with it; publish replaces a result whole and
+remove_leftovers takes only the partials of its result."""
+import fcntl
+import threading
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,72 @@ def test_removed_on_failure_skips_none_and_lets_the_error_through(tmp_path):
     assert not partial.exists()
 
 
+def test_removed_on_failure_takes_the_partials_on_ctrl_c_too_and_keeps_them_on_success(tmp_path):
+    partial = tmp_path / "video.partial-1.mp4"
+    partial.write_bytes(b"half")
+    with pytest.raises(KeyboardInterrupt), publish.removed_on_failure(partial):
+        raise KeyboardInterrupt
+    assert not partial.exists()
+    with publish.removed_on_failure(publish.fresh_folder(tmp_path / "frames.partial-2")):
+        pass
+    assert (tmp_path / "frames.partial-2").is_dir()
+
+
+def test_a_waiting_holder_gets_the_lock_once_the_first_lets_go(tmp_path):
+    final = tmp_path / "video"
+    entered, refused = threading.Event(), []
+
+    def second_writer():
+        try:
+            with publish.exclusive(final):
+                entered.set()
+        except publish.Busy as busy:
+            refused.append(busy)
+
+    with publish.exclusive(final):
+        waiter = threading.Thread(target=second_writer)
+        waiter.start()
+        assert not entered.wait(0.2)  # blocked while the first holds the lock
+    waiter.join(10)
+    assert entered.is_set() and refused == []
+    assert not publish.lock_path(final).exists()
+
+
+def test_a_lock_file_removed_between_open_and_flock_is_opened_again(tmp_path, monkeypatch):
+    """The last holder removes its lock file as it lets go: a process that opened it just before must
+    lock a new file at the lock's path, not the removed one (a third process would not see that lock)."""
+    final = tmp_path / "video"
+    real_flock, calls = fcntl.flock, []
+
+    def holder_finishes_first(handle, operation):
+        calls.append(operation)
+        if len(calls) == 1:
+            publish.lock_path(final).unlink()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_finishes_first)
+    with publish.exclusive(final):
+        assert len(calls) == 2 and publish.lock_path(final).is_file()
+
+
+def test_publish_replaces_an_existing_result_whole_and_leaves_nothing_aside(tmp_path):
+    final = tmp_path / "Cat" / "video"
+    (final / "frame_00001.png").parent.mkdir(parents=True)
+    (final / "frame_00001.png").write_text("old")
+    (final / "frame_00002.png").write_text("old")
+    new = publish.fresh_folder(publish.partial_name(final))
+    (new / "frame_00001.png").write_text("new")
+    assert publish.publish(new, final) == final
+    assert {p.name: p.read_text() for p in final.iterdir()} == {"frame_00001.png": "new"}
+    assert [p.name for p in final.parent.iterdir()] == ["video"]
+    movie = tmp_path / "video.mp4"
+    movie.write_text("old")
+    partial = publish.partial_name(movie)
+    partial.write_text("new")
+    publish.publish(partial, movie)
+    assert movie.read_text() == "new" and not partial.exists()
+
+
 def test_leftovers_are_the_partials_of_that_result_only(tmp_path):
     """A dead run's partials of `video` (and an older run's `video.partial`) go; a partial keeps the
     result's suffix, so an MP4 is still written as one; other results' partials stay."""
@@ -71,3 +140,13 @@ def test_leftovers_of_one_result_spare_the_partials_of_a_neighbour_named_with_a_
     dead = publish.fresh_folder(publish.partial_name(tmp_path / "clip.v2"))
     publish.remove_leftovers(tmp_path / "clip.v2")
     assert not dead.exists() and (writing / "frame_00000.png").is_file()
+
+
+def test_remove_takes_a_symlink_and_leaves_the_folder_it_points_to(tmp_path):
+    target = tmp_path / "frames"
+    (target / "frame_00001.png").parent.mkdir()
+    (target / "frame_00001.png").write_text("kept")
+    link = tmp_path / "video.partial-1"
+    link.symlink_to(target, target_is_directory=True)
+    publish.remove(link)
+    assert not link.is_symlink() and (target / "frame_00001.png").read_text() == "kept"
