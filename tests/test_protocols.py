@@ -95,6 +95,16 @@ def test_ssim_gaussian_equals_skimage():
         assert abs(float(protocols.ssim_gaussian(pred, gt)) - expected) <= 1e-6, name
 
 
+def test_ssim_gaussian_smooths_an_axis_of_exactly_the_window_size_like_skimage():
+    """11 px take the 11-tap window (one valid position); only shorter axes skip the smoothing."""
+    generator = torch.Generator().manual_seed(5)
+    gt = torch.rand((3, 11, 16), generator=generator, dtype=torch.float64)
+    pred = (gt + 0.1 * torch.randn(gt.shape, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    expected = structural_similarity(pred.permute(1, 2, 0).numpy(), gt.permute(1, 2, 0).numpy(), gaussian_weights=True,
+                                     sigma=1.5, use_sample_covariance=False, data_range=1, channel_axis=-1)
+    assert abs(float(protocols.ssim_gaussian(pred, gt)) - expected) <= 1e-6
+
+
 def test_asvfi_psnr_is_today_s_formula_below_the_cap():
     for name in ("plus_one_level", "noisy", "out_of_range", "small_8x10"):
         png = torch.round(PAIRS[name]["pred"].clamp(0, 1) * 255).to(torch.uint8)  # as inference.py writes
@@ -132,6 +142,14 @@ def test_center_crop_offsets_and_frames():
     assert np.array_equal(protocols.apply_frame_crop(frame, "center224"), frame[top:top + 224, left:left + 224])
     assert protocols.center_crop(np.ones((100, 90, 3), np.uint8), 224).shape == (224, 224, 3)
     assert protocols.apply_frame_crop(np.zeros((37, 45, 3)), "even").shape == (36, 44, 3)
+
+
+def test_center_crop_pads_a_small_frame_as_torchvision_does_the_odd_pixel_after():
+    """CenterCrop pads (size - h) // 2 before and the rest after: 221 rows get 1 above and 2 below,
+    91 columns 66 left and 67 right."""
+    cropped = protocols.center_crop(np.ones((221, 91, 3), np.uint8), 224)
+    rows, cols = np.nonzero(cropped[:, :, 0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 221, 66, 156)
 
 
 # ----------------------------------------------------------------------------- averaging
@@ -288,6 +306,14 @@ def test_styleganv_subsampled_and_generated_clips():
     assert record.fvd_max_videos == real_call["max_items"]
     assert real_call["detector_kwargs"]["rescale"] and real_call["detector_kwargs"]["resize"]
     assert record.fvd_detector_input == "uint8"
+
+
+def test_styleganv_uses_the_first_max_videos_of_those_long_enough():
+    """Real videos under 16 frames are dropped before the first fvd_max_videos are taken."""
+    record = dataclasses.replace(protocols.get_protocol("stylegan-v"), fvd_max_videos=2)
+    assert sorted(protocols.fvd_clip_frames(record, [20, 10, 20, 20])) == [0, 2]
+    generated = protocols.fvd_clip_frames(record, [16, 16, 16], real=False)
+    assert generated == {0: [list(range(16))], 1: [list(range(16))]}
 
 
 def test_toolkit_clips_are_all_consecutive_clips():
