@@ -236,6 +236,20 @@ def test_random_crop_offsets_reach_the_last_position_on_both_axes():
     assert (whole.top, whole.left) == (0, 0)
 
 
+def test_training_window_starts_reach_the_last_window_of_a_video(tiny_root):
+    """30 frames at 8x fit windows starting at 0..5; never drawing 5 would never train on the last frames."""
+    data = windows(tiny_root, 8, train=True, windows_per_video=40)
+    coded = video_index(data, CODED)
+    starts = {start for v, start, _ in map(data.training_draw, range(len(data))) if v == coded}
+    assert starts == set(range(N_FRAMES - dataset.frames_needed(8) + 1))
+
+
+def test_colour_jitter_factors_stay_non_negative_above_strength_one():
+    draws = [dataset.draw_jitter(np.random.default_rng(seed), 1.5) for seed in range(20)]
+    factors = np.array([draw[1:4] for draw in draws])
+    assert factors.min() >= 0 and factors.max() <= 2.5 and all(-1.5 <= draw[4] <= 1.5 for draw in draws)
+
+
 def test_training_draws_depend_only_on_seed_epoch_and_index(tiny_root):
     def items(epoch, seed=0):
         data = windows(tiny_root, 2, train=True, crop=16, windows_per_video=2, seed=seed)
@@ -416,6 +430,14 @@ def test_a_crop_larger_than_every_video_says_so_and_how_to_fix_it(tiny_root):
                                          r"Coded/v_Coded_g01_c01\.avi: 64x48 smaller than crop 96x96\); "
                                          r"1 too short .*--crop 0 for whole frames"):
         windows(tiny_root, 4, train=True, crop=96)
+
+
+def test_the_crop_hint_is_given_only_when_a_video_was_dropped_for_the_crop():
+    entry = dataset.VideoEntry("Short/v.avi", "Short", "train", FPS, 12, WIDTH, HEIGHT, False)
+    short = [(entry, (dataset.TOO_SHORT, "12 frames < 13 needed"))]
+    assert dataset.unusable_summary(short) == "1 too short for one window (e.g. Short/v.avi: 12 frames < 13 needed)"
+    small = short + [(entry, (dataset.TOO_SMALL, "64x48 smaller than crop 96x96"))]
+    assert dataset.unusable_summary(small).endswith("; train with a smaller --crop, or --crop 0 for whole frames")
 
 
 # ----------------------------------------------------------------------------- colour jitter
