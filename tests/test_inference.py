@@ -195,16 +195,18 @@ def test_resume_skips_finished_videos_and_redoes_interrupted_ones(demo_root, tmp
     assert run(*argv) == 0
     assert "0 video(s) written" in capsys.readouterr().out and done.stat().st_mtime_ns == stamp
 
-    # an interrupted run on `first`: only its .partial folder (with a stray frame) is left
+    # an interrupted run on `first`: only its .partial folder (with a stray frame) and MP4 are left
     folder = out_root / first.parent / first.stem
     shutil.rmtree(folder)
     (out_root / first.parent / f"{first.stem}.mp4").unlink()
     (out_root / first.parent / f"{first.stem}.partial").mkdir()
     (out_root / first.parent / f"{first.stem}.partial" / "frame_00999.png").write_bytes(b"junk")
+    dead_mp4 = out_root / first.parent / f"{first.stem}.mp4.partial-1-0dead.mp4"
+    dead_mp4.write_bytes(b"junk")
     assert run(*argv) == 0
     assert "1 video(s) written" in capsys.readouterr().out
     assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:05d}.png" for i in range(47)] + ["identity.json"]
-    assert not (out_root / first.parent / f"{first.stem}.partial").exists()
+    assert not (out_root / first.parent / f"{first.stem}.partial").exists() and not dead_mp4.exists()
     assert done.stat().st_mtime_ns == stamp
 
     assert run(*argv, "--overwrite", "--limit", 1) == 0
