@@ -220,7 +220,7 @@ def test_registry_builds_every_model_from_its_own_config():
     assert registry.default_config("pervfi", scale=4) == pervfi.default_pervfi_config(scale=4)
     assert registry.consumes(registry.default_config("asvfi")) == registry.Consumes(True, False, True, (4,))
     assert registry.consumes(registry.default_config("asvfi", audio="none")).audio is False
-    assert registry.consumes(registry.default_config("pervfi")) == registry.Consumes(False, True, False, (2,))
+    assert registry.consumes(registry.default_config("pervfi")) == registry.Consumes(False, True, False, (2,), noise=True)
     assert registry.consumes(registry.default_config("blend")) == registry.Consumes(False, True, False, (2, 4))
     for name in registry.BASELINES:
         assert registry.build_model(registry.default_config(name, scale=4)).config == {"model": name, "scale": 4}
