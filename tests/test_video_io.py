@@ -1,4 +1,6 @@
 """Video/audio I/O (PyAV) and the demo data: round trips, ranges, alignment, odd sizes, corruption."""
+import os
+
 import av
 import numpy as np
 import pytest
@@ -108,6 +110,19 @@ def test_audio_start_and_audio_until_place_the_sound_from_the_first_frame(tmp_pa
         assert len(audio) / rate == pytest.approx(length, abs=0.01)
 
 
+def test_audio_given_samples_first_keeps_both_channels(tmp_path):
+    """A (T, 2) waveform is the same stereo track as its (2, T) transpose."""
+    rate = 16000
+    stereo = np.stack([tone(1.0, rate, 1000.0, 0.4), tone(1.0, rate, 500.0, 0.2)])
+    paths = []
+    for name, wave in (("channels_first.avi", stereo), ("samples_first.avi", stereo.T)):
+        with video_io.VideoWriter(tmp_path / name, FPS, 64, 48, audio=(wave, rate)) as writer:
+            for frame in moving_frames(25):
+                writer.write(frame)
+        paths.append(tmp_path / name)
+    assert [video_io.probe(path).audio_channels for path in paths] == [2, 2]
+    np.testing.assert_array_equal(video_io.read_audio(paths[1], rate), video_io.read_audio(paths[0], rate))
+
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
     assert not video_io.probe(path).has_audio
@@ -135,6 +150,38 @@ def test_read_frames_decodes_from_the_start_when_pts_are_not_monotonic(tmp_path,
     np.testing.assert_array_equal(video_io.read_frames(path, 14, 21), full[14:21])
     np.testing.assert_allclose(video_io.frame_times(path), np.arange(30) / FPS)
 
+
+def test_a_stored_frame_index_is_used_only_for_the_file_version_it_was_made_from(tmp_path):
+    """The record is keyed by size and mtime: touching the file alone makes it stale, so it is scanned."""
+    path = write_video(tmp_path / "clip.avi", moving_frames(12))
+    record = video_io.frame_index_record(path)
+    record.update(pts=record["pts"][:5], keyframe=record["keyframe"][:5])  # tells the two paths apart
+    assert len(video_io.frame_index(path, record).pts) == 5
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert len(video_io.frame_index(path, record).pts) == 12
+    assert len(video_io.frame_index(path, None).pts) == 12
+
+
+def test_frame_times_spread_beyond_the_tolerance_are_variable_rate():
+    steady = np.arange(10) / FPS
+    assert video_io.constant_rate_drift(steady, FPS) is None
+    assert video_io.constant_rate_drift(steady[:1], FPS) is None and video_io.constant_rate_drift(steady[:2], FPS) is None
+    assert video_io.constant_rate_drift(steady + [0, 0.0015] * 5, FPS) is None  # intervals spread by 0.075 of one
+    jittered = steady.copy()
+    jittered[4:] += 0.02
+    assert video_io.constant_rate_drift(jittered, FPS) == pytest.approx(0.02)
+
+
+def test_truncation_is_a_shortfall_of_more_than_a_tenth_or_two_frames():
+    def info(duration, declared):
+        return video_io.VideoInfo(fps=FPS, n_frames=round(duration * FPS), width=64, height=48, duration=duration,
+                                  has_audio=False, audio_rate=0, audio_channels=0, declared_duration=declared)
+    assert info(1.84, 2.0).truncation is None and info(1.82, 2.0).truncation is None
+    assert "only 43 frames (1.72 s) decode of the 2.00 s" in info(1.72, 2.0).truncation
+    assert info(0.44, 0.5).truncation is None  # 1.5 frames short: within two frames
+    assert info(0.4, 0.5).truncation is not None
+    assert info(1.0, 0.0).truncation is None  # no declared length
 
 def test_read_frames_rejects_ranges_beyond_the_video_naming_the_file(tmp_path):
     path = write_video(tmp_path / "short.avi", moving_frames(8))
