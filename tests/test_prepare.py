@@ -73,6 +73,14 @@ def test_prepare_reports_and_excludes_broken_and_audio_less_videos(demo_root, tm
     assert summary["without_audio"] == [broken["silent"]]
 
 
+def test_hidden_files_are_not_taken_for_videos(demo_root, tmp_path):
+    """macOS leaves `._<name>` files beside copied videos: they are not listed, not even as excluded."""
+    root = copy_demo(demo_root, tmp_path)
+    (root / "demo" / "PulsingDisc" / "._v_PulsingDisc_g02_c01.avi").write_bytes(np.random.default_rng(0).bytes(4096))
+    summary = prepare.prepare(root, "demo", show_progress=False)
+    assert (summary["videos"], summary["kept"], summary["excluded"]) == (8, 8, [])
+    assert not pd.read_csv(root / "demo_split.csv")["path"].str.contains("/[.]").any()
+
 def test_no_group_is_in_two_splits(demo_root):
     table = pd.read_csv(demo_root / "demo_split.csv")
     groups = {split: set(table[table["split"] == split]["path"].map(runs.video_group))
