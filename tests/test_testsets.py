@@ -6,6 +6,7 @@ from PIL import Image
 
 import testsets
 from compat import load_fixture
+from dataset import Sampling
 
 
 def write_png(path, value=None, size=(6, 8), pixels=None):
@@ -86,6 +87,25 @@ def test_ucf101_triplets(tmp_path):
     assert sample.inputs[0].shape == (3, 6, 8)  # whole frames, no crop
 
 
+def test_files_beside_the_sample_folders_are_not_samples(tmp_path):
+    root = make_triplets(tmp_path)
+    (root / "README.txt").write_text("DVF UCF101 triplets\n")
+    data = testsets.UCF101Triplets(root)
+    assert data.sample_ids == ["a", "b"]
+
+
+def test_image_set_items_take_a_crop_as_large_as_the_frames_and_refuse_mixed_sizes(tmp_path):
+    root = make_triplets(tmp_path)
+    training = testsets.ImageSetWindows(testsets.UCF101Triplets(root),
+                                        Sampling(train=True, crop=(6, 8), windows_per_video=3))
+    assert len(training) == 6 and training[0]["inputs"].shape == (4, 3, 6, 8)
+    validation = testsets.ImageSetWindows(testsets.UCF101Triplets(root), Sampling(windows_per_video=3))
+    assert len(validation) == 2 and [validation[i]["video"] for i in range(2)] == ["a", "b"]
+    assert [value_of(f) for f in validation[0]["inputs"]] == [20, 20, 22, 22]
+    write_png(root / "a" / "frame_02.png", 22, size=(6, 9))
+    with pytest.raises(testsets.LayoutError, match=r"a/frame_02\.png: 9x6, but .*a/frame_00\.png is 8x6"):
+        validation[0]
+
 # ----------------------------------------------------------------------------- Vimeo septuplets
 def test_vimeo_septuplet_test_list_and_flavr_inputs(tmp_path):
     data = testsets.VimeoSeptuplet(make_vimeo(tmp_path))
@@ -104,7 +124,7 @@ def test_vimeo_septuplet_two_inputs_and_train_split(tmp_path):
     assert two[0].input_times == (0.0, 1.0) and two[0].target_times == (0.5,)
     train = testsets.VimeoSeptuplet(root, split="train")
     assert [s for s in train.sample_ids] == ["00001/0002"]
-    for bad in ("1347", "13", "135", "3157", "x35"):
+    for bad in ("1347", "1457", "45", "13", "135", "3157", "x35"):
         with pytest.raises(ValueError, match="input_frames"):
             testsets.VimeoSeptuplet(root, input_frames=bad)
     with pytest.raises(ValueError, match="split"):
