@@ -393,6 +393,16 @@ def test_a_two_frame_stream_gives_both_inputs_and_the_frame_between():
     np.testing.assert_array_equal(engine.calls[0][0], np.stack(frames)[[[0, 0, 1, 1]]])
 
 
+def test_a_one_frame_stream_is_passed_through_and_a_silent_stream_is_marked_silent():
+    frames = moving_frames(3, 8, 12)
+    engine = RecordingEngine()
+    out = list(interpolate.interpolate_stream(iter([(frames[0], 0.5)]), engine, None, batch=4, input_fps=25))
+    assert len(out) == 1 and out[0][1] == 0.5 and engine.calls == []  # no interval: nothing to generate
+    np.testing.assert_array_equal(out[0][0], frames[0])
+    out = list(interpolate.interpolate_stream(iter([(f, i / 25) for i, f in enumerate(frames)]), engine, None,
+                                              batch=4, input_fps=25))
+    assert len(out) == 5 and [c[3] for c in engine.calls] == [False]
+
 # ----------------------------------------------------------------------------- tiling
 def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     """Tiles of a frame larger than the tile get the same audio, batch and centring (the whole frame's
@@ -441,6 +451,12 @@ def test_tiling_matches_untiled_for_a_local_model():
     assert np.abs(whole.astype(int) - tiled).max() <= 1
     assert interpolate.tile_starts(75, 32, 8) == [0, 24, 43] and interpolate.tile_starts(20, 32, 8) == [0]
 
+
+def test_tile_starts_never_repeat_a_tile():
+    """When the tiles fit exactly, the flush last tile is the last step's tile, not a second copy of it."""
+    assert interpolate.tile_starts(56, 32, 8) == [0, 24]
+    assert interpolate.tile_starts(80, 32, 8) == [0, 24, 48]
+    assert interpolate.tile_starts(32, 32, 8) == [0]
 
 def test_blend_ramp_rises_from_the_shared_edge_and_never_reaches_zero():
     """Over an overlap of k pixels the weight is 1/(k+1) .. k/(k+1) rising away from the neighbour, 1 elsewhere."""
@@ -603,6 +619,12 @@ def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, checkpoin
     assert interpolate.pass_scales(2, 6, any_t=True) == [6]
     with pytest.raises(ASVFIError, match="trained for 2x cannot produce 6x"):
         interpolate.pass_scales(2, 6, any_t=False)
+
+
+def test_a_scale_below_2_is_refused_for_every_kind_of_model():
+    for any_t in (False, True):
+        with pytest.raises(ASVFIError, match="--scale 1: the scale must be at least 2"):
+            interpolate.pass_scales(2, 1, any_t=any_t)
 
 
 def test_a_changed_checkpoint_makes_the_output_stale_and_keeps_the_ground_truth(tmp_path, capsys):
