@@ -685,6 +685,20 @@ def test_without_lr_each_script_looks_for_the_run_its_model_preset_trains():
     assert main.parse_args(["--model", "pervfi", "--dataset", "demo"]).lr == "5e-4"
 
 
+def test_generated_scales_are_those_of_the_run_asked_for_and_test_set_outputs_are_kept_per_run(tmp_path):
+    for scale, run_ in ((2, "adamw_6e-4"), (8, "adamw_6e-4"), (4, "adamw_6e-4_epoch5"), (16, "adam_1e-3")):
+        runs.output_dir(tmp_path, "asvfi", scale, run_).mkdir(parents=True)
+    runs.output_dir(tmp_path, "asvfi", 32, "adamw_6e-4").write_text("")  # a file, not a folder of frames
+    runs.output_dir(tmp_path, "blend", 2).mkdir(parents=True)
+    (runs.output_dir(tmp_path, "blend", 4).parent / "4_old").mkdir()
+    assert runs.generated_scales(tmp_path, "asvfi", "adamw_6e-4") == [2, 8]
+    assert runs.generated_scales(tmp_path, "asvfi", "adamw_6e-4_epoch5") == [4]
+    assert runs.generated_scales(tmp_path, "blend") == [2]
+    assert runs.generated_scales(tmp_path, "pervfi", "adamw_5e-4") == []
+    assert (runs.testset_output_dir(tmp_path, "asvfi", "flavr-ucf101", "adamw_6e-4")
+            == tmp_path / "ASVFI" / "flavr-ucf101" / "adamw_6e-4")
+    assert runs.testset_output_dir(tmp_path, "blend", "flavr-ucf101") == tmp_path / "Blend" / "flavr-ucf101"
+
 def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     """--flow-estimator reaches PerVFI's config, and the output identity names the estimator in use."""
     args = inference.parse_args(["--model", "pervfi", "--flow-estimator", "dis", "--heat", "0.5"])

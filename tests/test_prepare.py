@@ -364,6 +364,17 @@ def test_default_dataset_is_ucf101_only_when_it_is_there(tmp_path):
     assert runs.default_dataset(tmp_path) == "ucf101"
 
 
+def test_group_numbers_are_read_in_any_letter_case():
+    assert runs.video_group("Cat/v_Cat_g03_c01.avi") == 3
+    assert runs.video_group("Cat/V_CAT_G12_C02.AVI") == 12
+    assert runs.video_group("clips/holiday.mp4") == "holiday"  # no group: a group of its own
+
+
+def test_a_dataset_folder_name_is_one_plain_visible_name():
+    assert runs.is_folder_name("MyVideos")
+    for bad in ("", ".", "..", ".hidden", "a/b", "/MyVideos"):
+        assert not runs.is_folder_name(bad), bad
+
 def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_path, monkeypatch):
     import errno
     import shutil
