@@ -123,6 +123,34 @@ def test_audio_given_samples_first_keeps_both_channels(tmp_path):
     assert [video_io.probe(path).audio_channels for path in paths] == [2, 2]
     np.testing.assert_array_equal(video_io.read_audio(paths[1], rate), video_io.read_audio(paths[0], rate))
 
+def chunked_sound_video(path, audio_start, missing=(), rate=16000, chunk=1600, chunks=10, click_chunk=6):
+    """25 flat frames and PCM audio written as `chunks` packets of `chunk` samples from sample
+    `audio_start` (negative: before the first frame, stored as written), leaving out the chunks in
+    `missing` (dropped packets); chunk `click_chunk` starts with a click."""
+    with av.open(str(path), "w", container_options={"avoid_negative_ts": "disabled"}) as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for frame in moving_frames(25):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode())
+        for k in set(range(chunks)) - set(missing):
+            wave = np.zeros(chunk, np.int16)
+            wave[:80] = 30000 if k == click_chunk else 0
+            sound = av.AudioFrame.from_ndarray(wave[None], format="s16", layout="mono")
+            sound.sample_rate, sound.pts = rate, audio_start + k * chunk
+            container.mux(audio.encode(sound))
+        container.mux(audio.encode())
+    return path
+
+
+def test_sound_before_the_first_frame_is_trimmed_and_a_dropped_packet_leaves_silence(tmp_path):
+    early = video_io.read_audio(chunked_sound_video(tmp_path / "early.mkv", audio_start=-800), 16000)
+    assert np.argmax(np.abs(early) > 0.3) == 6 * 1600 - 800 and len(early) == 10 * 1600 - 800
+    holed = video_io.read_audio(chunked_sound_video(tmp_path / "holed.mkv", audio_start=0, missing=(3,)), 16000)
+    assert np.argmax(np.abs(holed) > 0.3) == 6 * 1600 and len(holed) == 10 * 1600
+    assert not holed[3 * 1600:4 * 1600].any()
+
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
     assert not video_io.probe(path).has_audio
