@@ -320,6 +320,10 @@ def test_ensure_demo_reuses_a_demo_of_the_asked_size_and_refuses_another(demo_ro
         prepare.ensure_demo(demo_root, size=size, frames=12)
 
 
+def test_a_demo_of_the_same_width_but_another_height_is_refused(demo_root):
+    with pytest.raises(prepare.DemoMismatchError, match="the demo there is 320x240, 48 frames, not 320x120"):
+        prepare.ensure_demo(demo_root, size=prepare.parse_size("320x120"))
+
 def test_audio_ablation_at_another_size_than_the_demo_there_stops_before_training(demo_root, monkeypatch):
     import tools
     ablation = tools.load_bench("audio_ablation")
