@@ -379,6 +379,14 @@ def test_a_dataset_folder_name_is_one_plain_visible_name():
     for bad in ("", ".", "..", ".hidden", "a/b", "/MyVideos"):
         assert not runs.is_folder_name(bad), bad
 
+def test_a_path_read_from_a_table_must_name_a_file_under_its_root(tmp_path):
+    assert runs.relative_path_problem("Cat/v_Cat_g01_c01.avi") is None
+    for text, problem in (("", "empty path"), ("  ", "empty path"), ("/data/v.avi", "absolute path"),
+                          ("Cat/../../v.avi", "'..' in the path")):
+        assert runs.relative_path_problem(text).startswith(problem), text
+    with pytest.raises(utils.ASVFIError, match="split CSV path '': empty path; fix or remove it"):
+        runs.confined(tmp_path, "", "split CSV path")
+
 def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_path, monkeypatch):
     import errno
     import shutil
