@@ -60,6 +60,7 @@ def test_counts_read_from_a_table_make_a_json_record(tmp_path):
     identity.write_identity(tmp_path, record)
     assert identity.read_identity(tmp_path) == record and len(identity.digest(record)) == 16
 
+
 def test_written_identity_reads_back_and_marks_the_folder_current(tmp_path):
     video = tmp_path / "v.avi"
     video.write_bytes(b"v")

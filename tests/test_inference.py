@@ -458,6 +458,7 @@ def test_tile_starts_never_repeat_a_tile():
     assert interpolate.tile_starts(80, 32, 8) == [0, 24, 48]
     assert interpolate.tile_starts(32, 32, 8) == [0]
 
+
 def test_blend_ramp_rises_from_the_shared_edge_and_never_reaches_zero():
     """Over an overlap of k pixels the weight is 1/(k+1) .. k/(k+1) rising away from the neighbour, 1 elsewhere."""
     ramp = lambda length, start, total: interpolate.blend_ramp(length, start, total, 3, CPU).tolist()  # noqa: E731
@@ -698,6 +699,7 @@ def test_generated_scales_are_those_of_the_run_asked_for_and_test_set_outputs_ar
     assert (runs.testset_output_dir(tmp_path, "asvfi", "flavr-ucf101", "adamw_6e-4")
             == tmp_path / "ASVFI" / "flavr-ucf101" / "adamw_6e-4")
     assert runs.testset_output_dir(tmp_path, "blend", "flavr-ucf101") == tmp_path / "Blend" / "flavr-ucf101"
+
 
 def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     """--flow-estimator reaches PerVFI's config, and the output identity names the estimator in use."""

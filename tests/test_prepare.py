@@ -81,6 +81,7 @@ def test_hidden_files_are_not_taken_for_videos(demo_root, tmp_path):
     assert (summary["videos"], summary["kept"], summary["excluded"]) == (8, 8, [])
     assert not pd.read_csv(root / "demo_split.csv")["path"].str.contains("/[.]").any()
 
+
 def test_no_group_is_in_two_splits(demo_root):
     table = pd.read_csv(demo_root / "demo_split.csv")
     groups = {split: set(table[table["split"] == split]["path"].map(runs.video_group))
@@ -324,6 +325,7 @@ def test_a_demo_of_the_same_width_but_another_height_is_refused(demo_root):
     with pytest.raises(prepare.DemoMismatchError, match="the demo there is 320x240, 48 frames, not 320x120"):
         prepare.ensure_demo(demo_root, size=prepare.parse_size("320x120"))
 
+
 def test_audio_ablation_at_another_size_than_the_demo_there_stops_before_training(demo_root, monkeypatch):
     import tools
     ablation = tools.load_bench("audio_ablation")
@@ -379,6 +381,7 @@ def test_a_dataset_folder_name_is_one_plain_visible_name():
     for bad in ("", ".", "..", ".hidden", "a/b", "/MyVideos"):
         assert not runs.is_folder_name(bad), bad
 
+
 def test_a_path_read_from_a_table_must_name_a_file_under_its_root(tmp_path):
     assert runs.relative_path_problem("Cat/v_Cat_g01_c01.avi") is None
     for text, problem in (("", "empty path"), ("  ", "empty path"), ("/data/v.avi", "absolute path"),
@@ -386,6 +389,7 @@ def test_a_path_read_from_a_table_must_name_a_file_under_its_root(tmp_path):
         assert runs.relative_path_problem(text).startswith(problem), text
     with pytest.raises(utils.ASVFIError, match="split CSV path '': empty path; fix or remove it"):
         runs.confined(tmp_path, "", "split CSV path")
+
 
 def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_path, monkeypatch):
     import errno

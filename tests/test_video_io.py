@@ -123,6 +123,7 @@ def test_audio_given_samples_first_keeps_both_channels(tmp_path):
     assert [video_io.probe(path).audio_channels for path in paths] == [2, 2]
     np.testing.assert_array_equal(video_io.read_audio(paths[1], rate), video_io.read_audio(paths[0], rate))
 
+
 def chunked_sound_video(path, audio_start, missing=(), rate=16000, chunk=1600, chunks=10, click_chunk=6):
     """25 flat frames and PCM audio written as `chunks` packets of `chunk` samples from sample
     `audio_start` (negative: before the first frame, stored as written), leaving out the chunks in
@@ -150,6 +151,7 @@ def test_sound_before_the_first_frame_is_trimmed_and_a_dropped_packet_leaves_sil
     holed = video_io.read_audio(chunked_sound_video(tmp_path / "holed.mkv", audio_start=0, missing=(3,)), 16000)
     assert np.argmax(np.abs(holed) > 0.3) == 6 * 1600 and len(holed) == 10 * 1600
     assert not holed[3 * 1600:4 * 1600].any()
+
 
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
@@ -210,6 +212,7 @@ def test_truncation_is_a_shortfall_of_more_than_a_tenth_or_two_frames():
     assert info(0.44, 0.5).truncation is None  # 1.5 frames short: within two frames
     assert info(0.4, 0.5).truncation is not None
     assert info(1.0, 0.0).truncation is None  # no declared length
+
 
 def test_read_frames_rejects_ranges_beyond_the_video_naming_the_file(tmp_path):
     path = write_video(tmp_path / "short.avi", moving_frames(8))
