@@ -129,3 +129,21 @@ def test_inspect_describes_a_published_release_and_refuses_other_weight_files(tm
     torch.save({"other.weight": torch.ones(1)}, tmp_path / "other.pth")
     assert tools.main(["inspect", str(tmp_path / "other.pth")]) == 1
     assert "other.pth: not a training checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("obj", [{}, {"state_dict": {}}, {"state_dict": {"w": torch.ones(1), "epoch": 3}},
+                                 [torch.ones(1)]])
+def test_an_empty_or_not_all_tensor_state_dict_is_refused_naming_the_source(obj):
+    with pytest.raises(checkpoints.CheckpointError, match=r"^weights.pth: not a checkpoint: expected a state_dict"):
+        checkpoints.unwrap_state_dict(obj, "weights.pth")
+    assert checkpoints.unwrap_state_dict({"state_dict": {"module.w": torch.ones(1), "b": torch.zeros(1)}},
+                                         "weights.pth").keys() == {"w", "b"}
+
+
+def test_expected_config_keys_only_one_side_defines_are_not_compared(tmp_path):
+    path = tmp_path / "run.pth"
+    checkpoints.save({"config": {"scale": 2, "width": 0.125}, "state_dict": {"w": torch.ones(1)}}, path)
+    assert checkpoints.load_checkpoint(path, expect_config={"scale": 2, "audio": "mel"})["config"]["width"] == 0.125
+    with pytest.raises(checkpoints.CheckpointError, match=r"run.pth: checkpoint config does not match \(width: "
+                                                          r"checkpoint 0.125 vs requested 0.25\)$"):
+        checkpoints.load_checkpoint(path, expect_config={"width": 0.25, "audio": "mel"})
