@@ -138,3 +138,27 @@ def test_offline_environment_never_downloads(served, monkeypatch):
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     with pytest.raises(weights.WeightsUnavailable, match="not found"):
         weights.locate("test_file")
+
+
+def test_weights_dir_comes_before_the_cache_and_a_hub_prefix_checks_only_the_start(served, monkeypatch, tmp_path):
+    mine, cached = torch_bytes({"w": torch.ones(1)}), torch_bytes({"w": torch.zeros(1)})
+    register(monkeypatch, hub_prefix=hashlib.sha256(mine).hexdigest()[:8])
+    assert not weights.on_disk("test_file", tmp_path)
+    (tmp_path / "test.pth").write_bytes(mine)
+    assert weights.on_disk("test_file", tmp_path)  # not yet in the cache
+    weights.cache_dir().mkdir(parents=True)
+    (weights.cache_dir() / "test.pth").write_bytes(cached)
+    assert weights.locate("test_file", weights_dir=tmp_path, allow_download=False) == tmp_path / "test.pth"
+    with pytest.raises(weights.WeightsUnavailable, match="expected"):
+        weights.locate("test_file", allow_download=False)  # the cached file has another hash
+
+
+def test_allow_download_false_never_downloads_and_offline_0_means_online(served, monkeypatch, tmp_path):
+    spec = register(monkeypatch, keys=("w",))
+    served[spec.url] = torch_bytes({"w": torch.ones(1)})
+    with pytest.raises(weights.WeightsUnavailable, match=rf"not found; download {spec.url} and put it at "
+                                                         rf".*test.pth \(--weights-dir\) or .*hub"):
+        weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
+    assert not (weights.cache_dir() / "test.pth").exists()
+    monkeypatch.setenv(weights.OFFLINE_ENV, "0")
+    assert weights.locate("test_file", weights_dir=tmp_path) == weights.cache_dir() / "test.pth"
