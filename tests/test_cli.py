@@ -1,5 +1,6 @@
 """The entry points' shared wrapper (cli.run_entry_point): project errors as one message, warnings
 as one line, and SIGTERM unwinding the run like Ctrl-C."""
+import argparse
 import importlib
 import os
 import signal
@@ -100,6 +101,39 @@ def test_a_checkpoint_for_a_baseline_is_refused_rather_than_ignored(command, cap
     with pytest.raises(SystemExit):
         module.parse_args(["--model", "blend", "--checkpoint", "FLAVR_2x.pth"])
     assert "--checkpoint does not apply to --model blend: it has no weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        module.parse_args(["--model", "blend", "--epoch", "3"])
+    assert "--epoch does not apply to --model blend: it has no weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_without_lr_a_trained_model_names_the_run_its_preset_trains(command):
+    module = importlib.import_module(command)
+    assert [module.parse_args(["--model", model]).lr for model in ("asvfi", "pervfi")] == ["6e-4", "5e-4"]
+    assert module.parse_args(["--model", "pervfi", "--lr", "1e-3"]).lr == "1e-3"
+
+
+@pytest.mark.parametrize("text", ["0", "-1e-3", "nan"])
+def test_a_learning_rate_that_is_not_positive_is_refused(text, capsys):
+    parser = argparse.ArgumentParser()
+    cli.add_run_flags(parser)
+    assert parser.parse_args(["--lr", "2e-4"]).lr == "2e-4"
+    with pytest.raises(SystemExit):
+        parser.parse_args([f"--lr={text}"])
+    assert f"must be positive: {text!r}" in capsys.readouterr().err
+
+
+def test_a_given_dataset_wins_over_the_data_roots_default(tmp_path):
+    (tmp_path / "UCF-101").mkdir()
+    assert cli.dataset_of(argparse.Namespace(dataset=None, data_root=tmp_path)) == "ucf101"
+    assert cli.dataset_of(argparse.Namespace(dataset="demo", data_root=tmp_path)) == "demo"
+    assert cli.dataset_of(argparse.Namespace(dataset=None, data_root=tmp_path / "empty")) == "demo"
+
+
+def test_only_user_warnings_drop_their_category_in_one_line_form():
+    assert cli.one_line("clip.mp4: no audio stream", UserWarning, "dataset.py", 1) == \
+        "warning: clip.mp4: no audio stream\n"
+    assert cli.one_line("overflow", RuntimeWarning, "metrics.py", 1) == "RuntimeWarning: overflow\n"
 
 
 def test_a_protocol_without_frame_metrics_on_an_image_test_set_says_so(capsys):
