@@ -633,3 +633,46 @@ def test_the_plateau_schedule_halves_the_rate_after_five_epochs_without_a_lower_
         optimisation.step_epoch(scheduler, loss)
         rates.append(optimizer.param_groups[0]["lr"])
     assert not per_batch and rates == [1.0] * 7 + [0.5] * 2  # FLAVR's ReduceLROnPlateau(factor 0.5, patience 5)
+
+
+def two_groups():
+    """An Adam optimiser over two one-parameter groups at rates 1 and 10."""
+    return torch.optim.Adam([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0},
+                             {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 10.0}])
+
+
+def test_the_cosine_schedule_reaches_zero_at_epochs_and_a_resume_follows_a_longer_curve():
+    optimizer = two_groups()
+    scheduler, per_batch = optimisation.build_scheduler(SimpleNamespace(scheduler="cosine", epochs=4), optimizer, 3)
+    rates = []
+    for _ in range(4):
+        optimizer.step()
+        optimisation.step_epoch(scheduler, None)
+        rates += [g["lr"] for g in optimizer.param_groups]
+    curve = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)]
+    assert not per_batch and rates == pytest.approx([r for c in curve for r in (c, 10 * c)])
+    optimizer = two_groups()
+    resumed, _ = optimisation.build_scheduler(SimpleNamespace(scheduler="cosine", epochs=8), optimizer, 3)
+    resumed.load_state_dict({**scheduler.state_dict(), "last_epoch": 2})  # 2 of 4 epochs done, now --epochs 8
+    optimisation.follow_schedule(resumed, optimizer)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.5 * (1 + math.cos(math.pi / 4)),
+                                                                       5 * (1 + math.cos(math.pi / 4))])
+
+
+def test_the_one_cycle_schedule_steps_every_batch_over_all_epochs_and_peaks_at_each_groups_rate():
+    optimizer = two_groups()
+    scheduler, per_batch = optimisation.build_scheduler(SimpleNamespace(scheduler="onecycle", epochs=2), optimizer, 5)
+    peaks = [0.0, 0.0]
+    for _ in range(2 * 5):  # raises once past total_steps
+        optimizer.step()
+        scheduler.step()
+        peaks = [max(p, g["lr"]) for p, g in zip(peaks, optimizer.param_groups)]
+    assert per_batch and scheduler.total_steps == 10 and peaks == pytest.approx([1.0, 10.0], rel=0.05)
+
+
+def test_an_asvfi_network_without_audio_has_no_gate_groups():
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none"))
+    args = SimpleNamespace(lr="2e-3", gate_lr_mult=10.0, optimizer="adam", beta1=0.9, beta2=0.99, weight_decay=None,
+                           decay_all=False)
+    groups = optimisation.build_optimizer(args, network).param_groups
+    assert [g["name"] for g in groups] == ["main_no_decay", "main"] and {g["lr"] for g in groups} == {2e-3}
