@@ -19,6 +19,7 @@ import optimisation
 import registry
 import runtime
 import train
+import training_log
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "adamw_6e-4"
@@ -188,6 +189,34 @@ def test_curves_and_log(straight_run):
         assert 0 < record["val_ssim"] < 1 and record["train_loss"] == pytest.approx(record["train_L1"])
     image = matplotlib.image.imread(straight_run / f"figs/asvfi/{RUN}.png")
     assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0
+
+
+def test_the_log_holds_every_records_columns_in_the_order_first_seen(tmp_path):
+    history = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.75, "val_psnr": 20.0, "lr": 0.001},
+               {"epoch": 2, "train_loss": 0.25, "val_loss": 0.5, "val_psnr": 21.5, "lr": 0.0005, "val_NLL": -3.0}]
+    training_log.write_log(tmp_path / "run.csv", history)
+    assert (tmp_path / "run.csv").read_text() == ("epoch,train_loss,val_loss,val_psnr,lr,val_NLL\n"
+                                                  "1,0.5,0.75,20.0,0.001,\n2,0.25,0.5,21.5,0.0005,-3.0\n")
+
+
+def test_the_curves_plot_each_loss_and_the_psnr_against_the_epoch(tmp_path, monkeypatch):
+    figures = []
+
+    class KeptFigure(training_log.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(training_log, "Figure", KeptFigure)
+    history = [{"epoch": 3, "train_loss": 0.5, "val_loss": 0.75, "val_psnr": 20.0},
+               {"epoch": 4, "train_loss": 0.25, "val_loss": 0.5, "val_psnr": 21.5}]
+    training_log.plot_curves(tmp_path / "run.png", history, RUN)
+    (loss_axis, psnr_axis), = [figure.axes for figure in figures]
+    assert [(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for line in loss_axis.lines] == \
+        [("train", [3, 4], [0.5, 0.25]), ("val", [3, 4], [0.75, 0.5])]
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in psnr_axis.lines] == [([3, 4], [20.0, 21.5])]
+    assert psnr_axis.get_title() == f"{RUN}: validation PSNR"
+    assert matplotlib.image.imread(tmp_path / "run.png").std() > 0
 
 
 # ----------------------------------------------------------------------------- resume
