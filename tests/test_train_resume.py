@@ -159,6 +159,15 @@ def test_resume_warns_when_no_file_keeps_the_best_epochs_weights(paths):
     assert load(paths.best)["epoch"] == 1 and paths.best.read_bytes() == before.read_bytes()
 
 
+def test_resume_replaces_a_best_checkpoint_of_the_resumed_epoch_that_is_not_the_best(paths, capsys):
+    latest = saved(paths.latest, 3, [20.0, 22.0, 21.0])
+    saved(paths.best, 3, [20.0, 22.0, 21.0])
+    snapshot = saved(paths.snapshot(2), 2, [20.0, 22.0])
+    train.check_best_checkpoint(paths, latest, train.checkpoints.load_file(latest))
+    assert paths.best.read_bytes() == snapshot.read_bytes()
+    assert f"note: {paths.best} holds epoch 3, but epoch 2 has the best" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- flags a resume may not change
 @pytest.mark.parametrize("flags, said", [
     (["--beta1", "0.8"], "trained with --beta1 0.9, not --beta1 0.8; the optimiser state it holds keeps its own"),
@@ -196,6 +205,20 @@ def test_a_resume_of_a_one_process_run_by_two_processes_is_refused(tmp_path):
     with pytest.raises(train.ResumeError, match=r"trained by 1 process\(es\) of --batch-size 2, this run has 2"):
         train.refuse_other_process_count(tmp_path / "run.pth", args, {"rng": [train.rng_state()]}, 2)
     train.refuse_other_process_count(tmp_path / "run.pth", args, {"rng": [train.rng_state()] * 2}, 2)
+
+
+def test_a_checkpoint_older_than_a_flag_is_taken_as_trained_with_its_earlier_value(tmp_path):
+    """The first checkpoints recorded no --gate-lr-mult, --beta1 or --decay-all: their gates trained at the
+    base rate, with beta1 0.9 and no decay on the 1-D parameters."""
+    args = SimpleNamespace(start_epoch=1, scheduler="cosine", weight_decay=None, decay_all=False, beta1=0.9,
+                           beta2=0.99, gate_lr_mult=1.0)
+    older = {"scheduler": "cosine", "weight_decay": None, "beta2": 0.99}
+    train.refuse_changed_flags(tmp_path / "run.pth", args, older, train.RESUMED_FROM_THE_CHECKPOINT, "why")
+    for key, value, said in (("gate_lr_mult", 10.0, "--gate-lr-mult 1.0, not --gate-lr-mult 10.0"),
+                             ("decay_all", True, "--no-decay-all, not --decay-all")):
+        with pytest.raises(train.ResumeError, match=rf"run.pth was trained with {said}; why$"):
+            train.refuse_changed_flags(tmp_path / "run.pth", SimpleNamespace(**{**vars(args), key: value}), older,
+                                       train.RESUMED_FROM_THE_CHECKPOINT, "why")
 
 
 def test_each_resumed_process_restores_its_own_rng_state(tmp_path):
@@ -364,3 +387,16 @@ def test_a_resume_from_a_folder_where_the_checkpoint_should_be_names_it(demo_roo
     (tmp_path / f"{WEIGHTS}.pth").mkdir(parents=True)
     assert run_main(demo_root, tmp_path, "--epochs", "2", *SHORT, "--start-epoch", "1") == 1
     assert f"{tmp_path / WEIGHTS}.pth: a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_an_epoch_writes_the_best_file_when_best_and_a_snapshot_every_save_every_epochs(paths, monkeypatch):
+    monkeypatch.setattr(training_log, "plot_curves", lambda path, history, run: None)
+    run = SimpleNamespace(args=SimpleNamespace(save_every=2), paths=paths)
+    history = []
+    for epoch in (1, 2, 3, 4, 5):
+        history.append({"epoch": epoch, "train_loss": 0.5, "val_loss": 0.5, "val_psnr": 20.0 + (epoch == 3)})
+        train.save_epoch({"epoch": epoch, "history": list(history)}, run, is_best=epoch in (1, 3))
+        assert load(paths.latest)["epoch"] == epoch
+    assert [load(paths.snapshot(epoch))["epoch"] for epoch in (2, 4)] == [2, 4]
+    assert not any(paths.snapshot(epoch).exists() for epoch in (1, 3, 5))
+    assert load(paths.best)["epoch"] == 3 and len(paths.log.read_text().splitlines()) == 6
