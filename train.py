@@ -23,7 +23,6 @@ last good checkpoint stays as it was.
 """
 import contextlib
 import math
-import os
 import random
 import re
 import shutil
