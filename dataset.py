@@ -326,7 +326,8 @@ def refuse_changed_videos(paths, csv_path, rows):
     if changed:
         listing = some_of([str(paths["videos"] / path) for path in changed], 3)
         raise DataError(f"{csv_path}: {len(changed)} video(s) changed since prepare read them (size or modification "
-                        f"time): {listing}; re-run prepare for this data set")
+                        f"time): {listing}; re-run prepare for this data set: `python utils.py prepare --data-root "
+                        f"{paths['videos'].parent} --dataset-dir {paths['videos'].name}`")
 
 
 # ----------------------------------------------------------------------------- the dataset

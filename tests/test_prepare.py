@@ -510,8 +510,10 @@ def test_a_video_changed_since_prepare_stops_training_before_the_first_epoch(dem
     paths = runs.dataset_paths(root, "demo")
     assert prepare.changed_since_prepare(paths, [relative, "PulsingDisc/v_PulsingDisc_g03_c01.avi"]) == [relative]
     split = pd.read_csv(paths["split_csv"]).set_index("path").loc[relative, "split"]
-    with pytest.raises(dataset.DataError, match=f"1 video\\(s\\) changed since prepare.*{changed}.*re-run prepare"):
+    refusal = f"1 video\\(s\\) changed since prepare.*{changed}.*re-run prepare"
+    with pytest.raises(dataset.DataError, match=refusal) as refused:
         dataset.VFIWindows(root, "demo", split, 2, dataset.Sampling(train=True))
+    assert str(refused.value).endswith(f"`python utils.py prepare --data-root {root} --dataset-dir demo`")
     prepare.prepare(root, "demo", show_progress=False)
     assert len(dataset.VFIWindows(root, "demo", split, 2, dataset.Sampling(train=True))) > 0
 
