@@ -490,6 +490,8 @@ def parse_args(argv=None):
     if args.scale is not None and args.scale < 2:
         p.error(f"--scale {args.scale}: must be at least 2 (2, 4, 8, ...)")
     cli.refuse_checkpoint_for_baseline(p, args)
+    if args.flow_estimator and args.model != "pervfi":
+        p.error(f"--flow-estimator is PerVFI's (--model pervfi): --model {args.model} would ignore it")
     if args.input and Path(args.output).resolve() == Path(args.input).resolve():
         p.error(f"--output {args.output} is the input: it would replace the source; choose another file")
     if args.input and Path(args.output).is_dir():

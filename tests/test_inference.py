@@ -712,6 +712,13 @@ def test_pervfi_outputs_record_the_flow_estimator_that_ran():
     assert settings["flow_estimator_used"] == "dis" and settings["config"]["flow_estimator"] == "dis"
 
 
+@pytest.mark.parametrize("model", ["asvfi", "dis"])
+def test_a_flow_estimator_for_another_model_than_pervfi_is_refused_rather_than_ignored(model, capsys):
+    with pytest.raises(SystemExit):
+        inference.parse_args(["--model", model, "--flow-estimator", "raft"])
+    assert f"--flow-estimator is PerVFI's (--model pervfi): --model {model} would ignore it" in capsys.readouterr().err
+
+
 def test_pervfi_output_records_name_the_seed_and_not_the_batch_size():
     """A sample's noise is drawn per window (the frames do not depend on --batch: see test_pervfi.py),
     so --batch is not in the records and an output made at another batch size is this run's."""
