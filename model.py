@@ -443,4 +443,9 @@ def load_pretrained(model, path):
                                           f"release or an ASVFI checkpoint (resume a {held} run with --start_epoch)")
     state_dict = checkpoints.unwrap_state_dict(obj, path)
     keys = set(video_branch_keys(model)) if is_flavr_state_dict(state_dict) else None  # None: all the model's
-    return checkpoints.load_strict(model, state_dict, path, keys=keys, hint=fit_hint(model.config))
+    stored = obj.get("config") or {} if isinstance(obj, dict) else {}
+    differing = [f"--{key} {stored[key]} (here {model.config[key]})" for key in ("scale", "depth", "width")
+                 if key in stored and stored[key] != model.config[key]]
+    hint = (f"The checkpoint was trained with {', '.join(differing)}: start with the same flags."
+            if differing else fit_hint(model.config))  # main.py's checkpoint says what it was trained as
+    return checkpoints.load_strict(model, state_dict, path, keys=keys, hint=hint)

@@ -128,6 +128,18 @@ def test_pretrained_takes_an_asvfi_checkpoint_whole_or_its_video_branch(tmp_path
         load_pretrained(build_model(tiny_config()), path)
 
 
+def test_an_asvfi_checkpoint_of_another_width_is_refused_naming_the_width_it_was_trained_with(tmp_path):
+    """main.py's checkpoint records its config: the error says which flag differs, not FLAVR's advice."""
+    path = tmp_path / "adamw_6e-4_best.pth"
+    source = build_model(tiny_config())
+    torch.save({"model": "asvfi", "config": source.config, "state_dict": source.state_dict()}, path)
+    wider = tiny_config(width=2 * source.config["width"])
+    with pytest.raises(checkpoints.CheckpointError, match="shape mismatches") as error:
+        load_pretrained(build_model(wider), path)
+    assert str(error.value).endswith(f"The checkpoint was trained with --width {source.config['width']} "
+                                     f"(here {wider['width']}): start with the same flags.")
+
+
 def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp_path):
     path = tmp_path / "FLAVR_4x.pth"
     torch.save({"state_dict": build_model(tiny_config(scale=4, audio="none")).state_dict()}, path)
