@@ -56,7 +56,9 @@ def missing_checkpoint_message(args, path, scale):
     latest = runs.checkpoint_path(args.model, run, out_dir=args.out_dir)
     epochs = snapshot_epochs(args.model, run, args.out_dir)
     if args.epoch and (latest.is_file() or epochs):
-        kept = (f"its snapshots are epochs {', '.join(map(str, epochs))} (--epoch N)" if epochs else
+        listed = (f"its only snapshot is epoch {epochs[0]}" if len(epochs) == 1 else
+                  f"its snapshots are epochs {', '.join(map(str, epochs))}")
+        kept = (f"{listed} (--epoch N)" if epochs else
                 "it kept no epoch snapshots (main.py --save-every N keeps one every N epochs)")
         latest_note = f"; without --epoch its latest checkpoint {latest} is used" if latest.is_file() else ""
         return f"{path}: run {run} has no epoch-{args.epoch} snapshot; {kept}{latest_note}"

@@ -139,7 +139,8 @@ def resolve_defaults(args, parser):
         parser.error(f"--color-jitter {args.color_jitter}: must be in [0, 1)")
     given = [flag for flag, key in ASVFI_ONLY if getattr(args, key) is not None]
     if args.model != "asvfi" and given:
-        parser.error(f"{', '.join(given)} configure ASVFI and do not apply to --model {args.model}")
+        verbs = "configures ASVFI and does" if len(given) == 1 else "configure ASVFI and do"
+        parser.error(f"{', '.join(given)} {verbs} not apply to --model {args.model}")
     if args.dataset in runs.TESTSET_FOLDERS:
         check_image_set_training(args, parser)
     for name in AT_LEAST_ONE:

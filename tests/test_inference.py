@@ -549,8 +549,9 @@ def test_a_missing_snapshot_of_a_trained_run_lists_what_the_run_has(tmp_path, mo
                                  "snapshots", *argv)
     assert f"without --epoch its latest checkpoint {Path('weights/asvfi/adam_2e-4.pth')} is used" in message
     assert "--scale" not in message
-    for name in ("adam_2e-4_epoch10.pth", "adam_2e-4_epoch2.pth", "adam_2e-4_best.pth", "adam_2e-4_x_epoch3.pth",
-                 "adamw_2e-4_epoch4.pth"):
+    (weights / "adam_2e-4_epoch2.pth").touch()
+    fails_with(capsys, r"no epoch-1 snapshot; its only snapshot is epoch 2 \(--epoch N\); without --epoch", *argv)
+    for name in ("adam_2e-4_epoch10.pth", "adam_2e-4_best.pth", "adam_2e-4_x_epoch3.pth", "adamw_2e-4_epoch4.pth"):
         (weights / name).touch()
     fails_with(capsys, r"no epoch-1 snapshot; its snapshots are epochs 2, 10 \(--epoch N\); without --epoch", *argv)
 

@@ -98,7 +98,9 @@ def test_documented_defaults_and_presets():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--model", "pervfi", "--depth", "unet_34"], "--depth .* do not apply to --model pervfi"),
+    (["--model", "pervfi", "--depth", "unet_34"], "--depth configures ASVFI and does not apply to --model pervfi"),
+    (["--model", "pervfi", "--depth", "unet_34", "--audio", "none"],
+     "--depth, --audio configure ASVFI and do not apply to --model pervfi"),
     (["--lr", "fast"], "not a number"),
     (["--start_epoch", "5", "--epochs", "5"], r"--start_epoch 5 must be in \[0, --epochs 5\)"),
     (["--loss", "1*L1+0.1*Lapp"], "--loss: .*unknown term 'Lapp'"),
