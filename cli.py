@@ -185,20 +185,23 @@ def sigterm_unwinds():
 @contextlib.contextmanager
 def one_line_warnings():
     """Within the block a warning prints as `warning: <message>` (ours name the file they are about),
-    not with the path and source line of the code that raised it, on a line of its own above any
-    progress bar (written past a bar, it would continue the bar's line)."""
-    previous = warnings.formatwarning, warnings.showwarning
-    warnings.formatwarning, warnings.showwarning = one_line, show_above_progress_bars
+    not with the path and source line of the code that raised it, and on a line of its own."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = one_line_below_cleared_bars
     try:
         yield
     finally:
-        warnings.formatwarning, warnings.showwarning = previous
+        warnings.formatwarning = previous
 
 
-def show_above_progress_bars(message, category, filename, lineno, file=None, line=None):
-    from tqdm import tqdm  # tqdm.write clears the bars, writes, and draws them again
-    text = warnings.formatwarning(message, category, filename, lineno, line)
-    tqdm.write(text, file=file or sys.stderr, end="")
+def one_line_below_cleared_bars(*warning):
+    """`one_line`, with the progress bars cleared first: written past a bar, the warning would continue
+    the bar's line. The bars draw themselves again at their next update. (Only the text is changed, so
+    warnings recorded by `warnings.catch_warnings(record=True)` are recorded as before.)"""
+    from tqdm import tqdm
+    for bar in list(tqdm._instances):
+        bar.clear()
+    return one_line(*warning)
 
 
 def one_line(message, category, filename, lineno, line=None):

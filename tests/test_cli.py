@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -59,14 +58,15 @@ def test_entry_point_warnings_print_as_one_line():
     assert lines[0] == "warning: clip.mp4: no audio stream" and "UserWarning: outside" in lines[1]
 
 
-def test_a_warning_during_a_progress_bar_starts_a_line_of_its_own(capsys):
-    with cli.one_line_warnings():
-        with utils.progress(range(3), "videos") as bar:
-            bar.refresh()
-            warnings.warn("clip.mp4: no audio stream")
-    err = capsys.readouterr().err
-    before = err[:err.index("warning: clip.mp4: no audio stream\n")]
-    assert "videos" in before and before.endswith(("\r", "\n"))  # the bar was cleared first
+def test_a_warning_during_a_progress_bar_starts_a_line_of_its_own():
+    code = ("import warnings, cli, utils\n"
+            "def job(argv):\n"
+            "    with utils.progress(range(3), 'videos') as bar:\n"
+            "        bar.refresh(); warnings.warn('clip.mp4: no audio stream')\n"
+            "cli.run_entry_point(job)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    before = done.stderr[:done.stderr.index("warning: clip.mp4: no audio stream\n")]
+    assert "videos" in before and before.endswith(("\r", "\n"))  # the bar's line was cleared first
 
 
 class KilledWhileCollected:
