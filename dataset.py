@@ -155,6 +155,7 @@ def crop_size(crop):
 
 
 TOO_SHORT, TOO_SMALL = "too short for one window", "smaller than the crop"
+SKIPPED_SHOWN = 5  # videos named in the warning about the ones skipped (UCF-101 can skip hundreds)
 
 
 def unusable_summary(verdicts):
@@ -377,13 +378,13 @@ class VFIWindows(EpochDraws):
         verdicts = [(entry, self.why_unusable(entry)) for entry in rows]
         usable = [entry for entry, why in verdicts if why is None]
         skipped = [(entry.path, why[1]) for entry, why in verdicts if why is not None]
-        if skipped:
-            listing = "; ".join(f"{path} ({why})" for path, why in skipped)
-            warnings.warn(f"{self.csv_path} split {self.split!r}: skipped {len(skipped)} of {len(rows)} "
-                          f"videos: {listing}", stacklevel=3)
-        if not usable:
+        if not usable:  # the error says why; a warning listing every video would only precede it
             raise DataError(f"{self.csv_path} split {self.split!r}: none of its {len(rows)} videos is usable: "
                              f"{unusable_summary(verdicts)}")
+        if skipped:
+            listing = some_of((f"{path} ({why})" for path, why in skipped), SKIPPED_SHOWN)
+            warnings.warn(f"{self.csv_path} split {self.split!r}: skipped {len(skipped)} of {len(rows)} "
+                          f"videos: {listing}", stacklevel=3)
         return usable, skipped
 
     def why_unusable(self, entry):

@@ -432,6 +432,27 @@ def test_a_crop_larger_than_every_video_says_so_and_how_to_fix_it(tiny_root):
         windows(tiny_root, 4, train=True, crop=96)
 
 
+def test_no_warning_precedes_the_error_when_no_video_is_usable(tiny_root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error says why; a warning listing each video would come first
+        with pytest.raises(ValueError, match="none of its 4 videos is usable"):
+            VFIWindows(tiny_root, "demo", "train", 4, Sampling(train=True, crop=96))
+
+
+def test_the_skipped_videos_warning_names_a_few_and_counts_the_rest(tmp_path, monkeypatch):
+    shorts = [f"Short/v_Short_g0{g}_c01.avi" for g in (1, 2, 3)]
+    for relative in shorts:
+        write_video(tmp_path / "demo" / relative, 12, None)
+    write_video(tmp_path / "demo" / SILENT, 13, None)
+    write_split(tmp_path, [*shorts, SILENT])
+    monkeypatch.setattr(dataset, "SKIPPED_SHOWN", 2)
+    with pytest.warns(UserWarning, match=r"skipped 3 of 4 videos: Short/v_Short_g01_c01\.avi \(12 frames < 13 "
+                                         r"needed for one 4x window\), Short/v_Short_g02_c01\.avi \([^)]+\) "
+                                         r"and 1 more$"):
+        data = VFIWindows(tmp_path, "demo", "train", 4)
+    assert [path for path, _ in data.skipped] == shorts and [v.path for v in data.videos] == [SILENT]
+
+
 def test_the_crop_hint_is_given_only_when_a_video_was_dropped_for_the_crop():
     entry = dataset.VideoEntry("Short/v.avi", "Short", "train", FPS, 12, WIDTH, HEIGHT, False)
     short = [(entry, (dataset.TOO_SHORT, "12 frames < 13 needed"))]
