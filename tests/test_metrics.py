@@ -513,6 +513,42 @@ def test_build_metrics_with_stand_in_detector_and_dis_flow_column(tmp_path, monk
         metric_registry.build_metrics(["psnr", "niqe"])
 
 
+def test_build_metrics_gives_each_scorer_the_protocol_and_loads_lpips_once(monkeypatch):
+    """vfibench's window rule, pooling and FloLPIPS colour path and stylegan-v's uint8 detector call
+    reach the scorers; LPIPS and FloLPIPS share one network."""
+    loads = []
+    monkeypatch.setattr(metric_registry, "load_lpips", lambda *args: loads.append(args) or "lpips-net")
+    monkeypatch.setattr(metric_registry.vfips, "load_vfips", lambda **kwargs: "vfips-net")
+    monkeypatch.setattr(metric_registry.flow, "build_flow_estimator", lambda *args, **kwargs: "flow-fn")
+    monkeypatch.setattr(metric_registry, "load_i3d", lambda *args: "i3d")
+    built, _ = metric_registry.build_metrics(["lpips", "flolpips", "vfips"], flow_name="dis", protocol="vfibench")
+    assert len(loads) == 1 and built["lpips"].scorer().fn == "lpips-net"
+    assert built["flolpips"].scorer().protocol.name == "vfibench"
+    assert built["vfips"].scorer().protocol.name == "vfibench"
+    built, _ = metric_registry.build_metrics(["fvd"], protocol="stylegan-v")
+    assert built["fvd"].scorer().detector_input == "uint8"
+
+
+def test_unavailable_reason_adds_only_the_other_files_not_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    (tmp_path / weights.REGISTRY["pwcnet"].filename).write_bytes(b"on disk")
+    error = ASVFIError(f"{weights.REGISTRY['alexnet'].filename} is missing")
+    reason = metric_registry.unavailable_reason(error, ("alexnet", "lpips_alex", "pwcnet"), tmp_path)
+    assert reason.startswith(str(error) + "; it also needs " + weights.REGISTRY["lpips_alex"].filename)
+    assert reason.count(weights.REGISTRY["alexnet"].filename) == 1
+    assert weights.REGISTRY["pwcnet"].filename not in reason
+
+
+def test_flolpips_with_pwc_flow_needs_pwcnet_and_an_unknown_flow_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert metric_registry.metric_files("flolpips", "pwc") == ("alexnet", "lpips_alex", "pwcnet")
+    assert metric_registry.metric_files("flolpips", "dis") == ("alexnet", "lpips_alex")
+    _, unavailable = metric_registry.build_metrics(["flolpips"], weights_dir=tmp_path, allow_download=False)
+    assert weights.REGISTRY["pwcnet"].filename in unavailable["flolpips"]  # one trip fetches all three
+    with pytest.raises(ValueError, match="flow 'raft'"):
+        metric_registry.build_metrics(["psnr"], flow_name="raft")
+
+
 # ----------------------------------------------------------------------------- protocols
 @pytest.mark.parametrize("protocol", ["asvfi", "flavr", "rife", "vfibench"])
 def test_protocol_frame_metrics_equal_protocols_score_frame(protocol):
