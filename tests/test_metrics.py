@@ -484,6 +484,33 @@ def test_i3d_clip_layout_and_range():
     assert clip.shape == (3, 16, 224, 224) and clip.min() >= -1 and clip.max() <= 1
 
 
+def test_i3d_clip_resizes_with_pixel_centres_not_corners():
+    """align_corners=False: a 2-pixel [0, 1] row spreads to 224 with its outer quarters flat at -1 and +1."""
+    frame = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).expand(16, 3, 2, 2)
+    clip = fvd.i3d_clip(frame)
+    assert torch.all(clip[..., :56] == -1) and torch.allclose(clip[..., 168:], torch.ones(()))
+    assert torch.all(clip[..., 56:168] > -0.995) and torch.all(clip[..., 56:168] < 0.995)
+
+
+def test_uint8_detector_input_hands_rounded_8_bit_clips_for_the_detector_to_rescale_and_resize():
+    """StyleGAN-V's call: (B, 3, T, H, W) uint8 of the clamped, rounded frames, rescale=True, resize=True."""
+    calls = []
+
+    def detector(batch, **kwargs):
+        calls.append((batch, kwargs))
+        return batch.float().mean(dim=(2, 3, 4))
+
+    clips = [torch.tensor([-0.5, 0.5 / 255, 1.6 / 255, 1.5]).view(4, 1, 1, 1).expand(4, 3, 2, 5)] * 2
+    features = fvd.clip_features(detector, clips, detector_input="uint8")
+    batch, kwargs = calls[0]
+    assert kwargs == {"rescale": True, "resize": True, "return_features": True}
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 3, 4, 2, 5)
+    assert batch[0, 0, :, 0, 0].tolist() == [0, 0, 2, 255]  # clamped, then rounded half to even
+    assert features.dtype == np.float64 and features.shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown detector input 'uint16'"):
+        fvd.clip_features(detector, clips, detector_input="uint16")
+
+
 # ----------------------------------------------------------------------------- registry
 def test_build_metrics_offline_lists_unavailable_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
