@@ -221,6 +221,24 @@ def test_official_checkpoint_layout_maps_onto_lpips(lpips_net, lpips_fixture):
         lpips_parts.official_lpips_state(fresh, alexnet, {**lins, "lin3.model.1.weight": state["lin3.model.1.weight"]})
 
 
+def test_load_lpips_loads_both_files_onto_the_device(lpips_net, lpips_fixture, monkeypatch):
+    state = lpips_net.state_dict()
+    files = {"alexnet": {f"features.{j}.{kind}": state[f"net.slice{k}.{j}.{kind}"]
+                         for k, j in lpips_parts.ALEXNET_CONVS for kind in ("weight", "bias")},
+             "lpips_alex": {f"lin{k}.model.1.weight": state[f"lin{k}.model.1.weight"] for k in range(5)}}
+    monkeypatch.setattr(lpips_parts.weights, "load_state_dict", lambda name, *args: (files[name], name))
+    loaded = lpips_parts.load_lpips()
+    inputs = lpips_fixture["inputs"]
+    with torch.no_grad():
+        assert torch.equal(loaded(inputs["img0"], inputs["img1"]), lpips_net(inputs["img0"], inputs["img1"]))
+    assert {p.device.type for p in lpips_parts.load_lpips(device="meta").parameters()} == {"meta"}
+
+
+def test_lpips_refuses_frames_of_different_shapes_instead_of_broadcasting(lpips_net):
+    with pytest.raises(ValueError, match="metrics.LPIPS: expected two"):
+        lpips_net(torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32))
+
+
 # ----------------------------------------------------------------------------- FloLPIPS
 def test_flolpips_with_given_flow_matches_fixture(lpips_net, lpips_fixture):
     inputs, outputs = lpips_fixture["inputs"], lpips_fixture["outputs"]
