@@ -137,7 +137,20 @@ def test_normalize_flag_accepts_unit_range(model, fixture):
 @pytest.mark.parametrize("size", [(64, 80), (80, 64), (40, 40)])
 def test_too_small_frames_raise(model, size):
     clip = torch.zeros(1, 12, 3, *size)
-    with pytest.raises(ValueError, match="at least 65x65"):
+    with pytest.raises(ValueError, match=rf"at least 65x65 \(reflect padding .*\), got {size[0]}x{size[1]}$"):
+        model(clip, clip)
+
+
+def test_a_feature_map_too_small_to_reflect_pad_is_a_clear_error(model):
+    """Reflect padding needs pad < size: a 2x2 map cannot reach 4x4 (the check_window bound keeps it away)."""
+    with pytest.raises(ValueError, match="a 2x2 feature map is too small"):
+        model.net.merge_layers[4].pad_to_window(torch.zeros(1, 1, 2, 2))
+    assert model.net.merge_layers[4].pad_to_window(torch.zeros(1, 1, 3, 3)).shape == (1, 1, 4, 4)
+
+
+def test_frames_other_than_rgb_raise(model):
+    clip = torch.zeros(1, 12, 1, 72, 80)
+    with pytest.raises(ValueError, match="expected RGB frames \\(3 channels\\), got 1"):
         model(clip, clip)
 
 
@@ -180,6 +193,8 @@ def test_load_vfips_from_weights_dir(model, fixture, tmp_path, isolated_cache, w
     ref, pred = fixture["inputs"]["ref"], fixture["inputs"]["dis"]
     with torch.no_grad():
         assert torch.equal(loaded(ref, pred), model(ref, pred))
+    on_meta = vfips.load_vfips(weights_dir=folder, allow_download=False, device="meta")
+    assert {p.device.type for p in on_meta.parameters()} == {"meta"}
 
 
 def test_load_vfips_missing_file_names_url(tmp_path, isolated_cache):
