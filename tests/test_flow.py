@@ -131,6 +131,16 @@ def test_missing_weights_name_the_file_and_unknown_estimator(tmp_path, monkeypat
         flow.build_flow_estimator("farneback")
 
 
+def test_build_flow_estimator_passes_weights_dir_download_and_device_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(flow, "load_pwcnet", lambda *args: calls.append(("pwc",) + args))
+    monkeypatch.setattr(raft, "load_raft", lambda *args, **kwargs: calls.append(("raft",) + args + (kwargs,)))
+    for name in ("pwc", "raft", "raft_sintel"):
+        flow.build_flow_estimator(name, weights_dir="W", allow_download=False, device="meta")
+    assert calls == [("pwc", "W", False, "meta"), ("raft", "W", False, "meta", {}),
+                     ("raft", "W", False, "meta", {"checkpoint": "raft_sintel", "padding": "zeros"})]
+
+
 # ---------------------------------------------------------------------------------------------
 # DIS
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +161,24 @@ def test_dis_recovers_a_translation():
     interior = estimated[..., 8:-8, 8:-8].mean((2, 3))[0]
     torch.testing.assert_close(interior, torch.tensor([3.0, 2.0], dtype=torch.float64), atol=0.1, rtol=0)
     assert not estimator.train().training
+
+
+def test_dis_works_on_rounded_bt601_luma_of_rgb_frames():
+    def gray(r, g, b):
+        return int(flow._to_gray_uint8(torch.tensor([r, g, b]).view(3, 1, 1).expand(3, 2, 2))[0, 0])
+
+    assert (gray(1.0, 0.0, 0.0), gray(0.0, 0.0, 1.0)) == (76, 29)  # 0.299 R, 0.114 B: RGB order
+    assert gray(100.6 / 255, 100.6 / 255, 100.6 / 255) == 101  # rounded, not truncated
+
+
+def test_dis_module_runs_opencv_with_its_preset(monkeypatch):
+    presets = []
+    create = flow.cv2.DISOpticalFlow_create
+    monkeypatch.setattr(flow.cv2, "DISOpticalFlow_create", lambda preset: presets.append(preset) or create(preset))
+    frames = smooth_image(16, 16)
+    flow.DISFlow(preset=flow.cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)(frames, frames)
+    flow.build_flow_estimator("dis")(frames, frames)
+    assert presets == [flow.cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, flow.cv2.DISOPTICAL_FLOW_PRESET_MEDIUM]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +527,13 @@ def test_backward_warp_inverts_a_shift_and_matches_forward_splat():
     torch.testing.assert_close(splatted[..., 2:, 3:], img1[..., 2:, 3:])
     half = flow.backward_warp(base, constant_flow(0.5, 0.0, 32, 40))
     torch.testing.assert_close(half[..., :-1], (base[..., :-1] + base[..., 1:]) / 2)
+
+
+def test_backward_warp_repeats_the_border_unless_told_to_pad_with_zeros():
+    image = torch.arange(1.0, 7.0).view(1, 1, 2, 3)
+    beyond = constant_flow(5.0, 0.0, 2, 3)  # every sample lands right of the last column
+    assert flow.backward_warp(image, beyond)[0, 0].tolist() == [[3.0] * 3, [6.0] * 3]
+    assert flow.backward_warp(image, beyond, padding_mode="zeros").abs().max() == 0
 
 
 def tiny_double_case(seed):
