@@ -225,6 +225,18 @@ def test_config_validation_and_dispatch():
         model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5, 0.6, 0.7]]))
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"scale": 2.5}, "scale must be an integer >= 2"), ({"scale": 1}, "scale must be an integer >= 2"),
+    ({"audio": "wav"}, "unknown audio mode 'wav'"), ({"fusion_init": "xavier"}, "unknown fusion_init 'xavier'"),
+    ({"width": 0}, "width must be positive"), ({"width": -0.5}, "width must be positive"),
+    ({"audio_dim": 30}, "audio_dim 30 must be a multiple of audio_heads 4"),
+    ({"decoder_fusion_dim": 30}, "decoder_fusion_dim 30 must be a multiple of audio_heads 4"),
+])
+def test_config_refuses_values_the_network_cannot_be_built_from(overrides, message):
+    with pytest.raises(ASVFIError, match=message):
+        default_config(**overrides)
+
+
 def test_registry_builds_every_model_from_its_own_config():
     """One registry: each model's default config is its own (PerVFI's carries no ASVFI keys) and says
     what its forward consumes."""
@@ -292,6 +304,37 @@ def test_log_mel_matches_numpy_reference():
     # Loudness is visible: the band holding 440 Hz grows with the tone's ramp.
     band = int(np.argmax(reference[:, -1]))
     assert reference[band, -1] > reference[band, 5] + 2
+
+
+def test_a_clip_shorter_than_one_window_is_zero_padded_to_one_frame():
+    log_mel = LogMel()
+    short = 0.1 * torch.randn(1, 100, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([short, torch.zeros(1, 300)], 1)
+    assert torch.equal(log_mel(short), log_mel(padded)) and log_mel(short).shape == (1, 64, 1)
+    for n_samples in (100, 400, 559, 560, 8000):
+        assert log_mel.n_frames(n_samples) == log_mel(torch.zeros(1, n_samples)).shape[-1], n_samples
+    model = build_model(tiny_config())
+    times = torch.linspace(0, 1, 100)[None]
+    _, token_times = model.audio.tokens(short, times, None, 1, "cpu")
+    assert token_times.tolist() == [[1.0]]  # the frame's centre (sample 200) clamped to the last sample
+
+
+def test_audio_encoder_maps_silence_to_zero_input():
+    """The log-mel enters shifted by log(0.01) and divided by 5: silence is 0, loudness stays visible."""
+    encoder = asvfi.AudioEncoder(n_mels=64, dim=8)
+    log_mel = torch.full((1, 64, 6), np.log(0.01))
+    with torch.no_grad():
+        assert torch.allclose(encoder(log_mel), encoder.layers(torch.zeros(1, 64, 6)).transpose(1, 2))
+        assert torch.allclose(encoder(log_mel + 5), encoder.layers(torch.ones(1, 64, 6)).transpose(1, 2))
+
+
+def test_audio_needs_audio_times_of_its_shape():
+    model = build_model(tiny_config())
+    audio, times = demo_audio(1)
+    with pytest.raises(ValueError, match=r"audio_times of the same shape .* audio_times \(1, 4799\)"):
+        model.audio.tokens(audio, times[:, 1:], None, 1, "cpu")
+    with pytest.raises(ValueError, match="audio_times None"):
+        model.audio.tokens(audio, None, None, 1, "cpu")
 
 
 def test_audio_tokens_carry_the_time_of_their_centre():
