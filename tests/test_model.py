@@ -140,6 +140,24 @@ def test_an_asvfi_checkpoint_of_another_width_is_refused_naming_the_width_it_was
                                      f"(here {wider['width']}): start with the same flags.")
 
 
+def test_an_asvfi_checkpoint_of_another_depth_is_refused_naming_the_depth_it_was_trained_with(tmp_path):
+    path = tmp_path / "adamw_6e-4_best.pth"
+    source = build_model(tiny_config(depth="unet_34", audio="none"))
+    torch.save({"model": "asvfi", "config": source.config, "state_dict": source.state_dict()}, path)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        load_pretrained(build_model(tiny_config(audio="none")), path)
+    assert str(error.value).endswith("The checkpoint was trained with --depth unet_34 (here unet_18): "
+                                     "start with the same flags.")
+
+
+def test_encoder_stages_that_fit_no_width_multiplier_are_refused():
+    stages = {f"encoder.layer{i}.0.conv1.0.weight": torch.zeros(c, 1) for i, c in enumerate((8, 16, 32, 100), 1)}
+    with pytest.raises(checkpoints.CheckpointError, match=r"F.pth: encoder stages of \[8, 16, 32, 100\] channels fit no"):
+        asvfi.encoder_width(stages, "F.pth")
+    stages["encoder.layer4.0.conv1.0.weight"] = torch.zeros(64, 1)
+    assert asvfi.encoder_width(stages, "F.pth") == 0.125
+
+
 def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp_path):
     path = tmp_path / "FLAVR_4x.pth"
     torch.save({"state_dict": build_model(tiny_config(scale=4, audio="none")).state_dict()}, path)
@@ -148,6 +166,14 @@ def test_flavr_checkpoint_of_the_wrong_scale_is_refused_naming_file_and_keys(tmp
     message = str(error.value)
     assert str(path) in message and "17 unexpected keys" in message and "encoder.layer1.0.conv1.0.bias" in message
     assert "outconv.1.weight" in message  # 9 vs 3 output channels
+
+
+def test_only_weights_with_an_encoder_and_nothing_but_the_video_branch_are_a_flavr_network():
+    video = build_model(tiny_config(audio="none")).state_dict()
+    assert asvfi.is_flavr_state_dict(video)
+    assert not asvfi.is_flavr_state_dict({})
+    assert not asvfi.is_flavr_state_dict({k: v for k, v in video.items() if k.startswith("outconv.")})
+    assert not asvfi.is_flavr_state_dict({**video, "audio.no_audio_token": torch.zeros(32)})
 
 
 def test_checkpoint_from_before_fusion_init_loads_and_computes_the_same(tmp_path):
@@ -223,6 +249,25 @@ def test_config_validation_and_dispatch():
     model = build_model(tiny_config(scale=4))
     with pytest.raises(ValueError, match="k/4"):
         model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5, 0.6, 0.7]]))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 3, 16, 16), (1, 4, 1, 16, 16), (4, 3, 16, 16)])
+def test_inputs_other_than_four_rgb_frames_are_refused(shape):
+    with pytest.raises(ValueError, match=r"inputs must be \(B, 4, 3, H, W\)"):
+        build_model(tiny_config(audio="none"))(torch.rand(shape))
+
+
+def test_ts_must_hold_one_time_per_generated_frame():
+    model = build_model(tiny_config(audio="none"))
+    with pytest.raises(ValueError, match="at scale 2 predicts only t = k/2"):
+        model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5, 0.5]]))
+    assert model(torch.rand(1, 4, 3, 16, 16), ts=torch.tensor([[0.5]]))["pred"].shape == (1, 1, 3, 16, 16)
+
+
+def test_fuse_decoder_off_leaves_only_the_bottleneck_fusion():
+    branch = build_model(tiny_config(fuse_decoder=False)).audio
+    assert branch.decoder_fusion is None and len(branch.gates()) == 1
+    assert len(build_model(tiny_config()).audio.gates()) == 2
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -385,6 +430,12 @@ def test_the_loudness_of_a_token_reaches_what_the_fusion_adds():
     with torch.no_grad():
         quiet, loud = (fusion(x, scale * token, *times) - x for scale in (1.0, 2.0))
     assert (loud - quiet).abs().max() > 0.1 * quiet.abs().max()
+
+
+def test_time_slopes_start_from_broad_to_sharp_and_at_8_for_a_single_head():
+    slopes = lambda heads: torch.nn.functional.softplus(AudioFusion(8, 8, 8, heads, 1).time_slope.detach())  # noqa: E731
+    assert torch.allclose(slopes(4), torch.tensor([1.0, 4.0, 16.0, 64.0]), rtol=1e-4)
+    assert torch.allclose(slopes(1), torch.tensor([8.0]), rtol=1e-4)
 
 
 def test_fusion_adds_its_result_through_tanh_of_the_gate():
