@@ -272,6 +272,23 @@ def test_rgb_to_yuv420p_within_one_level_of_ffmpeg():
     assert np.abs(back.astype(int) - YUV["raw_rgb_back_u8"].numpy().astype(int)).max() <= 3
     with pytest.raises(ValueError, match="even"):
         yuv420.rgb_to_yuv420p(np.zeros((3, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="even"):
+        yuv420.rgb_to_yuv420p(np.zeros((4, 3, 3), np.uint8))
+
+
+def test_rgb_to_yuv420p_chroma_mostly_exact():
+    # Within one level is the tolerance, but the emulation is exact on all but 6 U and 5 V of the
+    # 64 samples each; a coefficient, kernel, tap-weight or rounding slip breaks a few more.
+    _, u, v = yuv420.rgb_to_yuv420p(YUV["frame_rgb_u8"].numpy())
+    for plane, name, most in ((u, "U", 6), (v, "V", 5)):
+        assert (plane != YUV["raw_yuv420p"][name].numpy()).sum() <= most, name
+
+
+def test_yuv420p_to_rgb_odd_luma_takes_its_block_chroma():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 256, (4, 6), dtype=np.uint8)
+    u, v = (rng.integers(0, 256, (2, 3), dtype=np.uint8) for _ in range(2))
+    assert np.array_equal(yuv420.yuv420p_to_rgb(y[:3, :5], u, v), yuv420.yuv420p_to_rgb(y, u, v)[:3, :5])
 
 
 def test_flolpips_input_per_protocol():
