@@ -4,6 +4,7 @@ import pytest
 import torch
 from compat import load_fixture, recipe_state
 
+import baselines
 import checkpoints
 import dataset
 import model as asvfi
@@ -295,6 +296,36 @@ def test_registry_builds_every_model_from_its_own_config():
         assert registry.build_model(registry.default_config(name, scale=4)).config == {"model": name, "scale": 4}
     with pytest.raises(ASVFIError, match="takes only 'scale'"):
         registry.default_config("blend", width=2)
+
+
+def test_baselines_default_to_2x_and_refuse_other_models_and_scales():
+    assert registry.default_config("repeat") == {"model": "repeat", "scale": 2}
+    for name, scale in (("flavr", 2), ("blend", 1), ("blend", 2.5)):
+        with pytest.raises(ASVFIError):
+            baselines.default_config(name, scale=scale)
+
+
+def test_repeat_and_blend_use_the_frames_around_the_interval_at_each_t():
+    frames = torch.stack([torch.full((1, 3, 2, 2), value) for value in (0.0, 0.2, 0.6, 1.0)], 1)
+    ts = torch.tensor([[0.25, 0.5]], dtype=torch.float64)
+    repeat = build_model(registry.default_config("repeat"))(frames, ts=ts)["pred"]
+    blend = build_model(registry.default_config("blend"))(frames, ts=ts)["pred"]
+    assert repeat.dtype == blend.dtype == torch.float32 and repeat.shape == (1, 2, 3, 2, 2)
+    assert torch.equal(repeat, frames[:, [1, 1]])
+    torch.testing.assert_close(blend[0, :, 0, 0, 0], torch.tensor([0.3, 0.4]))
+
+
+def test_dis_baseline_follows_the_motion_and_blends_towards_the_nearer_frame():
+    noise = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    base = torch.nn.functional.interpolate(noise, size=(96, 128), mode="bicubic", align_corners=False).clamp(0, 1)
+    moved = lambda dx: base[..., 16:80, 16 - dx:112 - dx]  # the content dx px further right
+    network = build_model(registry.default_config("dis", scale=4))
+    pred = network(torch.stack([moved(0), moved(0), moved(4), moved(4)], 1))["pred"][0]
+    for k in range(3):
+        assert (pred[k] - moved(k + 1))[..., 8:-8, 8:-8].abs().mean() < 0.01, k
+    flat = torch.stack([torch.full((1, 3, 32, 32), value) for value in (0.2, 0.2, 0.6, 0.6)], 1)
+    flat_pred = network(flat, ts=torch.tensor([[0.25]]))["pred"]
+    torch.testing.assert_close(flat_pred, torch.full_like(flat_pred, 0.3))
 
 
 def test_odd_size_input_comes_back_at_its_size():
