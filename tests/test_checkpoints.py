@@ -147,3 +147,32 @@ def test_expected_config_keys_only_one_side_defines_are_not_compared(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match=r"run.pth: checkpoint config does not match \(width: "
                                                           r"checkpoint 0.125 vs requested 0.25\)$"):
         checkpoints.load_checkpoint(path, expect_config={"width": 0.25, "audio": "mel"})
+
+
+def test_our_own_checkpoint_keeps_its_config_takes_overrides_and_is_refused_for_another_model(tmp_path, monkeypatch):
+    import pervfi
+    import weights
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    config = asvfi.default_config(width=0.125, audio="none")  # a FLAVR-shaped network, but ours
+    path = tmp_path / "ours.pth"
+    checkpoints.save({"model": "asvfi", "config": config, "state_dict": asvfi.ASVFI(config).state_dict(),
+                      "epoch": 4}, path)
+    _, checkpoint = registry.load_model(path, model="asvfi")
+    assert checkpoint["epoch"] == 4 and "source" not in checkpoint and checkpoint["config"] == config
+    with pytest.raises(checkpoints.CheckpointError, match=r"ours.pth: holds a checkpoint of asvfi, not pervfi"):
+        registry.load_model(path, model="pervfi")
+    torch.save(asvfi.ASVFI(config).state_dict(), tmp_path / "bare.pth")  # the same weights as a FLAVR release
+    flavr, checkpoint = registry.load_model(tmp_path / "bare.pth", {"fusion_init": "zero_out"}, model="asvfi")
+    assert checkpoint["source"] == "FLAVR release" and flavr.config["fusion_init"] == "zero_out"
+    config = pervfi.default_pervfi_config(width=0.125, steps_per_level=2, flow_estimator="dis")
+    checkpoints.save({"model": "pervfi", "config": config, "state_dict": pervfi.build_pervfi(config).state_dict()},
+                     tmp_path / "pervfi.pth")
+    network, _ = registry.load_model(tmp_path / "pervfi.pth", {"heat": 0.5}, model="pervfi")
+    assert config["heat"] != 0.5 and network.config["heat"] == 0.5
+    import raft
+    torch.save(raft.RAFT().state_dict(), tmp_path / "raft-sintel.pth")  # the flow weights PerVFI looks for
+    network, _ = registry.load_model(tmp_path / "pervfi.pth", {"flow_estimator": "raft_sintel"},
+                                     weights_dir=tmp_path)
+    assert network.flow_estimator_used == "raft_sintel" and network.flow_estimator_note == ""
+

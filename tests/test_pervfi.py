@@ -630,6 +630,8 @@ def test_registry_loads_the_authors_file_strictly_with_their_flow_estimator(fixt
     torch.save({k: v for k, v in state.items() if "softbinary.0" not in k}, tmp_path / "partial.pth")
     with pytest.raises(pervfi.CheckpointError, match="partial.pth.*missing keys"):
         registry.load_model(tmp_path / "partial.pth", {"flow_estimator": "dis"})
+    with pytest.raises(pervfi.CheckpointError, match=r"v00.pth: holds a checkpoint of pervfi, not asvfi"):
+        registry.load_model(path, model="asvfi")
 
 
 def test_inference_cli_runs_the_authors_checkpoint_on_a_video(fixture, tmp_path):
