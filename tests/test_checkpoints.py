@@ -6,7 +6,10 @@ import torch
 
 import checkpoints
 import model as asvfi
+import pervfi
+import raft
 import registry
+import weights
 
 
 class RunsCode:
@@ -89,7 +92,6 @@ def test_a_checkpoint_whose_config_cannot_be_built_is_refused_naming_the_file(ch
 
 
 def test_a_pervfi_checkpoint_naming_an_unknown_flow_estimator_is_refused_naming_the_file(tmp_path):
-    import pervfi
     config = pervfi.default_pervfi_config(width=0.125, steps_per_level=2)
     path = tmp_path / "edited.pth"
     checkpoints.save({"model": "pervfi", "config": {**config, "flow_estimator": "bogus"},
@@ -113,7 +115,6 @@ def test_a_folder_or_an_unreadable_file_is_named_as_such_not_as_missing_or_damag
 def test_inspect_describes_a_published_release_and_refuses_other_weight_files(tmp_path, capsys):
     """FLAVR and PerVFI releases load in inference, so inspect says what they are instead of refusing
     them as files without a training state."""
-    import pervfi
     import tools
     flavr = asvfi.ASVFI(asvfi.default_config(audio="none", width=0.125)).state_dict()
     torch.save({"state_dict": {f"module.{k}": v for k, v in flavr.items()}}, tmp_path / "FLAVR_2x.pth")
@@ -150,8 +151,6 @@ def test_expected_config_keys_only_one_side_defines_are_not_compared(tmp_path):
 
 
 def test_our_own_checkpoint_keeps_its_config_takes_overrides_and_is_refused_for_another_model(tmp_path, monkeypatch):
-    import pervfi
-    import weights
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     config = asvfi.default_config(width=0.125, audio="none")  # a FLAVR-shaped network, but ours
@@ -170,9 +169,7 @@ def test_our_own_checkpoint_keeps_its_config_takes_overrides_and_is_refused_for_
                      tmp_path / "pervfi.pth")
     network, _ = registry.load_model(tmp_path / "pervfi.pth", {"heat": 0.5}, model="pervfi")
     assert config["heat"] != 0.5 and network.config["heat"] == 0.5
-    import raft
     torch.save(raft.RAFT().state_dict(), tmp_path / "raft-sintel.pth")  # the flow weights PerVFI looks for
     network, _ = registry.load_model(tmp_path / "pervfi.pth", {"flow_estimator": "raft_sintel"},
                                      weights_dir=tmp_path)
     assert network.flow_estimator_used == "raft_sintel" and network.flow_estimator_note == ""
-
