@@ -424,6 +424,53 @@ def test_noise_generators_draw_from_their_keys_only():
     assert not torch.equal(draw(0, 3), draw(0, 1, 3))  # (seed, epoch, window) of training
 
 
+def test_pick_device_takes_auto_refuses_other_kinds_and_maps_cuda_to_the_local_rank(monkeypatch):
+    assert runtime.pick_device("auto") == runtime.pick_device(None) == runtime.pick_device("")
+    assert runtime.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(runtime.ASVFIError, match="--device meta: ASVFI runs on cpu or cuda"):
+        runtime.pick_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(runtime.ASVFIError, match="--device cuda: CUDA is not available"):
+            runtime.pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert runtime.pick_device("cuda") == torch.device("cuda", 1)
+    assert runtime.pick_device("cuda:0") == torch.device("cuda", 0)  # an index given is kept
+
+
+def test_autocast_is_on_only_for_cuda_with_amp():
+    assert not runtime.autocast(torch.device("cpu"), "bf16")._enabled
+    assert not runtime.autocast(torch.device("cpu"), None)._enabled
+
+
+def test_one_process_runs_the_main_only_work_and_shards_nothing_away():
+    calls = []
+    single, second = runtime.Processes(), runtime.Processes(rank=1, world=2)
+    assert single.shard(list(range(5))) == [0, 1, 2, 3, 4] and second.shard(list(range(5))) == [1, 3]
+    second.main_only(calls.append, "second")
+    single.main_only(calls.append, "first")
+    assert calls == ["first"] and single.gather("x") == ["x"] and single.sum([1.0, 2.5]) == [1.0, 2.5]
+
+    def refuse():
+        raise runtime.ASVFIError("no data")
+    with pytest.raises(runtime.ASVFIError, match="no data"):
+        single.main_only(refuse)
+
+
+def test_processes_join_a_group_only_under_torchrun_and_leave_it_after_the_block(monkeypatch):
+    with runtime.processes("cpu") as procs:
+        assert procs == runtime.Processes(torch.device("cpu"), 0, 1, False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    with runtime.processes("cpu", join_group=False) as procs:
+        assert not procs.grouped and not torch.distributed.is_initialized()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    with runtime.processes("cpu") as procs:
+        assert procs.grouped and torch.distributed.is_initialized() and procs.sum([2.0]) == [2.0]
+    assert not torch.distributed.is_initialized()
+
+
 # ----------------------------------------------------------------------------- DDP
 def two_process_torchrun(demo_root, tmp_path, script, *flags):
     """`script` (a list: the file and its first arguments) with main.py's flags under torchrun with 2
