@@ -4,6 +4,7 @@ import csv
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -439,8 +440,11 @@ def test_pick_device_takes_auto_refuses_other_kinds_and_maps_cuda_to_the_local_r
 
 
 def test_autocast_is_on_only_for_cuda_with_amp():
-    assert not runtime.autocast(torch.device("cpu"), "bf16")._enabled
-    assert not runtime.autocast(torch.device("cpu"), None)._enabled
+    """--amp is for CUDA: on the CPU a matmul stays float32 even with bf16 asked for."""
+    a = torch.ones(2, 2)
+    for amp in ("bf16", None):
+        with runtime.autocast(torch.device("cpu"), amp):
+            assert (a @ a).dtype == torch.float32
 
 
 def test_one_process_runs_the_main_only_work_and_shards_nothing_away():
@@ -457,6 +461,12 @@ def test_one_process_runs_the_main_only_work_and_shards_nothing_away():
         single.main_only(refuse)
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_processes_join_a_group_only_under_torchrun_and_leave_it_after_the_block(monkeypatch):
     with runtime.processes("cpu") as procs:
         assert procs == runtime.Processes(torch.device("cpu"), 0, 1, False)
@@ -465,7 +475,7 @@ def test_processes_join_a_group_only_under_torchrun_and_leave_it_after_the_block
     with runtime.processes("cpu", join_group=False) as procs:
         assert not procs.grouped and not torch.distributed.is_initialized()
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
     with runtime.processes("cpu") as procs:
         assert procs.grouped and torch.distributed.is_initialized() and procs.sum([2.0]) == [2.0]
     assert not torch.distributed.is_initialized()
