@@ -112,12 +112,18 @@ def as_training_checkpoint(obj, path, expect_config=None):
         raise CheckpointError(f"{path}: not a training checkpoint (no 'state_dict' entry; found {found})")
     checkpoint = {**obj, "state_dict": unwrap_state_dict(obj, path)}
     if expect_config is not None:
-        stored = checkpoint.get("config") or {}
-        differing = [f"{k}: checkpoint {stored[k]!r} vs requested {expect_config[k]!r}"
-                     for k in sorted(set(stored) & set(expect_config)) if stored[k] != expect_config[k]]
+        differing = [f"{k}: checkpoint {stored!r} vs requested {wanted!r}"
+                     for k, stored, wanted in config_differences(checkpoint.get("config") or {}, expect_config)]
         if differing:
             raise CheckpointError(f"{path}: checkpoint config does not match ({', '.join(differing)})")
     return checkpoint
+
+
+def config_differences(stored, wanted, keys=None):
+    """(key, stored value, wanted value) for each of `keys` (default: every key both configs define,
+    sorted) on which a checkpoint's config and the one asked for disagree."""
+    keys = sorted(set(stored) & set(wanted)) if keys is None else [k for k in keys if k in stored and k in wanted]
+    return [(k, stored[k], wanted[k]) for k in keys if stored[k] != wanted[k]]
 
 
 def load_strict(model, state_dict, source, keys=None, hint=""):

@@ -444,8 +444,8 @@ def load_pretrained(model, path):
     state_dict = checkpoints.unwrap_state_dict(obj, path)
     keys = set(video_branch_keys(model)) if is_flavr_state_dict(state_dict) else None  # None: all the model's
     stored = obj.get("config") or {} if isinstance(obj, dict) else {}
-    differing = [f"--{key} {stored[key]} (here {model.config[key]})" for key in ("scale", "depth", "width")
-                 if key in stored and stored[key] != model.config[key]]
+    differing = [f"--{key} {was} (here {now})"
+                 for key, was, now in checkpoints.config_differences(stored, model.config, ("scale", "depth", "width"))]
     hint = (f"The checkpoint was trained with {', '.join(differing)}: start with the same flags."
             if differing else fit_hint(model.config))  # main.py's checkpoint says what it was trained as
     return checkpoints.load_strict(model, state_dict, path, keys=keys, hint=hint)

@@ -150,6 +150,14 @@ def test_expected_config_keys_only_one_side_defines_are_not_compared(tmp_path):
         checkpoints.load_checkpoint(path, expect_config={"width": 0.25, "audio": "mel"})
 
 
+def test_config_differences_keep_the_order_asked_for_and_skip_keys_one_side_lacks():
+    stored, wanted = {"width": 0.5, "scale": 2, "depth": "unet_18"}, {"scale": 4, "width": 1.0, "audio": "mel"}
+    assert checkpoints.config_differences(stored, wanted, ("width", "depth", "scale")) == [("width", 0.5, 1.0),
+                                                                                           ("scale", 2, 4)]
+    assert checkpoints.config_differences(stored, wanted) == [("scale", 2, 4), ("width", 0.5, 1.0)]
+    assert checkpoints.config_differences(stored, dict(stored, audio="mel")) == []
+
+
 def test_our_own_checkpoint_keeps_its_config_takes_overrides_and_is_refused_for_another_model(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
