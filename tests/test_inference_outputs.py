@@ -1,5 +1,6 @@
 """inference.py test split: paths confined to the data root, one writer per output, identity-keyed
-"finished", ground truth shared by all models, clean failure on a full disk."""
+"finished", ground truth shared by all models, clean failure on a full disk; and what sources.py makes
+of its inputs: folders of frames, stream times, and soundtracks missing, broken, short or too long."""
 import errno
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import identity
 import inference
@@ -303,3 +305,115 @@ def test_single_video_keeps_an_existing_output_unless_overwrite(tmp_path, monkey
     with pytest.warns(UserWarning, match="no audio stream"):  # the VFR test clip has no sound
         assert run("--model", "blend", "--input", source, "--output", output, "--overwrite") == 0
     assert video_io.probe(output).n_frames == 11
+
+
+def write_frame_files(folder, names, size=(8, 6)):
+    """Frame `i` of `names` (written in a shuffled order) is a flat image of value 20·i."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(1).permutation(len(names))
+    for i in order:
+        Image.fromarray(np.full((size[1], size[0], 3), 20 * i, np.uint8)).save(folder / names[i])
+    return folder
+
+
+def test_a_folder_of_frames_streams_in_name_order_at_its_rate_whatever_the_suffixs_case(tmp_path):
+    names = [f"frame_{i:02d}.{'PNG' if i % 3 == 0 else 'png'}" for i in range(12)]
+    folder = write_frame_files(tmp_path / "frames", names)
+    (folder / "notes.txt").write_text("not a frame")
+    source = sources.open_source(folder, folder_fps=10.0)
+    assert (source.n_frames, source.width, source.height, source.fps) == (12, 8, 6, 10.0)
+    frames, times = zip(*sources.source_frames(source))
+    assert [int(frame[0, 0, 0]) for frame in frames] == [20 * i for i in range(12)]
+    np.testing.assert_allclose(times, np.arange(12) / 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder has no sound to warn about
+        assert sources.load_wave(source) is None and sources.output_audio(source, None) == {}
+
+
+def test_a_folder_without_frames_or_with_a_frame_of_another_size_is_refused_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no frames here")
+    with pytest.raises(sources.InputError, match=r"empty: no image files \(\.png"):
+        sources.open_source(tmp_path / "empty")
+    folder = write_frame_files(tmp_path / "mixed", ["a.png", "b.png"])
+    Image.fromarray(np.zeros((6, 10, 3), np.uint8)).save(folder / "c.png")
+    source = sources.open_source(folder)
+    with pytest.raises(sources.InputError, match=r"c\.png: 10x6, but the first frame is 8x6"):
+        list(sources.source_frames(source))
+
+
+def test_a_video_file_without_decodable_frames_is_refused(tmp_path):
+    import av
+    path = tmp_path / "sound only.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.int16), format="s16", layout="mono")
+        sound.sample_rate, sound.pts = 16000, 0
+        container.mux(audio.encode(sound))
+        container.mux(audio.encode())
+    with pytest.raises(sources.InputError, match=r"sound only\.mkv: no decodable video frames"):
+        sources.open_source(path)
+
+
+def test_a_soundtrack_that_cannot_be_decoded_costs_the_sound_with_a_warning_not_the_video(tmp_path, monkeypatch):
+    import av
+    path = tmp_path / "mute.mkv"
+    with av.open(str(path), "w") as container:  # an audio stream that holds no audio
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20, np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+    source = sources.open_source(path)
+    assert source.has_audio
+    with pytest.warns(UserWarning, match=r"mute\.mkv: no decodable audio; the output video is written without"):
+        assert sources.load_wave(source) is None
+
+    def broken(*args, **kwargs):
+        raise video_io.MediaError("invalid data in the audio packets")
+    monkeypatch.setattr(video_io, "read_audio", broken)
+    with pytest.warns(UserWarning, match=r"mute\.mkv: audio could not be decoded \(invalid data in the audio "
+                                         r"packets\); the output video is written without audio"):
+        assert sources.load_wave(source) is None
+
+
+def test_a_soundtrack_within_a_second_of_the_picture_is_neither_warned_about_nor_cut(tmp_path):
+    early = sources.open_source(flash_and_click_video(tmp_path / "early.mkv", video_start=0, frames=50,
+                                                      audio_seconds=1.5))
+    late = sources.open_source(flash_and_click_video(tmp_path / "late.mkv", video_start=0, frames=50,
+                                                     audio_seconds=2.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for source in (early, late):
+            assert sources.audio_cut(source, sources.load_wave(source)) is None
+
+
+def test_a_soundtrack_running_well_past_the_picture_is_cut_at_the_last_frame_with_a_warning(tmp_path):
+    source = sources.open_source(flash_and_click_video(tmp_path / "long.mkv", video_start=0, frames=25,
+                                                       audio_seconds=3.0))
+    wave = sources.load_wave(source)
+    with pytest.warns(UserWarning, match=r"long\.mkv: the audio \(3\.00 s\) runs 2\.00 s past the last frame "
+                                         r"\(1\.00 s\); it is cut at the last frame"):
+        assert sources.output_audio(source, wave)["audio_until"] == pytest.approx(1.0)
+
+
+def test_too_short_an_input_for_the_test_protocol_is_refused_with_the_frames_it_needs():
+    two = sources.Source(Path("two.mp4"), 25.0, 2, 64, 48, False)
+    sources.check_length(two)  # enough to interpolate
+    with pytest.raises(sources.InputError, match=r"two\.mp4: 2 frames; the 2x test protocol \(inputs 0, 2, "
+                                                 r"\.\.\.\) needs at least 3"):
+        sources.check_length(two, 3)
+    sources.check_length(sources.Source(Path("three.mp4"), 25.0, 3, 64, 48, False), 3)
+
+
+def test_a_videos_frames_stream_at_the_times_its_file_gives_them(tmp_path):
+    times_ms = [0, 40, 80, 200, 240, 280]
+    source = sources.open_source(vfr_video(tmp_path / "vfr.mp4", times_ms))
+    frames, times = zip(*sources.source_frames(source))
+    assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
+    np.testing.assert_allclose(times, np.array(times_ms) / 1000)
