@@ -128,10 +128,6 @@ def pervfi_overrides(args):
 
 
 # ----------------------------------------------------------------------------- test-split mode
-class WriteError(ASVFIError):
-    """An output could not be written (disk full, read-only folder): the run stops, partials removed."""
-
-
 @dataclass
 class Destination:
     """Where one test video's results go; `frames`/`gt` are folders, `mp4` sits beside `frames`."""
@@ -184,16 +180,6 @@ def settings_of(args, network):
     return settings
 
 
-@contextlib.contextmanager
-def write_errors_named(where, kept="finished videos are kept"):
-    """Disk full, read-only folder, ...: one clear message naming where, and the run stops."""
-    try:
-        yield
-    except OSError as error:
-        raise WriteError(f"{where}: cannot write the results ({error}); free disk space or fix the "
-                         f"folder's permissions, then run again ({kept})") from error
-
-
 def write_test_video(source, dest, engines, scale, batch, records):
     """Regenerate every frame of one test video from its frames 0, s, 2s, …; write frames, MP4, GT.
 
@@ -211,7 +197,7 @@ def write_test_video(source, dest, engines, scale, batch, records):
     with contextlib.ExitStack() as stack:
         tmp_gt = stack.enter_context(gt_writer(dest.gt, records.gt))
         stack.enter_context(publish.removed_on_failure(tmp_frames, tmp_mp4, tmp_gt))
-        stack.enter_context(write_errors_named(dest.frames.parent))
+        stack.enter_context(publish.write_errors_named(dest.frames.parent, "finished videos are kept"))
         written = stream_test_video(source, (tmp_frames, tmp_mp4, tmp_gt, dest.gt), engines, (scale, batch, n_out), wave)
         if written != n_out:
             raise InputError(f"{source.path}: {written} frames came out, {n_out} expected (the video decodes "
@@ -424,7 +410,7 @@ def run_single(args, procs):
     written = 0
     # VideoWriter writes to a temporary file and renames it on success: no half-written output, and
     # a file replaced with --overwrite stays as it was when the run fails.
-    with write_errors_named(output, "nothing was written there"), \
+    with publish.write_errors_named(output, "nothing was written there"), \
             video_io.VideoWriter(output, source.fps * scale, source.width, source.height,
                                  **output_audio(source, wave)) as writer:
         stream = interpolate_video(source_frames(source), engines, wave, args.batch, source.fps)

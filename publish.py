@@ -19,6 +19,23 @@ import shutil
 import uuid
 from pathlib import Path
 
+from utils import ASVFIError
+
+
+class WriteError(ASVFIError):
+    """A result could not be written (disk full, read-only folder): the run stops, partials removed."""
+
+
+@contextlib.contextmanager
+def write_errors_named(where, kept):
+    """Disk full, read-only folder, ...: one clear message naming where and what was `kept`, and the
+    run stops."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteError(f"{where}: cannot write the results ({error}); free disk space or fix the "
+                         f"folder's permissions, then run again ({kept})") from error
+
 
 def lock_path(final):
     final = Path(final)

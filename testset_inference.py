@@ -113,7 +113,7 @@ def run_testset(args, procs, network, made_by, run):
         record = identity.output_record(target_file, args.data_root, len(testset.target_times),
                                         scale_of(testset.target_times), model, checkpoint,
                                         {**settings, "testset": args.dataset})
-        with publish.exclusive(folder):
+        with publish.write_errors_named(out_root, "finished samples are kept"), publish.exclusive(folder):
             if identity.is_current(folder, record) and not args.overwrite:
                 skipped += 1
                 continue

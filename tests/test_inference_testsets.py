@@ -1,6 +1,5 @@
 """inference.py --dataset <test set>: raw predictions per sample, 8-bit views, identity, input-count and
 target-time checks, finished samples skipped (--overwrite, --limit), nothing half-written left by a failure."""
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -126,11 +125,12 @@ def test_a_failed_sample_leaves_no_partial_or_half_written_folder_and_the_rerun_
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
         return write_png_frames(folder, frames, **kwargs)
-    with monkeypatch.context() as patch, contextlib.suppress(OSError):  # it fails, with status 1 or the OSError
+    with monkeypatch.context() as patch:
         patch.setattr(video_io, "write_png_frames", full_disk)
         assert run(*argv) == 1
     assert len(calls) == 2
-    capsys.readouterr()
+    assert (f"{out_root}: cannot write the results ([Errno 28] No space left on device); free disk space or fix "
+            f"the folder's permissions, then run again (finished samples are kept)") in capsys.readouterr().err
     assert sorted(p.name for p in out_root.iterdir()) == ["sample_000"]  # sample_001 failed: nothing of it
     (out_root / "sample_001.partial-999-0dead").mkdir()  # what a killed run leaves
     (out_root / "sample_001.partial-999-0dead" / "pred.npy").write_bytes(b"junk")
