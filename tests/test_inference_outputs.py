@@ -3,6 +3,7 @@
 of its inputs: folders of frames, stream times, and soundtracks missing, broken, short or too long."""
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -417,3 +418,106 @@ def test_a_videos_frames_stream_at_the_times_its_file_gives_them(tmp_path):
     frames, times = zip(*sources.source_frames(source))
     assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
     np.testing.assert_allclose(times, np.array(times_ms) / 1000)
+
+
+def test_a_finished_video_whose_mp4_or_ground_truth_was_removed_is_written_again(root, capsys):
+    argv = ("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run(*argv) == 0
+    out, gt = folders(root)
+    mp4 = out.parent / f"{out.name}.mp4"
+    capsys.readouterr()
+    mp4.unlink()
+    assert run(*argv) == 0
+    assert "1 video(s) written" in capsys.readouterr().out and video_io.probe(mp4).n_frames == 47
+    shutil.rmtree(gt)
+    assert run(*argv) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+    assert len(video_io.read_png_frames(gt)) == 47 and identity.read_identity(gt)["kind"] == "gt"
+
+
+def test_tile_overlap_decides_the_output_only_when_tiling(root, capsys):
+    argv = ("--model", "repeat", "--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run(*argv) == 0
+    capsys.readouterr()
+    assert run(*argv, "--tile-overlap", 8) == 0  # no --tile: the overlap is not used, the output is current
+    assert "0 video(s) written" in capsys.readouterr().out
+    assert run(*argv, "--tile", 128, "--tile-overlap", 8) == 0
+    assert "1 video(s) written" in capsys.readouterr().out
+
+
+def test_the_4x_split_takes_every_fourth_frame_as_input_and_shares_it_with_the_ground_truth(root):
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 4) == 0
+    rel = first_test_path(root)
+    out = root / "Blend" / "scale" / "4" / rel.parent / rel.stem
+    gt = root / "GT" / "scale" / "4" / rel.parent / rel.stem
+    n_out = (48 - 1) // 4 * 4 + 1
+    generated, truth = video_io.read_png_frames(out), video_io.read_png_frames(gt)
+    assert generated.shape[0] == truth.shape[0] == n_out == video_io.probe(out.parent / f"{out.name}.mp4").n_frames
+    np.testing.assert_array_equal(generated[::4], truth[::4])
+    for index in range(n_out):
+        name = video_io.png_name(index)
+        assert os.path.samefile(out / name, gt / name) == (index % 4 == 0), name
+
+
+def test_a_second_model_shares_its_input_frames_with_the_published_ground_truth(root):
+    argv = ("--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run("--model", "blend", *argv) == 0
+    assert run("--model", "repeat", *argv) == 0  # the ground truth is current: only linked, not written
+    repeat, gt = folders(root, "Repeat")
+    for index in range(47):
+        name = video_io.png_name(index)
+        assert os.path.samefile(repeat / name, gt / name) == (index % 2 == 0), name
+    np.testing.assert_array_equal(video_io.read_png_frames(repeat)[::2], video_io.read_png_frames(gt)[::2])
+
+
+def test_without_hard_links_every_frame_is_still_written(root, monkeypatch):
+    def no_links(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", no_links)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    out, gt = folders(root)
+    generated, truth = video_io.read_png_frames(out), video_io.read_png_frames(gt)
+    assert len(generated) == len(truth) == 47
+    np.testing.assert_array_equal(generated[::2], truth[::2])
+    assert not any(os.path.samefile(out / video_io.png_name(i), gt / video_io.png_name(i)) for i in range(47))
+
+
+def test_a_video_too_short_for_the_scale_is_reported_and_nothing_is_written(root, capsys):
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 64) == 1
+    captured = capsys.readouterr()
+    assert "48 frames; the 64x test protocol (inputs 0, 64, ...) needs at least 65" in captured.err
+    assert "0 video(s) written" in captured.out and "1 failed" in captured.out
+    out = root / "Blend" / "scale" / "64"
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_a_video_that_decodes_to_fewer_frames_than_probed_fails_and_publishes_nothing(root, monkeypatch, capsys):
+    probe = inference.open_source
+
+    def overcounted(path):
+        source = probe(path)
+        source.n_frames += 4
+        return source
+    monkeypatch.setattr(inference, "open_source", overcounted)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
+    assert "47 frames came out, 51 expected" in capsys.readouterr().err
+    out, gt = folders(root)
+    assert not out.exists() and not gt.exists() and not (out.parent / f"{out.name}.mp4").exists()
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+    assert not [p for p in gt.parent.iterdir() if ".partial" in p.name]
+
+
+def test_a_variable_frame_rate_test_video_is_resampled_with_a_warning_and_an_identity_field(root):
+    rel = "Vfr/v_Vfr_g01_c01.mp4"
+    (root / "demo" / "Vfr").mkdir()
+    vfr_video(root / "demo" / rel, [0, 40, 80, 200, 240, 280, 400, 440, 480, 600])
+    table = pd.read_csv(root / "demo_split.csv")
+    row = dict(path=rel, category="Vfr", split="test", fps=25.0, n_frames=10, width=64, height=48, has_audio=False,
+               audio_rate=0, duration=0.64)
+    pd.concat([table, pd.DataFrame([row])]).to_csv(root / "demo_split.csv", index=False)
+    with pytest.warns(UserWarning, match=r"v_Vfr_g01_c01\.mp4: variable frame rate"), \
+            pytest.warns(UserWarning, match="no audio stream"):  # the test clip has no sound
+        assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
+    out = root / "Blend" / "scale" / "2" / "Vfr" / "v_Vfr_g01_c01"
+    assert len(video_io.read_png_frames(out)) == 9
+    assert identity.read_identity(out)["settings"]["resampled_to_constant_fps"]["max_drift_ms"] > 50
