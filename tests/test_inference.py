@@ -495,8 +495,12 @@ def test_missing_weights_names_the_path_and_the_training_command(tmp_path, monke
     message = fails_with(capsys, f"--checkpoint {tmp_path / 'nowhere.pth'}: no such file", "--weights",
                          tmp_path / "nowhere.pth", "--input", odd_video, "--output", tmp_path / "x.mp4")
     assert "main.py" not in message  # an explicit file is not trained into existence
-    fails_with(capsys, r"other_out/weights/asvfi/adamw_6e-4.pth: no such checkpoint", "--out-dir", "other_out",
-               "--data-root", tmp_path, "--dataset", "demo")
+    message = fails_with(capsys, r"other_out/weights/asvfi/adamw_6e-4.pth: no such checkpoint", "--out-dir",
+                         "other_out", "--data-root", tmp_path, "--dataset", "demo")
+    assert "--scale 2 --out-dir other_out\n" in message  # the command trains into the folder looked in
+    # a scale main.py trains is trained as itself
+    fails_with(capsys, r"main.py --model asvfi --optimizer adam --lr 2e-4 --scale 4\n", "--optimizer", "adam",
+               "--lr", "2e-4", "-s", 4, "--data-root", tmp_path, "--dataset", "demo")
     # main.py trains 2x, 4x, 8x: a 16x run is trained at 2x and reached by recursion
     fails_with(capsys, r"main.py .* --scale 2\n", "--optimizer", "adam", "--lr", "2e-4", "-s", 16,
                "--data-root", tmp_path, "--dataset", "demo")
@@ -603,6 +607,43 @@ def test_fps_asked_of_an_ntsc_input_says_the_rate_it_gives(capsys):
     assert inference.resolve_scale(None, 50, 25.0) == 2 and capsys.readouterr().err == ""
     assert inference.resolve_scale(None, 60, 30000 / 1001) == 2
     assert "--fps 60 is 2x of the input's 29.97 fps; the output runs at 59.94 fps" in capsys.readouterr().err
+
+
+def test_fps_below_twice_the_input_or_off_a_whole_multiple_or_against_scale_is_refused(capsys):
+    for fps in (25, 30, 51):
+        with pytest.raises(ASVFIError, match=rf"--fps {fps}: not an integer multiple \(at least 2x\) of the "
+                                             rf"input's 25 fps"):
+            inference.resolve_scale(None, fps, 25.0)
+    with pytest.raises(ASVFIError, match=r"--scale 4 and --fps 50 disagree \(the input is 25 fps\)"):
+        inference.resolve_scale(4, 50, 25.0)
+    assert inference.resolve_scale(2, 50, 25.0) == 2 and inference.resolve_scale(4, None, 25.0) == 4
+    assert inference.resolve_scale(None, 100, 25.0) == 4 and capsys.readouterr().err == ""
+
+
+def test_a_missing_input_is_named_as_missing(tmp_path, capsys):
+    fails_with(capsys, re.escape(f"{tmp_path / 'nowhere.mp4'}: no such file or folder"), "--model", "blend",
+               "--input", tmp_path / "nowhere.mp4", "--output", tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output", "x.mp4"], "--input and --output go together"),
+    (["--input", "x.mp4"], "--input and --output go together"),
+    (["--fps", "50"], "--fps is for single-video mode (--input/--output); the test split uses --scale"),
+    (["-s", "1"], "--scale 1: must be at least 2"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--tile", "64", "--tile-overlap", "-1"], "--tile-overlap -1 must be in [0, --tile 64)"),
+])
+def test_flag_values_and_combinations_that_cannot_work_are_refused_when_parsed(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        inference.parse_args(["--model", "blend", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_pervfi_samples_at_its_configs_heat_unless_told_otherwise():
+    """Without --heat PerVFI samples at its config's default, 0.3 as in the released inference code."""
+    args = inference.parse_args(["--model", "pervfi"])
+    assert inference.pervfi_overrides(args) == {"heat": registry.default_config("pervfi")["heat"]} == {"heat": 0.3}
 
 
 def test_impossible_scale_combinations_are_errors(tmp_path, odd_video, checkpoint, capsys):
