@@ -161,6 +161,45 @@ def test_test_split_writes_frames_mp4_and_gt_with_matching_counts(asvfi_split):
         assert 10 * np.log10(255 ** 2 / mse) > 35  # the MP4 shows the PNG frames, in order
 
 
+def test_under_torchrun_each_process_writes_every_world_th_test_video_and_only_the_first_names_the_split(
+        demo_root, tmp_path, monkeypatch, capsys):
+    root = copy_demo(demo_root, tmp_path)
+    first, second = [Path(p) for p in split_test_rows(root)["path"]]
+    out_root = root / "Blend" / "scale" / "2"
+    argv = ("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert run(*argv) == 0
+    out = capsys.readouterr().out
+    assert "1 video(s) written" in out and "test split" not in out
+    assert (out_root / second.parent / f"{second.stem}.mp4").is_file()
+    assert not (out_root / first.parent / first.stem).exists()
+    monkeypatch.setenv("RANK", "0")
+    assert run(*argv) == 0
+    out = capsys.readouterr().out
+    assert "demo test split" in out and "2 video(s)" in out and "1 video(s) written" in out
+    assert (out_root / first.parent / f"{first.stem}.mp4").is_file()
+
+
+def test_test_split_frames_are_the_stream_of_its_inputs_at_their_own_rate(asvfi_split, network):
+    """Frames 0, 2, 4, ... at 12.5 fps with the soundtrack: each interval gets the audio it got in
+    training. The stream at the run's --batch 3 gives the same bits (another input rate moves a few
+    pixels by one level)."""
+    import sources
+    root, status = asvfi_split
+    assert status == 0
+    rel = Path(split_test_rows(root)["path"].iloc[0])
+    source = sources.open_source(root / "demo" / rel)
+    n_out = (source.n_frames - 1) // 2 * 2 + 1
+    inputs = list(sources.source_frames(source))[:n_out:2]
+    engines = interpolate.build_engines(network, CPU, 2, engine_args())
+    stream = interpolate.interpolate_video(iter(inputs), engines, sources.load_wave(source), batch=3,
+                                           input_fps=source.fps / 2)
+    expected = np.stack([frame for frame, _ in stream])
+    generated = video_io.read_png_frames(root / "ASVFI" / "scale" / "2_tiny" / rel.parent / rel.stem)
+    np.testing.assert_array_equal(generated, expected)
+
+
 def test_blend_output_is_the_mean_of_its_neighbours(demo_root, tmp_path):
     root = copy_demo(demo_root, tmp_path)
     assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
@@ -260,6 +299,24 @@ def test_single_video_odd_size_gives_every_frame_at_the_original_size(odd_video,
     source = video_io.read_frames(odd_video, 0, 7).astype(float)
     distance = np.abs(frames[::4, None] - source[None]).mean(axis=(2, 3, 4))  # (output input, source)
     assert (distance.argmin(axis=1) == np.arange(7)).all() and distance.diagonal().max() < 12  # H.264 loss only
+
+
+def test_single_video_frames_are_the_stream_of_the_input_at_its_own_rate(odd_video, checkpoint, network, tmp_path,
+                                                                         monkeypatch):
+    """What is encoded is what the streaming API gives for the video's frames, soundtrack and 25 fps."""
+    import sources
+    encoded, write = [], video_io.VideoWriter.write
+
+    def keep(self, frame):
+        encoded.append(frame.copy())
+        return write(self, frame)
+    monkeypatch.setattr(video_io.VideoWriter, "write", keep)
+    assert run("--weights", checkpoint, "--input", odd_video, "--output", tmp_path / "out.mp4", "--batch", 2) == 0
+    source = sources.open_source(odd_video)
+    engines = interpolate.build_engines(network, CPU, 2, engine_args())
+    stream = interpolate.interpolate_video(sources.source_frames(source), engines, sources.load_wave(source), batch=2,
+                                           input_fps=25)
+    np.testing.assert_array_equal(np.stack(encoded), np.stack([frame for frame, _ in stream]))
 
 
 def test_single_video_from_a_folder_of_frames_with_fps(tmp_path, capsys):
