@@ -474,12 +474,17 @@ def test_without_hard_links_every_frame_is_still_written(root, monkeypatch):
     def no_links(source, target):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     monkeypatch.setattr(os, "link", no_links)
-    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 0
-    out, gt = folders(root)
-    generated, truth = video_io.read_png_frames(out), video_io.read_png_frames(gt)
-    assert len(generated) == len(truth) == 47
-    np.testing.assert_array_equal(generated[::2], truth[::2])
-    assert not any(os.path.samefile(out / video_io.png_name(i), gt / video_io.png_name(i)) for i in range(47))
+    argv = ("--data-root", root, "--dataset", "demo", "-s", 2)
+    assert run("--model", "blend", *argv) == 0  # writes the ground truth
+    assert run("--model", "repeat", *argv) == 0  # finds it current
+    _, gt = folders(root)
+    truth = video_io.read_png_frames(gt)
+    for model in ("Blend", "Repeat"):
+        out, _ = folders(root, model)
+        generated = video_io.read_png_frames(out)
+        assert len(generated) == len(truth) == 47
+        np.testing.assert_array_equal(generated[::2], truth[::2])
+        assert not any(os.path.samefile(out / video_io.png_name(i), gt / video_io.png_name(i)) for i in range(47))
 
 
 def test_a_video_too_short_for_the_scale_is_reported_and_nothing_is_written(root, capsys):
