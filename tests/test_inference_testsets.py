@@ -59,6 +59,8 @@ def test_blend_on_triplets_writes_raw_pred_png_and_identity(triplets, capsys):
     capsys.readouterr()
     assert run("--model", "blend", "--data-root", triplets, "--dataset", "ucf101-triplets") == 0
     assert "0 sample(s) written" in capsys.readouterr().out
+    assert run("--model", "blend", "--data-root", triplets, "--dataset", "ucf101-triplets", "-s", 2) == 0
+    assert "0 sample(s) written" in capsys.readouterr().out  # without -s the run is the 2x one
 
 
 def test_asvfi_is_refused_on_a_two_frame_set_and_runs_raw_on_flavr(triplets, tmp_path, capsys):
