@@ -526,3 +526,16 @@ def test_a_variable_frame_rate_test_video_is_resampled_with_a_warning_and_an_ide
     out = root / "Blend" / "scale" / "2" / "Vfr" / "v_Vfr_g01_c01"
     assert len(video_io.read_png_frames(out)) == 9
     assert identity.read_identity(out)["settings"]["resampled_to_constant_fps"]["max_drift_ms"] > 50
+
+
+def test_a_split_video_that_is_a_symlink_leading_outside_the_video_folder_is_refused(root, tmp_path_factory, capsys):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "secret.mp4"
+    video = root / "demo" / first_test_path(root)
+    elsewhere.write_bytes(video.read_bytes())
+    video.unlink()
+    video.symlink_to(elsewhere)
+    assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
+    err = capsys.readouterr().err
+    assert f"split CSV path {first_test_path(root).as_posix()!r}: resolves to {elsewhere.resolve()}, outside" in err
+    out, gt = folders(root)
+    assert not out.exists() and not gt.exists()
