@@ -191,12 +191,12 @@ def test_test_split_frames_are_the_stream_of_its_inputs_at_their_own_rate(asvfi_
     rel = Path(split_test_rows(root)["path"].iloc[0])
     source = sources.open_source(root / "demo" / rel)
     n_out = (source.n_frames - 1) // 2 * 2 + 1
-    inputs = list(sources.source_frames(source))[:n_out:2]
+    inputs = list(sources.source_frames(source))[:n_out:2][:7]  # two batches; windows 0-4 as in the whole video
     engines = interpolate.build_engines(network, CPU, 2, engine_args())
     stream = interpolate.interpolate_video(iter(inputs), engines, sources.load_wave(source), batch=3,
                                            input_fps=source.fps / 2)
-    expected = np.stack([frame for frame, _ in stream])
-    generated = video_io.read_png_frames(root / "ASVFI" / "scale" / "2_tiny" / rel.parent / rel.stem)
+    expected = np.stack([frame for frame, _ in stream])[:11]
+    generated = video_io.read_png_frames(root / "ASVFI" / "scale" / "2_tiny" / rel.parent / rel.stem, 0, 11)
     np.testing.assert_array_equal(generated, expected)
 
 
