@@ -308,9 +308,9 @@ def chosen_for_you(args, name):
     return f" (no --dataset given, and {found} under --data-root {args.data_root}; pass --dataset to choose)"
 
 
-def test_sources(args, entries, video_dir):
+def test_sources(entries, video_dir, split_csv):
     """(entry, path) of each test video, every path confined to the video folder (CSV rows are data)."""
-    return [(entry, runs.confined(video_dir, entry.path, f"{video_dir.parent}: split CSV path")) for entry in entries]
+    return [(entry, runs.confined(video_dir, entry.path, f"{split_csv}: video path")) for entry in entries]
 
 
 def run_test_split(args, procs):
@@ -324,7 +324,7 @@ def run_test_split(args, procs):
     if procs.is_main:
         print(f"{name} test split ({split_csv}): {len(entries)} video(s){chosen_for_you(args, name)}")
     entries = procs.shard(entries)
-    sources = test_sources(args, entries, video_dir)
+    sources = test_sources(entries, video_dir, split_csv)
     out_root = runs.output_dir(args.data_root, args.model, scale, runs.generated_run_of(args))
     gt_root = runs.gt_dir(args.data_root, scale)
     made_by = made_by_of(args, network)

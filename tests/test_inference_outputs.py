@@ -536,6 +536,7 @@ def test_a_split_video_that_is_a_symlink_leading_outside_the_video_folder_is_ref
     video.symlink_to(elsewhere)
     assert run("--model", "blend", "--data-root", root, "--dataset", "demo", "-s", 2) == 1
     err = capsys.readouterr().err
-    assert f"split CSV path {first_test_path(root).as_posix()!r}: resolves to {elsewhere.resolve()}, outside" in err
+    split_csv = root / "demo_split.csv"
+    assert f"{split_csv}: video path {first_test_path(root).as_posix()!r}: resolves to {elsewhere.resolve()}, outside" in err
     out, gt = folders(root)
     assert not out.exists() and not gt.exists()
