@@ -14,6 +14,7 @@ import torch
 
 import cli
 import dataset
+import runs
 import utils
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,3 +153,54 @@ def test_a_protocol_without_frame_metrics_on_an_image_test_set_says_so(capsys):
         importlib.import_module("evaluate").parse_args(["--dataset", "vimeo-triplet", "--protocol", "stylegan-v"])
     assert "--protocol stylegan-v defines fvd, which need videos; vimeo-triplet holds single target frames" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_without_flags_a_trained_model_reads_its_preset_runs_latest_checkpoint_under_here(command):
+    """adamw, the latest checkpoint (no epoch), weights/ under the working folder, data in ../data."""
+    module = importlib.import_module(command)
+    args = module.parse_args(["--model", "asvfi"])
+    assert runs.checkpoint_file_of(args) == Path("weights/asvfi/adamw_6e-4.pth")
+    assert runs.generated_run_of(args) == "adamw_6e-4"
+    assert Path(args.data_root) == Path("../data") and args.device is None and args.weights_dir is None
+    args = module.parse_args(["--model", "asvfi", "--optimizer", "adam", "--epoch", "3", "--out-dir", "out"])
+    assert runs.checkpoint_file_of(args) == Path("out/weights/asvfi/adam_6e-4_epoch3.pth")
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_weights_is_another_spelling_of_checkpoint(command):
+    module = importlib.import_module(command)
+    args = module.parse_args(["--model", "pervfi", "--weights", "models/PerVFI_vb.pth"])
+    assert runs.checkpoint_file_of(args) == Path("models/PerVFI_vb.pth")
+    assert runs.generated_run_of(args) == "PerVFI_vb"
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_a_baseline_without_checkpoint_flags_is_accepted(command):
+    args = importlib.import_module(command).parse_args(["--model", "blend"])
+    assert args.model == "blend" and runs.generated_run_of(args) is None
+
+
+@pytest.mark.parametrize("command", ["main", "inference"])
+def test_bare_amp_means_bf16_and_no_amp_means_full_precision(command):
+    module = importlib.import_module(command)
+    assert [module.parse_args(flags).amp for flags in ([], ["--amp"], ["--amp", "fp16"])] == [None, "bf16", "fp16"]
+
+
+@pytest.mark.parametrize("command", ["main", "inference", "evaluate"])
+def test_a_dataset_is_a_preset_or_a_plain_folder_name_never_a_path(command, capsys):
+    module = importlib.import_module(command)
+    assert [module.parse_args(["--dataset", name]).dataset for name in ("demo", "my_videos")] == ["demo", "my_videos"]
+    for text in ("../my_videos", "videos/my_videos", ".hidden"):
+        with pytest.raises(SystemExit):
+            module.parse_args(["--dataset", text])
+        assert f"{text!r}: not one of ucf101, demo" in capsys.readouterr().err
+
+
+def test_a_learning_rate_that_is_not_a_number_is_refused(capsys):
+    parser = argparse.ArgumentParser()
+    cli.add_run_flags(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lr", "fast"])
+    assert "not a number: 'fast'" in capsys.readouterr().err
+
