@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -204,3 +205,53 @@ def test_a_learning_rate_that_is_not_a_number_is_refused(capsys):
         parser.parse_args(["--lr", "fast"])
     assert "not a number: 'fast'" in capsys.readouterr().err
 
+
+def test_a_stop_prints_one_line_with_the_notes_the_script_added(capsys):
+    """What a script knows of where it stopped (the epoch its last checkpoint holds) follows the cause."""
+    def body(argv):
+        stop = cli.Stopped(signal.SIGTERM)
+        stop.add_note("last checkpoint run.pth holds epoch 2")
+        stop.add_note("resume with --resume")
+        raise stop
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.run_entry_point(body)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "stopped (SIGTERM): last checkpoint run.pth holds epoch 2; resume with --resume\n"
+
+
+def test_a_programming_error_keeps_its_traceback_rather_than_becoming_a_message(capsys):
+    """Only project errors are the user's to fix; any other exception is a bug and propagates as it is."""
+    def body(argv):
+        return {}["size"]
+
+    with pytest.raises(KeyError):
+        cli.run_entry_point(body)
+    assert "error:" not in capsys.readouterr().err
+
+
+class FailsWhenCollected:
+    def __del__(self):
+        raise ValueError("cache file left open")
+
+
+def test_an_exception_in_a_destructor_is_still_reported_and_the_reporting_restored_afterwards(monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    def body(argv):
+        FailsWhenCollected()  # collected at once
+        return 0
+
+    assert cli.run_entry_point(body) == 0
+    assert [str(unraisable.exc_value) for unraisable in reported] == ["cache file left open"]
+    assert sys.unraisablehook == reported.append
+
+
+def test_an_entry_point_runs_outside_the_main_thread():
+    """Signals reach only the main thread: elsewhere the body runs without the SIGTERM handler."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(cli.run_entry_point(lambda argv: 7)))
+    thread.start()
+    thread.join()
+    assert results == [7]
