@@ -29,6 +29,7 @@ DEMO_CATEGORIES = {  # name → (mechanisms, shape of the pulsing object)
 DEMO_AUDIO_RATE = 44100
 DEMO_FPS = 25
 DEMO_SHAPE_RADIUS = (0.16, 0.21)  # range of the pulsing shape's radius, a fraction of the frame width
+DEMO_BALL_RADIUS = 0.035  # the bouncing ball's radius, a fraction of the frame width
 DEMO_MIN_BRIGHTNESS = 0.15  # the lamp's colour scale at loudness 0 (1.0 at loudness 1)
 DEMO_LAMP_LIGHT = 60.0  # grey levels the lamp adds to the background at loudness 1 (0 at loudness 0)
 DEMO_LOUDNESS_DB = 36.0  # loudness 0 → -36 dB, loudness 1 → 0 dB (peak amplitude 0.7)
@@ -138,7 +139,7 @@ def make_demo_clip(path, seed, kinds, shape="disc", frames=100, size=(320, 240),
         radius = group_rng.uniform(*DEMO_SHAPE_RADIUS) * width
         truth.update(loudness=loudness, center=center, radius=radius, shape_color=shape_color)
     if "impacts" in kinds:
-        ball_radius = 0.035 * width
+        ball_radius = DEMO_BALL_RADIUS * width
         ball, impacts = _demo_ball_path(rng, frames, fps, width, height, ball_radius)
         click = _demo_click(rate, rng)
         for t in impacts:

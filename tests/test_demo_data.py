@@ -131,7 +131,7 @@ def test_the_ball_turns_at_the_instant_of_its_impact(bouncing):
     """Where a lone impact falls between two frames, the lines through the frames on either side meet
     at the impact's time (turns are exact; a wall reflection is clipped to the wall, so is left out)."""
     ball, impacts, times, impacts_after = bouncing
-    radius, (width, height) = 0.035 * 160, (160, 120)
+    radius, (width, height) = demo_data.DEMO_BALL_RADIUS * 160, (160, 120)
     checked = 0
     for k in range(1, len(times) - 2):
         if impacts_after[k] != 1 or impacts_after[k - 1] or impacts_after[k + 1]:
@@ -149,7 +149,7 @@ def test_the_ball_turns_at_the_instant_of_its_impact(bouncing):
 
 
 def test_the_ball_stays_wholly_inside_the_frame(bouncing):
-    """Its centre keeps a radius (3.5% of the frame width) away from every edge."""
+    """Its centre keeps a radius away from every edge."""
     ball = bouncing[0]
-    radius = 0.035 * 160
+    radius = demo_data.DEMO_BALL_RADIUS * 160
     assert np.all(ball >= radius - 1e-9) and np.all(ball <= np.array([160, 120]) - radius + 1e-9)
