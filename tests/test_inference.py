@@ -460,6 +460,39 @@ def test_a_one_frame_stream_is_passed_through_and_a_silent_stream_is_marked_sile
                                               batch=4, input_fps=25))
     assert len(out) == 5 and [c[3] for c in engine.calls] == [False]
 
+
+def test_a_faster_stream_gets_audio_segments_three_of_its_own_intervals_long():
+    """At 50 fps an interval is half as long as at 25 fps, and so is each window's segment of sound."""
+    frames = moving_frames(4, 8, 12)
+    items = [(frame, i / 50) for i, frame in enumerate(frames)]
+    wave = tone(0.2)
+    engine = RecordingEngine()
+    list(interpolate.interpolate_stream(iter(items), engine, wave, batch=2, input_fps=50))
+    audio = np.concatenate([c[1] for c in engine.calls])
+    n_audio = dataset.audio_samples_for(50, 1)
+    assert audio.shape == (3, n_audio) and n_audio < dataset.audio_samples_for(25, 1)
+    for j in range(3):
+        np.testing.assert_array_equal(audio[j], dataset.audio_segment(wave, items[j][1], items[j + 1][1], n_audio)[0])
+
+
+class Overshooting(torch.nn.Module):
+    """A 2x model whose prediction leaves [0, 1]: 3 x the left input - 1 (black → -1, white → 2)."""
+    config = registry.default_config("blend", scale=2)
+
+    def forward(self, inputs, **extra):
+        return {"pred": inputs[:, 1:2] * 3 - 1}
+
+
+def test_engine_frames_clamp_predictions_outside_0_1_to_black_and_white():
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[:, 2:4], frame[:, 4:] = 128, 255
+    engine = interpolate.Engine(Overshooting(), CPU, 2)
+    inputs = torch.stack([engine.as_input(frame)] * 4)[None]
+    silence = np.zeros((1, 10), np.float32)
+    out = engine(inputs, silence, silence, False, [0])
+    assert out.shape == (1, 1, 4, 6, 3) and out.dtype == np.uint8
+    assert (out[..., :2, :] == 0).all() and (out[..., 2:4, :] == 129).all() and (out[..., 4:, :] == 255).all()
+
 # ----------------------------------------------------------------------------- tiling
 def test_tiling_blends_the_tile_predictions_of_asvfi(network):
     """Tiles of a frame larger than the tile get the same audio, batch and centring (the whole frame's
@@ -524,6 +557,33 @@ def test_blend_ramp_rises_from_the_shared_edge_and_never_reaches_zero():
     assert ramp(8, 12, 20) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1])  # last tile, flush with the edge
     assert ramp(8, 0, 8) == pytest.approx([1] * 8)  # one tile covers the frame
 
+
+
+class TileMean(torch.nn.Module):
+    """A 2x model that is not local at all: every pixel of its prediction is the mean of its whole input."""
+    config = registry.default_config("blend", scale=2)
+
+    def forward(self, inputs, **extra):
+        return {"pred": inputs.mean(dim=(1, 3, 4))[:, None, :, None, None].expand(-1, 1, -1, *inputs.shape[-2:])}
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_overlapping_tiles_cross_fade_linearly_across_the_overlap(wide):
+    """Tiles 32 wide at overlap 8 over 56 pixels start at 0 and 24. The first tile sees black only,
+    the second 24 white columns of its 32 (mean 0.75): the frame between is black up to the overlap,
+    0.75 after it, and over the 8 shared pixels the second tile's weight rises (1 .. 8) / 9 while the
+    first's falls, so the mix there is 0.75 (i + 1) / 9. The same holds down a tall frame's rows."""
+    frame = np.zeros((8, 56, 3), np.uint8)
+    frame[:, 32:] = 255
+    if not wide:
+        frame = np.ascontiguousarray(frame.transpose(1, 0, 2))
+    items = [(frame, i / 25) for i in range(2)]
+    engines = interpolate.build_engines(TileMean(), CPU, 2, engine_args(tile=32, tile_overlap=8))
+    between = list(interpolate.interpolate_video(iter(items), engines, None, batch=1, input_fps=25))[1][0]
+    profile = between[0, :, 0] if wide else between[:, 0, 0]
+    expected = np.concatenate([np.zeros(24), 0.75 * np.arange(1, 9) / 9, np.full(24, 0.75)]) * 255
+    assert np.abs(profile.astype(float) - expected).max() <= 0.5
+    assert (between == (between[:1, :, :1] if wide else between[:, :1, :1])).all()  # constant across the other axis
 
 # ----------------------------------------------------------------------------- failure messages
 def fails_with(capsys, pattern, *argv):

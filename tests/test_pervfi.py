@@ -514,6 +514,41 @@ def test_streamed_samples_depend_on_the_seed_and_not_on_the_batch_size():
     assert np.abs(sampled(1, seed=1) - one_at_a_time).max() > 2
 
 
+def test_each_interval_of_a_stream_draws_its_own_noise():
+    """A still clip gives every interval the same window; only each interval's own noise (keyed by its
+    index) tells the sampled frames of one interval from another's."""
+    inputs, target = frames(size=(24, 32))
+    model = trained_looking(tiny_model(), inputs, target)
+    still = (inputs[0, 1].permute(1, 2, 0) * 255).round().byte().numpy()
+    items = [(still, i / 25) for i in range(4)]
+    settings = Namespace(amp=None, tile=0, tile_overlap=32, seed=0)
+    engines = interpolate.build_engines(model, torch.device("cpu"), 2, settings)
+    out = np.stack([frame for frame, _ in interpolate.interpolate_video(iter(items), engines, None, 3, 25)])
+    assert out.shape == (7, 24, 32, 3)
+    between = out[1::2].astype(int)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert np.abs(between[a] - between[b]).max() > 2, (a, b)
+
+
+def test_the_engine_samples_at_the_target_times_it_is_given():
+    """Test-set inference asks an any-t model for the set's target times: the engine passes them on
+    (the default being k / scale)."""
+    inputs, target = frames(batch=1)
+    model = trained_looking(tiny_model(heat=0.0), inputs, target, std=0.1)  # couplings that use the time
+    engine = interpolate.Engine(model, torch.device("cpu"), 2)
+    silence = np.zeros((1, 10), np.float32)
+
+    def at(ts):
+        return engine.predict(inputs, silence, silence, False, [0], ts=ts)
+    quarter, three_quarters = at(torch.tensor([[0.25]])), at(torch.tensor([[0.75]]))
+    assert quarter.shape == three_quarters.shape == (1, 1, 3, 32, 32)
+    assert (quarter - three_quarters).abs().max() > 1e-3
+    assert torch.equal(at(torch.tensor([[0.5]])), at(None))
+    both = at(torch.tensor([[0.25, 0.75]]))
+    assert both.shape == (1, 2, 3, 32, 32)
+
+
 def test_arbitrary_times_give_different_frames_and_batch_like_single_calls():
     inputs, target = frames(batch=1)
     model = trained_looking(tiny_model(), inputs, target, std=0.1)  # couplings that really use the condition
