@@ -764,3 +764,81 @@ def test_an_asvfi_network_without_audio_has_no_gate_groups():
                            decay_all=False)
     groups = optimisation.build_optimizer(args, network).param_groups
     assert [g["name"] for g in groups] == ["main_no_decay", "main"] and {g["lr"] for g in groups} == {2e-3}
+
+
+def optimiser_args(**overrides):
+    return SimpleNamespace(**{"lr": "2e-3", "gate_lr_mult": 1.0, "optimizer": "adamw", "beta1": 0.9, "beta2": 0.99,
+                              "weight_decay": None, "decay_all": False, **overrides})
+
+
+@pytest.mark.parametrize("kind, optimiser, default_decay", [("adam", torch.optim.Adam, 0.0),
+                                                            ("adamw", torch.optim.AdamW, 0.01)])
+def test_the_optimiser_is_the_one_asked_for_with_the_given_betas_and_its_own_default_decay(kind, optimiser,
+                                                                                          default_decay):
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio="none"))
+    built = optimisation.build_optimizer(optimiser_args(optimizer=kind, beta1=0.8, beta2=0.95), network)
+    assert type(built) is optimiser
+    assert {g["betas"] for g in built.param_groups} == {(0.8, 0.95)}
+    assert {g["weight_decay"] for g in built.param_groups if g["name"] == "main"} == {default_decay}
+
+
+def test_frozen_parameters_are_left_out_of_the_optimiser():
+    network = registry.build_model(registry.default_config("asvfi", width=0.125, audio_dim=32))
+    frozen = network.encoder.stem[0].weight.requires_grad_(False)
+    groups = optimisation.build_optimizer(optimiser_args(), network).param_groups
+    held = {id(p) for g in groups for p in g["params"]}
+    assert id(frozen) not in held
+    assert held == {id(p) for p in network.parameters() if p.requires_grad}
+
+
+class Tokens(torch.nn.Module):
+    """A model holding a 2-D learned token beside a weight matrix and its bias."""
+    config = {"model": "blend", "scale": 2}
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+        self.class_token = torch.nn.Parameter(torch.zeros(1, 4))
+
+
+def test_learned_tokens_take_no_weight_decay_whatever_their_shape():
+    network = Tokens()
+    decay_of = {id(p): g["weight_decay"] for g in optimisation.build_optimizer(optimiser_args(), network).param_groups
+                for p in g["params"]}
+    assert decay_of[id(network.class_token)] == 0.0 and decay_of[id(network.proj.bias)] == 0.0
+    assert decay_of[id(network.proj.weight)] == pytest.approx(0.01)
+
+
+def test_the_cosine_rate_stays_at_zero_after_the_last_epoch():
+    optimizer = two_groups()
+    scheduler, _ = optimisation.build_scheduler(SimpleNamespace(scheduler="cosine", epochs=2), optimizer, 3)
+    rates = []
+    for _ in range(5):
+        optimizer.step()
+        optimisation.step_epoch(scheduler, None)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.5, 0.0, 0.0, 0.0, 0.0], abs=1e-12)
+
+
+def test_the_one_cycle_rate_falls_from_its_peak_along_a_half_cosine():
+    optimizer = two_groups()
+    scheduler, _ = optimisation.build_scheduler(SimpleNamespace(scheduler="onecycle", epochs=4), optimizer, 5)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(4 * 5 - 1):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    peak = rates.index(max(rates))
+    falling = len(rates) - 1 - peak
+    assert 0 < peak < len(rates) // 2
+    assert rates[peak:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / falling)) for k in range(falling + 1)],
+                                         abs=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["plateau", "onecycle"])
+def test_following_the_schedule_after_a_resume_leaves_other_schedules_rates_as_restored(kind):
+    optimizer = two_groups()
+    scheduler, _ = optimisation.build_scheduler(SimpleNamespace(scheduler=kind, epochs=2), optimizer, 5)
+    before = [g["lr"] for g in optimizer.param_groups]
+    optimisation.follow_schedule(scheduler, optimizer)
+    assert [g["lr"] for g in optimizer.param_groups] == before
