@@ -200,8 +200,9 @@ class VimeoSeptuplet(VimeoSequences):
     def __init__(self, root, split="test", input_frames="1357"):
         self.frame_numbers = self.parse_input_frames(input_frames)
         half = len(self.frame_numbers) // 2
-        self.input_times = tuple(float(n - self.frame_numbers[half - 1]) / 2 for n in self.frame_numbers)
-        self.target_times = (float(self.target_frame - self.frame_numbers[half - 1]) / 2,)
+        before, after = self.frame_numbers[half - 1], self.frame_numbers[half]  # the central inputs: 0 and 1
+        self.input_times = tuple(float(n - before) / (after - before) for n in self.frame_numbers)
+        self.target_times = (float(self.target_frame - before) / (after - before),)
         super().__init__(root, split)
 
     @classmethod

@@ -131,6 +131,17 @@ def test_vimeo_septuplet_two_inputs_and_train_split(tmp_path):
         testsets.VimeoSeptuplet(root, split="val")
 
 
+def test_vimeo_septuplet_times_are_in_units_of_the_interval_between_the_central_inputs(tmp_path):
+    """Whatever the frames chosen, the input before im4 is at 0 and the one after it at 1."""
+    root = make_vimeo(tmp_path)
+    for digits, input_times, target_time in (("1357", (-1, 0, 1, 2), 0.5), ("35", (0, 1), 0.5),
+                                             ("25", (0, 1), 2 / 3), ("36", (0, 1), 1 / 3),
+                                             ("1256", (-1 / 3, 0, 1, 4 / 3), 2 / 3)):
+        data = testsets.VimeoSeptuplet(root, input_frames=digits)
+        assert data.input_times == pytest.approx(input_times) and data.target_times == pytest.approx((target_time,))
+        assert [value_of(f) for f in data[0].inputs] == [10 * int(d) for d in digits]
+
+
 def test_vimeo_septuplet_missing_list_or_frame(tmp_path):
     root = make_vimeo(tmp_path)
     (root / "sequences" / "00002" / "0010" / "im5.png").unlink()
