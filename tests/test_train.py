@@ -222,6 +222,30 @@ def test_the_curves_plot_each_loss_and_the_psnr_against_the_epoch(tmp_path, monk
     assert matplotlib.image.imread(tmp_path / "run.png").std() > 0
 
 
+def test_the_log_ends_its_lines_with_a_bare_newline_on_every_platform(tmp_path):
+    training_log.write_log(tmp_path / "run.csv", [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}])
+    assert (tmp_path / "run.csv").read_bytes() == b"epoch,train_loss\n1,0.5\n2,0.25\n"
+
+
+def test_the_curves_name_their_axes_and_tick_whole_epochs_only(tmp_path, monkeypatch):
+    figures = []
+
+    class KeptFigure(training_log.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(training_log, "Figure", KeptFigure)
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.5 / e, "val_psnr": 20.0 + e} for e in (1, 2, 3)]
+    training_log.plot_curves(tmp_path / "run.png", history, RUN)
+    (loss_axis, psnr_axis), = [figure.axes for figure in figures]
+    assert (loss_axis.get_title(), loss_axis.get_xlabel(), loss_axis.get_ylabel()) == (f"{RUN}: loss", "epoch", "loss")
+    assert (psnr_axis.get_xlabel(), psnr_axis.get_ylabel()) == ("epoch", "PSNR (dB)")
+    for axis in (loss_axis, psnr_axis):
+        ticks = [t for t in axis.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
 # ----------------------------------------------------------------------------- resume
 def test_one_epoch_plus_resume_equals_two_epochs(demo_root, straight_run, tmp_path):
     assert run_main(demo_root, tmp_path, "--epochs", "1") == 0
