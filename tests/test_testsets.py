@@ -7,6 +7,7 @@ from PIL import Image
 import testsets
 from compat import load_fixture
 from dataset import Sampling
+from utils import ASVFIError
 
 
 def write_png(path, value=None, size=(6, 8), pixels=None):
@@ -124,7 +125,7 @@ def test_vimeo_septuplet_two_inputs_and_train_split(tmp_path):
     assert two[0].input_times == (0.0, 1.0) and two[0].target_times == (0.5,)
     train = testsets.VimeoSeptuplet(root, split="train")
     assert [s for s in train.sample_ids] == ["00001/0002"]
-    for bad in ("1347", "1457", "45", "13", "135", "3157", "x35"):
+    for bad in ("1347", "1457", "45", "13", "135", "3157", "x35", "3355", "0357", "1358", "123567"):
         with pytest.raises(ValueError, match="input_frames"):
             testsets.VimeoSeptuplet(root, input_frames=bad)
     with pytest.raises(ValueError, match="split"):
@@ -140,6 +141,22 @@ def test_vimeo_septuplet_times_are_in_units_of_the_interval_between_the_central_
         data = testsets.VimeoSeptuplet(root, input_frames=digits)
         assert data.input_times == pytest.approx(input_times) and data.target_times == pytest.approx((target_time,))
         assert [value_of(f) for f in data[0].inputs] == [10 * int(d) for d in digits]
+
+
+def test_a_reversed_training_item_plays_its_frames_backwards_and_takes_the_mirrored_target_time(tmp_path):
+    """im2, im5 → im4 sits at t = 2/3; played backwards (im5, im2) the target is at 1 - 2/3."""
+    reader = testsets.VimeoSeptuplet(make_vimeo(tmp_path), input_frames="25")
+    items = testsets.ImageSetWindows(reader, Sampling(train=True, windows_per_video=8, hflip=False))
+    seen = set()
+    for item in items:
+        inputs = [value_of(f) for f in item["inputs"]]
+        backwards = inputs == [50, 50, 20, 20]
+        assert backwards or inputs == [20, 20, 50, 50]
+        assert [value_of(f) for f in item["targets"]] == [40]
+        assert item["ts"].tolist() == pytest.approx([1 / 3 if backwards else 2 / 3])
+        assert item["indices"].tolist() == ([1, 1, 0, 0, 2] if backwards else [0, 0, 1, 1, 2])  # positions in the files
+        seen.add(backwards)
+    assert seen == {False, True}
 
 
 def test_vimeo_septuplet_missing_list_or_frame(tmp_path):
@@ -165,6 +182,55 @@ def test_wrong_layout_names_the_missing_file(tmp_path):
         testsets.UCF101Triplets(tmp_path / "empty")
     with pytest.raises(ValueError, match="not a folder"):
         testsets.FlavrUCF101(tmp_path / "absent")
+
+
+def test_a_missing_target_frame_is_named_when_the_set_is_opened(tmp_path):
+    root = make_vimeo(tmp_path / "v")
+    (root / "sequences" / "00001" / "0001" / "im4.png").unlink()
+    with pytest.raises(testsets.LayoutError, match=r"missing .*00001/0001/im4\.png"):
+        testsets.VimeoSeptuplet(root)
+    flavr = make_flavr_ucf101(tmp_path / "f")
+    (flavr / "s2" / "framet.png").unlink()
+    with pytest.raises(testsets.LayoutError, match=r"missing .*s2/framet\.png"):
+        testsets.FlavrUCF101(flavr, crop=None)
+
+
+def test_grey_and_rgba_frames_are_read_as_rgb(tmp_path):
+    root = make_triplets(tmp_path)
+    Image.fromarray(np.full((6, 8), 40, np.uint8), mode="L").save(root / "a" / "frame_00.png")
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[...] = (60, 61, 62, 128)
+    Image.fromarray(rgba, mode="RGBA").save(root / "a" / "frame_02.png")
+    sample = testsets.UCF101Triplets(root)[0]
+    assert [tuple(f.shape) for f in sample.inputs] == [(3, 6, 8), (3, 6, 8)]
+    assert torch.equal(sample.inputs[0], torch.full((3, 6, 8), 40 / 255))
+    assert value_of(sample.inputs[1]) == 60
+
+
+def test_a_crop_larger_than_the_frames_in_one_direction_is_refused_when_the_items_are_made(tmp_path):
+    reader = testsets.UCF101Triplets(make_triplets(tmp_path))  # frames 8x6
+    for crop in ((7, 8), (6, 9)):
+        with pytest.raises(ASVFIError, match=r"a/frame_00\.png: frames are 8x6, smaller than the "
+                                                      r"training crop \d+x\d+ \(--crop"):
+            testsets.ImageSetWindows(reader, Sampling(train=True, crop=crop))
+    with pytest.raises(ASVFIError, match=r"smaller than the validation crop 8x7 \(--val-crop"):
+        testsets.ImageSetWindows(reader, Sampling(crop=(7, 8)))
+
+
+def test_image_set_items_out_of_range_are_refused_on_both_sides(tmp_path):
+    items = testsets.ImageSetWindows(testsets.UCF101Triplets(make_triplets(tmp_path)), Sampling())
+    assert len(items) == 2 and [item["video"] for item in items] == ["a", "b"]  # iteration stops at the end
+    for index in (-1, 2):
+        with pytest.raises(IndexError, match=f"item {index} out of range \\(2\\)"):
+            items[index]
+
+
+def test_training_items_are_refused_for_a_set_without_a_training_list_or_a_model_it_has_no_frames_for(tmp_path):
+    with pytest.raises(ValueError, match="ucf101-triplets: not a set with a training list; trainable: "
+                                         "vimeo-septuplet, vimeo-triplet"):
+        testsets.training_windows("ucf101-triplets", make_triplets(tmp_path / "t"), "train", 2, Sampling(train=True))
+    with pytest.raises(ASVFIError, match=r"vimeo-triplet: no input frames for a model of 4 inputs \(its models take 2\)"):
+        testsets.training_windows("vimeo-triplet", tmp_path / "v", "train", 4, Sampling(train=True))
 
 
 # ----------------------------------------------------------------------------- registry, refusal
