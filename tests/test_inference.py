@@ -585,6 +585,32 @@ def test_overlapping_tiles_cross_fade_linearly_across_the_overlap(wide):
     assert np.abs(profile.astype(float) - expected).max() <= 0.5
     assert (between == (between[:1, :, :1] if wide else between[:, :1, :1])).all()  # constant across the other axis
 
+
+class MeanCentred(torch.nn.Module):
+    """A model that centres its window as ASVFI does (by the mean over its four frames and all their
+    pixels, or by the frame_mean it is given) and predicts that mean everywhere."""
+    config = registry.default_config("asvfi", scale=2, audio="none")
+
+    def forward(self, inputs, frame_mean=None, **extra):
+        mean = inputs.mean(dim=(1, 3, 4)) if frame_mean is None else frame_mean
+        return {"pred": mean[:, None, :, None, None].expand(-1, 1, -1, *inputs.shape[-2:])}
+
+
+def test_every_tile_is_centred_by_the_whole_windows_mean_as_untiled():
+    """Each of the four frames has its own level and a dark left / bright right half: the tiles' own
+    means differ from the window's, but a tiled pass centres every tile as the untiled pass does."""
+    frames = np.zeros((4, 40, 72, 3), np.uint8)
+    for k, level in enumerate((10, 60, 20, 200)):
+        frames[k] = level
+        frames[k, :, 40:] = level // 2 + 100
+    inputs = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)[None]
+    silence = np.zeros((1, 10), np.float32)
+    whole = interpolate.Engine(MeanCentred(), CPU, 2).predict(inputs, silence, silence, False, [0])
+    tiled = interpolate.Engine(MeanCentred(), CPU, 2, tile=32, tile_overlap=8).predict(inputs, silence, silence,
+                                                                                       False, [0])
+    torch.testing.assert_close(whole, inputs.mean(dim=(1, 3, 4))[:, None, :, None, None].expand_as(whole))
+    torch.testing.assert_close(tiled, whole)
+
 # ----------------------------------------------------------------------------- failure messages
 def fails_with(capsys, pattern, *argv):
     """The entry point turns the error into a message on stderr and exit status 1."""
