@@ -1,8 +1,10 @@
 """publish.exclusive: one holder per result, a refusal at once with wait=False, a wait otherwise, no
-lock file left; utils.atomic_leftovers finds what an interrupted utils.atomic_path write leaves;
-removed_on_failure takes the partials made with it; publish replaces a result whole and
-remove_leftovers takes only the partials of its result."""
+lock file left (a hidden one, removed while still held); utils.atomic_leftovers finds what an
+interrupted utils.atomic_path write leaves; removed_on_failure takes the partials made with it; partial
+names carry the process id and a token; publish replaces a result whole, remove_leftovers takes only
+the partials of its result, remove takes links (dangling ones too) and fresh_folder starts empty."""
 import fcntl
+import os
 import threading
 from pathlib import Path
 
@@ -150,3 +152,57 @@ def test_remove_takes_a_symlink_and_leaves_the_folder_it_points_to(tmp_path):
     link.symlink_to(target, target_is_directory=True)
     publish.remove(link)
     assert not link.is_symlink() and (target / "frame_00001.png").read_text() == "kept"
+
+
+def test_the_lock_of_a_result_is_a_hidden_file_beside_it(tmp_path):
+    final = tmp_path / "Cat" / "video.mp4"
+    assert publish.lock_path(final) == tmp_path / "Cat" / ".video.mp4.lock"
+    with publish.exclusive(final):
+        assert [p.name for p in (tmp_path / "Cat").iterdir()] == [".video.mp4.lock"]
+
+
+def test_the_lock_file_goes_while_the_lock_is_still_held(tmp_path, monkeypatch):
+    """Removed after letting go, a lock file could be locked by a newcomer and then deleted under it,
+    leaving two holders; removed first, a newcomer that opened it sees it gone and opens a new one."""
+    final, seen = tmp_path / "video", []
+    real_unlink = Path.unlink
+
+    def unlink_and_probe(path, *args, **kwargs):
+        if path == publish.lock_path(final):
+            with open(path, "a") as other:
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    seen.append("free")
+                except BlockingIOError:
+                    seen.append("held")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink_and_probe)
+    with publish.exclusive(final):
+        pass
+    assert seen == ["held"] and not publish.lock_path(final).exists()
+
+
+def test_a_partial_name_carries_the_process_id_and_a_token_of_its_own(tmp_path):
+    final = tmp_path / "video"
+    first, second = publish.partial_name(final), publish.partial_name(final)
+    assert first != second and first.parent == second.parent == tmp_path
+    for partial in (first, second):
+        assert partial.name.startswith(f"video.partial-{os.getpid()}-") and publish.is_partial(partial)
+
+
+def test_remove_takes_a_dangling_symlink_and_ignores_a_path_that_is_not_there(tmp_path):
+    link = tmp_path / "video.partial-1.mp4"
+    link.symlink_to(tmp_path / "gone.mp4")
+    publish.remove(link)
+    assert not link.is_symlink()
+    publish.remove(tmp_path / "absent")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fresh_folder_is_empty_even_where_one_was_left(tmp_path):
+    left = tmp_path / "video.partial-1"
+    (left / "frame_00001.png").parent.mkdir()
+    (left / "frame_00001.png").write_text("stale")
+    assert publish.fresh_folder(left) == left and list(left.iterdir()) == []
+    assert publish.fresh_folder(tmp_path / "new" / "video.partial-2").is_dir()
