@@ -281,6 +281,21 @@ def test_video_names_never_nest_one_output_inside_another():
                      "B/v.avi": "v_avi", "B/v.mp4": "v_mp4", "B/w.avi": "w"}
 
 
+def test_videos_of_one_stem_in_different_folders_keep_their_stems():
+    names = runs.video_names(["Cat/v_X_g01_c01.avi", "Dog/v_X_g01_c01.avi", "Dog/v_X_g01_c01.mp4"])
+    assert names == {"Cat/v_X_g01_c01.avi": "v_X_g01_c01",  # its folder holds no other v_X_g01_c01
+                     "Dog/v_X_g01_c01.avi": "v_X_g01_c01_avi", "Dog/v_X_g01_c01.mp4": "v_X_g01_c01_mp4"}
+
+
+def test_a_video_named_apart_from_its_stem_keeps_its_own_caches_and_folders(tmp_path):
+    audio = tmp_path / "demo_audio16k"
+    for relative, name in (("B/v.avi", "v_avi"), ("B/v.mp4", "v_mp4")):
+        assert runs.audio_cache_path(audio, relative, name) == audio / "B" / f"{name}.npy"
+        assert runs.frame_index_path(audio, relative, name) == audio / "B" / f"{name}.frames.json"
+        assert runs.video_folder(tmp_path / "GT", relative, name) == tmp_path / "GT" / "B" / name
+    assert runs.frame_index_path(audio, "B/w.avi") == audio / "B" / "w.frames.json"
+
+
 def test_custom_dataset_dir_gets_its_own_csv_and_cache(demo_root, tmp_path):
     shutil.copytree(demo_root / "demo", tmp_path / "MyVideos")
     summary = prepare.prepare(tmp_path, dataset_dir="MyVideos", show_progress=False)
@@ -370,6 +385,12 @@ def test_default_dataset_is_ucf101_only_when_it_is_there(tmp_path):
     assert runs.default_dataset(tmp_path) == "ucf101"
 
 
+def test_a_ucf101_split_csv_alone_makes_ucf101_the_default(tmp_path):
+    """Frames extracted, videos moved elsewhere: the split CSV still says the data set is there."""
+    (tmp_path / "UCF-101_split.csv").write_text("path,split\n")
+    assert runs.default_dataset(tmp_path) == "ucf101"
+
+
 def test_group_numbers_are_read_in_any_letter_case():
     assert runs.video_group("Cat/v_Cat_g03_c01.avi") == 3
     assert runs.video_group("Cat/V_CAT_G12_C02.AVI") == 12
@@ -389,6 +410,18 @@ def test_a_path_read_from_a_table_must_name_a_file_under_its_root(tmp_path):
         assert runs.relative_path_problem(text).startswith(problem), text
     with pytest.raises(utils.ASVFIError, match="split CSV path '': empty path; fix or remove it"):
         runs.confined(tmp_path, "", "split CSV path")
+
+
+def test_a_root_reached_through_a_link_confines_the_files_under_it(tmp_path):
+    real, link = tmp_path / "disk" / "videos", tmp_path / "videos"
+    (real / "Cat").mkdir(parents=True)
+    (real / "Cat" / "v.mp4").write_bytes(b"x")
+    link.symlink_to(real, target_is_directory=True)
+    assert runs.confined(link, "Cat/v.mp4") == link / "Cat" / "v.mp4"
+    with pytest.raises(utils.ASVFIError, match=r"split CSV path '/etc/hosts': absolute path"):
+        runs.confined(link, "/etc/hosts", "split CSV path")
+    with pytest.raises(utils.ASVFIError, match=r"'Cat/\.\./Cat/v\.mp4': '\.\.' in the path"):
+        runs.confined(link, "Cat/../Cat/v.mp4")  # even one that comes back under the root
 
 
 def test_a_failed_cache_write_stops_prepare_and_changes_nothing(demo_root, tmp_path, monkeypatch):
