@@ -169,6 +169,18 @@ def test_without_flags_a_trained_model_reads_its_preset_runs_latest_checkpoint_u
 
 
 @pytest.mark.parametrize("command", ["inference", "evaluate"])
+def test_a_tag_names_its_own_run_and_an_epoch_its_own_snapshot(command):
+    """--tag noaudio reads the checkpoint `main.py --tag noaudio` wrote and keeps its frames apart."""
+    module = importlib.import_module(command)
+    args = module.parse_args(["--model", "asvfi", "--tag", "noaudio"])
+    assert runs.checkpoint_file_of(args) == Path("weights/asvfi/adamw_6e-4_noaudio.pth")
+    assert runs.generated_run_of(args) == "adamw_6e-4_noaudio"
+    args = module.parse_args(["--model", "pervfi", "--tag", "noaudio", "--epoch", "5"])
+    assert runs.checkpoint_file_of(args) == Path("weights/pervfi/adamw_5e-4_noaudio_epoch5.pth")
+    assert runs.generated_run_of(args) == "adamw_5e-4_noaudio_epoch5"
+
+
+@pytest.mark.parametrize("command", ["inference", "evaluate"])
 def test_weights_is_another_spelling_of_checkpoint(command):
     module = importlib.import_module(command)
     args = module.parse_args(["--model", "pervfi", "--weights", "models/PerVFI_vb.pth"])
