@@ -247,7 +247,10 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     cache = _load_prepare_cache(paths["cache"])
     new_cache, rows, excluded, silent, truncated, reused = {}, {}, [], [], [], 0
     listing = _list_videos(folder)
-    names = video_names(listing)  # over every file, kept or not: a name never changes with a sibling's fate
+    try:
+        names = video_names(listing)  # over every file, kept or not: a name never changes with a sibling's fate
+    except ASVFIError as error:
+        raise ASVFIError(f"{folder}: {error}") from None
     for relative in progress(listing, "prepare", show_progress):
         key = prepare_key(folder / relative)
         entry = cache.get(relative)

@@ -188,9 +188,29 @@ def video_names(relative_paths):
     paths = [Path(str(p)) for p in relative_paths]
     shared = Counter((path.parent, path.stem) for path in paths)
     folders = {folder for path in paths for folder in path.parents}
-    return {str(path): f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-            if shared[path.parent, path.stem] > 1 or path.parent / path.stem in folders else path.stem
-            for path in paths}
+    names = {str(path): f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+             if shared[path.parent, path.stem] > 1 or path.parent / path.stem in folders else path.stem
+             for path in paths}
+    refuse_clashing_names(names)
+    return names
+
+
+def refuse_clashing_names(names):
+    """An ASVFIError naming two videos whose folders the names above would merge or nest (`v.avi`
+    beside `v.AVI`, or `v.avi` and `v.mp4` beside `v_avi.mkv`): rare file names that only renaming
+    one of them can part."""
+    owner = {}
+    for path, name in names.items():
+        folder = Path(path).parent / name
+        if folder in owner:
+            raise ASVFIError(f"{owner[folder]} and {path}: both videos would be kept under the name {folder}; "
+                             f"rename one of them")
+        owner[folder] = path
+    for folder, path in owner.items():
+        outer = next((parent for parent in folder.parents if parent in owner), None)
+        if outer is not None:
+            raise ASVFIError(f"{path}: its folder {folder} would lie inside {outer}, the folder of "
+                             f"{owner[outer]}; rename one of them")
 
 
 def video_folder(root, relative_video_path, name=None):

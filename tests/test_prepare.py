@@ -1,6 +1,7 @@
 """`python utils.py prepare` (prepare.py), split rules, the demo set and ensure_dataset."""
 import json
 import os
+import re
 import shutil
 import signal
 
@@ -279,6 +280,28 @@ def test_video_names_never_nest_one_output_inside_another():
     names = runs.video_names(["A/x.mp4", "A/x/y.mp4", "A.mp4", "B/v.avi", "B/v.mp4", "B/w.avi"])
     assert names == {"A/x.mp4": "x_mp4", "A/x/y.mp4": "y", "A.mp4": "A_mp4",  # beside folders x/ and A/
                      "B/v.avi": "v_avi", "B/v.mp4": "v_mp4", "B/w.avi": "w"}
+
+
+@pytest.mark.parametrize("paths, message", [
+    (["B/v.avi", "B/v.AVI"], "B/v.avi and B/v.AVI: both videos would be kept under the name B/v_avi; rename one"),
+    (["B/v.avi", "B/v.mp4", "B/v_avi.mkv"], "B/v.avi and B/v_avi.mkv: both videos would be kept under the name "
+                                            "B/v_avi"),
+    (["A/x.mp4", "A/x/y.mp4", "A/x_mp4/z.mp4"], "A/x_mp4/z.mp4: its folder A/x_mp4/z would lie inside A/x_mp4, "
+                                                "the folder of A/x.mp4; rename one of them")])
+def test_video_names_that_would_merge_or_nest_two_videos_folders_are_refused_naming_both(paths, message):
+    with pytest.raises(utils.ASVFIError, match=re.escape(message)):
+        runs.video_names(paths)
+
+
+def test_prepare_refuses_a_folder_whose_videos_names_clash_before_writing_anything(demo_root, tmp_path):
+    folder = tmp_path / "Clash" / "Cat"
+    folder.mkdir(parents=True)
+    for suffix in ("avi", "AVI"):
+        shutil.copy(demo_root / "demo/PulsingDisc/v_PulsingDisc_g01_c01.avi", folder / f"v_Cat_g01_c01.{suffix}")
+    with pytest.raises(utils.ASVFIError, match=re.escape(f"{tmp_path / 'Clash'}: Cat/v_Cat_g01_c01.AVI and "
+                                                         f"Cat/v_Cat_g01_c01.avi: both videos")):
+        prepare.prepare(tmp_path, dataset_dir="Clash", show_progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Clash"]
 
 
 def test_videos_of_one_stem_in_different_folders_keep_their_stems():
