@@ -43,6 +43,18 @@ def frame(path):
     return torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1).float().div(255).numpy()
 
 
+def silent_prediction(checkpoint, sample):
+    """The network's raw output on a FLAVR UCF-101 sample's four inputs, centre-cropped to 224, no sound."""
+    network = registry.load_model(checkpoint)[0].eval()
+    crop = slice(4, 228)
+    inputs = torch.stack([torch.from_numpy(frame(sample / f"frame{i}.png")[:, crop, crop]) for i in range(4)])[None]
+    n_audio = inference.dataset.audio_samples_for(25, 1)
+    audio, times = inference.dataset.audio_segment(None, 0.0, 1 / 25, n_audio)
+    with torch.no_grad():
+        return network(inputs, audio=torch.from_numpy(audio[None]), audio_times=torch.from_numpy(times[None]),
+                       has_audio=torch.zeros(1, dtype=torch.bool))["pred"][0].numpy()
+
+
 def test_blend_on_triplets_writes_raw_pred_png_and_identity(triplets, capsys):
     assert run("--model", "blend", "--data-root", triplets, "--dataset", "ucf101-triplets") == 0
     sample = runs.testset_dir(triplets, "ucf101-triplets") / "sample_001"
@@ -74,15 +86,7 @@ def test_asvfi_is_refused_on_a_two_frame_set_and_runs_raw_on_flavr(triplets, tmp
     out = runs.testset_output_dir(tmp_path, "asvfi", "flavr-ucf101", "tiny") / "sample_000"
     pred = np.load(out / "pred.npy")
     assert pred.shape == (1, 3, 224, 224)  # FLAVR's centre crop
-    network = registry.load_model(checkpoint)[0].eval()
-    crop = slice(4, 228)
-    inputs = torch.stack([torch.from_numpy(frame(root / "sample_000" / f"frame{i}.png")[:, crop, crop])
-                          for i in range(4)])[None]
-    n_audio = inference.dataset.audio_samples_for(25, 1)
-    audio, times = inference.dataset.audio_segment(None, 0.0, 1 / 25, n_audio)
-    with torch.no_grad():
-        raw = network(inputs, audio=torch.from_numpy(audio[None]), audio_times=torch.from_numpy(times[None]),
-                      has_audio=torch.zeros(1, dtype=torch.bool))["pred"][0].numpy()
+    raw = silent_prediction(checkpoint, root / "sample_000")
     np.testing.assert_allclose(pred, raw, atol=1e-5)
     assert identity.read_identity(out)["checkpoint"]["size"] == checkpoint.stat().st_size
 
@@ -164,15 +168,7 @@ def test_a_model_trained_for_another_scale_gives_its_mid_frame_or_says_it_has_no
     four = save_tiny_checkpoint(tmp_path / "tiny4x.pth", scale=4, steps=0)
     assert run("--weights", four, "--data-root", tmp_path, "--dataset", "flavr-ucf101") == 0
     pred = np.load(runs.testset_output_dir(tmp_path, "asvfi", "flavr-ucf101", "tiny4x") / "sample_000" / "pred.npy")
-    network = registry.load_model(four)[0].eval()
-    crop = slice(4, 228)
-    inputs = torch.stack([torch.from_numpy(frame(root / "sample_000" / f"frame{i}.png")[:, crop, crop])
-                          for i in range(4)])[None]
-    n_audio = inference.dataset.audio_samples_for(25, 1)
-    audio, times = inference.dataset.audio_segment(None, 0.0, 1 / 25, n_audio)
-    with torch.no_grad():
-        raw = network(inputs, audio=torch.from_numpy(audio[None]), audio_times=torch.from_numpy(times[None]),
-                      has_audio=torch.zeros(1, dtype=torch.bool))["pred"][0].numpy()
+    raw = silent_prediction(four, root / "sample_000")
     assert raw.shape[0] == 3 and pred.shape == (1, 3, 224, 224)
     np.testing.assert_allclose(pred[0], raw[1], atol=1e-5)  # t = 2/4, not 1/4 or 3/4
 

@@ -202,7 +202,8 @@ def test_the_log_holds_every_records_columns_in_the_order_first_seen(tmp_path):
                                                   "1,0.5,0.75,20.0,0.001,\n2,0.25,0.5,21.5,0.0005,-3.0\n")
 
 
-def test_the_curves_plot_each_loss_and_the_psnr_against_the_epoch(tmp_path, monkeypatch):
+def kept_figures(monkeypatch):
+    """The list every matplotlib Figure training_log makes from now on is appended to."""
     figures = []
 
     class KeptFigure(training_log.Figure):
@@ -211,6 +212,11 @@ def test_the_curves_plot_each_loss_and_the_psnr_against_the_epoch(tmp_path, monk
             figures.append(self)
 
     monkeypatch.setattr(training_log, "Figure", KeptFigure)
+    return figures
+
+
+def test_the_curves_plot_each_loss_and_the_psnr_against_the_epoch(tmp_path, monkeypatch):
+    figures = kept_figures(monkeypatch)
     history = [{"epoch": 3, "train_loss": 0.5, "val_loss": 0.75, "val_psnr": 20.0},
                {"epoch": 4, "train_loss": 0.25, "val_loss": 0.5, "val_psnr": 21.5}]
     training_log.plot_curves(tmp_path / "run.png", history, RUN)
@@ -228,14 +234,7 @@ def test_the_log_ends_its_lines_with_a_bare_newline_on_every_platform(tmp_path):
 
 
 def test_the_curves_name_their_axes_and_tick_whole_epochs_only(tmp_path, monkeypatch):
-    figures = []
-
-    class KeptFigure(training_log.Figure):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            figures.append(self)
-
-    monkeypatch.setattr(training_log, "Figure", KeptFigure)
+    figures = kept_figures(monkeypatch)
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.5 / e, "val_psnr": 20.0 + e} for e in (1, 2, 3)]
     training_log.plot_curves(tmp_path / "run.png", history, RUN)
     (loss_axis, psnr_axis), = [figure.axes for figure in figures]
