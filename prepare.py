@@ -17,7 +17,6 @@ call: it returns a ready data set's paths and generates the demo on first use (`
 which the demo tools call with the frame size they want, refusing a demo of another size).
 """
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -160,19 +159,15 @@ def _examine_video(video, relative, name, paths, extract_frames, require_audio):
         return None, f"unreadable: {str(err).replace(f'{video}: ', '')}"
 
 
-class CacheWriteError(ASVFIError):
+class CacheWriteError(publish.WriteError):
     """prepare could not write its own cache (disk full, read-only): the video is fine, the run stops."""
 
 
-@contextlib.contextmanager
 def _cache_writes(path):
     """A failed write is this machine's problem, not the video's: stop before the split CSV or the
     state file change, instead of excluding a good video."""
-    try:
-        yield
-    except OSError as error:
-        raise CacheWriteError(f"{path}: cannot write the prepare cache ({error}); free disk space or fix "
-                              f"permissions and run prepare again (the split CSV was left unchanged)") from error
+    return publish.write_errors_named(path, "the split CSV was left unchanged", what="the prepare cache",
+                                      error_type=CacheWriteError)
 
 
 def _read_audio_or_none(video):

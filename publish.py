@@ -27,13 +27,13 @@ class WriteError(ASVFIError):
 
 
 @contextlib.contextmanager
-def write_errors_named(where, kept):
-    """Disk full, read-only folder, ...: one clear message naming where and what was `kept`, and the
-    run stops."""
+def write_errors_named(where, kept, what="the results", error_type=WriteError):
+    """Disk full, read-only folder, ...: one clear `error_type` naming where, `what` could not be
+    written and what was `kept`, and the run stops."""
     try:
         yield
     except OSError as error:
-        raise WriteError(f"{where}: cannot write the results ({error}); free disk space or fix the "
+        raise error_type(f"{where}: cannot write {what} ({error}); free disk space or fix the "
                          f"folder's permissions, then run again ({kept})") from error
 
 
