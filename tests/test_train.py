@@ -752,14 +752,20 @@ def two_groups():
                              {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 10.0}])
 
 
+def rates_after_each_epoch(scheduler, optimizer, epochs):
+    """Each group's learning rate after each of `epochs` epochs of one optimiser step."""
+    rates = []
+    for _ in range(epochs):
+        optimizer.step()
+        optimisation.step_epoch(scheduler, None)
+        rates.append([g["lr"] for g in optimizer.param_groups])
+    return rates
+
+
 def test_the_cosine_schedule_reaches_zero_at_epochs_and_a_resume_follows_a_longer_curve():
     optimizer = two_groups()
     scheduler, per_batch = optimisation.build_scheduler(SimpleNamespace(scheduler="cosine", epochs=4), optimizer, 3)
-    rates = []
-    for _ in range(4):
-        optimizer.step()
-        optimisation.step_epoch(scheduler, None)
-        rates += [g["lr"] for g in optimizer.param_groups]
+    rates = [r for epoch in rates_after_each_epoch(scheduler, optimizer, 4) for r in epoch]
     curve = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)]
     assert not per_batch and rates == pytest.approx([r for c in curve for r in (c, 10 * c)])
     optimizer = two_groups()
@@ -835,11 +841,7 @@ def test_learned_tokens_take_no_weight_decay_whatever_their_shape():
 def test_the_cosine_rate_stays_at_zero_after_the_last_epoch():
     optimizer = two_groups()
     scheduler, _ = optimisation.build_scheduler(SimpleNamespace(scheduler="cosine", epochs=2), optimizer, 3)
-    rates = []
-    for _ in range(5):
-        optimizer.step()
-        optimisation.step_epoch(scheduler, None)
-        rates.append(optimizer.param_groups[0]["lr"])
+    rates = [epoch[0] for epoch in rates_after_each_epoch(scheduler, optimizer, 5)]
     assert rates == pytest.approx([0.5, 0.0, 0.0, 0.0, 0.0], abs=1e-12)
 
 
