@@ -223,7 +223,7 @@ def step_torchrun_main(check, results):
     out = check.out / "torchrun"
     shutil.rmtree(out, ignore_errors=True)  # a fresh run each time (main.py keeps existing runs)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--standalone",
-               str(tools.REPO_DIR / "main.py"), "--dataset", "demo", "--data-root", str(check.data_root),
+               "--log-dir", str(out / "torchrun_logs"), str(tools.REPO_DIR / "main.py"), "--dataset", "demo", "--data-root", str(check.data_root),
                "--out-dir", str(out),
                "--device", check.device.type, "--width", "0.125", "--crop", str(check.sizes.main_crop),
                "--batch-size", "2", "--windows-per-video", "2", "--val-windows", "2", "--workers", "0",

@@ -1,9 +1,6 @@
 """evaluate.py under torchrun: two gloo processes split the videos and rank 0 writes the same CSV,
 summary and (gathered, not per-rank) FVD as one process."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +9,11 @@ import pytest
 import torch
 
 import evaluate
+import launch
 import runs
 import weights
 from test_evaluate import SCALE, StandInI3D, blend_of_neighbours, moving_pattern, write_frames
 
-REPO = Path(__file__).resolve().parents[1]
 LENGTHS = (17, 33, 12, 20, 16)  # five videos: rank 0 gets three, rank 1 two; one without an FVD clip
 
 
@@ -44,11 +41,8 @@ def test_two_gloo_processes_write_the_one_process_report(tmp_path, monkeypatch):
     torch.jit.script(StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
 
     assert evaluate.main(flags(root, weights_dir, tmp_path / "one")) == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               "evaluate.py", *flags(root, weights_dir, tmp_path / "two")]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = launch.two_process_torchrun(["evaluate.py", *flags(root, weights_dir, tmp_path / "two")],
+                                       tmp_path / "torchrun_logs")
     assert done.returncode == 0, done.stderr[-3000:]
 
     (one, one_summary), (two, two_summary) = report(tmp_path / "one"), report(tmp_path / "two")

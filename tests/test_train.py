@@ -2,18 +2,15 @@
 stop, PerVFI through the same loop, and a 2-process gloo DDP run (CPU, no network)."""
 import csv
 import math
-import os
 import re
 import socket
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.image
 import pytest
 import torch
 
+import launch
 import losses
 import main
 import optimisation
@@ -22,7 +19,6 @@ import runtime
 import train
 import training_log
 
-REPO = Path(__file__).resolve().parents[1]
 RUN = "adamw_6e-4"
 TINY = ["--dataset", "demo", "--device", "cpu", "--width", "0.125", "--crop", "32", "--batch_size", "2",
         "--windows-per-video", "2", "--val-windows", "4", "--workers", "0"]
@@ -505,18 +501,16 @@ def test_processes_join_a_group_only_under_torchrun_and_leave_it_after_the_block
 
 
 # ----------------------------------------------------------------------------- DDP
-def two_process_torchrun(demo_root, tmp_path, script, *flags):
+def two_process_main_flags(demo_root, tmp_path, script, *flags):
     """`script` (a list: the file and its first arguments) with main.py's flags under torchrun with 2
     CPU processes, writing under tmp_path/ddp."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *script,
-               *TINY, "--data-root", str(demo_root), "--out-dir", str(tmp_path / "ddp"), *flags]
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    return launch.two_process_torchrun([*script, *TINY, "--data-root", demo_root, "--out-dir", tmp_path / "ddp",
+                                        *flags], tmp_path / "torchrun_logs")
 
 
 def two_process_gloo_run(demo_root, tmp_path, *flags):
     """main.py's training under torchrun with 2 CPU processes; every rank's final weights."""
-    done = two_process_torchrun(demo_root, tmp_path, ["tests/ddp_worker.py", str(tmp_path / "ranks")], *flags)
+    done = two_process_main_flags(demo_root, tmp_path, ["tests/ddp_worker.py", str(tmp_path / "ranks")], *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     return load(tmp_path / "ranks/rank0.pth"), load(tmp_path / "ranks/rank1.pth")
 
@@ -527,7 +521,7 @@ def test_a_two_process_run_refused_by_process_0_stops_every_process_with_one_lin
     log = tmp_path / f"ddp/figs/asvfi/{RUN}.csv"  # an existing run: main.py refuses to replace it unasked
     log.parent.mkdir(parents=True)
     log.write_text("epoch\n")
-    done = two_process_torchrun(demo_root, tmp_path, ["main.py"], "--epochs", "1")
+    done = two_process_main_flags(demo_root, tmp_path, ["main.py"], "--epochs", "1")
     assert done.returncode != 0
     assert done.stderr.count(f"error: run {RUN} already has {log}") == 1
     assert "error: process 1: process 0 stopped the job (its error says why)" in done.stderr
@@ -539,7 +533,7 @@ def test_a_two_process_run_whose_data_process_0_cannot_prepare_stops_every_proce
                                                                                                  tmp_path):
     """Process 0 prepares the data set while the other waits: its error stops the other too, which
     neither reads a data set that is not there nor reports an error of its own."""
-    done = two_process_torchrun(demo_root, tmp_path, ["main.py"], "--epochs", "1", "--data-root",
+    done = two_process_main_flags(demo_root, tmp_path, ["main.py"], "--epochs", "1", "--data-root",
                                 str(tmp_path / "no_data"), "--dataset", "ucf101")
     assert done.returncode != 0
     assert done.stderr.count("UCF-101 not found") == 1
