@@ -13,6 +13,7 @@ import torch
 import launch
 import losses
 import main
+import metrics
 import optimisation
 import registry
 import runtime
@@ -570,6 +571,96 @@ def test_two_process_pervfi_from_scratch_keeps_its_replicas_equal(demo_root, tmp
     assert_same_weights(rank0, load(tmp_path / f"ddp/weights/pervfi/{PERVFI_RUN}.pth")["state_dict"])
     actnorms = [k for k in rank0 if k.endswith("actnorm.initialized")]
     assert len(actnorms) == 51 and all(rank0[k] == 1 for k in actnorms)
+
+
+# ----------------------------------------------------------------------------- a step, an epoch's figures
+def linear_state(optimizer=torch.optim.SGD, **kwargs):
+    """A TrainState around a 4-weight linear map starting at zero, with `optimizer(params, lr=1, ...)`."""
+    network = torch.nn.Linear(4, 1, bias=False)
+    torch.nn.init.zeros_(network.weight)
+    return train.TrainState(network, optimizer(network.parameters(), lr=1.0, **kwargs))
+
+
+def far_off_loss(network):
+    return (network(torch.ones(2, 4)) - 100).pow(2).mean()  # gradient norm 400
+
+
+def test_a_training_step_clips_the_gradient_norm_to_grad_clip():
+    clipped, free = linear_state(), linear_state()
+    train.optimisation_step(clipped, far_off_loss(clipped.network), grad_clip=0.5)
+    train.optimisation_step(free, far_off_loss(free.network), grad_clip=0)
+    assert float(clipped.network.weight.detach().norm()) == pytest.approx(0.5, rel=1e-5)  # lr 1 x the clipped norm
+    assert float(free.network.weight.detach().norm()) == pytest.approx(400, rel=1e-5)
+
+
+def test_a_per_batch_schedule_steps_after_every_training_step_and_a_per_epoch_one_never():
+    for per_batch, steps_taken in ((True, 3), (False, 0)):
+        state = linear_state()
+        state.scheduler = torch.optim.lr_scheduler.OneCycleLR(state.optimizer, max_lr=1.0, total_steps=10)
+        state.scheduler_per_batch = per_batch
+        for _ in range(3):
+            train.optimisation_step(state, far_off_loss(state.network), grad_clip=0)
+        assert state.scheduler.last_epoch == steps_taken
+
+
+def scored_batches(window_ids_per_batch, frames=3, size=16):
+    """Val batches of the given windows with `frames` targets each (4x), and predictions for them of
+    which some pixels fall outside [0, 1]."""
+    generator = torch.Generator().manual_seed(0)
+    batches, predictions = [], []
+    for window_ids in window_ids_per_batch:
+        b = len(window_ids)
+        targets = torch.rand(b, frames, 3, size, size, generator=generator)
+        batches.append({"window": torch.tensor(window_ids), "inputs": torch.zeros(b, 3, 4, size, size),
+                        "targets": targets, "audio": torch.zeros(b, 1), "audio_times": torch.zeros(b, 2),
+                        "has_audio": torch.ones(b, dtype=torch.bool), "ts": torch.zeros(b, frames)})
+        predictions.append(targets + 0.5 * torch.randn(targets.shape, generator=generator))
+    return batches, predictions
+
+
+def l1_criterion(out, target):
+    loss = (out["pred"] - target).abs().mean()
+    return loss, {"L1": float(loss)}
+
+
+l1_criterion.names = ("L1",)
+
+
+def test_validation_averages_the_loss_per_window_and_psnr_ssim_per_clamped_frame(monkeypatch):
+    """Batches of 2 and 1 windows, 3 generated frames each: the loss is each batch's mean weighted by
+    its windows, PSNR and SSIM are means over the 9 frames of the prediction clamped to [0, 1]."""
+    batches, predictions = scored_batches([[0, 1], [2]])
+    outputs = iter(predictions)
+    monkeypatch.setattr(train, "predict", lambda *args, **kwargs: {"pred": next(outputs)})
+    run = train.Run(SimpleNamespace(random_seed=0, amp=None), runtime.Processes(), None, {})
+    scores = train.validate(torch.nn.Identity(), l1_criterion, batches, run)
+
+    losses_per_batch = [float((p - b["targets"]).abs().mean()) for p, b in zip(predictions, batches)]
+    per_window = (2 * losses_per_batch[0] + losses_per_batch[1]) / 3
+    assert scores["val_loss"] == pytest.approx(per_window) and scores["val_L1"] == pytest.approx(per_window)
+    shown = torch.cat([p.clamp(0, 1).flatten(0, 1) for p in predictions]).double()
+    truth = torch.cat([b["targets"].flatten(0, 1) for b in batches]).double()
+    mse = ((shown - truth) ** 2).flatten(1).mean(dim=1)
+    assert scores["val_psnr"] == pytest.approx(float((-10 * torch.log10(mse)).mean()), rel=1e-6)
+    assert scores["val_ssim"] == pytest.approx(float(metrics.ssim(shown, truth).mean()), rel=1e-6)
+
+
+def test_limit_steps_beyond_the_epoch_trains_the_epoch_once(demo_root):
+    windows = train.VFIWindows(demo_root, "demo", "train", 2, train.Sampling(train=True, crop=32))
+    args = SimpleNamespace(batch_size=2, random_seed=0, workers=0, limit_steps=0)
+    loader, _, steps = train.train_loader(windows, args, runtime.Processes())
+    args.limit_steps = 10 * steps
+    assert steps == len(loader) and train.train_loader(windows, args, runtime.Processes())[2] == steps
+
+
+def test_processes_train_on_distinct_windows_when_the_windows_do_not_divide_among_them(demo_root):
+    """5 windows, 2 processes: each trains on 2 and one window sits the epoch out, rather than one
+    window counting twice in the epoch's gradients."""
+    windows = train.Subset(train.VFIWindows(demo_root, "demo", "train", 2, train.Sampling(train=True, crop=32)),
+                           range(5))
+    args = SimpleNamespace(batch_size=1, random_seed=0, workers=0, limit_steps=0)
+    shares = [list(train.train_loader(windows, args, runtime.Processes(rank=rank, world=2))[1]) for rank in (0, 1)]
+    assert [len(share) for share in shares] == [2, 2] and not set(shares[0]) & set(shares[1])
 
 
 # ----------------------------------------------------------------------------- frame sizes and crops
