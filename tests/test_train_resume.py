@@ -189,6 +189,19 @@ def test_a_resume_that_changes_what_the_run_is_or_its_optimiser_is_refused(flags
     assert "resume with the same flag" in err and latest.read_bytes() == before
 
 
+def test_a_resume_whose_one_cycle_schedule_would_span_other_steps_is_refused(demo_root, tmp_path, capsys):
+    """The one-cycle rate is a function of the step out of --epochs x steps per epoch: a resume to more
+    epochs would continue another curve than the one its rates so far came from."""
+    flags = ["--scheduler", "onecycle", *SHORT]
+    assert run_main(demo_root, tmp_path, "--epochs", "1", *flags) == 0
+    latest = tmp_path / f"{WEIGHTS}.pth"
+    before = latest.read_bytes()
+    assert run_main(demo_root, tmp_path, "--epochs", "2", "--start-epoch", "1", *flags) == 1
+    assert f"error: {latest}: its one-cycle schedule spans 2 steps, this run 4; resume with the same --epochs" in \
+        capsys.readouterr().err
+    assert latest.read_bytes() == before
+
+
 def test_a_resume_with_another_number_of_processes_is_refused(demo_root, one_epoch, tmp_path, capsys):
     """A run of 2 processes (one RNG state each) resumed by one would train on with half its batch."""
     out = tmp_path / "run"
