@@ -62,9 +62,10 @@ def straight_run(demo_root, tmp_path_factory):
 @pytest.fixture
 def poison(monkeypatch):
     """Criteria whose loss turns NaN from call number `poison.first_bad_call` on (training and
-    validation calls both count); off until a test sets it."""
+    validation calls both count); off until a test sets it. `poison.training_losses` keeps the loss
+    of each training call (those with gradients on)."""
     build = losses.build_criterion
-    state = SimpleNamespace(first_bad_call=math.inf, calls=0)
+    state = SimpleNamespace(first_bad_call=math.inf, calls=0, training_losses=[])
 
     def poisoned(*args, **kwargs):
         criterion = build(*args, **kwargs)
@@ -72,6 +73,8 @@ def poison(monkeypatch):
         def call(out, target):
             state.calls += 1
             total, terms = criterion(out, target)
+            if torch.is_grad_enabled():
+                state.training_losses.append(float(total.detach()))
             return (total * math.nan, terms) if state.calls >= state.first_bad_call else (total, terms)
         call.names = criterion.names
         return call
@@ -300,6 +303,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path, 
     assert len((tmp_path / f"figs/asvfi/{RUN}.csv").read_text().splitlines()) == 2
 
 
+def test_a_nan_validation_loss_stops_before_the_epoch_is_written(demo_root, tmp_path, poison, capsys):
+    poison.first_bad_call = 7  # epoch 2's first validation batch
+    assert run_main(demo_root, tmp_path, "--epochs", "3", "--limit-steps", "2") == 1
+    latest = tmp_path / f"weights/asvfi/{RUN}.pth"
+    err = capsys.readouterr().err
+    assert "loss is nan at validation after epoch 2" in err and f"last good checkpoint {latest} is left" in err
+    assert load(latest)["epoch"] == 1
+
+
+def test_the_logged_training_loss_is_the_mean_of_the_epochs_steps(demo_root, tmp_path, poison):
+    assert run_main(demo_root, tmp_path, "--epochs", "1", "--limit-steps", "3") == 0
+    assert len(poison.training_losses) == 3
+    logged = load(tmp_path / f"weights/asvfi/{RUN}.pth")["history"][0]
+    assert logged["train_loss"] == pytest.approx(sum(poison.training_losses) / 3, rel=1e-6)
+    assert logged["train_L1"] == pytest.approx(logged["train_loss"], rel=1e-6)  # the only term, weight 1
+
+
 def test_a_run_with_only_a_log_is_refused_with_the_overwrite_advice_once(demo_root, tmp_path, capsys):
     log = tmp_path / f"figs/asvfi/{RUN}.csv"
     log.parent.mkdir(parents=True)
@@ -409,13 +429,16 @@ def test_pervfi_trains_and_validates_on_noise_keyed_by_each_window(demo_root, tm
         return noise_generators(window_keys, device)
     noise_generators = runtime.noise_generators
     monkeypatch.setattr(runtime, "noise_generators", recording)
-    flags = [*TINY, *PERVFI, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--epochs", "1",
+    flags = [*TINY, *PERVFI, "--data-root", str(demo_root), "--out-dir", str(tmp_path), "--epochs", "2",
              "--limit-steps", "2", "--val-windows", "3", "--val-crop", "64", "--random_seed", "7"]
     assert main.main(flags) == 0
     training, validation = [k for k in keys if len(k) == 3], [k for k in keys if len(k) == 2]
-    assert len(training) == 4 and {k[:2] for k in training} == {(7, 0)} and len({k[2] for k in training}) == 4
+    for epoch in (0, 1):  # a window drawn again in a later epoch gets new noise
+        drawn = [k for k in training if k[:2] == (7, epoch)]
+        assert len(drawn) == 4 and len({k[2] for k in drawn}) == 4
+    assert len(training) == 8
     val_windows = train.validation_windows(main.parse_args(flags)).indices
-    assert sorted(validation) == sorted((7, window) for window in val_windows)
+    assert sorted(validation) == sorted(2 * [(7, window) for window in val_windows])  # the same every epoch
 
 
 def test_a_pervfi_training_step_draws_its_noise_from_the_keys_alone():
