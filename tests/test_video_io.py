@@ -122,6 +122,9 @@ def test_audio_given_samples_first_keeps_both_channels(tmp_path):
         paths.append(tmp_path / name)
     assert [video_io.probe(path).audio_channels for path in paths] == [2, 2]
     np.testing.assert_array_equal(video_io.read_audio(paths[1], rate), video_io.read_audio(paths[0], rate))
+    decoded, decoded_rate = video_io._decode_audio(paths[1])  # each channel as written (16-bit PCM)
+    assert decoded_rate == rate and decoded.shape == stereo.shape
+    np.testing.assert_allclose(decoded, stereo, atol=1 / 32767)
 
 
 def chunked_sound_video(path, audio_start, missing=(), rate=16000, chunk=1600, chunks=10, click_chunk=6):
@@ -153,6 +156,13 @@ def test_sound_before_the_first_frame_is_trimmed_and_a_dropped_packet_leaves_sil
     assert not holed[3 * 1600:4 * 1600].any()
 
 
+def test_sound_starting_after_the_first_frame_is_led_by_silence(tmp_path):
+    """Audio whose first packet is at 0.05 s: sample n is still the sound at n / rate, zeros before."""
+    late = video_io.read_audio(chunked_sound_video(tmp_path / "late.mkv", audio_start=800), 16000)
+    assert np.argmax(np.abs(late) > 0.3) == 6 * 1600 + 800 and len(late) == 10 * 1600 + 800
+    assert not late[:800].any()
+
+
 def test_video_without_audio_reads_as_none(tmp_path):
     path = write_video(tmp_path / "silent.mp4", moving_frames(10))
     assert not video_io.probe(path).has_audio
@@ -169,16 +179,44 @@ def test_read_frames_range_equals_full_decode(tmp_path, ext):
         np.testing.assert_array_equal(video_io.read_frames(path, start, stop), full[start:stop])
 
 
+def with_pts(index, pts, start_time=0.0):
+    """`index` with other frame pts (None: a frame without one) and first-frame time."""
+    keyframe = (index.keyframe + (False,) * len(pts))[:len(pts)]
+    return video_io._FrameIndex(tuple(pts), keyframe, index.time_base, index.fps, start_time,
+                                index.width, index.height)
+
+
 def test_read_frames_decodes_from_the_start_when_pts_are_not_monotonic(tmp_path, monkeypatch):
     """Out-of-order pts (some AVIs): frames are counted in decode order and times come from index/fps."""
     path = write_video(tmp_path / "pts.avi", moving_frames(30))
     full = video_io.read_frames(path, 0, 30)
     index = video_io._frame_index(path)
     shuffled = index.pts[:5] + index.pts[5:10][::-1] + index.pts[10:]
-    broken = video_io._FrameIndex(shuffled, index.keyframe, index.time_base, index.fps, 0.0, index.width, index.height)
+    broken = with_pts(index, shuffled)
     monkeypatch.setattr(video_io, "_frame_index", lambda p: broken)
     np.testing.assert_array_equal(video_io.read_frames(path, 14, 21), full[14:21])
     np.testing.assert_allclose(video_io.frame_times(path), np.arange(30) / FPS)
+
+
+def test_repeated_pts_are_not_timestamps_and_times_then_count_from_the_stream_start(tmp_path):
+    """Two frames sharing a pts cannot both be placed by it: times come from start + index/fps, and
+    a range is read by counting frames."""
+    path = write_video(tmp_path / "dup.avi", moving_frames(30))
+    full = video_io.read_frames(path, 0, 30)
+    index = video_io._frame_index(path)
+    repeated = with_pts(index, index.pts[:8] + index.pts[7:8] + index.pts[9:], start_time=0.5)
+    np.testing.assert_allclose(video_io.frame_times(path, repeated), 0.5 + np.arange(30) / FPS)
+    np.testing.assert_array_equal(video_io.read_frames(path, 6, 12, index=repeated), full[6:12])
+
+
+def test_a_frame_index_claiming_frames_that_do_not_decode_is_a_media_error(tmp_path):
+    """A frame index (a stale or wrong record) longer than what decodes: the read says how many
+    frames decode instead of returning fewer than asked for."""
+    path = write_video(tmp_path / "short.avi", moving_frames(12))
+    index = video_io._frame_index(path)
+    longer = with_pts(index, index.pts + (None,) * 3)
+    with pytest.raises(video_io.MediaError, match=r"short.avi: only 12 frames decode, \[10, 15\) requested"):
+        video_io.read_frames(path, 10, 15, index=longer)
 
 
 def test_a_stored_frame_index_is_used_only_for_the_file_version_it_was_made_from(tmp_path):
@@ -193,6 +231,19 @@ def test_a_stored_frame_index_is_used_only_for_the_file_version_it_was_made_from
     assert len(video_io.frame_index(path, None).pts) == 12
 
 
+def test_a_file_replaced_by_a_rename_is_scanned_again_even_with_the_same_size_and_mtime(tmp_path):
+    """A new version moved over the old one (as atomic writers do) is another file, though its size
+    and mtime match: what is read is the new file, not the frame index of the old one."""
+    path = write_video(tmp_path / "clip.avi", moving_frames(20), gop=1)
+    assert video_io.probe(path).n_frames == 20
+    replacement = with_corrupt_packet(path, 10, tmp_path / "replacement.avi")
+    stat = path.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, path)
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert video_io.probe(path).n_frames == 19
+
+
 def test_frame_times_spread_beyond_the_tolerance_are_variable_rate():
     steady = np.arange(10) / FPS
     assert video_io.constant_rate_drift(steady, FPS) is None
@@ -201,6 +252,7 @@ def test_frame_times_spread_beyond_the_tolerance_are_variable_rate():
     jittered = steady.copy()
     jittered[4:] += 0.02
     assert video_io.constant_rate_drift(jittered, FPS) == pytest.approx(0.02)
+    assert video_io.constant_rate_drift(jittered + 3.0, FPS) == pytest.approx(0.02)  # from the first frame's time
 
 
 def test_truncation_is_a_shortfall_of_more_than_a_tenth_or_two_frames():
@@ -214,10 +266,13 @@ def test_truncation_is_a_shortfall_of_more_than_a_tenth_or_two_frames():
     assert info(1.0, 0.0).truncation is None  # no declared length
 
 
-def test_read_frames_rejects_ranges_beyond_the_video_naming_the_file(tmp_path):
+@pytest.mark.parametrize("start, stop", [(5, 9), (3, 3), (4, 2), (-2, 3)])
+def test_read_frames_rejects_ranges_outside_the_video_naming_the_file(tmp_path, start, stop):
+    """Past the end, empty, reversed or before the first frame: the error names the file, the range
+    asked for and the frames the video has."""
     path = write_video(tmp_path / "short.avi", moving_frames(8))
-    with pytest.raises(video_io.MediaError, match="short.avi"):
-        video_io.read_frames(path, 5, 9)
+    with pytest.raises(video_io.MediaError, match=rf"short.avi: frames \[{start}, {stop}\) requested but the video has 8 frames"):
+        video_io.read_frames(path, start, stop)
 
 
 def test_unreadable_file_error_names_it(tmp_path):
@@ -227,16 +282,21 @@ def test_unreadable_file_error_names_it(tmp_path):
         video_io.probe(path)
 
 
-def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
-    frames = moving_frames(20)
-    path = write_video(tmp_path / "intra.avi", frames, gop=1)
+def with_corrupt_packet(path, k, out):
+    """A copy of `path` at `out`, of the same size, whose k-th video packet is garbled."""
     with av.open(str(path)) as container:
         packets = [(p.pos, p.size) for p in container.demux(container.streams.video[0]) if p.size]
     data = bytearray(path.read_bytes())
-    position, size = packets[10]
+    position, size = packets[k]
     data[position + 8:position + size] = np.random.default_rng(1).integers(0, 256, size - 8, dtype=np.uint8).tobytes()
-    broken = tmp_path / "broken.avi"
-    broken.write_bytes(bytes(data))
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
+    frames = moving_frames(20)
+    path = write_video(tmp_path / "intra.avi", frames, gop=1)
+    broken = with_corrupt_packet(path, 10, tmp_path / "broken.avi")
     info = video_io.probe(broken)
     assert info.n_frames == 19
     good, damaged = video_io.read_frames(path, 0, 20), video_io.read_frames(broken, 0, 19)
@@ -287,10 +347,11 @@ def test_odd_sizes_read_back_at_the_size_written(tmp_path, ext):
     assert next(video_io.iter_frames(path)).shape == (25, 33, 3)
 
 
-@pytest.mark.parametrize("rotation, quarter_turns", [(-90, -1), (90, 1), (180, 2)])
+@pytest.mark.parametrize("rotation, quarter_turns", [(-90, -1), (90, 1), (180, 2), (60, 0)])
 def test_a_rotated_video_reads_upright(tmp_path, rotation, quarter_turns):
     """A phone's portrait video is stored landscape with a display rotation: frames come back as a
-    player shows them (probe's size too), in every reader and from a stored frame index."""
+    player shows them (probe's size too), in every reader and from a stored frame index. An angle
+    that is no multiple of 90 degrees is not shown turned (players do not turn it either)."""
     frames = [frame[:32, :48].copy() for frame in moving_frames(8)]  # 48 wide, 32 high: asymmetric
     path = tmp_path / "phone.mp4"
     with av.open(str(path), "w") as container:
@@ -310,11 +371,24 @@ def test_a_rotated_video_reads_upright(tmp_path, rotation, quarter_turns):
         assert decoded.shape == expected.shape and np.abs(decoded.astype(int) - expected).mean() < 4.0
 
 
-def test_writer_rejects_frames_of_the_wrong_size_and_leaves_no_file(tmp_path):
+@pytest.mark.parametrize("frame", [np.zeros((48, 63, 3), np.uint8), np.zeros((48, 64, 3), np.float32)])
+def test_writer_rejects_frames_of_the_wrong_size_or_type_and_leaves_no_file(tmp_path, frame):
     path = tmp_path / "bad.mp4"
-    with pytest.raises(ValueError, match="bad.mp4"):
+    with pytest.raises(ValueError, match=r"bad.mp4: frame must be uint8 \(48, 64, 3\)"):
         with video_io.VideoWriter(path, FPS, 64, 48) as writer:
-            writer.write(np.zeros((48, 63, 3), np.uint8))
+            writer.write(frame)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("clip.webm", {}, r"clip.webm: cannot write .webm; the video formats written are .mp4, .mov, .mkv, .avi"),
+    ("clip", {}, r"clip: cannot write a file without an extension"),
+    ("clip.mp4", {"audio": (np.zeros(100, np.float32), 16000), "audio_from": "other.mp4"}, r"clip.mp4: give either"),
+    ("clip.mp4", {"audio": (np.zeros((3, 100), np.float32), 16000)}, r"must be \(T,\), \(C, T\) or \(T, C\) with C <= 2"),
+])
+def test_writer_refuses_what_it_cannot_write_before_writing_anything(tmp_path, name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        video_io.VideoWriter(tmp_path / name, FPS, 64, 48, **kwargs)
     assert list(tmp_path.iterdir()) == []
 
 
