@@ -81,6 +81,14 @@ def tiny_root(tmp_path_factory):
     return root
 
 
+def root_with_split(tiny_root, tmp_path, edit=None):
+    """A data root sharing `tiny_root`'s videos, its split CSV passed through `edit(table)`."""
+    (tmp_path / "demo").symlink_to(tiny_root / "demo")
+    table = pd.read_csv(tiny_root / "demo_split.csv")
+    (table if edit is None else edit(table)).to_csv(tmp_path / "demo_split.csv", index=False)
+    return tmp_path
+
+
 def windows(root, scale, frames_root=None, **sampling):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SHORT is skipped at 4x/8x; tested on its own below
@@ -129,6 +137,21 @@ def test_evaluation_starts_include_the_last_window_that_ends_on_the_last_frame()
     assert dataset.window_indices(12, 4)[0][-1] == 24
     assert dataset.evaluation_starts(24, 4) == [0, 4, 8]
     assert dataset.evaluation_starts(13, 4) == [0] and dataset.evaluation_starts(7, 2) == [0]
+
+
+def test_audio_segment_is_centred_on_the_interval_sample_for_sample_with_zeros_past_either_end():
+    """Sample k of a segment is waveform sample round(centre * rate) - A // 2 + k, at its own time in
+    interval units; samples before the waveform's start or past its end are zeros."""
+    waveform = np.arange(1, 1001, dtype=np.float32)  # sample n holds n + 1: every value tells its index
+    for t0, t1 in ((0.01, 0.02), (0.001, 0.003), (0.058, 0.062)):  # inside, over the start, over the end
+        segment, times = dataset.audio_segment(waveform, t0, t1, 320)
+        first = int(round((t0 + t1) / 2 * RATE)) - 160
+        index = first + np.arange(320)
+        inside = (index >= 0) & (index < len(waveform))
+        np.testing.assert_array_equal(segment, np.where(inside, index + 1, 0).astype(np.float32))
+        np.testing.assert_allclose(times, (index / RATE - t0) / (t1 - t0), rtol=1e-6, atol=1e-6)
+    assert not dataset.audio_segment(waveform, 0.058, 0.062, 320)[0][-100:].any()
+    assert not dataset.audio_segment(None, 0.01, 0.02, 320)[0].any()
 
 
 def test_audio_length_is_three_intervals_at_the_slowest_fps_plus_a_hop_each_side_rounded_up_to_the_hop():
@@ -234,6 +257,14 @@ def test_random_crop_offsets_reach_the_last_position_on_both_axes():
     assert all((d.height, d.width) == (6, 8) for d in draws)
     whole = dataset.draw_augmentation(np.random.default_rng(0), (6, 8), sampling)
     assert (whole.top, whole.left) == (0, 0)
+
+
+def test_flips_and_reversal_are_drawn_half_the_time_and_never_when_turned_off():
+    def fractions(sampling):
+        draws = [dataset.draw_augmentation(np.random.default_rng(seed), (8, 8), sampling) for seed in range(400)]
+        return [np.mean([getattr(d, name) for d in draws]) for name in ("hflip", "vflip", "reverse")]
+    assert all(0.42 < f < 0.58 for f in fractions(Sampling(train=True, vflip=True)))
+    assert fractions(Sampling(train=True, hflip=False, vflip=False, reverse=False)) == [0, 0, 0]
 
 
 def test_training_window_starts_reach_the_last_window_of_a_video(tiny_root):
@@ -347,7 +378,9 @@ def test_audio_segment_covers_the_window_and_is_silent_past_the_file(tiny_root, 
 
 def test_video_without_audio_gives_silence_and_flag(tiny_root):
     data = windows(tiny_root, 2)
-    item = data.window(video_index(data, SILENT), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the CSV says it is silent: nothing to warn about
+        item = data.window(video_index(data, SILENT), 4)
     assert item["has_audio"].dtype == torch.bool and item["has_audio"].item() is False
     assert item["audio"].shape == (dataset.audio_samples_for(FPS, 2),) and (item["audio"] == 0).all()
     assert torch.isfinite(item["audio_times"]).all()
@@ -402,6 +435,132 @@ def test_decoded_waveforms_are_kept_for_the_most_recently_used_videos_only(tiny_
     data._waveform(entries[0])
     data._waveform(entries[1])
     assert decoded == [e.path for e in entries] + [entries[1].path]
+
+
+def test_has_audio_cells_written_as_words_or_digits_are_read_as_such(tmp_path):
+    cells = ["yes", "no", "1", "0", "True", "false", " YES "]
+    rows = [dict(path=f"A/v_{i}.avi", category="A", split="train", fps=25, n_frames=30, width=WIDTH,
+                 height=HEIGHT, has_audio=value) for i, value in enumerate(cells)]
+    pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
+    assert [e.has_audio for e in dataset.read_split(tmp_path / "split.csv")] == [True, False, True, False, True,
+                                                                                  False, True]
+
+
+def test_read_split_keeps_the_rows_of_the_split_asked_for(tiny_root, tmp_path):
+    table = pd.read_csv(tiny_root / "demo_split.csv")
+    table.loc[[1, 3], "split"] = "val"
+    table.to_csv(tmp_path / "split.csv", index=False)
+    assert [e.path for e in dataset.read_split(tmp_path / "split.csv", "val")] == [CODED_AAC, SHORT]
+    assert [e.path for e in dataset.read_split(tmp_path / "split.csv", "train")] == [CODED, SILENT]
+    assert len(dataset.read_split(tmp_path / "split.csv")) == 4
+
+
+def test_names_stored_in_the_split_csv_are_kept_and_blank_ones_come_from_the_rows(tiny_root, tmp_path):
+    """prepare names a video after every file it saw (`v_X.avi` beside a dropped `v_X.mp4` is
+    `v_X_avi`): the CSV's rows alone would name it `v_X`, another cache entry and output folder."""
+    table = pd.read_csv(tiny_root / "demo_split.csv")
+    table["name"] = ["v_Coded_g01_c01_avi", None, None, None]
+    table.to_csv(tmp_path / "split.csv", index=False)
+    names = [entry.name for entry in dataset.read_split(tmp_path / "split.csv")]
+    assert names == ["v_Coded_g01_c01_avi", "v_Coded_g02_c01", "v_Coded_g03_c01", "v_Short_g01_c01"]
+
+
+@pytest.mark.parametrize("path, problem", [("../elsewhere/v.avi", "'..' in the path"), ("/data/v.avi", "absolute path")])
+def test_a_split_csv_row_naming_a_file_outside_the_video_folder_is_refused(tiny_root, tmp_path, path, problem):
+    """Inference writes beside each video it reads: a row may not lead out of the data root."""
+    table = pd.read_csv(tiny_root / "demo_split.csv")
+    table.loc[2, "path"] = path
+    table.to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(utils.ASVFIError, match=rf"split.csv: 1 path\(s\) not under the video folder: row 4: '{path}': {problem}"):
+        dataset.read_split(tmp_path / "split.csv")
+
+
+def test_a_split_csv_without_a_needed_column_names_the_missing_ones(tmp_path):
+    pd.DataFrame([dict(path="A/v.avi", category="A", split="train", fps=25, n_frames=30)]).to_csv(
+        tmp_path / "split.csv", index=False)
+    with pytest.raises(dataset.DataError, match=r"split.csv: missing columns \['has_audio', 'height', 'width'\]"):
+        dataset.read_split(tmp_path / "split.csv")
+
+
+@pytest.mark.parametrize("scale, sampling, message", [
+    (3, Sampling(), r"scale must be one of \(2, 4, 8\), got 3"),
+    (2, Sampling(train=True, windows_per_video=0), "windows_per_video must be >= 1, got 0"),
+    (2, Sampling(train=True, crop=(0, 16)), r"crop must be positive, got \(0, 16\)"),
+])
+def test_bad_dataset_arguments_are_refused_with_what_was_given(tiny_root, scale, sampling, message):
+    with pytest.raises(ValueError, match=message):
+        VFIWindows(tiny_root, "demo", "train", scale, sampling)
+
+
+def test_a_split_without_videos_is_a_data_error_naming_it(tiny_root):
+    with pytest.raises(dataset.DataError, match=r"demo_split.csv: split 'val' has no videos"):
+        VFIWindows(tiny_root, "demo", "val", 2)
+
+
+def test_the_audio_length_follows_the_slowest_video_of_every_split(tiny_root, tmp_path):
+    """Training and validation windows must have one audio length: a 20 fps video in another split
+    sets it for this one too."""
+    def slow_val_row(table):
+        table.loc[1, ["split", "fps"]] = ["val", 20.0]
+        return table
+    root = root_with_split(tiny_root, tmp_path, slow_val_row)
+    data = windows(root, 2)
+    assert data.audio_samples == dataset.audio_samples_for(20.0, 2) > dataset.audio_samples_for(FPS, 2)
+    assert data[0]["audio"].shape == (data.audio_samples,)
+
+
+def test_windows_outside_the_dataset_or_the_video_are_index_errors(tiny_root):
+    data = windows(tiny_root, 2)
+    for index in (-1, len(data)):
+        with pytest.raises(IndexError, match=rf"window {index} out of range \({len(data)}\)"):
+            data[index]
+    coded = video_index(data, CODED)
+    for start in (-1, N_FRAMES - dataset.frames_needed(2) + 1):
+        with pytest.raises(IndexError, match=rf"{CODED}: window start {start} out of range for 30 frames at scale 2"):
+            data.window(coded, start)
+
+
+def test_frames_of_another_size_than_the_split_csv_says_are_a_data_error(tiny_root, tmp_path):
+    def wider(table):
+        table["width"] = WIDTH + 2
+        return table
+    data = windows(root_with_split(tiny_root, tmp_path, wider), 2)
+    with pytest.raises(dataset.DataError, match=rf"{CODED}: frames are 64x48 but the split CSV says 66x48; re-run prepare"):
+        data[0]
+
+
+def test_a_damaged_stored_frame_index_is_scanned_instead(tiny_root, tmp_path):
+    root = root_with_split(tiny_root, tmp_path)
+    stored = runs.frame_index_path(runs.dataset_paths(root, "demo")["audio"], CODED)
+    stored.parent.mkdir(parents=True)
+    stored.write_text('{"key": [1, 2], "pts": [')
+    assert_items_equal(windows(root, 2).window(0, 5), windows(tiny_root, 2).window(0, 5))
+
+
+def test_extracted_frames_give_windows_once_the_videos_are_gone(tiny_root, tmp_path):
+    """prepare may have extracted the frames of videos since deleted: frame times then follow the
+    CSV's fps."""
+    shutil.copy(tiny_root / "demo_split.csv", tmp_path / "demo_split.csv")
+    frames = tmp_path / "frames"
+    shutil.copytree(tiny_root / "coded_imgs", frames)
+    data = windows(tmp_path, 2, frames_root=frames)
+    with pytest.warns(UserWarning, match="no such video file.*using silence"):  # nor an audio cache
+        item = data.window(video_index(data, CODED), 4)
+    assert decode_codes(all_frames(item))[0].tolist() == item["indices"].tolist()
+    reference = windows(tiny_root, 2, frames_root=frames)
+    torch.testing.assert_close(item["audio_times"], reference.window(video_index(reference, CODED), 4)["audio_times"])
+    assert item["has_audio"].item() is False
+
+
+def test_audio_that_fails_to_decode_costs_the_sound_with_a_warning(tiny_root, monkeypatch):
+    data = windows(tiny_root, 2)
+
+    def broken(path, rate):
+        raise video_io.MediaError(f"{path}: invalid data in the audio stream")
+    monkeypatch.setattr(video_io, "read_audio", broken)
+    with pytest.warns(UserWarning, match=rf"{CODED}: audio could not be decoded .*invalid data.*; using silence"):
+        item = data.window(video_index(data, CODED), 4)
+    assert item["has_audio"].item() is False and not item["audio"].any()
 
 
 def test_blank_has_audio_cells_read_as_no_audio(tmp_path):
