@@ -127,9 +127,10 @@ def frames_wanted(has_audio, extract_frames, require_audio):
     return extract_frames and (has_audio or not require_audio)
 
 
-def _examine_video(video, relative, name, paths, extract_frames, require_audio):
+def _examine_video(video, relative, name, paths, extract_frames, require_audio, frames_current=False):
     """Probe one video, cache its frame index and 16 kHz audio (and frames) under its `name`; returns
-    (info dict or None, problem or None)."""
+    (info dict or None, problem or None). `frames_current`: the file is the one prepare last read,
+    so frames already extracted from it are kept (a changed file's frames are extracted again)."""
     audio_dir, frames_dir = paths["audio"], paths["frames"]
     if video.stat().st_size == 0:
         return None, "empty file (0 bytes)"
@@ -153,7 +154,7 @@ def _examine_video(video, relative, name, paths, extract_frames, require_audio):
         if frames_wanted(info.has_audio, extract_frames, require_audio):
             folder = video_folder(frames_dir, relative, name)
             with _cache_writes(folder):
-                _extract_frames(video, folder, info.n_frames)
+                _extract_frames(video, folder, info.n_frames, reuse=frames_current)
         return asdict(info), None
     except (MediaError, OSError, av.error.FFmpegError) as err:
         return None, f"unreadable: {str(err).replace(f'{video}: ', '')}"
@@ -197,12 +198,12 @@ def _frames_complete(folder, n_frames):
         return handle.read() == PNG_END
 
 
-def _extract_frames(video, folder, n_frames):
+def _extract_frames(video, folder, n_frames, reuse=True):
     """Write the frames into a partial folder and rename it into place, never leaving a folder that
     looks complete: a stop or an error removes the partial; one left by a killed run is removed by the
-    next."""
+    next. `reuse`: a complete folder already there holds this file's frames and is kept."""
     with publish.exclusive(folder):
-        if _frames_complete(folder, n_frames):
+        if reuse and _frames_complete(folder, n_frames):
             return
         publish.remove_leftovers(folder)
         partial = publish.fresh_folder(publish.partial_name(folder))
@@ -249,12 +250,12 @@ def prepare(data_root="../data", dataset="ucf101", dataset_dir=None, require_aud
     for relative in progress(listing, "prepare", show_progress):
         key = prepare_key(folder / relative)
         entry = cache.get(relative)
-        if entry and entry["key"] == key and _cache_complete(entry, relative, names[relative], paths,
-                                                             extract_frames, require_audio):
+        same_file = bool(entry) and entry["key"] == key
+        if same_file and _cache_complete(entry, relative, names[relative], paths, extract_frames, require_audio):
             reused += 1
-        else:
+        else:  # a changed file's frames are extracted again, those of one whose caches went missing kept
             info, problem = _examine_video(folder / relative, relative, names[relative], paths,
-                                           extract_frames, require_audio)
+                                           extract_frames, require_audio, frames_current=same_file)
             entry = {"key": key, "info": info, "problem": problem}
         new_cache[relative] = entry
         info = entry["info"]

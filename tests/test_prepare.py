@@ -168,6 +168,23 @@ def test_prepare_is_incremental(demo_root, tmp_path):
     assert runs.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi").is_file()
 
 
+def test_a_changed_video_has_its_frames_extracted_again(demo_root, tmp_path):
+    """The frames of the file prepare extracted before are not the new file's, even when the new one
+    has as many frames: training would read the old video's pictures."""
+    root = copy_demo(demo_root, tmp_path)
+    for path in (root / "demo").glob("*/*.avi"):
+        if "g01" not in path.name:
+            path.unlink()
+    prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    relative = "BouncingBall/v_BouncingBall_g01_c01"
+    changed = root / "demo" / f"{relative}.avi"
+    demo_data.make_demo_clip(changed, seed=99, kinds=("impacts",), frames=48)
+    os.utime(changed, ns=(1, 1))
+    prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
+    frames = video_io.read_png_frames(runs.dataset_paths(root, "demo")["frames"] / relative)
+    np.testing.assert_array_equal(frames, video_io.read_frames(changed, 0, 48))
+
+
 def test_a_one_frame_video_is_excluded_with_its_reason(demo_root, tmp_path):
     """A still (one frame, with sound) cannot be interpolated, trained on or tested: prepare names it,
     where it used to land in a split for training to skip later."""
