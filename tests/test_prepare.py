@@ -71,6 +71,8 @@ def test_prepare_reports_and_excludes_broken_and_audio_less_videos(demo_root, tm
     assert kept.loc[broken["silent"], "audio_rate"] == 0 and kept.loc[broken["silent"], "n_frames"] == 10
     excluded = dict(summary["excluded"])
     assert set(excluded) == {broken["corrupt"], broken["empty"], broken["truncated"]}
+    assert excluded[broken["empty"]] == "empty file (0 bytes)"
+    assert excluded[broken["corrupt"]].startswith("unreadable: cannot open as a video/audio file")  # path said once
     assert summary["without_audio"] == [broken["silent"]]
 
 
@@ -110,6 +112,22 @@ def test_names_without_groups_are_their_own_groups():
     splits = prepare.assign_splits(names)
     counts = pd.Series(splits).value_counts()
     assert counts["test"] == 4 and counts["val"] == 2 and counts["train"] == 14
+
+
+def test_videos_of_a_single_group_all_train():
+    """One group cannot be split without putting one group in two splits: it all stays train."""
+    names = [f"Cat/v_Cat_g01_c{k:02d}.avi" for k in range(1, 6)]
+    assert set(prepare.assign_splits(names).values()) == {"train"}
+
+
+def test_official_lists_are_read_with_either_slash_and_blank_lines_and_only_as_a_pair(tmp_path):
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("Cat\\v_Cat_g08_c01.avi 1\n\n  \nCat/v_Cat_g09_c01.avi 1\n\n")
+    assert prepare.read_official_split(lists) is None  # no test list: split by group instead
+    (lists / "testlist01.txt").write_text("\nCAT/v_Cat_g01_c01.avi\n")
+    assert prepare.read_official_split(lists) == ({"cat/v_cat_g08_c01.avi", "cat/v_cat_g09_c01.avi"},
+                                                  {"cat/v_cat_g01_c01.avi"})
 
 
 def test_official_split_lists_are_honoured(demo_root, tmp_path):
@@ -168,6 +186,24 @@ def test_prepare_is_incremental(demo_root, tmp_path):
     assert runs.audio_cache_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi").is_file()
 
 
+def test_a_file_touched_a_missing_frame_index_or_a_damaged_state_file_is_examined_again(demo_root, tmp_path):
+    """Same size but another mtime is another file; a frame index that went missing is written again;
+    a state file that does not parse is no state at all."""
+    root = copy_demo(demo_root, tmp_path)
+    assert prepare.prepare(root, "demo", show_progress=False)["reused"] == 0
+    touched = root / "demo" / "BouncingBall" / "v_BouncingBall_g02_c01.avi"
+    os.utime(touched, ns=(1, 1))
+    index = runs.frame_index_path(root / "demo_audio16k", "PulsingDisc/v_PulsingDisc_g03_c01.avi")
+    index.unlink()
+    assert prepare.prepare(root, "demo", show_progress=False)["reused"] == 8 - 2
+    assert index.is_file() and json.loads(index.read_text())["key"] == prepare.prepare_key(
+        root / "demo" / "PulsingDisc" / "v_PulsingDisc_g03_c01.avi")
+    assert prepare.prepare(root, "demo", show_progress=False)["reused"] == 8
+    (root / ".demo_prepare.json").write_text('{"PulsingDisc/v_Puls')  # cut off mid-write
+    summary = prepare.prepare(root, "demo", show_progress=False)
+    assert (summary["reused"], summary["kept"]) == (0, 8)
+
+
 def test_a_changed_video_has_its_frames_extracted_again(demo_root, tmp_path):
     """The frames of the file prepare extracted before are not the new file's, even when the new one
     has as many frames: training would read the old video's pictures."""
@@ -183,6 +219,41 @@ def test_a_changed_video_has_its_frames_extracted_again(demo_root, tmp_path):
     prepare.prepare(root, "demo", extract_frames=True, show_progress=False)
     frames = video_io.read_png_frames(runs.dataset_paths(root, "demo")["frames"] / relative)
     np.testing.assert_array_equal(frames, video_io.read_frames(changed, 0, 48))
+
+
+def test_a_video_whose_audio_fails_to_decode_is_kept_without_audio(demo_root, tmp_path, monkeypatch):
+    root = copy_demo(demo_root, tmp_path)
+    broken = "PulsingDisc/v_PulsingDisc_g02_c01.avi"
+    real_read_audio = prepare.read_audio
+
+    def read_audio(video, rate):
+        if video.name == broken.split("/")[1]:
+            raise video_io.MediaError(f"{video}: invalid data in the audio stream")
+        return real_read_audio(video, rate)
+    monkeypatch.setattr(prepare, "read_audio", read_audio)
+    summary = prepare.prepare(root, "demo", require_audio=False, show_progress=False)
+    assert summary["without_audio"] == [broken] and summary["kept"] == 8
+    row = pd.read_csv(root / "demo_split.csv").set_index("path").loc[broken]
+    assert not row["has_audio"] and row["audio_rate"] == 0
+    assert not runs.audio_cache_path(root / "demo_audio16k", broken).exists()
+
+
+def test_a_video_of_no_decodable_frame_is_excluded_with_its_reason(demo_root, tmp_path):
+    root = copy_demo(demo_root, tmp_path)
+    empty = root / "demo" / "PulsingDisc" / "v_PulsingDisc_g03_c06.avi"
+    with video_io.VideoWriter(empty, 25, 64, 48, audio=(np.zeros(16000, np.float32), utils.AUDIO_RATE)):
+        pass  # a header, a second of sound, no frame
+    summary = prepare.prepare(root, "demo", show_progress=False)
+    assert ("PulsingDisc/v_PulsingDisc_g03_c06.avi", "empty: no frame decodes") in summary["excluded"]
+    assert summary["kept"] == 8
+
+
+def test_videos_outside_any_category_folder_have_an_empty_category(demo_root, tmp_path):
+    (tmp_path / "Flat").mkdir()
+    shutil.copy(demo_root / "demo/PulsingDisc/v_PulsingDisc_g01_c01.avi", tmp_path / "Flat" / "v_Flat_g01_c01.avi")
+    prepare.prepare(tmp_path, dataset_dir="Flat", show_progress=False)
+    table = pd.read_csv(tmp_path / "Flat_split.csv", keep_default_na=False)
+    assert table[["path", "category"]].values.tolist() == [["v_Flat_g01_c01.avi", ""]]
 
 
 def test_a_one_frame_video_is_excluded_with_its_reason(demo_root, tmp_path):
@@ -279,6 +350,16 @@ def test_a_prepared_folder_of_videos_trains_runs_and_scores_by_its_name(demo_roo
                       "--out-dir", str(tmp_path / "elsewhere")]) == 1
     assert "--dataset-dir Elsewhere" in capsys.readouterr().err
     assert not (tmp_path / "elsewhere").exists()  # a run that stops at the start leaves no folders
+
+
+def test_no_empty_split_warning_when_no_video_was_kept():
+    """With nothing kept the excluded list says why; a warning about empty splits would add nothing."""
+    summary = {"csv": "demo_split.csv", "videos": 1, "kept": 0, "reused": 0, "official_split": False,
+               "splits": {"train": 0, "val": 0, "test": 0}, "without_audio": [], "truncated": [],
+               "excluded": [("A/v.avi", "empty file (0 bytes)")]}
+    assert prepare.format_summary(summary) == ("demo_split.csv: 0 of 1 videos (train 0, val 0, test 0); 0 reused "
+                                               "from the last run; split: by group\nexcluded: 1\n"
+                                               "  A/v.avi: empty file (0 bytes)")
 
 
 def test_a_split_left_empty_is_warned_about(demo_root, tmp_path):
@@ -417,6 +498,13 @@ def test_help_and_docstring_name_the_documented_entry_point(capsys):
 def test_ensure_dataset_ucf101_missing_tells_the_user_to_prepare(tmp_path):
     with pytest.raises(utils.ASVFIError, match="python utils.py prepare"):
         prepare.ensure_dataset(tmp_path, "ucf101")
+
+
+def test_ensure_dataset_names_the_split_csv_when_only_it_is_missing(tmp_path):
+    (tmp_path / "MyVideos").mkdir()
+    csv = re.escape(str(tmp_path / "MyVideos_split.csv"))
+    with pytest.raises(utils.ASVFIError, match=rf"^{csv} not found: put the videos in .*--dataset-dir MyVideos`$"):
+        prepare.ensure_dataset(tmp_path, "MyVideos")
 
 
 def test_default_dataset_is_ucf101_only_when_it_is_there(tmp_path):
@@ -589,6 +677,18 @@ def test_a_video_changed_since_prepare_stops_training_before_the_first_epoch(dem
     assert str(refused.value).endswith(f"`python utils.py prepare --data-root {root} --dataset-dir demo`")
     prepare.prepare(root, "demo", show_progress=False)
     assert len(dataset.VFIWindows(root, "demo", split, 2, dataset.Sampling(train=True))) > 0
+
+
+def test_videos_prepare_has_no_record_of_or_whose_file_is_gone_are_not_changed(demo_root, tmp_path):
+    """Frames extracted, video deleted: training from the frames goes on; a video added after prepare
+    has no split CSV row to contradict."""
+    root = copy_demo(demo_root, tmp_path)
+    prepare.prepare(root, "demo", show_progress=False)
+    gone = "BouncingBall/v_BouncingBall_g02_c01.avi"
+    (root / "demo" / gone).unlink()
+    added = "PulsingDisc/v_PulsingDisc_g05_c01.avi"
+    shutil.copy(root / "demo" / "PulsingDisc/v_PulsingDisc_g01_c01.avi", root / "demo" / added)
+    assert prepare.changed_since_prepare(runs.dataset_paths(root, "demo"), [gone, added]) == []
 
 
 def torch_equal(a, b, keys):
