@@ -57,6 +57,30 @@ def test_download_with_the_pinned_hash_lands_in_the_cache(served, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["test.pth"]  # the temp folder is gone
 
 
+def test_a_full_hash_covers_every_byte_of_a_file_larger_than_one_read(served, monkeypatch, tmp_path):
+    """Files are hashed in 1 MiB blocks: a difference after the first block is still a different file."""
+    good = bytes(range(256)) * (6 << 10)  # 1.5 MiB
+    register(monkeypatch, sha256=hashlib.sha256(good).hexdigest())
+    (tmp_path / "test.pth").write_bytes(good[:-1] + b"x")
+    with pytest.raises(weights.WeightsUnavailable, match="has SHA-256"):
+        weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
+    (tmp_path / "test.pth").write_bytes(good)
+    assert weights.locate("test_file", weights_dir=tmp_path, allow_download=False) == tmp_path / "test.pth"
+
+
+def test_a_hub_prefix_must_start_the_digest_not_merely_occur_in_it(served, monkeypatch, tmp_path):
+    data = torch_bytes({"w": torch.ones(1)})
+    register(monkeypatch, hub_prefix=hashlib.sha256(data).hexdigest()[8:16])
+    (tmp_path / "test.pth").write_bytes(data)
+    with pytest.raises(weights.WeightsUnavailable, match="expected"):
+        weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
+
+
+def test_a_full_hash_is_the_verification_even_beside_a_hub_prefix(monkeypatch):
+    register(monkeypatch, sha256="ab" * 32, hub_prefix="abababab")
+    assert weights.verification("test_file") == "sha256"
+
+
 def test_wrong_hash_is_rejected_naming_url_file_and_hash_and_nothing_is_cached(served, monkeypatch):
     spec = register(monkeypatch, sha256="ab" * 32)
     served[spec.url] = torch_bytes({"w": torch.ones(2)})
@@ -68,7 +92,8 @@ def test_wrong_hash_is_rejected_naming_url_file_and_hash_and_nothing_is_cached(s
 def test_html_error_page_is_rejected_and_not_cached(served, monkeypatch):
     spec = register(monkeypatch, keys=("w",))
     served[spec.url] = b"  <!DOCTYPE html><html><body>Quota exceeded</body></html>"
-    with pytest.raises(weights.WeightsUnavailable, match="HTML page"):
+    with pytest.raises(weights.WeightsUnavailable, match=r"example.org/test.pth returned an HTML page instead of "
+                                                         r"test.pth; nothing was written to .*hub"):
         weights.locate("test_file")
     assert not (weights.cache_dir() / "test.pth").exists()
 
@@ -84,6 +109,35 @@ def test_unpinned_download_is_checked_for_format(served, monkeypatch, capsys):
     served[spec.url] = torch_bytes({"w": torch.ones(1)})
     assert weights.locate("test_file").is_file()
     assert "unverified" in capsys.readouterr().out
+
+
+def test_downloads_without_a_full_hash_are_format_checked_even_with_a_matching_hub_prefix(served, monkeypatch):
+    """A hub prefix is only 8 hex digits: the file must still hold the keys it is expected to."""
+    payload = torch_bytes({"other": torch.ones(1)})
+    spec = register(monkeypatch, hub_prefix=hashlib.sha256(payload).hexdigest()[:8], keys=("w",))
+    served[spec.url] = payload
+    with pytest.raises(weights.WeightsUnavailable, match="no w"):
+        weights.locate("test_file")
+    assert not (weights.cache_dir() / "test.pth").exists()
+
+
+@pytest.mark.parametrize("fields, payload, message", [
+    ({"torchscript": True}, b"PK but not a zip archive", "not a TorchScript archive"),
+    ({"keys": ("w",)}, torch_bytes(torch.ones(3)), "no w"),  # a tensor, not a dict of tensors
+])
+def test_a_download_of_another_kind_of_file_is_refused(served, monkeypatch, fields, payload, message):
+    spec = register(monkeypatch, **fields)
+    served[spec.url] = payload
+    with pytest.raises(weights.WeightsUnavailable, match=message):
+        weights.locate("test_file")
+    assert not (weights.cache_dir() / "test.pth").exists()
+
+
+def test_an_archive_download_that_is_not_a_zip_is_a_weights_error(served, monkeypatch):
+    spec = register(monkeypatch, member="models/test.pth", keys=("w",))
+    served[spec.url] = b"\x80\x02 a pickle, not the zip archive that holds the file"
+    with pytest.raises(weights.WeightsUnavailable, match=r"could not download test.pth .*put the file at"):
+        weights.locate("test_file")
 
 
 def test_archive_member_is_extracted_and_checked(served, monkeypatch):
@@ -161,4 +215,20 @@ def test_allow_download_false_never_downloads_and_offline_0_means_online(served,
         weights.locate("test_file", weights_dir=tmp_path, allow_download=False)
     assert not (weights.cache_dir() / "test.pth").exists()
     monkeypatch.setenv(weights.OFFLINE_ENV, "0")
-    assert weights.locate("test_file", weights_dir=tmp_path) == weights.cache_dir() / "test.pth"
+    path = weights.locate("test_file", weights_dir=tmp_path)
+    assert path == weights.cache_dir() / "test.pth" and path.read_bytes() == served[spec.url]
+    assert not (tmp_path / "test.pth").exists()  # downloads go to the cache, never into --weights-dir
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_any_offline_value_but_0_or_empty_means_offline(served, monkeypatch, value):
+    spec = register(monkeypatch, keys=("w",))
+    served[spec.url] = torch_bytes({"w": torch.ones(1)})
+    monkeypatch.setenv(weights.OFFLINE_ENV, value)
+    with pytest.raises(weights.WeightsUnavailable, match="not found"):
+        weights.locate("test_file")
+
+
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match=r"unknown weights 'nope'; known: alexnet, lpips_alex, "):
+        weights.locate("nope", allow_download=False)
