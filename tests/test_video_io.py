@@ -305,6 +305,39 @@ def test_a_corrupt_packet_costs_only_its_frame(tmp_path):
     np.testing.assert_allclose(times, np.delete(np.arange(20) / FPS, 10), atol=1e-6)
 
 
+class DemuxFailsAfter:
+    """A container whose demuxer gives up with FFmpeg's InvalidDataError after `packets` packets,
+    as it does on some garbled files; everything else is the real container."""
+
+    def __init__(self, container, packets):
+        self._container, self._packets = container, packets
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+    def demux(self, *streams):
+        for count, packet in enumerate(self._container.demux(*streams)):
+            if count == self._packets:
+                raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+            yield packet
+
+
+def test_a_demuxer_that_gives_up_keeps_the_frames_read_so_far(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "intra.avi", moving_frames(20), gop=1)
+    good = video_io.read_frames(path, 0, 20)
+    real_open = video_io._open
+    monkeypatch.setattr(video_io, "_open", lambda p: DemuxFailsAfter(real_open(p), packets=12))
+    video_io._scan_video.cache_clear()
+    assert video_io.probe(path).n_frames == 12
+    np.testing.assert_array_equal(video_io.read_frames(path, 0, 12), good[:12])
+
+
 def test_sound_outlasting_the_picture_is_not_truncation_but_a_file_cut_short_is(tmp_path):
     """Matroska states only the file's length, which counts the audio: a whole file whose audio runs
     0.3 s past its 40 frames is not called truncated, while the same file cut in half is."""
