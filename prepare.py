@@ -127,7 +127,7 @@ def frames_wanted(has_audio, extract_frames, require_audio):
     return extract_frames and (has_audio or not require_audio)
 
 
-def _examine_video(video, relative, name, paths, extract_frames, require_audio, frames_current=False):
+def _examine_video(video, relative, name, paths, extract_frames, require_audio, frames_current):
     """Probe one video, cache its frame index and 16 kHz audio (and frames) under its `name`; returns
     (info dict or None, problem or None). `frames_current`: the file is the one prepare last read,
     so frames already extracted from it are kept (a changed file's frames are extracted again)."""
@@ -198,7 +198,7 @@ def _frames_complete(folder, n_frames):
         return handle.read() == PNG_END
 
 
-def _extract_frames(video, folder, n_frames, reuse=True):
+def _extract_frames(video, folder, n_frames, reuse):
     """Write the frames into a partial folder and rename it into place, never leaving a folder that
     looks complete: a stop or an error removes the partial; one left by a killed run is removed by the
     next. `reuse`: a complete folder already there holds this file's frames and is kept."""
