@@ -2,11 +2,13 @@
 stop, PerVFI through the same loop, and a 2-process gloo DDP run (CPU, no network)."""
 import csv
 import math
+import random
 import re
 import socket
 from types import SimpleNamespace
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
@@ -626,6 +628,37 @@ def test_a_per_batch_schedule_steps_after_every_training_step_and_a_per_epoch_on
         assert state.scheduler.last_epoch == steps_taken
 
 
+def test_every_epoch_reshuffles_the_windows_redraws_their_crops_and_plateaus_on_the_validation_loss(
+        demo_root, tmp_path, monkeypatch):
+    heard = {"windows": [], "sampler": [], "plateau": []}
+
+    def spy(key, method):
+        def recording(self, value, *rest):
+            heard[key].append(value)
+            return method(self, value, *rest)
+        return recording
+    monkeypatch.setattr(train.VFIWindows, "set_epoch", spy("windows", train.VFIWindows.set_epoch))
+    monkeypatch.setattr(train.DistributedSampler, "set_epoch", spy("sampler", train.DistributedSampler.set_epoch))
+    monkeypatch.setattr(optimisation, "step_epoch", spy("plateau", optimisation.step_epoch))
+    assert run_main(demo_root, tmp_path, "--epochs", "2", "--limit-steps", "1", "--scheduler", "plateau") == 0
+    history = load(tmp_path / f"weights/asvfi/{RUN}.pth")["history"]
+    assert heard["windows"] == heard["sampler"] == [0, 1]
+    assert heard["plateau"] == [record["val_loss"] for record in history]  # FLAVR's: on validation, not training
+
+
+def test_rng_states_round_trip_every_generator_a_run_draws_from():
+    """torch, numpy and python, with the Gaussian each of numpy and python keeps for its next draw."""
+    def draws():
+        return (torch.rand(2).tolist(), np.random.normal(size=1).tolist(), random.gauss(0, 1), random.random())
+    np.random.normal(size=1)  # each of these leaves half of a Gaussian pair in its generator
+    random.gauss(0, 1)
+    saved = train.rng_state()
+    expected = draws()
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    train.restore_rng(saved)
+    assert draws() == expected
+
+
 def scored_batches(window_ids_per_batch, frames=3, size=16):
     """Val batches of the given windows with `frames` targets each (4x), and predictions for them of
     which some pixels fall outside [0, 1]."""
@@ -708,10 +741,12 @@ def test_default_crop_fits_ucf101_sized_frames(demo_root):
 
 
 def test_a_crop_larger_than_the_frames_stops_training_with_a_message(demo_root, tmp_path, capsys):
-    assert run_main(demo_root, tmp_path, "--crop", "480") == 1
+    out = tmp_path / "runs"
+    assert run_main(demo_root, out, "--crop", "480") == 1
     error = capsys.readouterr().err
     assert "none of its 4 videos is usable: 4 smaller than the crop" in error and "Traceback" not in error
     assert "smaller than crop 480x480" in error and "warning" not in error  # the error alone says why
+    assert not out.exists()  # the folders made to check they can be written are gone again
 
 
 def test_whole_frame_batches_of_several_sizes_stop_with_the_way_out(demo_root, tmp_path):
