@@ -4,6 +4,7 @@ import csv
 import math
 import random
 import re
+import shutil
 import socket
 from types import SimpleNamespace
 
@@ -255,6 +256,17 @@ def test_one_epoch_plus_resume_equals_two_epochs(demo_root, straight_run, tmp_pa
     assert_same_weights(straight["state_dict"], resumed["state_dict"])
     assert without_timing(straight["history"]) == without_timing(resumed["history"])
     assert straight["optimizer"]["param_groups"][0]["lr"] == resumed["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_a_resume_from_an_earlier_epochs_snapshot_retrains_to_the_same_weights(demo_root, straight_run, tmp_path):
+    """--start_epoch 1 after 2 epochs: the latest checkpoint holds epoch 2, so the run goes on from
+    the epoch-1 snapshot --save-every kept, and ends where it ended."""
+    shutil.copytree(straight_run, tmp_path, dirs_exist_ok=True)
+    straight = load(tmp_path / f"weights/asvfi/{RUN}.pth")
+    assert run_main(demo_root, tmp_path, "--epochs", "2", "--start_epoch", "1", "--save-every", "1") == 0
+    resumed = load(tmp_path / f"weights/asvfi/{RUN}.pth")
+    assert_same_weights(straight["state_dict"], resumed["state_dict"])
+    assert without_timing(straight["history"]) == without_timing(resumed["history"])
 
 
 def test_resume_errors_name_the_file(demo_root, straight_run, tmp_path, capsys):
