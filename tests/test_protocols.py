@@ -92,7 +92,9 @@ def test_ssim_gaussian_equals_skimage():
         expected = structural_similarity(pred.permute(1, 2, 0).numpy(), gt.permute(1, 2, 0).numpy(),
                                          gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
                                          data_range=1, channel_axis=-1)
-        assert abs(float(protocols.ssim_gaussian(pred, gt)) - expected) <= 1e-6, name
+        value = protocols.ssim_gaussian(pred, gt)
+        assert value.shape == (1,) and value.dtype == torch.float64, name
+        assert abs(float(value) - expected) <= 1e-6, name
 
 
 def test_ssim_gaussian_smooths_an_axis_of_exactly_the_window_size_like_skimage():
@@ -112,6 +114,19 @@ def test_asvfi_psnr_is_today_s_formula_below_the_cap():
         assert scored("asvfi", name)["psnr"] == pytest.approx(10 * math.log10(1 / float((diff ** 2).mean())),
                                                               abs=1e-9)
     assert scored("asvfi", "identical")["psnr"] == pytest.approx(100.0)
+
+
+def test_psnr_adds_the_epsilon_after_the_mse_floor():
+    """−10·log10(max(MSE, floor) + eps): with both set, identical frames score −10·log10(floor + eps)."""
+    frame = torch.full((3, 4, 4), 0.5)
+    assert protocols.psnr_db(frame, frame, eps=1e-8, mse_floor=1e-10) == pytest.approx(-10 * math.log10(1.01e-8),
+                                                                                       abs=1e-9)
+    shifted = frame + 1e-5  # MSE about 1e-10, under the floor: 4e-10 + 1e-9
+    mse = float(((shifted.double() - frame.double()) ** 2).mean())
+    assert protocols.psnr_db(shifted, frame, eps=1e-9, mse_floor=4e-10) == pytest.approx(-10 * math.log10(1.4e-9),
+                                                                                         abs=1e-9)
+    assert protocols.psnr_db(shifted, frame, eps=1e-9, mse_floor=0.0) == pytest.approx(-10 * math.log10(mse + 1e-9),
+                                                                                       abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- quantisation, crop
