@@ -4,6 +4,7 @@ unavailable weights, FVD through a scripted stand-in detector, and the demo data
 baseline of inference.py."""
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -174,6 +175,8 @@ def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys
     assert good.error == "" and float(good.psnr) == pytest.approx(expected_psnr, abs=1e-6)
     printed = capsys.readouterr().out
     assert "1 of 3 scored, 2 failed: Alpha/v_Alpha_g01_c02" in printed and "FAILED Alpha/v_Alpha_g01_c02" in printed
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert [entry["videos"] for entry in summary["made_by"]] == [1]  # what made the scored outputs only
     write_frames(short.parent, blend_of_neighbours(frames["Alpha", "v_Alpha_g01_c02"], SCALE))
     assert run(root) == 1  # failed videos are retried on the next run, finished ones are kept
     table = pd.read_csv(csv_path(), keep_default_na=False)
@@ -643,3 +646,122 @@ def test_a_report_from_before_rows_recorded_their_code_resumes_and_says_which_ro
     summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
     assert summary["code"] == [{"commit": None, "videos": 2}, {"commit": code, "videos": 1}]
     assert f"code that scored them: not recorded (2); {code} (1)" in capsys.readouterr().out
+
+
+def test_a_scale_3_run_scores_the_frames_that_are_not_multiples_of_3(tmp_path, monkeypatch):
+    """At 3x, 9 frames hold 6 generated ones (not 9 // 3); the mean is over exactly those."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root = tmp_path / "data"
+    gt = moving_pattern(np.random.default_rng(4), 10, 24, 30)  # frames 0..9: 6 generated (not 0, 3, 6, 9)
+    write_frames(runs.gt_dir(root, 3) / "Alpha" / "v_Alpha_g01_c01", gt)
+    write_frames(runs.output_dir(root, "blend", 3) / "Alpha" / "v_Alpha_g01_c01", blend_of_neighbours(gt, 3))
+    assert evaluate.main(["--model", "blend", "-s", "3", "--data-root", str(root), "--metrics", "psnr,ssim",
+                          "--device", "cpu", "--offline", "--weights-dir", str(tmp_path / "none")]) == 0
+    row = pd.read_csv(runs.eval_csv_path("blend", None, "demo", 3)).iloc[0]
+    psnr, ssim, generated = expected_scores(gt, 3)
+    assert generated == 6 and row["generated"] == 6 and row["frames"] == 10
+    assert row["psnr"] == pytest.approx(psnr, abs=1e-6) and row["ssim"] == pytest.approx(ssim, abs=1e-6)
+
+
+def test_a_video_of_one_frame_or_with_a_gap_in_its_numbering_is_refused(tmp_path):
+    frames = moving_pattern(np.random.default_rng(0), 3, 8, 8)
+    single_gt, single_out = tmp_path / "gt1", tmp_path / "out1"
+    write_frames(single_gt, frames[:1])
+    write_frames(single_out, frames[:1])
+    with pytest.raises(evaluate.VideoMismatch, match="1 frame\\(s\\); at least 2 are needed"):
+        evaluate.check_pair(single_gt, single_out)
+    gap = tmp_path / "gap"
+    write_frames(gap, frames)
+    (gap / "frame_00001.png").unlink()
+    with pytest.raises(evaluate.VideoMismatch, match="expected frame_00001.png, found frame_00002.png"):
+        evaluate.frame_files(gap)
+
+
+def test_frames_are_read_as_rgb_in_0_1_after_the_crop(tmp_path):
+    """PNGs decode as BGR in OpenCV: the tensor must come back in RGB order, the protocol crop applied."""
+    rgb = np.zeros((5, 7, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, np.arange(7, dtype=np.uint8) * 30
+    Image.fromarray(rgb).save(tmp_path / "frame_00000.png")
+    tensor = evaluate.read_frame_tensor(tmp_path / "frame_00000.png", rgb.shape, "even")
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 4, 6)
+    assert torch.equal(tensor, torch.from_numpy(rgb[:4, :6]).permute(2, 0, 1).float() / 255)
+
+
+def test_a_metric_without_a_value_for_a_video_leaves_its_cell_empty_with_the_reason(data, monkeypatch):
+    """An empty cell, never 0: a non-finite LPIPS frame value gives no video value, and the note says why."""
+    root, _ = data
+    monkeypatch.setattr(metric_registry, "load_lpips", lambda *args: lambda ref, pred: torch.full((len(ref),), np.nan))
+    assert run(root, metrics="psnr,lpips") == 0
+    table = pd.read_csv(csv_path(), keep_default_na=False)
+    assert (table["lpips"] == "").all() and (table["psnr"] != "").all()
+    assert all(note.startswith("lpips: non-finite frame value") for note in table["notes"])
+    summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
+    assert summary["metrics"]["lpips"]["n"] == 0 and summary["metrics"]["psnr"]["n"] == 3
+
+
+def test_without_a_split_partial_folders_are_not_listed(tmp_path):
+    for folder in (tmp_path / "Cat" / "v1", publish.partial_name(tmp_path / "Cat" / "v2"), tmp_path / "Cat" / "v3"):
+        folder.mkdir(parents=True)
+        if folder.name != "v3":  # v3: no frame 0 yet
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "frame_00000.png")
+    assert evaluate.list_videos(tmp_path) == {("Cat", "v1"): None}
+
+
+def test_an_image_test_set_defaults_to_the_protocols_per_frame_metrics(tmp_path):
+    args = evaluate.parse_args(["--model", "blend", "--dataset", "ucf101-triplets", "--data-root", str(tmp_path)])
+    assert evaluate.metric_names(args) == ["psnr", "ssim", "lpips"]
+    args = evaluate.parse_args(["--model", "blend", "-s", "2", "--data-root", str(tmp_path)])
+    assert evaluate.metric_names(args) == list(protocols.get_protocol("asvfi").metrics)
+
+
+def test_only_outputs_of_an_earlier_state_of_the_named_checkpoint_are_stale(tmp_path):
+    checkpoint = tmp_path / "run.pth"
+    checkpoint.write_bytes(b"epoch 1")
+    args = evaluate.parse_args(["--model", "asvfi", "-s", "2", "--data-root", str(tmp_path),
+                                "--checkpoint", str(checkpoint)])
+    current = identity.file_identity(checkpoint)
+    identities = {("A", "now"): {"checkpoint": current}, ("A", "none"): None,
+                  ("A", "before"): {"checkpoint": {**current, "size": 3}},
+                  ("A", "other"): {"checkpoint": {**current, "path": "/elsewhere.pth", "size": 3}}}
+    assert evaluate.stale_outputs(args, identities) == ["A/before"]
+
+
+class UInt8StandInI3D(torch.nn.Module):
+    """StyleGAN-V's call: uint8 clips, rescale and resize left to the detector; features = clip channel means/squares."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        if x.dtype != torch.uint8 or not rescale or not resize:
+            raise RuntimeError("expected uint8 clips with rescale=True, resize=True")
+        x = x.float() / 255
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.pow(2).mean(dim=(2, 3, 4))], 1)
+
+
+def test_styleganv_fvd_takes_a_random_real_clip_and_the_first_16_generated_frames(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    root, rng = tmp_path / "data", np.random.default_rng(6)
+    gts, outs = [], []
+    for index, n_frames in enumerate((19, 33, 21)):
+        gt = moving_pattern(rng, n_frames, 16, 20)
+        gts.append(gt)
+        outs.append(blend_of_neighbours(gt, SCALE))
+        write_frames(runs.gt_dir(root, SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", gt)
+        write_frames(runs.output_dir(root, "blend", SCALE) / "Gamma" / f"v_Gamma_g0{index}_c01", outs[-1])
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.jit.script(UInt8StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
+    assert run(root, "--protocol", "stylegan-v", metrics="fvd", weights_dir=weights_dir) == 0
+
+    def features(clip):
+        x = clip.astype(np.float64) / 255
+        return np.concatenate([x.mean(axis=(0, 1, 2)), (x ** 2).mean(axis=(0, 1, 2))])
+
+    starts = random.Random(0)  # the protocol's fvd_seed, one draw per real video in order
+    real = [features(gt[start:start + 16]) for gt in gts for start in [starts.randint(0, len(gt) - 16)]]
+    fake = [features(out[:16]) for out in outs]
+    expected = protocols.fvd_from_features("stylegan-v", np.array(real), np.array(fake))
+    path = Path(str(csv_path().with_suffix("")) + "_stylegan-v_summary.json")
+    fvd = json.loads(path.read_text())["metrics"]["fvd"]
+    assert fvd["clips"] == 3 and fvd["value"] == pytest.approx(expected, rel=1e-5)

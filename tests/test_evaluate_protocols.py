@@ -84,6 +84,7 @@ def test_flavr_protocol_on_its_ucf101_set_prints_the_paper_row(data, capsys):
     assert summary["metrics"]["psnr"]["mean"] == pytest.approx(psnr, abs=1e-5)
     assert summary["metrics"]["ssim"]["mean"] == pytest.approx(ssim, abs=1e-6)
     assert summary["missing_output"] == ["flavr-ucf101/sample_002"]
+    assert set(pd.read_csv(path)["protocol"]) == {"flavr"}  # each row says which protocol scored it
     printed = capsys.readouterr().out
     assert f"PSNR {psnr:.2f} | SSIM {ssim:.3f}" in printed and "protocol flavr: reproduces tarun005/FLAVR@" in printed
     assert "centre 224x224 crop; raw float prediction;" in printed  # what this set's scoring did
