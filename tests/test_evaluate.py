@@ -177,6 +177,7 @@ def test_mismatched_videos_get_error_rows_and_the_others_are_scored(data, capsys
     assert "1 of 3 scored, 2 failed: Alpha/v_Alpha_g01_c02" in printed and "FAILED Alpha/v_Alpha_g01_c02" in printed
     summary = json.loads(Path(str(csv_path().with_suffix("")) + "_summary.json").read_text())
     assert [entry["videos"] for entry in summary["made_by"]] == [1]  # what made the scored outputs only
+    assert summary["metrics"]["psnr"]["n"] == 1 and "without_value" not in summary["metrics"]["psnr"]  # failures
     write_frames(short.parent, blend_of_neighbours(frames["Alpha", "v_Alpha_g01_c02"], SCALE))
     assert run(root) == 1  # failed videos are retried on the next run, finished ones are kept
     table = pd.read_csv(csv_path(), keep_default_na=False)
@@ -765,3 +766,71 @@ def test_styleganv_fvd_takes_a_random_real_clip_and_the_first_16_generated_frame
     path = Path(str(csv_path().with_suffix("")) + "_stylegan-v_summary.json")
     fvd = json.loads(path.read_text())["metrics"]["fvd"]
     assert fvd["clips"] == 3 and fvd["value"] == pytest.approx(expected, rel=1e-5)
+
+
+SIGNED = {"data_root": "/data", "gt_digest": "g", "out_digest": "o", "protocol": "asvfi"}
+
+
+def one_video_report(path, **row):
+    """A report of video A/v1 with one appended row."""
+    report = eval_report.ResultsCSV(path, eval_report.csv_columns(["psnr"]), {("A", "v1"): SIGNED})
+    report.append({"video": "v1", "category": "A", "frames": 9, "generated": 4, **SIGNED, **row})
+    return report
+
+
+def test_report_values_round_trip_exactly_and_a_last_line_without_its_newline_is_not_a_row(tmp_path):
+    """Every float is written with repr (no rounding); a line the writer did not finish with its
+    newline is not known to be complete, even when it has every field (cut in the last one)."""
+    path = tmp_path / "report.csv"
+    one_video_report(path, psnr=31.123456789012345, code="0123abcd")
+    assert float(pd.read_csv(path)["psnr"][0]) == 31.123456789012345
+    reopened = eval_report.ResultsCSV(path, eval_report.csv_columns(["psnr"]), {("A", "v1"): SIGNED})
+    assert reopened.done == {("A", "v1")} and float(reopened.rows[0]["psnr"]) == 31.123456789012345
+    path.write_text(path.read_text()[:-3])  # cut inside the code column
+    reopened = eval_report.ResultsCSV(path, eval_report.csv_columns(["psnr"]), {("A", "v1"): SIGNED})
+    assert reopened.done == set() and pd.read_csv(path).empty
+
+
+def test_restarting_the_feature_cache_forgets_earlier_features(tmp_path):
+    features = (np.ones((2, 3)), np.zeros((2, 3)))
+    eval_report.FeatureCache(tmp_path / "fvd").save("A", "v1", features)
+    kept = eval_report.FeatureCache(tmp_path / "fvd").load("A", "v1")
+    assert all(np.array_equal(a, b) for a, b in zip(kept, features))
+    assert eval_report.FeatureCache(tmp_path / "fvd", restart=True).load("A", "v1") is None
+
+
+def test_a_summary_write_that_fails_midway_leaves_the_previous_summary_whole(data, monkeypatch):
+    root, _ = data
+    assert run(root) == 0
+    stem = str(csv_path().with_suffix(""))
+    before = {suffix: Path(stem + suffix).read_text() for suffix in ("_summary.json", "_summary.txt")}
+    summary = json.loads(before["_summary.json"])
+    real_write_text = Path.write_text
+
+    def half_then_disk_full(self, text, *args, **kwargs):
+        real_write_text(self, text[:len(text) // 2], *args, **kwargs)
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(Path, "write_text", half_then_disk_full)
+        eval_report.write_summary({**summary, "title": "changed"}, csv_path())
+    assert {suffix: Path(stem + suffix).read_text() for suffix in before} == before
+
+
+def test_large_values_print_with_one_decimal_and_others_with_four():
+    assert [eval_report.format_number(v) for v in (None, 0.123456, -3.5, 12345.678)] == ["—", "0.1235", "-3.5000",
+                                                                                         "12345.7"]
+
+
+def test_a_report_of_another_format_is_refused_not_read(tmp_path):
+    path = tmp_path / "report.csv"
+    path.write_text("video,category,psnr\nv1,A,30.0\n")
+    with pytest.raises(utils.ASVFIError, match="add --restart to start this report again"):
+        eval_report.ResultsCSV(path, eval_report.csv_columns(["psnr"]), {("A", "v1"): SIGNED})
+    assert path.read_text() == "video,category,psnr\nv1,A,30.0\n"
+
+
+def test_the_code_that_scored_the_rows_is_listed_in_order_of_first_appearance():
+    rows = [{"code": "aaa"}, {"code": ""}, {"code": "bbb"}, {"code": "bbb"}, {}]
+    assert eval_report.codes_of(rows) == [{"commit": "aaa", "videos": 1}, {"commit": None, "videos": 2},
+                                          {"commit": "bbb", "videos": 2}]
