@@ -131,6 +131,9 @@ def test_ssim_matches_skimage():
     _, terms = losses.build_criterion("1*SSIM")({"pred": b[:, None]}, a[:, None])
     assert terms["SSIM"] == pytest.approx(1 - reference, abs=1e-5)
     assert losses.ssim_loss(a, a).item() == pytest.approx(0, abs=1e-6)
+    two = torch.stack([a, b], 1)  # (1, 2, 3, H, W): every frame of the n counts, not just the first
+    _, terms = losses.build_criterion("1*SSIM")({"pred": torch.stack([a, a], 1)}, two)
+    assert terms["SSIM"] == pytest.approx((1 - reference) / 2, abs=1e-5)
     assert losses.ssim_loss(a, b).dtype == torch.float32
 
 
@@ -179,6 +182,14 @@ def test_vgg_fails_clearly_offline(tmp_path, monkeypatch):
         losses.build_criterion("1*L1+0.1*VGG", weights_dir=tmp_path, allow_download=False)
 
 
+# The published perceptual loss, written out here rather than read from losses.py: torchvision's
+# ImageNet normalisation, relu1_1 .. relu5_1 (features indices) and their weights.
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+RELU_X_1 = (1, 6, 11, 20, 29)
+RELU_X_1_WEIGHTS = (0.1 / 2.6, 0.1 / 4.8, 0.1 / 3.7, 0.1 / 5.6, 1.0 / 1.5)
+
+
 def test_vgg_perceptual_value(tmp_path, monkeypatch):
     path, state = fake_vgg19_file(tmp_path)
     monkeypatch.setattr(weights, "locate", lambda name, weights_dir=None, allow_download=True: path)
@@ -187,24 +198,22 @@ def test_vgg_perceptual_value(tmp_path, monkeypatch):
     assert criterion({"pred": target}, target)[0].item() == 0
 
     def activations(x):
-        """relu1_1 .. relu5_1 computed straight from the state dict."""
-        mean = torch.tensor(losses.IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(losses.IMAGENET_STD).view(1, 3, 1, 1)
-        x, out, index = (x - mean) / std, [], 0
+        """relu1_1 .. relu5_1 computed straight from the state dict, after ImageNet normalisation."""
+        x, out, index = (x - IMAGENET_MEAN) / IMAGENET_STD, [], 0
         for item in losses.VGG19_LAYOUT:
             if item == "M":
                 x, index = F.max_pool2d(x, 2), index + 1
                 continue
             x = F.relu(F.conv2d(x, state[f"features.{index}.weight"], state[f"features.{index}.bias"], padding=1))
-            if index + 1 in losses.VGG_LAYERS:
+            if index + 1 in RELU_X_1:
                 out.append(x)
             index += 2
-            if index > losses.VGG_LAYERS[-1]:
+            if index > RELU_X_1[-1]:
                 break
         return out
 
     expected = sum(w * (a - b).abs().mean() for w, a, b in
-                   zip(losses.VGG_LAYER_WEIGHTS, activations(pred[0]), activations(target[0])))
+                   zip(RELU_X_1_WEIGHTS, activations(pred[0]), activations(target[0])))
     total, terms = criterion({"pred": pred}, target)
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert terms["VGG"] > 0
