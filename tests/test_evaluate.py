@@ -740,6 +740,8 @@ class UInt8StandInI3D(torch.nn.Module):
 
 
 def test_styleganv_fvd_takes_a_random_real_clip_and_the_first_16_generated_frames(tmp_path, monkeypatch):
+    """The split also lists a video inference has not written: it is missing output on its own,
+    and the clip plan (random starts drawn in order) covers the others as if it were not listed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     root, rng = tmp_path / "data", np.random.default_rng(6)
@@ -753,7 +755,10 @@ def test_styleganv_fvd_takes_a_random_real_clip_and_the_first_16_generated_frame
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     torch.jit.script(UInt8StandInI3D()).save(str(weights_dir / weights.REGISTRY["i3d"].filename))
-    assert run(root, "--protocol", "stylegan-v", metrics="fvd", weights_dir=weights_dir) == 0
+    pd.DataFrame([{"path": f"Gamma/v_Gamma_g0{index}_c01.avi", "category": "Gamma", "split": "test", "fps": 25,
+                   "n_frames": 40, "width": 20, "height": 16, "has_audio": False} for index in range(4)]
+                 ).to_csv(root / "demo_split.csv", index=False)
+    assert run(root, "--protocol", "stylegan-v", metrics="fvd", weights_dir=weights_dir) == 1  # one missing
 
     def features(clip):
         x = clip.astype(np.float64) / 255
@@ -764,8 +769,10 @@ def test_styleganv_fvd_takes_a_random_real_clip_and_the_first_16_generated_frame
     fake = [features(out[:16]) for out in outs]
     expected = protocols.fvd_from_features("stylegan-v", np.array(real), np.array(fake))
     path = Path(str(csv_path().with_suffix("")) + "_stylegan-v_summary.json")
-    fvd = json.loads(path.read_text())["metrics"]["fvd"]
-    assert fvd["clips"] == 3 and fvd["value"] == pytest.approx(expected, rel=1e-5)
+    summary = json.loads(path.read_text())
+    assert summary["missing_output"] == ["Gamma/v_Gamma_g03_c01"]
+    assert summary["metrics"]["fvd"]["clips"] == 3
+    assert summary["metrics"]["fvd"]["value"] == pytest.approx(expected, rel=1e-5)
 
 
 SIGNED = {"data_root": "/data", "gt_digest": "g", "out_digest": "o", "protocol": "asvfi"}
