@@ -143,6 +143,8 @@ def test_quantisation():
     for mode in ("round", "clamp_round", "truncate"):  # frames read back from 8-bit PNGs are unchanged
         assert torch.equal(protocols.quantize_prediction(png_values, mode), png_values), mode
     assert protocols.quantize_prediction(torch.tensor([-0.2, 1.3]), "clamp_round").tolist() == [0.0, 1.0]
+    for mode in ("none", "round", "clamp_round", "truncate"):  # float32 whatever the model's dtype
+        assert protocols.quantize_prediction(png_values.double(), mode).dtype == torch.float32, mode
     with pytest.raises(ValueError, match="round"):
         protocols.quantize_prediction(PAIRS["noisy"]["pred"], "dither")
 
@@ -165,6 +167,9 @@ def test_center_crop_pads_a_small_frame_as_torchvision_does_the_odd_pixel_after(
     cropped = protocols.center_crop(np.ones((221, 91, 3), np.uint8), 224)
     rows, cols = np.nonzero(cropped[:, :, 0])
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (1, 221, 66, 156)
+    cropped = protocols.center_crop(np.ones((300, 101, 3), np.uint8), 224)  # only the width is short
+    rows, cols = np.nonzero(cropped[:, :, 0])
+    assert cropped.shape == (224, 224, 3) and (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 223, 61, 161)
 
 
 # ----------------------------------------------------------------------------- averaging
