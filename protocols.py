@@ -300,9 +300,9 @@ def ssim_matlab(img1, img2, val_range=1.0):
 def ssim_gaussian(img1, img2, data_range=1.0):
     """Gaussian-window SSIM per frame, averaged over channels, (B,) float64.
 
-    Equals skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False) and pytorch_msssim 1.0.0's ssim: separable 11-tap window, valid
-    positions only. Along an axis shorter than the window the smoothing is skipped, as
+    pytorch_msssim 1.0.0's ssim (separable 11-tap window, valid positions only), with its float32
+    Gaussian taps; skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False), whose taps are float64, agrees within 1e-6. Along an axis shorter than the window the smoothing is skipped, as
     pytorch_msssim does (skimage raises), so tiny frames still get a finite value.
     """
     x, y = _as_batch(img1).double(), _as_batch(img2).double()
