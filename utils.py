@@ -32,10 +32,20 @@ def umask_mode(mode=0o666):
     return mode & ~umask
 
 
+def sync_to_disk(path):
+    """fsync a file or a folder, so that a power cut after this returns keeps what was written there
+    (a rename alone orders nothing: the new name can survive the cut while the data it names does not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=".tmp"):
-    """A temp file in `path`'s folder to write to: renamed to `path` when the block ends, removed when
-    it fails, so a crash never leaves half a file."""
+    """A temp file in `path`'s folder to write to: synced and renamed to `path` when the block ends,
+    removed when it fails, so neither a crash nor a power cut leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
@@ -43,7 +53,9 @@ def atomic_path(path, suffix=".tmp"):
     try:
         yield tmp
         os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the result follows the user's umask like any file
+        sync_to_disk(tmp)  # the data is on disk before the new name points at it
         os.replace(tmp, path)
+        sync_to_disk(path.parent)  # and so is the rename
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -1,6 +1,6 @@
 """publish.exclusive: one holder per result, a refusal at once with wait=False, a wait otherwise, no
 lock file left (a hidden one, removed while still held); utils.atomic_leftovers finds what an
-interrupted utils.atomic_path write leaves; removed_on_failure takes the partials made with it; partial
+interrupted utils.atomic_path write leaves, and atomic_path syncs the data, then the rename; removed_on_failure takes the partials made with it; partial
 names carry the process id and a token; publish replaces a result whole, remove_leftovers takes only
 the partials of its result, remove takes links (dangling ones too) and fresh_folder starts empty."""
 import fcntl
@@ -39,6 +39,24 @@ def test_atomic_leftovers_are_the_temp_files_of_interrupted_writes_of_the_named_
         Path(tmp).write_text("done")
     assert utils.atomic_leftovers(tmp_path, r"run\.pth") == [] and kept.read_text() == "done"
     assert utils.atomic_leftovers(tmp_path / "absent", r"run\.pth") == []
+
+
+def test_atomic_path_syncs_the_data_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    kept, synced = tmp_path / "run.pth", []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")), kept.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    with utils.atomic_path(kept) as tmp:
+        Path(tmp).write_text("done")
+    assert synced == [(Path(tmp), False), (tmp_path, True)]
+    synced.clear()
+    with pytest.raises(OSError, match="disk full"), utils.atomic_path(kept) as tmp:
+        raise OSError("disk full")
+    assert synced == [] and kept.read_text() == "done"  # a failed write syncs nothing and keeps the old file
 
 
 def test_removed_on_failure_skips_none_and_lets_the_error_through(tmp_path):
