@@ -184,7 +184,10 @@ def make_demo(out_root, seed=0, categories=None, groups=6, clips=2, size=(320, 2
     unknown = [name for name in names if name not in DEMO_CATEGORIES]
     if unknown:
         raise ValueError(f"unknown demo categories {unknown}; choose from {list(DEMO_CATEGORIES)}")
-    jobs = [(c, name, g, k) for c, name in enumerate(names) for g in range(1, groups + 1) for k in range(1, clips + 1)]
+    # Seeded by the category's place in DEMO_CATEGORIES, not in `categories`, so that a category's
+    # clips are the same whichever others are made with it.
+    jobs = [(list(DEMO_CATEGORIES).index(name), name, g, k)
+            for name in names for g in range(1, groups + 1) for k in range(1, clips + 1)]
     for c, name, g, k in progress(jobs, "make-demo", show_progress):
         path = video_dir / name / f"v_{name}_g{g:02d}_c{k:02d}.avi"
         kinds, shape = DEMO_CATEGORIES[name]

@@ -47,6 +47,15 @@ def test_another_seed_changes_the_sound_of_every_clip(tmp_path):
     assert not np.allclose(three, four, atol=1e-3)
 
 
+def test_a_category_renders_the_same_clips_whichever_categories_come_with_it(tmp_path):
+    """A subset of the demo set is a subset of its videos, not a new set under the same names."""
+    alone = demo_data.make_demo(tmp_path / "alone", categories=["BouncingBall"], groups=1, clips=1, **SMALL)
+    second = demo_data.make_demo(tmp_path / "with", categories=["PulsingDisc", "BouncingBall"], groups=1, clips=1,
+                                 **SMALL)
+    for read in (video_io.read_audio, lambda path: video_io.read_frames(path, 0, 6)):
+        assert np.array_equal(read(clip(alone, "BouncingBall")), read(clip(second, "BouncingBall")))
+
+
 def test_each_category_sounds_its_mechanisms(tmp_path):
     """Loudness: a tone (300-900 Hz); impacts: 3 kHz clicks; BallAndDisc has both."""
     sounds = {"PulsingDisc": {"tone"}, "PulsingSquare": {"tone"}, "BouncingBall": {"clicks"},
@@ -70,10 +79,11 @@ def test_the_background_pans_by_a_whole_pixel_per_frame_at_a_constant_velocity(t
         frames = video_io.read_frames(clip(video_dir, "BouncingBall", group), 0, 11).astype(int)
         found = set()
         for k in (5, 10):
-            error = {(dx, dy): np.abs(frames[k] - np.roll(frames[0], (k * dy, k * dx), axis=(0, 1)))[12:-12, 12:-12]
-                     .mean() for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+            # the median, since the pan moves most pixels and the ball and the codec's errors only some
+            error = {(dx, dy): np.median(np.abs(frames[k] - np.roll(frames[0], (k * dy, k * dx), axis=(0, 1)))
+                                         [12:-12, 12:-12]) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
             best, second = sorted(error.values())[:2]
-            assert best < 7 and second > 2 * best, group
+            assert best < 5 and second > 2 * best, group
             found.add(min(error, key=error.get))
         assert len(found) == 1, group
         pans |= found
